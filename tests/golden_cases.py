@@ -1,0 +1,31 @@
+"""The golden cases of make_golden.py, as `get_model` kwargs of this package."""
+
+import os
+
+import numpy as np
+
+GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
+
+_VIT = dict(patch_size=8, depth=2, num_classes=10)
+MODEL_KWARGS = {
+    'vit_cls': ('vit', dict(_VIT, width=64, mlp_dim=128, num_heads=2,
+                            pool_type='cls')),
+    'vit_gap': ('vit', dict(_VIT, width=64, mlp_dim=128, num_heads=4,
+                            pool_type='gap')),
+    'vit_gap_fcnorm': ('vit', dict(_VIT, width=64, mlp_dim=128, num_heads=4,
+                                   pool_type='gap', fc_norm=True)),
+    'vit_map': ('vit', dict(_VIT, width=64, mlp_dim=128, num_heads=4,
+                            pool_type='map')),
+    'mixer': ('mixer', dict(patch_size=8, depth=2, num_classes=10, width=64,
+                            tokens_mlp_dim=32, channels_mlp_dim=128)),
+}
+
+
+def load(case):
+  """Returns (timm state dict, outputs) of a golden case."""
+  with np.load(os.path.join(GOLDEN_DIR, f'{case}_timm.npz')) as archive:
+    state_dict = {k[len('timm/'):]: archive[k] for k in archive.files
+                  if k.startswith('timm/')}
+    outputs = {k[len('out/'):]: archive[k] for k in archive.files
+               if k.startswith('out/')}
+  return state_dict, outputs

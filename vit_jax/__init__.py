@@ -1,0 +1,1 @@
+"""vit_jax: scaling experiments with vision transformers in JAX / Flax."""

@@ -1,0 +1,293 @@
+"""Layers shared by the model families: patch embedding, attention, MLP,
+stochastic depth, position embeddings, attention pooling, variant parsing.
+
+Parameter names are chosen to say what a tensor is (`query/kernel`,
+`fc1/kernel`); `vit_jax.checkpoint` maps other layouts (timm, the `.npz`
+files of Google's original ViT code) onto them.
+"""
+
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+# Initialisers of the original ViT code (Dosovitskiy et al. 2020, App. B.1):
+# Xavier-uniform kernels, tiny-normal MLP biases.
+DENSE_KERNEL_INIT = nn.initializers.xavier_uniform()
+MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
+
+
+def parse_variant(variant: str, table: Mapping[str, Mapping[str, Any]],
+                  family: str) -> Tuple[Mapping[str, Any], int]:
+  """Decodes "B/16" into (the size row of `table`, patch size 16)."""
+  size, sep, patch = variant.partition('/')
+  if not sep or not patch.isdigit():
+    raise ValueError(
+        f'{family} variant {variant!r} must look like SIZE/PATCH, e.g. '
+        f'"B/16"; valid sizes: {sorted(table)}')
+  if size not in table:
+    raise ValueError(
+        f'Unknown {family} size {size!r} in variant {variant!r}; valid sizes: '
+        f'{list(table)}')
+  return table[size], int(patch)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+  if value not in choices:
+    raise ValueError(f'Unknown {name} {value!r}; valid choices: {list(choices)}')
+
+
+def stochastic_depth_rates(rate: float, depth: int) -> np.ndarray:
+  """Per-block drop-path rates growing linearly from 0 to `rate`.
+
+  The linear rule of Huang et al. 2016 ("Deep Networks with Stochastic
+  Depth", Sec. 3), as used by DeiT and Swin.
+  """
+  if depth <= 1:
+    return np.full((depth,), rate, np.float32)
+  return np.linspace(0.0, rate, depth, dtype=np.float32)
+
+
+def drop_path(inputs: jax.Array, rate, deterministic: bool,
+              rng_module: nn.Module) -> jax.Array:
+  """Zeroes whole samples of a residual branch with probability `rate`.
+
+  `rate` may be a traced scalar (per-layer rates under `nn.scan`).
+  Kept samples are scaled by 1 / (1 - rate) so the expectation is unchanged.
+  """
+  if deterministic:
+    return inputs
+  if isinstance(rate, (int, float)) and rate == 0.0:
+    return inputs
+  keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
+  rng = rng_module.make_rng('dropout')
+  mask_shape = (inputs.shape[0],) + (1,) * (inputs.ndim - 1)
+  keep = jax.random.bernoulli(rng, keep_prob, mask_shape)
+  scale = jnp.where(keep_prob > 0, 1.0 / jnp.maximum(keep_prob, 1e-12), 0.0)
+  return inputs * (keep * scale).astype(inputs.dtype)
+
+
+def posemb_sincos_2d(height: int, width: int, dim: int,
+                     temperature: float = 10_000.0) -> np.ndarray:
+  """Fixed 2-D sine-cosine position embedding, shape [height * width, dim].
+
+  A quarter of the channels each for sin(y), cos(y), sin(x), cos(x) with
+  geometric frequencies (Chen et al. 2021, MoCo v3, Sec. 4; used in
+  "Better plain ViT baselines" and MAE). The order of the four quarters
+  follows the MAE reference (x: the column index first, then y).
+  """
+  if dim % 4:
+    raise ValueError(f'Sin-cos position embedding needs a width divisible by '
+                     f'4, got {dim}.')
+  quarter = dim // 4
+  omega = 1.0 / temperature ** (np.arange(quarter, dtype=np.float64) / quarter)
+  ys, xs = np.meshgrid(np.arange(height, dtype=np.float64),
+                       np.arange(width, dtype=np.float64), indexing='ij')
+  ys = ys.reshape(-1)[:, None] * omega[None]  # [H*W, D/4]
+  xs = xs.reshape(-1)[:, None] * omega[None]
+  table = np.concatenate([np.sin(xs), np.cos(xs), np.sin(ys), np.cos(ys)],
+                         axis=1)
+  return table.astype(np.float32)  # [H*W, D]
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping patches, linearly projected: a strided convolution."""
+  patch_size: int
+  width: int
+  dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:  # [B, H, W, C]
+    _, height, width, channels = images.shape
+    p = self.patch_size
+    if height % p or width % p:
+      raise ValueError(
+          f'Image size {height}x{width} is not divisible by the patch size '
+          f'{p}.')
+    if self.has_variable('params', 'kernel'):
+      expected = self.get_variable('params', 'kernel').shape[2]
+      if expected != channels:
+        raise ValueError(
+            f'Images have {channels} channels but the patch-embedding kernel '
+            f'{self.get_variable("params", "kernel").shape} expects '
+            f'{expected}.')
+    kernel = self.param('kernel', self.kernel_init,
+                        (p, p, channels, self.width), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.width,),
+                      jnp.float32)
+    tokens = jax.lax.conv_general_dilated(
+        images.astype(self.dtype), kernel.astype(self.dtype),
+        window_strides=(p, p), padding='VALID',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return tokens + bias.astype(self.dtype)  # [B, H/p, W/p, D]
+
+
+class Mlp(nn.Module):
+  """Two dense layers with GELU in between (the transformer MLP block)."""
+  hidden_dim: int
+  out_dim: Optional[int] = None
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  kernel_init: Initializer = DENSE_KERNEL_INIT
+  bias_init: Initializer = MLP_BIAS_INIT
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
+    out_dim = self.out_dim or inputs.shape[-1]
+    hidden = nn.Dense(self.hidden_dim, dtype=self.dtype,
+                      kernel_init=self.kernel_init, bias_init=self.bias_init,
+                      name='fc1')(inputs)
+    # The exact (erf) GELU, as in the reference PyTorch implementations.
+    hidden = nn.gelu(hidden, approximate=False)
+    hidden = nn.Dropout(self.dropout)(hidden, deterministic)
+    outputs = nn.Dense(out_dim, dtype=self.dtype,
+                       kernel_init=self.kernel_init, bias_init=self.bias_init,
+                       name='fc2')(hidden)
+    return nn.Dropout(self.dropout)(outputs, deterministic)
+
+
+class Attention(nn.Module):
+  """Multi-head dot-product attention (Vaswani et al. 2017).
+
+  Projections keep heads as a separate axis: query/key/value kernels are
+  [D, heads, head_dim], the output kernel [heads, head_dim, D]. The product
+  itself goes through `jax.nn.dot_product_attention`, which picks a fused
+  kernel (cuDNN flash attention on GPU) where one is available.
+  """
+  num_heads: int
+  dropout: float = 0.0  # attention-probability dropout; needs the XLA path.
+  dtype: Dtype = jnp.float32
+  implementation: Optional[str] = None  # None: let JAX choose; 'xla'; 'cudnn'.
+
+  @nn.compact
+  def __call__(self, queries: jax.Array, keys_values: jax.Array,
+               deterministic: bool = True,
+               bias: Optional[jax.Array] = None) -> jax.Array:
+    width = queries.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f'Width {width} is not divisible by the number of '
+                       f'heads {self.num_heads}.')
+    head_dim = width // self.num_heads
+    project = lambda name: nn.DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), dtype=self.dtype,
+        kernel_init=DENSE_KERNEL_INIT, name=name)
+    query = project('query')(queries)  # [B, Nq, H, hd]
+    key = project('key')(keys_values)  # [B, Nk, H, hd]
+    value = project('value')(keys_values)  # [B, Nk, H, hd]
+    if self.dropout > 0.0 and not deterministic:
+      logits = jnp.einsum('bqhd,bkhd->bhqk', query, key) / np.sqrt(head_dim)
+      if bias is not None:
+        logits = logits + bias
+      probs = jax.nn.softmax(logits.astype(jnp.float32)).astype(self.dtype)
+      probs = nn.Dropout(self.dropout)(probs, deterministic)
+      attended = jnp.einsum('bhqk,bkhd->bqhd', probs, value)
+    else:
+      attended = jax.nn.dot_product_attention(
+          query, key, value, bias=bias,
+          implementation=self.implementation)  # [B, Nq, H, hd]
+    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
+                           kernel_init=DENSE_KERNEL_INIT,
+                           name='out')(attended)  # [B, Nq, D]
+
+
+class MAPHead(nn.Module):
+  """Multi-head attention pooling with a learned probe.
+
+  Zhai et al. 2021, "Scaling Vision Transformers", Sec. 3.2 (after Lee et
+  al. 2019, "Set Transformer"): a learned query attends over all tokens,
+  followed by a residual MLP block.
+  """
+  num_heads: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  layer_norm_eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:  # [B, N, D]
+    batch, _, width = tokens.shape
+    probe = self.param('probe', nn.initializers.xavier_uniform(),
+                       (1, 1, width), jnp.float32)
+    probe = jnp.broadcast_to(probe.astype(self.dtype), (batch, 1, width))
+    pooled = Attention(self.num_heads, dtype=self.dtype, name='attn')(
+        probe, tokens)  # [B, 1, D]
+    normed = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
+                          name='norm')(pooled)
+    pooled = pooled + Mlp(self.mlp_dim, dtype=self.dtype, name='mlp')(
+        normed, deterministic=True)
+    return pooled[:, 0]  # [B, D]
+
+
+def run_blocks(block_cls, block_kwargs: Mapping[str, Any], tokens: jax.Array,
+               depth: int, stochastic_depth: float, scan: bool,
+               remat: bool) -> jax.Array:
+  """Applies `depth` blocks to `tokens`; call it inside a compact method,
+  whose module becomes the blocks' parent.
+
+  Each block maps (tokens, drop-path rate) -> (tokens, None). Unrolled blocks
+  are named `block_{i}`; with `scan` one scanned module `blocks` holds every
+  parameter with a leading depth axis (see `stack_blocks`). Drop-path rates
+  grow linearly with depth either way.
+  """
+  rates = stochastic_depth_rates(stochastic_depth, depth)
+  if remat:
+    block_cls = nn.remat(block_cls, prevent_cse=not scan)
+  if scan:
+    scanned_cls = nn.scan(
+        block_cls, variable_axes={'params': 0},
+        split_rngs={'params': True, 'dropout': True}, in_axes=0,
+        length=depth)
+    tokens, _ = scanned_cls(name='blocks', **block_kwargs)(
+        tokens, jnp.asarray(rates))
+    return tokens
+  for index in range(depth):
+    tokens, _ = block_cls(name=f'block_{index}', **block_kwargs)(
+        tokens, float(rates[index]))
+  return tokens
+
+
+def _block_index(name: str) -> Optional[int]:
+  prefix = 'block_'
+  if name.startswith(prefix) and name[len(prefix):].isdigit():
+    return int(name[len(prefix):])
+  return None
+
+
+def stack_blocks(params: Mapping[str, Any]) -> dict:
+  """Converts unrolled `block_{i}` parameters to the scanned `blocks` layout.
+
+  Works on any (nested) parameter dict: every dict holding `block_0` ..
+  `block_{n-1}` gets them replaced by one `blocks` entry whose leaves carry
+  a leading axis of size n.
+  """
+  if not isinstance(params, Mapping):
+    return params
+  indices = sorted(i for i in map(_block_index, params) if i is not None)
+  converted = {name: stack_blocks(value) for name, value in params.items()
+               if _block_index(name) is None}
+  if indices:
+    if indices != list(range(len(indices))):
+      raise ValueError(f'Blocks are not numbered 0..{len(indices) - 1}: '
+                       f'{indices}')
+    blocks = [stack_blocks(params[f'block_{i}']) for i in indices]
+    converted['blocks'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
+  return converted
+
+
+def unstack_blocks(params: Mapping[str, Any]) -> dict:
+  """Inverse of `stack_blocks`: `blocks` -> `block_0` .. `block_{n-1}`."""
+  if not isinstance(params, Mapping):
+    return params
+  converted = {name: unstack_blocks(value) for name, value in params.items()
+               if name != 'blocks'}
+  if 'blocks' in params:
+    depth = jax.tree.leaves(params['blocks'])[0].shape[0]
+    for index in range(depth):
+      converted[f'block_{index}'] = unstack_blocks(
+          jax.tree.map(lambda x, i=index: x[i], params['blocks']))
+  return converted

@@ -1,0 +1,234 @@
+"""Vision Transformer.
+
+Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words" (ViT), with the
+sizes and pooling of Zhai et al. 2021, "Scaling Vision Transformers".
+
+    images [B, H, W, C]
+      -> patch embedding                       [B, H/p * W/p, D]
+      -> (+ class token) + position embedding  [B, N, D]
+      -> `depth` pre-norm encoder blocks        [B, N, D]
+      -> pooling: cls | gap | map | none        [B, D]  (none: [B, N, D])
+      -> (pre-logits layer) -> head             [B, num_classes]
+"""
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.models import common
+
+# Named sizes: (width D, depth, MLP width, heads). Ti..H from the ViT and
+# DeiT papers, g and G from Scaling ViT (Table 2).
+VARIANTS = {
+    'Ti': dict(width=192, depth=12, mlp_dim=768, num_heads=3),
+    'S': dict(width=384, depth=12, mlp_dim=1536, num_heads=6),
+    'M': dict(width=512, depth=12, mlp_dim=2048, num_heads=8),
+    'B': dict(width=768, depth=12, mlp_dim=3072, num_heads=12),
+    'L': dict(width=1024, depth=24, mlp_dim=4096, num_heads=16),
+    'H': dict(width=1280, depth=32, mlp_dim=5120, num_heads=16),
+    'g': dict(width=1408, depth=40, mlp_dim=6144, num_heads=16),
+    'G': dict(width=1664, depth=48, mlp_dim=8192, num_heads=16),
+}
+
+POOL_TYPES = ('cls', 'gap', 'map', 'none')
+POSEMB_TYPES = ('learn', 'sincos2d')
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+  `__call__` takes and returns a (tokens, drop-path rate) carry so the same
+  block runs in a Python loop or under `nn.scan`.
+  """
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  deterministic: bool = True
+  layer_norm_eps: float = 1e-6
+  dtype: Any = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, drop_path_rate) -> Any:  # [B, N, D]
+    normed = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
+                          name='norm1')(tokens)
+    attended = common.Attention(
+        self.num_heads, dropout=self.attention_dropout, dtype=self.dtype,
+        implementation=self.attention_impl, name='attn')(
+            normed, normed, self.deterministic)
+    attended = nn.Dropout(self.dropout)(attended, self.deterministic)
+    tokens = tokens + common.drop_path(attended, drop_path_rate,
+                                       self.deterministic, self)
+    normed = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
+                          name='norm2')(tokens)
+    transformed = common.Mlp(self.mlp_dim, dropout=self.dropout,
+                             dtype=self.dtype, name='mlp')(
+                                 normed, self.deterministic)
+    tokens = tokens + common.drop_path(transformed, drop_path_rate,
+                                       self.deterministic, self)
+    return tokens, None  # [B, N, D]
+
+
+class Encoder(nn.Module):
+  """A stack of encoder blocks: unrolled (`block_i`) or scanned (`blocks`).
+
+  With `scan=True` the parameters of all blocks are stacked on a leading
+  depth axis under `blocks`; `common.stack_blocks` / `common.unstack_blocks`
+  convert between the two layouts. `remat=True` recomputes each block's
+  activations in the backward pass instead of storing them.
+  """
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0
+  layer_norm_eps: float = 1e-6
+  dtype: Any = jnp.float32
+  scan: bool = False
+  remat: bool = False
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
+    block_kwargs = dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout,
+        attention_dropout=self.attention_dropout, deterministic=deterministic,
+        layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
+        attention_impl=self.attention_impl)
+    return common.run_blocks(EncoderBlock, block_kwargs, tokens,
+                             self.depth, self.stochastic_depth, self.scan,
+                             self.remat)
+
+
+class ViT(nn.Module):
+  """Vision Transformer classifier (or feature extractor).
+
+  Attributes:
+    patch_size, width, depth, mlp_dim, num_heads: the size (see VARIANTS and
+      `ViT.from_variant`).
+    num_classes: head outputs; 0 or None for no head (logits are then the
+      representation itself).
+    pool_type: 'cls' (class token), 'gap' (global average pooling), 'map'
+      (multi-head attention pooling, Scaling ViT Sec. 3.2) or 'none'
+      (return all tokens; a head is applied per token).
+    posemb: 'learn' (learned, normal(0.02) init) or 'sincos2d' (fixed).
+    fc_norm: with 'gap', normalise after pooling instead of before (as MAE
+      fine-tuning and BEiT do); the norm is then named `fc_norm`.
+    representation_size: width of the tanh pre-logits layer of the original
+      ViT (ViT paper, Sec. 3.1 and App. B); None for none.
+    head_bias_init: constant initial head bias (e.g. -10 for sigmoid
+      losses, Scaling ViT). The head kernel is zero-initialised (ViT paper,
+      Sec. 3.1).
+    dtype: compute dtype (e.g. bfloat16); parameters stay float32.
+    scan / remat: scan over blocks / rematerialise blocks, for deep models.
+    attention_impl: passed to `jax.nn.dot_product_attention` (None: JAX
+      picks, 'xla', or 'cudnn').
+  """
+  patch_size: int
+  width: int
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  num_classes: Optional[int] = 1000
+  pool_type: str = 'cls'
+  posemb: str = 'learn'
+  fc_norm: bool = False
+  representation_size: Optional[int] = None
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  stochastic_depth: float = 0.0
+  head_bias_init: float = 0.0
+  layer_norm_eps: float = 1e-6
+  dtype: Any = jnp.float32
+  scan: bool = False
+  remat: bool = False
+  attention_impl: Optional[str] = None
+
+  @classmethod
+  def from_variant(cls, variant: str, **kwargs) -> 'ViT':
+    """ViT.from_variant('B/16', num_classes=10, pool_type='gap')."""
+    size, patch_size = common.parse_variant(variant, VARIANTS, 'ViT')
+    return cls(patch_size=patch_size, **{**size, **kwargs})
+
+  def __post_init__(self):
+    super().__post_init__()
+    common.check_choice('pool_type', self.pool_type, POOL_TYPES)
+    common.check_choice('posemb', self.posemb, POSEMB_TYPES)
+    common.check_choice('attention_impl', self.attention_impl,
+                        (None, 'xla', 'cudnn'))
+    if self.fc_norm and self.pool_type != 'gap':
+      raise ValueError(f'fc_norm=True applies to pool_type="gap" only, got '
+                       f'pool_type={self.pool_type!r}.')
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False):
+    """Returns (logits, aux); aux holds 'pre_logits' and 'encoded'."""
+    deterministic = not train
+    patches = common.PatchEmbed(self.patch_size, self.width, dtype=self.dtype,
+                                name='patch_embed')(images)  # [B, h, w, D]
+    batch, grid_h, grid_w, _ = patches.shape
+    tokens = patches.reshape(batch, grid_h * grid_w, self.width)  # [B, N, D]
+
+    if self.pool_type == 'cls':
+      cls_token = self.param('cls_token', nn.initializers.zeros,
+                             (1, 1, self.width), jnp.float32)
+      cls_token = jnp.broadcast_to(cls_token.astype(tokens.dtype),
+                                   (batch, 1, self.width))
+      tokens = jnp.concatenate([cls_token, tokens], axis=1)  # [B, 1+N, D]
+
+    if self.posemb == 'learn':
+      pos_embed = self.param('pos_embed', nn.initializers.normal(0.02),
+                             (1,) + tokens.shape[1:], jnp.float32)
+    else:
+      table = common.posemb_sincos_2d(grid_h, grid_w, self.width)
+      if self.pool_type == 'cls':  # the class token gets a zero embedding.
+        table = np.concatenate([np.zeros((1, self.width), np.float32), table])
+      pos_embed = jnp.asarray(table)[None]
+    tokens = tokens + pos_embed.astype(tokens.dtype)
+    tokens = nn.Dropout(self.dropout)(tokens, deterministic)
+
+    tokens = Encoder(
+        depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout=self.dropout, attention_dropout=self.attention_dropout,
+        stochastic_depth=self.stochastic_depth,
+        layer_norm_eps=self.layer_norm_eps, dtype=self.dtype, scan=self.scan,
+        remat=self.remat, attention_impl=self.attention_impl,
+        name='encoder')(tokens, deterministic)  # [B, N, D]
+
+    norm = functools.partial(nn.LayerNorm, self.layer_norm_eps,
+                             dtype=self.dtype)
+    if not self.fc_norm:
+      tokens = norm(name='encoder_norm')(tokens)
+    aux = {'encoded': tokens}
+
+    if self.pool_type == 'cls':
+      representation = tokens[:, 0]  # [B, D]
+    elif self.pool_type == 'gap':
+      representation = tokens.mean(axis=1)  # [B, D]
+      if self.fc_norm:
+        representation = norm(name='fc_norm')(representation)
+    elif self.pool_type == 'map':
+      representation = common.MAPHead(
+          self.num_heads, self.mlp_dim, dtype=self.dtype,
+          layer_norm_eps=self.layer_norm_eps, name='map_head')(tokens)
+    else:  # 'none'
+      representation = tokens  # [B, N, D]
+
+    if self.representation_size:
+      representation = nn.tanh(nn.Dense(self.representation_size,
+                                        dtype=self.dtype,
+                                        name='pre_logits')(representation))
+    representation = representation.astype(jnp.float32)
+    aux['pre_logits'] = representation
+    if not self.num_classes:
+      return representation, aux
+    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                      bias_init=nn.initializers.constant(self.head_bias_init),
+                      name='head')(representation)  # [B, num_classes]
+    return logits, aux
