@@ -1,0 +1,227 @@
+"""ViT and Mixer: sizes, options, layouts and bad input."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import golden_cases
+from vit_jax import checkpoint
+from vit_jax.models import common, get_model
+from vit_jax.models.__main__ import count_flops, count_params
+
+TINY_VIT = dict(patch_size=4, width=32, depth=2, mlp_dim=64, num_heads=4,
+                num_classes=5)
+TINY_MIXER = dict(patch_size=4, width=32, depth=2, tokens_mlp_dim=16,
+                  channels_mlp_dim=64, num_classes=5)
+
+
+def _images(batch=2, size=16, channels=3, seed=0):
+  return jax.random.normal(jax.random.PRNGKey(seed),
+                           (batch, size, size, channels))
+
+
+def _random_params(model, images, seed=1):
+  """Initialised params with every leaf perturbed (heads start at zero)."""
+  params = model.init(jax.random.PRNGKey(seed), images)['params']
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  leaves = [leaf + 0.1 * jax.random.normal(key, leaf.shape)
+            for leaf, key in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, leaves)
+
+
+# Published parameter counts, 1000 classes, 224 px (ViT with class token).
+PUBLISHED = [
+    ('vit', 'Ti/16', 5_717_416),
+    ('vit', 'B/16', 86_567_656),
+    ('vit', 'L/16', 304_326_632),
+    ('vit', 'g/14', 1_012_611_432),
+    ('vit', 'G/14', 1_844_440_680),
+    ('mixer', 'B/16', 59_880_472),
+    ('mixer', 'L/16', 208_196_168),
+]
+
+
+@pytest.mark.parametrize('family,variant,expected', PUBLISHED)
+def test_published_parameter_counts(family, variant, expected):
+  assert count_params(get_model(family, variant=variant)) == expected
+
+
+def _vit_analytic_flops(width, depth, mlp_dim, patch, resolution, classes):
+  """Matmul FLOPs (2 per multiply-add) of a class-token ViT forward pass."""
+  tokens = (resolution // patch) ** 2 + 1
+  per_block = (4 * tokens * width * width  # q, k, v, out projections
+               + 2 * tokens * tokens * width  # q.k and probs.v
+               + 2 * tokens * width * mlp_dim)  # MLP
+  embed = (tokens - 1) * patch * patch * 3 * width
+  return 2 * (depth * per_block + embed + width * classes)
+
+
+def test_flops_match_analytic_count():
+  flops = count_flops(get_model('vit', variant='B/16'))
+  analytic = _vit_analytic_flops(768, 12, 3072, 16, 224, 1000)
+  # XLA also counts softmax, norms and GELU (erf): ~1.6% above the matmuls.
+  assert analytic <= flops <= 1.03 * analytic
+
+
+@pytest.mark.parametrize('kwargs,pattern', [
+    (dict(variant='X/16'), r"Unknown ViT size 'X'.*'Ti', 'S', 'M', 'B', "
+     r"'L', 'H', 'g', 'G'"),
+    (dict(variant='B16'), r'must look like SIZE/PATCH'),
+    (dict(variant='B/16', pool_type='avg'),
+     r"Unknown pool_type 'avg'; valid choices: \['cls', 'gap', 'map', "
+     r"'none'\]"),
+    (dict(variant='B/16', posemb='rope'), r"Unknown posemb 'rope'"),
+    (dict(variant='B/16', pool_type='cls', fc_norm=True),
+     r'fc_norm=True applies to pool_type="gap" only'),
+])
+def test_bad_options_name_the_valid_ones(kwargs, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    get_model('vit', **kwargs)
+
+
+def test_unknown_model_name():
+  with pytest.raises(ValueError, match=r"Unknown model 'resnet'.*'vit'"):
+    get_model('resnet')
+
+
+@pytest.mark.parametrize('family,kwargs', [('vit', TINY_VIT),
+                                           ('mixer', TINY_MIXER)])
+def test_image_size_not_divisible_by_patch(family, kwargs):
+  model = get_model(family, **kwargs)
+  with pytest.raises(ValueError, match=r'Image size 18x18 is not divisible '
+                     r'by the patch size 4'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3)))
+
+
+@pytest.mark.parametrize('family,kwargs', [
+    ('vit', dict(TINY_VIT, pool_type='cls')),
+    ('vit', dict(TINY_VIT, pool_type='map', stochastic_depth=0.2)),
+    ('mixer', dict(TINY_MIXER, stochastic_depth=0.2)),
+])
+def test_scan_and_remat_match_unrolled(family, kwargs):
+  images = _images()
+  unrolled = get_model(family, **kwargs)
+  params = _random_params(unrolled, images)
+  scanned = get_model(family, **dict(kwargs, scan=True, remat=True))
+  stacked = common.stack_blocks(params)
+  # The scanned model's own init has exactly the stacked layout.
+  init_shapes = jax.eval_shape(scanned.init, jax.random.PRNGKey(0), images)
+  assert (jax.tree.map(jnp.shape, init_shapes['params'])
+          == jax.tree.map(jnp.shape, stacked))
+  expected, _ = unrolled.apply({'params': params}, images)
+  got, _ = scanned.apply({'params': stacked}, images)
+  assert np.abs(expected).max() > 1e-2
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+  # Gradients agree too (remat recomputes, scan stacks).
+  loss = lambda model, p: model.apply({'params': p}, images)[0].sum()  # noqa
+  grads = jax.grad(lambda p: loss(unrolled, p))(params)
+  scanned_grads = jax.grad(lambda p: loss(scanned, p))(stacked)
+  for got_leaf, expected_leaf in zip(
+      jax.tree.leaves(common.unstack_blocks(scanned_grads)),
+      jax.tree.leaves(grads)):
+    np.testing.assert_allclose(got_leaf, expected_leaf, atol=1e-4)
+  roundtrip = common.unstack_blocks(stacked)
+  assert jax.tree.structure(roundtrip) == jax.tree.structure(params)
+
+
+def test_pool_types_shapes():
+  images = _images()
+  for pool_type in ('cls', 'gap', 'map'):
+    logits, aux = get_model('vit', **dict(TINY_VIT, pool_type=pool_type)).init_with_output(
+        jax.random.PRNGKey(0), images)[0]
+    assert logits.shape == (2, 5) and aux['pre_logits'].shape == (2, 32)
+  model = get_model('vit', **dict(TINY_VIT, pool_type='none', num_classes=0))
+  (tokens, aux), variables = model.init_with_output(jax.random.PRNGKey(0),
+                                                    images)
+  assert tokens.shape == (2, 16, 32)
+  assert 'cls_token' not in variables['params']
+
+
+def test_sincos_posemb_has_no_parameter_and_known_values():
+  model = get_model('vit', **dict(TINY_VIT, posemb='sincos2d'))
+  params = model.init(jax.random.PRNGKey(0), _images())['params']
+  assert 'pos_embed' not in params
+  table = common.posemb_sincos_2d(3, 5, 8)  # [15, 8]
+  # Row r*5 + c: sin(c w), cos(c w), sin(r w), cos(r w) with w = 1e4^-(k/2).
+  row, col = 2, 3
+  omega = 1.0 / 10_000 ** (np.arange(2) / 2)
+  expected = np.concatenate([np.sin(col * omega), np.cos(col * omega),
+                             np.sin(row * omega), np.cos(row * omega)])
+  np.testing.assert_allclose(table[row * 5 + col], expected, atol=1e-6)
+
+
+def test_head_init_and_representation_layer():
+  model = get_model('vit', **dict(TINY_VIT, representation_size=24,
+                                  head_bias_init=-3.0))
+  images = _images()
+  params = model.init(jax.random.PRNGKey(0), images)['params']
+  assert params['pre_logits']['kernel'].shape == (32, 24)
+  assert not params['head']['kernel'].any()
+  logits, aux = model.apply({'params': params}, images)
+  np.testing.assert_allclose(logits, -3.0)
+  assert aux['pre_logits'].shape == (2, 24)
+  assert np.abs(aux['pre_logits']).max() <= 1.0  # tanh
+
+
+def test_stochastic_depth_and_dropout_only_in_training():
+  kwargs = dict(TINY_VIT, stochastic_depth=0.5, dropout=0.1,
+                attention_dropout=0.1)
+  model = get_model('vit', **kwargs)
+  images = _images()
+  params = _random_params(model, images)
+  eval_a, _ = model.apply({'params': params}, images)
+  eval_b, _ = model.apply({'params': params}, images, train=False)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  train = lambda seed: model.apply(  # noqa: E731
+      {'params': params}, images, train=True,
+      rngs={'dropout': jax.random.PRNGKey(seed)})[0]
+  assert not np.allclose(train(0), train(1))
+  np.testing.assert_array_equal(train(0), train(0))
+
+
+def test_drop_path_keeps_expectation():
+  rates = common.stochastic_depth_rates(0.3, 4)
+  np.testing.assert_allclose(rates, [0.0, 0.1, 0.2, 0.3], atol=1e-7)
+
+  class Dropper(common.nn.Module):
+    @common.nn.compact
+    def __call__(self, inputs):
+      return common.drop_path(inputs, 0.25, False, self)
+
+  inputs = jnp.ones((20_000, 3))
+  out = Dropper().apply({}, inputs, rngs={'dropout': jax.random.PRNGKey(0)})
+  kept = out[:, 0] > 0
+  assert abs(kept.mean() - 0.75) < 0.02
+  np.testing.assert_allclose(out[kept], 1 / 0.75, rtol=1e-6)
+  np.testing.assert_array_equal(out[~kept], 0.0)
+
+
+@pytest.mark.parametrize('case', ['vit_map', 'mixer'])
+def test_bfloat16_compute_close_to_float32(case):
+  name, kwargs = golden_cases.MODEL_KWARGS[case]
+  state_dict, outputs = golden_cases.load(case)
+  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  images = jnp.asarray(outputs['images'])
+  f32, _ = get_model(name, **kwargs).apply({'params': params}, images)
+  bf16, aux = get_model(name, **dict(kwargs, dtype=jnp.bfloat16)).apply(
+      {'params': params}, images)
+  assert bf16.dtype == jnp.float32  # logits come back in float32
+  assert jax.tree.leaves(params)[0].dtype == jnp.float32
+  # bfloat16 keeps 8 bits of mantissa: relative error about 2^-8 per op.
+  scale = np.abs(f32).max()
+  assert np.abs(bf16 - f32).max() <= 0.05 * scale
+  assert np.abs(bf16 - f32).max() > 0  # bfloat16 really was used
+
+
+def test_models_import_no_tensorflow():
+  code = ('import sys, vit_jax.models, vit_jax.checkpoint, vit_jax.sharding; '
+          'import vit_jax.models.__main__; '
+          'bad = [m for m in sys.modules if m.split(".")[0] in '
+          '("tensorflow", "tensorflow_datasets")]; '
+          'assert not bad, bad')
+  subprocess.run([sys.executable, '-c', code], check=True)
