@@ -225,3 +225,19 @@ def test_models_import_no_tensorflow():
           '("tensorflow", "tensorflow_datasets")]; '
           'assert not bad, bad')
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_attention_backend_choice(monkeypatch):
+  assert common.attention_backend(jnp.bfloat16, 64) == 'xla'  # CPU
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert common.attention_backend(jnp.bfloat16, 64) == 'cudnn'
+  assert common.attention_backend(jnp.float16, 128) == 'cudnn'
+  assert common.attention_backend(jnp.float32, 64) == 'xla'
+  assert common.attention_backend(jnp.bfloat16, 160) == 'xla'
+  assert common.attention_backend(jnp.bfloat16, 20) == 'xla'
+
+
+def test_attention_impl_is_validated():
+  with pytest.raises(ValueError, match=r"Unknown attention_impl 'flash'; "
+                     r"valid choices: \[None, 'xla', 'cudnn'\]"):
+    get_model('vit', **dict(TINY_VIT, attention_impl='flash'))

@@ -152,18 +152,33 @@ class Mlp(nn.Module):
     return nn.Dropout(self.dropout)(outputs, deterministic)
 
 
+def attention_backend(dtype: Dtype, head_dim: int) -> str:
+  """'cudnn' where cuDNN's fused flash attention applies, else 'xla'.
+
+  `jax.nn.dot_product_attention(implementation=None)` always takes the XLA
+  path, so the choice is made here: on GPUs, for half-precision inputs and
+  head widths cuDNN supports (multiples of 8 up to 128).
+  """
+  on_gpu = jax.default_backend() == 'gpu'
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  if on_gpu and half and head_dim % 8 == 0 and head_dim <= 128:
+    return 'cudnn'
+  return 'xla'
+
+
 class Attention(nn.Module):
   """Multi-head dot-product attention (Vaswani et al. 2017).
 
   Projections keep heads as a separate axis: query/key/value kernels are
   [D, heads, head_dim], the output kernel [heads, head_dim, D]. The product
-  itself goes through `jax.nn.dot_product_attention`, which picks a fused
-  kernel (cuDNN flash attention on GPU) where one is available.
+  itself goes through `jax.nn.dot_product_attention`: `implementation=None`
+  picks cuDNN flash attention where it applies (see `attention_backend`),
+  XLA otherwise; 'xla' or 'cudnn' force one.
   """
   num_heads: int
   dropout: float = 0.0  # attention-probability dropout; needs the XLA path.
   dtype: Dtype = jnp.float32
-  implementation: Optional[str] = None  # None: let JAX choose; 'xla'; 'cudnn'.
+  implementation: Optional[str] = None
 
   @nn.compact
   def __call__(self, queries: jax.Array, keys_values: jax.Array,
@@ -188,9 +203,11 @@ class Attention(nn.Module):
       probs = nn.Dropout(self.dropout)(probs, deterministic)
       attended = jnp.einsum('bhqk,bkhd->bqhd', probs, value)
     else:
+      implementation = self.implementation or attention_backend(
+          query.dtype, head_dim)
       attended = jax.nn.dot_product_attention(
-          query, key, value, bias=bias,
-          implementation=self.implementation)  # [B, Nq, H, hd]
+          query, key, value, bias=bias.astype(query.dtype) if bias is not None
+          else None, implementation=implementation)  # [B, Nq, H, hd]
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
                            kernel_init=DENSE_KERNEL_INIT,
                            name='out')(attended)  # [B, Nq, D]

@@ -127,8 +127,8 @@ class ViT(nn.Module):
       Sec. 3.1).
     dtype: compute dtype (e.g. bfloat16); parameters stay float32.
     scan / remat: scan over blocks / rematerialise blocks, for deep models.
-    attention_impl: passed to `jax.nn.dot_product_attention` (None: JAX
-      picks, 'xla', or 'cudnn').
+    attention_impl: None (cuDNN flash attention on GPU in half precision,
+      XLA otherwise; `common.attention_backend`), 'xla' or 'cudnn'.
   """
   patch_size: int
   width: int
