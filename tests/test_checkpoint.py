@@ -141,7 +141,8 @@ def test_unknown_timm_entries_are_named():
 
 
 def test_unknown_family_lists_valid_ones():
-  with pytest.raises(ValueError, match=r"'resnet'.*\['vit', 'mixer'\]"):
+  with pytest.raises(ValueError,
+                     match=r"'resnet'.*\['vit', 'mixer', 'swin'\]"):
     checkpoint.from_timm({}, 'resnet')
 
 

@@ -113,14 +113,14 @@ def test_scan_and_remat_match_unrolled(family, kwargs):
   init_shapes = jax.eval_shape(scanned.init, jax.random.PRNGKey(0), images)
   assert (jax.tree.map(jnp.shape, init_shapes['params'])
           == jax.tree.map(jnp.shape, stacked))
-  expected, _ = unrolled.apply({'params': params}, images)
-  got, _ = scanned.apply({'params': stacked}, images)
+  expected, _ = jax.jit(unrolled.apply)({'params': params}, images)
+  got, _ = jax.jit(scanned.apply)({'params': stacked}, images)
   assert np.abs(expected).max() > 1e-2
   np.testing.assert_allclose(got, expected, atol=1e-5)
   # Gradients agree too (remat recomputes, scan stacks).
   loss = lambda model, p: model.apply({'params': p}, images)[0].sum()  # noqa
-  grads = jax.grad(lambda p: loss(unrolled, p))(params)
-  scanned_grads = jax.grad(lambda p: loss(scanned, p))(stacked)
+  grads = jax.jit(jax.grad(lambda p: loss(unrolled, p)))(params)
+  scanned_grads = jax.jit(jax.grad(lambda p: loss(scanned, p)))(stacked)
   for got_leaf, expected_leaf in zip(
       jax.tree.leaves(common.unstack_blocks(scanned_grads)),
       jax.tree.leaves(grads)):

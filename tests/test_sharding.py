@@ -1,7 +1,6 @@
 """Sharded forward passes over 8 virtual CPU devices equal one device's."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P

@@ -11,7 +11,7 @@ unexpected or misshapen raises an error that lists it.
 
 import logging
 import re
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +19,13 @@ import numpy as np
 
 from vit_jax import models
 from vit_jax.models import common
+from vit_jax.models import swin
 
 FlatParams = Dict[str, np.ndarray]
 ImageSize = Union[int, Tuple[int, int]]
 
 # Families whose checkpoints can be imported here.
-IMPORTABLE = ('vit', 'mixer')
+IMPORTABLE = ('vit', 'mixer', 'swin')
 
 
 # ----------------------------------------------------------------------------
@@ -187,7 +188,80 @@ _TIMM_MIXER_RULES = [
     (r'^head\.bias$', 'head/bias', _same),
 ]
 
-_TIMM_RULES = {'vit': _TIMM_VIT_RULES, 'mixer': _TIMM_MIXER_RULES}
+
+def _swin_heads(model, stage_width: int) -> int:
+  """Heads of the Swin stage whose width is `stage_width` (C * 2**i)."""
+  for stage, heads in enumerate(model.num_heads):
+    if model.width * 2 ** stage == stage_width:
+      return heads
+  raise ValueError(
+      f'A Swin attention weight of width {stage_width} matches no stage of '
+      f'the model (stage widths '
+      f'{[model.width * 2 ** i for i in range(len(model.num_heads))]}).')
+
+
+# Swin's heads differ per stage; each weight's width says which stage it is.
+def _swin_heads_in(w, model):  # [out=D, in=D] -> [D, heads, hd]
+  return w.T.reshape(w.shape[1], _swin_heads(model, w.shape[1]), -1)
+
+
+def _swin_heads_bias(b, model):  # [D] -> [heads, hd]
+  return b.reshape(_swin_heads(model, b.shape[0]), -1)
+
+
+def _swin_heads_out(w, model):  # proj [D_out, D_in] -> [heads, hd, D_out]
+  return w.T.reshape(_swin_heads(model, w.shape[1]), -1, w.shape[0])
+
+
+def _buffer(x, model):  # a constant of the reference code: nothing to import.
+  del x, model
+  return {}
+
+
+_SWIN_BLOCK = r'^layers\.(\d+)\.blocks\.(\d+)\.'
+_SWIN_BLOCK_PATH = r'stage_\1/block_\2/'
+
+_TIMM_SWIN_RULES = [
+    (r'^patch_embed\.proj\.weight$', 'patch_embed/kernel', _conv),
+    (r'^patch_embed\.proj\.bias$', 'patch_embed/bias', _same),
+    (r'^patch_embed\.norm\.weight$', 'embed_norm/scale', _same),
+    (r'^patch_embed\.norm\.bias$', 'embed_norm/bias', _same),
+    (r'^layers\.(\d+)\.downsample\.norm\.weight$',
+     r'stage_\1/patch_merging/norm/scale', _same),
+    (r'^layers\.(\d+)\.downsample\.norm\.bias$',
+     r'stage_\1/patch_merging/norm/bias', _same),
+    (r'^layers\.(\d+)\.downsample\.reduction\.weight$',
+     r'stage_\1/patch_merging/reduction/kernel', _linear),
+    (_SWIN_BLOCK + r'(norm[12])\.weight$', _SWIN_BLOCK_PATH + r'\3/scale',
+     _same),
+    (_SWIN_BLOCK + r'(norm[12])\.bias$', _SWIN_BLOCK_PATH + r'\3/bias',
+     _same),
+    (_SWIN_BLOCK + r'attn\.relative_position_bias_table$',
+     _SWIN_BLOCK_PATH + 'relative_position_bias_table', _same),
+    (_SWIN_BLOCK + r'attn\.qkv\.weight$', _SWIN_BLOCK_PATH + 'attn/{}/kernel',
+     _split(('query', 'key', 'value'), _swin_heads_in)),
+    (_SWIN_BLOCK + r'attn\.qkv\.bias$', _SWIN_BLOCK_PATH + 'attn/{}/bias',
+     _split(('query', 'key', 'value'), _swin_heads_bias)),
+    (_SWIN_BLOCK + r'attn\.proj\.weight$', _SWIN_BLOCK_PATH + 'attn/out/kernel',
+     _swin_heads_out),
+    (_SWIN_BLOCK + r'attn\.proj\.bias$', _SWIN_BLOCK_PATH + 'attn/out/bias',
+     _same),
+    (_SWIN_BLOCK + r'mlp\.(fc[12])\.weight$',
+     _SWIN_BLOCK_PATH + r'mlp/\3/kernel', _linear),
+    (_SWIN_BLOCK + r'mlp\.(fc[12])\.bias$', _SWIN_BLOCK_PATH + r'mlp/\3/bias',
+     _same),
+    # Buffers, not parameters (older timm and the reference code save them):
+    # recomputed from shapes by `vit_jax.models.swin`.
+    (_SWIN_BLOCK + r'attn\.relative_position_index$', '', _buffer),
+    (_SWIN_BLOCK + r'attn_mask$', '', _buffer),
+    (r'^norm\.weight$', 'final_norm/scale', _same),
+    (r'^norm\.bias$', 'final_norm/bias', _same),
+    (r'^head\.(fc\.)?weight$', 'head/kernel', _linear),
+    (r'^head\.(fc\.)?bias$', 'head/bias', _same),
+]
+
+_TIMM_RULES = {'vit': _TIMM_VIT_RULES, 'mixer': _TIMM_MIXER_RULES,
+               'swin': _TIMM_SWIN_RULES}
 
 
 def _apply_rules(source: Mapping[str, np.ndarray], rules, model,
@@ -276,7 +350,12 @@ def _patch_kernel_path(loaded: FlatParams) -> str:
 
 
 def _default_image_size(loaded: FlatParams, model) -> Tuple[int, int]:
-  """The resolution the checkpoint was trained at, from its posemb / MLP."""
+  """The resolution the checkpoint was trained at, from its posemb / MLP.
+
+  Swin has neither (see `_swin_image_size`).
+  """
+  if isinstance(model, swin.Swin):
+    return _swin_image_size(loaded, model)
   patch = model.patch_size
   if 'pos_embed' in loaded:
     num_positions = loaded['pos_embed'].shape[1]
@@ -287,6 +366,24 @@ def _default_image_size(loaded: FlatParams, model) -> Tuple[int, int]:
     return (224, 224)
   side = int(round(np.sqrt(num_positions)))
   return (side * patch, side * patch)
+
+
+def _swin_image_size(loaded: FlatParams, model) -> Tuple[int, int]:
+  """The resolution a Swin checkpoint's last stage is one window at.
+
+  Swin's parameter shapes fit every resolution its windows tile, except
+  where a window was clamped to a smaller feature map: the last stage's
+  bias table, (2w - 1)**2 rows, tells its window w. That stage's map is w
+  a side when w is below the model's window size, and the model's own
+  resolution (`Swin.default_image_size`, 224 for M = 7) is taken otherwise.
+  """
+  last_stage = len(model.depths) - 1
+  table = loaded.get(f'stage_{last_stage}/block_0/relative_position_bias_table')
+  side = model.default_image_size
+  if table is not None:
+    table_window = (int(round(np.sqrt(table.shape[0]))) + 1) // 2
+    side = min(side, model.patch_size * table_window * 2 ** last_stage)
+  return (side, side)
 
 
 def _fit_to_model(loaded: FlatParams, model, image_size: Optional[ImageSize],
@@ -370,9 +467,11 @@ def from_timm(state_dict: Mapping[str, Any], name: str,
   Args:
     state_dict: timm parameter names to numpy arrays (e.g. read with
       `safetensors.numpy.load_file`) or anything `np.asarray` takes.
-    name: model family, 'vit' or 'mixer'.
+    name: model family, one of IMPORTABLE ('vit', 'mixer', 'swin'; for Swin
+      timm's layout, where stage i > 0 starts with `layers.i.downsample`).
     image_size: resolution the params are for; the position embedding is
-      resampled to it. Default: the checkpoint's own.
+      resampled to it. Default: the checkpoint's own (Swin: the resolution
+      its window size is for, `Swin.default_image_size`).
     **model_kwargs: as for `get_model(name, ...)`, e.g. variant='B/16',
       pool_type='map', num_classes=10 (a different num_classes replaces the
       head with a zero-initialised one).

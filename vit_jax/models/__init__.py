@@ -11,12 +11,16 @@ from typing import Optional
 
 import flax.linen as nn
 
+from vit_jax.models.mae import MAE
 from vit_jax.models.mixer import Mixer
+from vit_jax.models.swin import Swin
 from vit_jax.models.vit import ViT
 
 MODELS = {
     'vit': ViT,
     'mixer': Mixer,
+    'mae': MAE,
+    'swin': Swin,
 }
 
 

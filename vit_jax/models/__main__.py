@@ -24,6 +24,12 @@ ZOO: List[Tuple[str, str, dict]] = [
         'L/14', 'H/14', 'g/14', 'G/14')],
     *[('mixer', v, {}) for v in (
         'S/32', 'S/16', 'B/32', 'B/16', 'L/32', 'L/16', 'H/14')],
+    # Swin with window 7, for 224 px (the 384 px models take window_size=12;
+    # the listing runs every row at one --resolution).
+    *[('swin', v, {}) for v in ('T/4', 'S/4', 'B/4', 'L/4')],
+    # MAE pre-training (encoder on 25% of patches + the paper's 512-wide,
+    # 8-block decoder); without a 'mask' rng, apply masks with a fixed seed.
+    *[('mae', v, {}) for v in ('B/16', 'L/16', 'H/14')],
 ]
 
 

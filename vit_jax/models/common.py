@@ -73,13 +73,15 @@ def drop_path(inputs: jax.Array, rate, deterministic: bool,
 
 
 def posemb_sincos_2d(height: int, width: int, dim: int,
-                     temperature: float = 10_000.0) -> np.ndarray:
-  """Fixed 2-D sine-cosine position embedding, shape [height * width, dim].
+                     temperature: float = 10_000.0,
+                     num_prefix_tokens: int = 0) -> np.ndarray:
+  """Fixed 2-D sine-cosine position embedding, [prefix + height * width, dim].
 
   A quarter of the channels each for sin(y), cos(y), sin(x), cos(x) with
   geometric frequencies (Chen et al. 2021, MoCo v3, Sec. 4; used in
   "Better plain ViT baselines" and MAE). The order of the four quarters
-  follows the MAE reference (x: the column index first, then y).
+  follows the MAE reference (x: the column index first, then y). Prefix
+  tokens (a class token) get zero rows, as in MAE.
   """
   if dim % 4:
     raise ValueError(f'Sin-cos position embedding needs a width divisible by '
@@ -91,8 +93,9 @@ def posemb_sincos_2d(height: int, width: int, dim: int,
   ys = ys.reshape(-1)[:, None] * omega[None]  # [H*W, D/4]
   xs = xs.reshape(-1)[:, None] * omega[None]
   table = np.concatenate([np.sin(xs), np.cos(xs), np.sin(ys), np.cos(ys)],
-                         axis=1)
-  return table.astype(np.float32)  # [H*W, D]
+                         axis=1)  # [H*W, D]
+  prefix = np.zeros((num_prefix_tokens, dim))
+  return np.concatenate([prefix, table]).astype(np.float32)
 
 
 class PatchEmbed(nn.Module):
@@ -211,6 +214,21 @@ class Attention(nn.Module):
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
                            kernel_init=DENSE_KERNEL_INIT,
                            name='out')(attended)  # [B, Nq, D]
+
+
+def classifier_head(representation: jax.Array, num_classes: Optional[int],
+                    head_bias_init: float):
+  """The linear head (named 'head'); call inside a compact method.
+
+  Zero-initialised kernel (ViT paper, Sec. 3.1) and a constant bias (e.g.
+  -10 for sigmoid losses, Scaling ViT). With no classes the representation
+  is returned as it is.
+  """
+  if not num_classes:
+    return representation
+  return nn.Dense(num_classes, kernel_init=nn.initializers.zeros,
+                  bias_init=nn.initializers.constant(head_bias_init),
+                  name='head')(representation)  # [..., num_classes]
 
 
 class MAPHead(nn.Module):

@@ -109,9 +109,6 @@ class Mixer(nn.Module):
                           name='pre_head_norm')(tokens)
     representation = tokens.mean(axis=1).astype(jnp.float32)  # [B, C]
     aux = {'encoded': tokens, 'pre_logits': representation}
-    if not self.num_classes:
-      return representation, aux
-    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                      bias_init=nn.initializers.constant(self.head_bias_init),
-                      name='head')(representation)  # [B, num_classes]
+    logits = common.classifier_head(representation, self.num_classes,
+                                    self.head_bias_init)  # [B, num_classes]
     return logits, aux

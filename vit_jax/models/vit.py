@@ -17,7 +17,6 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vit_jax.models import common
 
@@ -186,10 +185,9 @@ class ViT(nn.Module):
       pos_embed = self.param('pos_embed', nn.initializers.normal(0.02),
                              (1,) + tokens.shape[1:], jnp.float32)
     else:
-      table = common.posemb_sincos_2d(grid_h, grid_w, self.width)
-      if self.pool_type == 'cls':  # the class token gets a zero embedding.
-        table = np.concatenate([np.zeros((1, self.width), np.float32), table])
-      pos_embed = jnp.asarray(table)[None]
+      pos_embed = jnp.asarray(common.posemb_sincos_2d(
+          grid_h, grid_w, self.width,
+          num_prefix_tokens=int(self.pool_type == 'cls')))[None]
     tokens = tokens + pos_embed.astype(tokens.dtype)
     tokens = nn.Dropout(self.dropout)(tokens, deterministic)
 
@@ -226,9 +224,6 @@ class ViT(nn.Module):
                                         name='pre_logits')(representation))
     representation = representation.astype(jnp.float32)
     aux['pre_logits'] = representation
-    if not self.num_classes:
-      return representation, aux
-    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                      bias_init=nn.initializers.constant(self.head_bias_init),
-                      name='head')(representation)  # [B, num_classes]
+    logits = common.classifier_head(representation, self.num_classes,
+                                    self.head_bias_init)  # [B, num_classes]
     return logits, aux
