@@ -29,10 +29,11 @@ def test_ci_runs_exactly_the_readme_test_command():
              for line in ci_lines)
 
 
-def test_readme_main_job_is_the_zoo_listing():
+def test_readme_main_job_is_the_digits_run():
   main_jobs = [c for c in _readme_commands() if 'pytest' not in c]
   assert len(main_jobs) == 1
-  assert main_jobs[0].endswith('-m vit_jax.models')
+  assert ('-m vit_jax.main --config=configs/digits.py --workdir='
+          in main_jobs[0])
 
 
 def test_listing_prints_a_row_per_variant(capsys):

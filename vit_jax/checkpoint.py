@@ -10,6 +10,7 @@ unexpected or misshapen raises an error that lists it.
 """
 
 import logging
+import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -502,3 +503,138 @@ def load_npz(path, name: str = 'vit', image_size: Optional[ImageSize] = None,
   renamed = {_rename_npz(key, name): value for key, value in raw.items()}
   flat = flatten(common.unstack_blocks(unflatten(renamed)))
   return _fit_to_model(flat, model, image_size, f'npz checkpoint {path}')
+
+
+# ----------------------------------------------------------------------------
+# Training checkpoints (orbax): train state + the data iterator's position.
+
+
+class TrainCheckpointer:
+  """Periodic (asynchronous) saves and resume of a training run.
+
+  Each checkpoint holds two items: 'state' (params, optimizer state, step:
+  any pytree of jax arrays, sharded as it is) and 'data' (JSON: the data
+  iterator's position, so a resumed run sees the same batches). Retention:
+  the last `keep_last` plus every step divisible by `keep_every`.
+  Orbax writes into a temporary directory and renames it when complete, so
+  an interrupted save never looks like a checkpoint; a checkpoint that is
+  there but unreadable (corrupt) is skipped with a warning on restore.
+  """
+
+  def __init__(self, directory: str, keep_last: int = 3,
+               keep_every: Optional[int] = None, async_save: bool = True):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
+    policies = [ocp.checkpoint_managers.LatestN(keep_last)]
+    if keep_every:
+      policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+            policies),
+        enable_async_checkpointing=async_save, create=True,
+        cleanup_tmp_directories=True)
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> List[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_state: Mapping[str, Any]
+           ) -> None:
+    args = self._ocp.args
+    self._manager.save(step, args=args.Composite(
+        state=args.StandardSave(state), data=args.JsonSave(dict(data_state))),
+                       force=True)
+
+  def restore_latest(self, abstract_state: Any
+                     ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+    """(step, state, data_state) of the newest readable checkpoint, or None.
+
+    `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings.
+    Raises if checkpoints exist but none can be read (a changed config,
+    say), rather than silently starting over.
+    """
+    args = self._ocp.args
+    steps = self.all_steps()
+    failures = []
+    for step in reversed(steps):
+      try:
+        restored = self._manager.restore(step, args=args.Composite(
+            state=args.StandardRestore(abstract_state),
+            data=args.JsonRestore()))
+      except Exception as error:  # pylint: disable=broad-except
+        logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); '
+                        'trying the one before.', step, self.directory,
+                        type(error).__name__, error)
+        failures.append(f'step {step}: {type(error).__name__}: {error}')
+        continue
+      return step, restored['state'], dict(restored['data'])
+    if failures:
+      raise ValueError(f'No checkpoint in {self.directory} could be restored '
+                       f'into this run\'s state: {failures}')
+    return None
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def restore_params(directory: str, step: Optional[int] = None
+                   ) -> Dict[str, Any]:
+  """The params of a training checkpoint (latest step unless given), as numpy."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  directory = os.path.abspath(directory)
+  handlers = {'state': ocp.StandardCheckpointHandler(),
+              'data': ocp.JsonCheckpointHandler()}
+  with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise FileNotFoundError(f'No checkpoint in {directory}.')
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise ValueError(f'No checkpoint at step {step} in {directory}; '
+                       f'steps there: {steps}')
+    # Onto this process's first device, whatever mesh the run had.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype,
+                                          sharding=device),
+        manager.item_metadata(step)['state'])
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
+  return jax.tree.map(np.asarray, restored['state']['params'])
+
+
+INIT_KINDS = ('own', 'npz', 'timm')
+
+
+def load_init_params(kind: str, path: str, name: str,
+                     image_size: Optional[ImageSize] = None,
+                     **model_kwargs) -> Dict[str, Any]:
+  """Params to start training from, fitted to `get_model(name, **kwargs)`.
+
+  kind: 'own' (a workdir's checkpoints/ directory, or the directory itself),
+  'npz' (Google's original / big_vision layout), 'timm' (a .safetensors or
+  .npz file of a timm state dict). The head is replaced and the position
+  embedding resampled as for `from_timm`.
+  """
+  common.check_choice('init_from kind', kind, INIT_KINDS)
+  if kind == 'npz':
+    return load_npz(path, name, image_size=image_size, **model_kwargs)
+  if kind == 'timm':
+    if path.endswith('.safetensors'):
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+      state_dict = load_file(path)
+    else:
+      with np.load(path, allow_pickle=False) as archive:
+        state_dict = {key: archive[key] for key in archive.files}
+    return from_timm(state_dict, name, image_size=image_size, **model_kwargs)
+  model = models.get_model(name, **model_kwargs)
+  candidate = os.path.join(path, 'checkpoints')
+  directory = candidate if os.path.isdir(candidate) else path
+  flat = flatten(common.unstack_blocks(restore_params(directory)))
+  return _fit_to_model(flat, model, image_size, f'checkpoint {directory}')

@@ -73,3 +73,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: Any, mesh: Mesh) -> Any:
+  """This process's part of a batch (numpy) -> global jax arrays.
+
+  Every process passes its own rows; the global batch is their
+  concatenation in process order, split along the batch axes of `mesh`.
+  """
+  batch_axes = batch_sharding(mesh)
+  return jax.tree.map(
+      lambda rows: jax.make_array_from_process_local_data(batch_axes, rows),
+      dict(local_batch))

@@ -1,0 +1,368 @@
+"""The training system: workdir, exact resume, preemption, NaN, sharding."""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from vit_jax import checkpoint, optim, sharding, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_config(name, arg=None):
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'configs_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny_config(data_dir, **overrides):
+  """configs/digits.py shrunk to seconds: a 2-block ViT, batch 32."""
+  config = _load_config('digits')
+  config.data.data_dir = data_dir
+  config.model.update(dict(patch_size=4, width=32, depth=2, mlp_dim=64,
+                           num_heads=2, dropout=0.0, stochastic_depth=0.0))
+  config.batch_size = 32
+  config.total_steps = 10
+  config.schedule.warmup_steps = 2
+  config.log_every_steps = 5
+  config.eval_every_steps = 10
+  config.checkpoint.every_steps = 5
+  config.checkpoint.keep_last = 3
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def _params(workdir, step=None):
+  return checkpoint.restore_params(os.path.join(workdir, 'checkpoints'), step)
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_run_writes_the_workdir(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(data_dir), workdir)
+  rows = train.read_metrics(workdir)
+  train_rows = [r for r in rows if 'train/loss' in r]
+  assert [r['step'] for r in train_rows] == [5, 10]
+  for row in train_rows:
+    for name in ('train/loss', 'train/lr', 'train/grad_norm',
+                 'train/img_per_sec', 'compute/flops', 'compute/images_seen'):
+      assert np.isfinite(row[name]), name
+    assert row['compute/images_seen'] == row['step'] * 32
+  assert 0 < train_rows[0]['compute/flops'] < train_rows[1]['compute/flops']
+  assert train_rows[1]['compute/flops'] == 2 * train_rows[0]['compute/flops']
+  val = [r for r in rows if 'val/accuracy' in r]
+  assert [r['step'] for r in val] == [10]
+  assert val[0]['val/count'] == 360  # the whole test split, once
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['total_steps'] == 10
+  assert os.listdir(os.path.join(workdir, 'tb'))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '5']
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_resume_is_exact(tmp_path, data_dir, monkeypatch):
+  config = tiny_config(data_dir, total_steps=20, eval_every_steps=None, **{
+      'checkpoint.every_steps': 10, 'model.dropout': 0.1})
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(config, straight)
+
+  interrupted = str(tmp_path / 'interrupted')
+  check = train._check_finite
+
+  def die_at_step_13(step, metrics):
+    if step == 13:
+      raise _Killed()
+    return check(step, metrics)
+
+  monkeypatch.setattr(train, '_check_finite', die_at_step_13)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, interrupted)
+  monkeypatch.setattr(train, '_check_finite', check)
+  assert sorted(os.listdir(os.path.join(interrupted, 'checkpoints'))) == [
+      '10']
+  train.train_and_evaluate(config, interrupted)  # resumes from step 10
+  steps = [r['step'] for r in train.read_metrics(interrupted)
+           if 'train/loss' in r]
+  assert steps == [5, 10, 15, 20]
+  _assert_trees_equal(_params(interrupted, 20), _params(straight, 20))
+
+
+def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, data_dir):
+  config = tiny_config(data_dir, total_steps=40, lr=1e4, grad_clip_norm=None,
+                       optimizer=ml_collections.ConfigDict({'name': 'sgd',
+                                                            'momentum': 0.9}),
+                       **{'checkpoint.every_steps': 1,
+                          'checkpoint.async_save': False})
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(FloatingPointError, match=r'at step (\d+)') as error:
+    train.train_and_evaluate(config, workdir)
+  bad_step = int(error.value.args[0].split('at step ')[1].split(';')[0])
+  saved = sorted(int(s) for s in os.listdir(
+      os.path.join(workdir, 'checkpoints')))
+  assert saved and max(saved) < bad_step
+  for leaf in jax.tree.leaves(_params(workdir)):
+    assert np.isfinite(leaf).all()
+
+
+def test_corrupt_latest_checkpoint_is_skipped(tmp_path):
+  state = {'params': {'w': jnp.arange(6.0).reshape(2, 3)},
+           'step': jnp.zeros((), jnp.int32)}
+  directory = str(tmp_path / 'checkpoints')
+  checkpointer = checkpoint.TrainCheckpointer(directory, async_save=False)
+  checkpointer.save(1, state, {'step': 1})
+  checkpointer.save(2, jax.tree.map(lambda x: x + 1, state), {'step': 2})
+  checkpointer.close()
+  for root, _, files in os.walk(os.path.join(directory, '2', 'state')):
+    for name in files:  # garble every file of the newest checkpoint
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=sharding.replicated(
+                                         sharding.make_mesh(-1, 1))), state)
+  checkpointer = checkpoint.TrainCheckpointer(directory, async_save=False)
+  step, restored, data_state = checkpointer.restore_latest(abstract)
+  assert step == 1 and data_state == {'step': 1}
+  np.testing.assert_array_equal(restored['params']['w'],
+                                np.arange(6.0).reshape(2, 3))
+  # Nothing readable at all: an error, never a silent fresh start.
+  for root, _, files in os.walk(os.path.join(directory, '1', 'state')):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  with pytest.raises(ValueError, match='No checkpoint .* could be restored'):
+    checkpointer.restore_latest(abstract)
+  checkpointer.close()
+
+
+def _step_setup(accum=1):
+  config = ml_collections.ConfigDict({
+      'lr': 1e-3, 'wd': 1e-4, 'grad_clip_norm': 1.0,
+      'optimizer': {'name': 'adamw'},
+      'schedule': {'warmup_steps': 2, 'decay': 'cosine'}})
+  model = train.build_model(ml_collections.ConfigDict(dict(
+      name='vit', patch_size=4, width=32, depth=1, mlp_dim=64, num_heads=2,
+      num_classes=10, pool_type='map')))
+  tx, schedule = optim.make_optimizer(config, 10)
+  init_fn = train.make_init_fn(model, tx, (8, 8, 1))
+  step_fn = train.make_train_step(
+      train.make_loss_fn(model, ml_collections.ConfigDict()), tx, schedule,
+      accum)
+  rng = np.random.default_rng(0)
+  batches = [{'image': rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
+              'labels': np.eye(10, dtype=np.float32)[rng.integers(0, 10, 16)]}
+             for _ in range(5)]  # 5 steps: issue #4's bar
+  return init_fn, step_fn, batches
+
+
+def _run_steps(init_fn, step_fn, batches, mesh):
+  shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+  shardings = sharding.param_shardings(shapes, mesh)
+  state = jax.jit(init_fn, out_shardings=shardings)(jax.random.PRNGKey(0))
+  step = jax.jit(step_fn, in_shardings=(shardings, sharding.batch_sharding(
+      mesh), sharding.replicated(mesh)), out_shardings=(
+          shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, sharding.global_batch(batch, mesh),
+                          jax.random.PRNGKey(1))
+    losses.append(float(metrics['train/loss']))
+  return losses, jax.device_get(state['params'])
+
+
+def test_eight_devices_match_one_for_every_mesh_shape():
+  init_fn, step_fn, batches = _step_setup()
+  one = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+  losses, params = _run_steps(init_fn, step_fn, batches, one)
+  for data, fsdp in [(8, 1), (4, 2), (2, 4), (1, 8)]:
+    mesh_losses, mesh_params = _run_steps(init_fn, step_fn, batches,
+                                          sharding.make_mesh(data, fsdp))
+    np.testing.assert_allclose(mesh_losses, losses, atol=1e-5)
+    for got, expected in zip(jax.tree.leaves(mesh_params),
+                             jax.tree.leaves(params)):
+      np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  init_fn, full_step, batches = _step_setup(accum=1)
+  _, accum_step, _ = _step_setup(accum=4)
+  mesh = sharding.make_mesh(-1, 1)
+  full_losses, full_params = _run_steps(init_fn, full_step, batches[:2], mesh)
+  accum_losses, accum_params = _run_steps(init_fn, accum_step, batches[:2],
+                                          mesh)
+  np.testing.assert_allclose(accum_losses, full_losses, rtol=1e-5)
+  for got, expected in zip(jax.tree.leaves(accum_params),
+                           jax.tree.leaves(full_params)):
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('overrides,pattern', [
+    (dict(batch_size=30), r'Global batch size 30 is not divisible by the 8 '
+     r'devices'),
+    (dict(grad_accum_steps=3), r'grad_accum_steps=3 must split the batch'),
+    (dict(objective='contrastive'),
+     r"Unknown objective 'contrastive'; valid choices: \['supervised', "
+     r"'mae'\]"),
+])
+def test_bad_config_is_a_clear_error(overrides, pattern, data_dir):
+  with pytest.raises(ValueError, match=pattern):
+    train.validate_config(tiny_config(data_dir, **overrides), 8)
+
+
+def _main(workdir, *flags, env=None, **popen):
+  command = [sys.executable, '-m', 'vit_jax.main',
+             '--config=configs/digits.py', f'--workdir={workdir}', *flags]
+  return subprocess.Popen(command, cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, **popen)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+  process = _main(str(tmp_path), '--config.modle.width=3')
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode != 0
+  assert 'modle' in output
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
+  workdir = str(tmp_path / 'preempted')
+  process = _main(workdir, f'--config.data.data_dir={data_dir}',
+                  '--config.total_steps=100000', '--config.log_every_steps=5',
+                  '--config.checkpoint.every_steps=100000')
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 180
+  while not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    assert process.poll() is None, process.communicate()[0]
+    assert time.time() < deadline, 'no metrics in time'
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode == 0, output
+  saved = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))]
+  last_logged = train.read_metrics(workdir)[-1]['step']
+  assert saved == [last_logged] and last_logged >= 5
+
+
+def _free_port():
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    return sock.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path, data_dir):
+  """2 local processes x 4 CPU devices, CPU collectives, vs one process."""
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data_dir, total_steps=3, eval_every_steps=None,
+                       **{'checkpoint.every_steps': 3})
+  workdir = str(tmp_path / 'multihost')
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  flags = [f'--config.data.data_dir={data_dir}', '--config.total_steps=3',
+           '--config.eval_every_steps=3', '--config.checkpoint.every_steps=3',
+           '--config.model.patch_size=4', '--config.model.width=32',
+           '--config.model.depth=2', '--config.model.mlp_dim=64',
+           '--config.model.num_heads=2', '--config.model.dropout=0.0',
+           '--config.model.stochastic_depth=0.0', '--config.batch_size=32',
+           '--config.schedule.warmup_steps=2',
+           f'--coordinator_address=localhost:{port}', '--num_processes=2']
+  processes = [_main(workdir, *flags, f'--process_id={i}', env=env)
+               for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output
+
+  # The same global batches in one process: process 0's rows, then 1's.
+  model = train.build_model(config.model)
+  tx, schedule = optim.make_optimizer(config, config.total_steps)
+  init_fn = train.make_init_fn(model, tx, (8, 8, 1))
+  step_fn = train.make_train_step(train.make_loss_fn(model, config), tx,
+                                  schedule)
+  iterators = [data.train_iterator(config.data, 32, seed=config.seed,
+                                   process_index=i, process_count=2)
+               for i in range(2)]
+  state = jax.jit(init_fn)(jax.random.PRNGKey(config.seed))
+  for _ in range(3):
+    parts = [next(it) for it in iterators]
+    batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    state, _ = jax.jit(step_fn)(state, batch,
+                                jax.random.PRNGKey(config.seed + 1))
+  multihost = _params(workdir, 3)
+  for got, expected in zip(jax.tree.leaves(multihost),
+                           jax.tree.leaves(jax.device_get(state['params']))):
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+  assert 'val/accuracy' in train.read_metrics(workdir)[-1]
+
+
+RECIPES = ['digits', 'vit_i1k', 'vit_i21k', 'scaling_vit', 'mixer_i1k',
+           'swin_i1k', 'mae_i1k', 'finetune']
+
+TINY_MODELS = {
+    'vit': dict(variant=None, patch_size=4, width=32, depth=2, mlp_dim=64,
+                num_heads=2, representation_size=None),
+    'mixer': dict(variant=None, patch_size=4, width=32, depth=2,
+                  tokens_mlp_dim=16, channels_mlp_dim=64),
+    'swin': dict(variant=None, patch_size=2, width=16, depths=(2, 2),
+                 num_heads=(2, 4), window_size=2),
+    'mae': dict(variant=None, patch_size=4, width=32, depth=2, mlp_dim=64,
+                num_heads=2, decoder_width=16, decoder_depth=1,
+                decoder_num_heads=2, num_channels=1),
+}
+
+
+@pytest.mark.parametrize('recipe', RECIPES)
+def test_every_recipe_runs_two_steps(recipe, tmp_path, data_dir):
+  config = _load_config(recipe)
+  tiny = tiny_config(data_dir)
+  config.data = tiny.data
+  config.data.mixup_alpha = 0.0 if recipe == 'digits' else 0.2
+  model_config = config.model.to_dict()
+  for key, value in TINY_MODELS[config.model.name].items():
+    model_config[key] = value
+  model_config.update(num_classes=10) if config.model.name != 'mae' else None
+  model_config['dtype'] = 'float32'
+  config.model = ml_collections.ConfigDict(model_config)
+  config.batch_size = 16
+  config.total_steps = 2
+  config.schedule.warmup_steps = 1
+  config.schedule.cooldown_steps = 0
+  config.eval_every_steps = 2 if recipe == 'digits' else None
+  config.checkpoint.every_steps = 2
+  if recipe == 'finetune':
+    source = str(tmp_path / 'source')
+    train.train_and_evaluate(tiny_config(data_dir, total_steps=2), source)
+    config.init_from.kind = 'own'
+    config.init_from.path = source
+  metrics = train.train_and_evaluate(config, str(tmp_path / recipe))
+  assert np.isfinite(metrics['train/loss'])

@@ -1,0 +1,165 @@
+"""The input pipeline: datasets by name, preprocessing specs, and the train
+and eval iterators the train loop consumes.
+
+    info = data.dataset_info(config.data)
+    for batch in data.train_iterator(config.data, 1024, seed=0,
+                                     start_step=step):
+      ...  # batch['image'] float32 [B, H, W, C], batch['labels'] [B, K]
+    for batch in data.eval_iterator(config.data, 'test', 1024):
+      ...  # plus batch['mask'] float32 [B]: 0 on padding rows
+
+TensorFlow runs the pipeline on the CPU. It is imported only when one of
+these functions is called (never by importing this package), and hidden from
+GPUs (see `tensorflow_cpu.py`), so models, optimizers and steps run without
+it (DESIGN.md).
+
+`data_config` fields, with `default_config()`'s values:
+  name: 'digits' (embedded, prepared offline on first use), 'image_folder',
+      or any TFDS dataset name, prepared in `data_dir`.
+  data_dir: TFDS data directory; None = TFDS's default (TFDS_DATA_DIR or
+      ~/tensorflow_datasets).
+  folder: root of an image folder, FOLDER/SPLIT/CLASS/*.png|jpg (name
+      'image_folder').
+  train_split, eval_split: TFDS split strings; slices such as 'train[:90%]'
+      and sums such as 'train+test' are allowed ('train', 'test').
+  pp_train, pp_eval: preprocessing specs, see `preprocess.py`
+      ('value_range(-1, 1)|onehot(10)').
+  shuffle_buffer: examples in the shuffle buffer when the train split is
+      streamed from disk (50_000).
+  prefetch: batches prepared ahead of the consumer (2).
+  mixup_alpha: mixup's Beta(alpha, alpha); 0 turns mixup off (0.0).
+  cache: hold the process's train share in memory -- decoded examples when
+      their shape is fixed, serialized records otherwise -- for exact
+      per-epoch permutations and instant resume; for small datasets such as
+      digits (False).
+"""
+
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import ml_collections
+import numpy as np
+
+Batch = Dict[str, np.ndarray]
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The data_config fields and their defaults (digits, 8x8 grey images)."""
+  return ml_collections.ConfigDict({
+      'name': 'digits',
+      'data_dir': None,
+      'folder': None,
+      'train_split': 'train',
+      'eval_split': 'test',
+      'pp_train': 'value_range(-1, 1)|onehot(10)',
+      'pp_eval': 'value_range(-1, 1)|onehot(10)',
+      'shuffle_buffer': 50_000,
+      'prefetch': 2,
+      'mixup_alpha': 0.0,
+      'cache': False,
+  })
+
+
+def resolve_config(data_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """`data_config` over the defaults; unknown fields and bad values raise."""
+  defaults = default_config()
+  given = dict(data_config.items())
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f'Unknown data_config fields {unknown}; valid fields: '
+                     f'{sorted(defaults)}.')
+  resolved = ml_collections.ConfigDict(
+      {**defaults.to_dict(), **given})
+  if not isinstance(resolved.name, str) or not resolved.name:
+    raise ValueError(f'data_config.name must be a dataset name, got '
+                     f'{resolved.name!r}.')
+  if resolved.mixup_alpha < 0:
+    raise ValueError(f'data_config.mixup_alpha must be >= 0 (0 = off), got '
+                     f'{resolved.mixup_alpha}.')
+  if resolved.shuffle_buffer < 1:
+    raise ValueError(f'data_config.shuffle_buffer must be >= 1, got '
+                     f'{resolved.shuffle_buffer}.')
+  if resolved.prefetch < 0:
+    raise ValueError(f'data_config.prefetch must be >= 0, got '
+                     f'{resolved.prefetch}.')
+  return resolved
+
+
+def _processes(process_index: Optional[int],
+               process_count: Optional[int]) -> tuple:
+  import jax  # pylint: disable=g-import-not-at-top
+  if process_index is None:
+    process_index = jax.process_index()
+  if process_count is None:
+    process_count = jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is not in [0, '
+                     f'process_count={process_count}).')
+  return process_index, process_count
+
+
+def dataset_info(data_config) -> Dict[str, Any]:
+  """What a model and a schedule need to know about the dataset.
+
+  Returns:
+    dict(num_classes=int, image_shape=(H, W, C) of images after pp_eval
+    (None for a side that varies), num_examples={'train': examples in
+    train_split, 'test': examples in eval_split}), over all processes.
+  """
+  from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config = resolve_config(data_config)
+  builder = sources.get_builder(config)
+  return {
+      'num_classes': sources.num_classes(builder),
+      'image_shape': pipeline.image_shape(builder, config.eval_split,
+                                          config.pp_eval),
+      'num_examples': {
+          'train': sources.num_examples(builder, config.train_split),
+          'test': sources.num_examples(builder, config.eval_split),
+      },
+  }
+
+
+def train_iterator(data_config, global_batch_size: int, seed: int,
+                   start_step: int = 0, process_index: Optional[int] = None,
+                   process_count: Optional[int] = None) -> Iterator[Batch]:
+  """Infinite iterator of this process's train batches, from `start_step`.
+
+  Each process reads its own contiguous share of `train_split` and yields
+  {'image': float32 [B, H, W, C], 'labels': float32 [B, num_classes]} with
+  B = global_batch_size / process_count. Order, augmentation and mixup are
+  functions of (seed, process, step): `start_step=n` yields exactly the
+  batches an uninterrupted iterator yields from its n-th on, without
+  preprocessing the skipped ones (see `pipeline.py`).
+
+  process_index, process_count: default to jax.process_index() / count().
+  """
+  from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config = resolve_config(data_config)
+  process_index, process_count = _processes(process_index, process_count)
+  pipeline.local_batch_size(global_batch_size, process_count)  # Checks early.
+  builder = sources.get_builder(config)
+  dataset = pipeline.train_dataset(config, builder, global_batch_size, seed,
+                                   start_step, process_index, process_count)
+  return dataset.as_numpy_iterator()
+
+
+def eval_iterator(data_config, split: str, global_batch_size: int,
+                  process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> Iterator[Batch]:
+  """One pass over `split` (this process's share), padded to full batches.
+
+  Yields {'image': float32 [B, H, W, C], 'labels': float32 [B, K],
+  'mask': float32 [B]} with B = global_batch_size / process_count; 'mask'
+  is 1 for real examples and 0 for padding rows (zeros), so every example
+  counts exactly once. All processes yield the same number of batches.
+  """
+  from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config = resolve_config(data_config)
+  process_index, process_count = _processes(process_index, process_count)
+  pipeline.local_batch_size(global_batch_size, process_count)
+  builder = sources.get_builder(config)
+  return pipeline.eval_batches(config, builder, split, global_batch_size,
+                               process_index, process_count)

@@ -1,0 +1,352 @@
+"""Preprocessing ops chosen by a string spec, in the style of big_vision.
+
+A spec is a chain of ops joined by '|', applied left to right to one example:
+
+    'decode|inception_crop(224)|flip_lr|value_range(-1, 1)|onehot(1000)'
+
+Each op is NAME or NAME(ARGS); ARGS are Python literals, positional and
+keyword, read with `ast.literal_eval` (never `eval`). An example is a dict of
+tensors: 'image' [H, W, C] (uint8 as TFDS decodes it, or the encoded bytes)
+and 'label' [] int64 on the way in; 'image' float32 and 'labels'
+[num_classes] float32 after a typical spec.
+
+Random ops (inception_crop, flip_lr) use TensorFlow's stateless random ops
+seeded by the example's 'rng' entry, a [2] int64 seed that the pipeline
+derives from (seed, process, epoch, position in the epoch); see
+`example_seed`. Each random op folds its position in the spec into that
+seed, so the augmentation of an example is a pure function of where it sits
+in the data stream: reproducible, and resumable from any step.
+"""
+
+import ast
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from vit_jax.data.tensorflow_cpu import tf
+
+Example = Dict[str, Any]  # str -> tf.Tensor
+Size = Union[int, Sequence[int]]
+# An op maps (example, seed) to a new example; `seed` is a [2] int64 tensor
+# for random ops and None for the others.
+Op = Callable[[Example, Any], Example]
+
+RNG_KEY = 'rng'
+
+
+def fold_in(seed, *values) -> tf.Tensor:
+  """A [2] int64 stateless seed derived from `seed` and integer `values`.
+
+  `seed` is a Python int or a [2] seed tensor.
+  """
+  seed = tf.convert_to_tensor(seed, tf.int64)
+  if seed.shape.rank == 0:
+    seed = tf.stack([seed, tf.constant(0, tf.int64)])
+  for value in values:
+    seed = tf.random.experimental.stateless_fold_in(
+        seed, tf.cast(value, tf.int64))
+  return seed
+
+
+def example_seed(seed, process_index, epoch, position) -> tf.Tensor:
+  """The augmentation seed of the example at `position` of `epoch`."""
+  return fold_in(seed, process_index, epoch, position)
+
+
+# ----------------------------------------------------------------------------
+# Helpers.
+
+
+def _size_pair(size: Size, op_name: str) -> Tuple[int, int]:
+  if isinstance(size, int) and size > 0:
+    return size, size
+  if (isinstance(size, (tuple, list)) and len(size) == 2 and
+      all(isinstance(side, int) and side > 0 for side in size)):
+    return int(size[0]), int(size[1])
+  raise ValueError(f'{op_name}: size must be a positive int or (height, '
+                   f'width), got {size!r}.')
+
+
+def _cast_like(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+  """Casts resampled pixels back to `dtype`, rounding and clipping integers."""
+  if dtype.is_integer:
+    image = tf.clip_by_value(tf.round(image), dtype.min, dtype.max)
+  return tf.cast(image, dtype)
+
+
+def _resize(image: tf.Tensor, size: Tuple[int, int], method: str) -> tf.Tensor:
+  resized = tf.image.resize(image, size, method=method)
+  return _cast_like(resized, image.dtype)
+
+
+def _with(example: Example, **updates) -> Example:
+  return {**example, **updates}
+
+
+# ----------------------------------------------------------------------------
+# The ops. Each factory takes the spec's arguments and returns an Op.
+
+
+def decode(channels: Optional[int] = None) -> Op:
+  """Decodes encoded image bytes (PNG/JPEG/...); decoded images pass through.
+
+  TFDS decodes images itself, so in this package's pipelines the op only
+  matters for `channels`: 1 or 3 converts grey <-> RGB.
+  """
+  if channels not in (None, 1, 3):
+    raise ValueError(f'decode: channels must be None, 1 or 3, got '
+                     f'{channels!r}.')
+
+  def apply(example, seed):
+    del seed
+    image = example['image']
+    if image.dtype == tf.string:
+      image = tf.io.decode_image(image, channels=channels or 0,
+                                 expand_animations=False)
+    elif channels == 3 and image.shape[-1] == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    elif channels == 1 and image.shape[-1] == 3:
+      image = _cast_like(tf.image.rgb_to_grayscale(
+          tf.cast(image, tf.float32)), image.dtype)
+    return _with(example, image=image)
+  return apply
+
+
+def resize(size: Size, method: str = 'bilinear') -> Op:
+  """Resizes to `size` (int or (height, width)), ignoring the aspect ratio."""
+  size = _size_pair(size, 'resize')
+
+  def apply(example, seed):
+    del seed
+    return _with(example, image=_resize(example['image'], size, method))
+  return apply
+
+
+def resize_small(size: int, method: str = 'bilinear') -> Op:
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio."""
+  _size_pair(size, 'resize_small')
+
+  def apply(example, seed):
+    del seed
+    image = example['image']
+    height = tf.cast(tf.shape(image)[0], tf.float64)
+    width = tf.cast(tf.shape(image)[1], tf.float64)
+    scale = size / tf.minimum(height, width)
+    new_size = tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
+    resized = tf.image.resize(image, new_size, method=method)
+    return _with(example, image=_cast_like(resized, image.dtype))
+  return apply
+
+
+def central_crop(size: Size) -> Op:
+  """Crops the central `size` (int or (height, width)) window."""
+  crop_height, crop_width = _size_pair(size, 'central_crop')
+
+  def apply(example, seed):
+    del seed
+    image = example['image']
+    top = (tf.shape(image)[0] - crop_height) // 2
+    left = (tf.shape(image)[1] - crop_width) // 2
+    image = tf.image.crop_to_bounding_box(image, top, left, crop_height,
+                                          crop_width)
+    return _with(example, image=image)
+  return apply
+
+
+def inception_crop(size: Size, area_min: float = 5, area_max: float = 100,
+                   method: str = 'bilinear') -> Op:
+  """Random-resized crop: "Going deeper with convolutions" (Szegedy et al.
+  2015, Sec. 6).
+
+  A window covering `area_min`..`area_max` percent of the image with aspect
+  ratio in [3/4, 4/3] is cut out and resized to `size`. The paper samples
+  8%..100%; the ViT recipes (Dosovitskiy et al. 2020; Steiner et al. 2021,
+  "How to train your ViT?") use 5%, the default here.
+  """
+  size = _size_pair(size, 'inception_crop')
+  if not 0 < area_min <= area_max <= 100:
+    raise ValueError(f'inception_crop: need 0 < area_min <= area_max <= 100 '
+                     f'(percent), got {area_min}, {area_max}.')
+
+  def apply(example, seed):
+    image = example['image']
+    whole_image = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])  # [1, 1, 4]
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=whole_image, seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(area_min / 100, area_max / 100),
+        use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, begin, crop_size)
+    return _with(example, image=_resize(crop, size, method))
+  return apply
+
+
+def flip_lr() -> Op:
+  """Mirrors the image left-right with probability 1/2."""
+  def apply(example, seed):
+    image = tf.image.stateless_random_flip_left_right(example['image'], seed)
+    return _with(example, image=image)
+  return apply
+
+
+def value_range(lo: float, hi: float, in_min: float = 0,
+                in_max: float = 255) -> Op:
+  """Maps pixel values [in_min, in_max] linearly onto [lo, hi], float32.
+
+  Written as lo * (1 - t) + hi * t so both ends map exactly.
+  """
+  if in_max <= in_min:
+    raise ValueError(f'value_range: need in_min < in_max, got {in_min}, '
+                     f'{in_max}.')
+
+  def apply(example, seed):
+    del seed
+    t = (tf.cast(example['image'], tf.float32) - in_min) / (in_max - in_min)
+    return _with(example, image=lo * (1.0 - t) + hi * t)
+  return apply
+
+
+def normalize(mean: Union[float, Sequence[float]],
+              std: Union[float, Sequence[float]]) -> Op:
+  """(image - mean) / std per channel, float32, in the current value scale."""
+  def apply(example, seed):
+    del seed
+    image = tf.cast(example['image'], tf.float32)
+    mean_ = tf.constant(mean, tf.float32)
+    std_ = tf.constant(std, tf.float32)
+    return _with(example, image=(image - mean_) / std_)
+  return apply
+
+
+def onehot(num_classes: int, on: float = 1.0, off: float = 0.0,
+           key: str = 'label', key_result: str = 'labels') -> Op:
+  """One-hot float32 `key_result` [num_classes] from the integer `key`.
+
+  The integer `key` is dropped (copy it first to keep it). Label smoothing
+  can be had here with on/off values or, more usually, in the loss.
+  """
+  if not isinstance(num_classes, int) or num_classes < 1:
+    raise ValueError(f'onehot: num_classes must be a positive int, got '
+                     f'{num_classes!r}.')
+
+  def apply(example, seed):
+    del seed
+    example = dict(example)
+    label = example.pop(key) if key != key_result else example[key]
+    example[key_result] = tf.one_hot(label, num_classes, on_value=on,
+                                     off_value=off, dtype=tf.float32)
+    return example
+  return apply
+
+
+def keep(*keys: str) -> Op:
+  """Keeps only `keys` of the example."""
+  def apply(example, seed):
+    del seed
+    missing = [k for k in keys if k not in example]
+    if missing:
+      raise ValueError(f'keep: keys {missing} are not in the example; it has '
+                       f'{sorted(example)}.')
+    return {k: example[k] for k in keys}
+  return apply
+
+
+def copy(source: str, target: str) -> Op:
+  """Copies `source` to `target` (e.g. copy('label', 'label_id'))."""
+  def apply(example, seed):
+    del seed
+    return _with(example, **{target: example[source]})
+  return apply
+
+
+# The spec vocabulary: an explicit table, not a registry filled by imports.
+OPS: Dict[str, Callable[..., Op]] = {
+    'decode': decode,
+    'resize': resize,
+    'resize_small': resize_small,
+    'central_crop': central_crop,
+    'inception_crop': inception_crop,
+    'flip_lr': flip_lr,
+    'value_range': value_range,
+    'normalize': normalize,
+    'onehot': onehot,
+    'keep': keep,
+    'copy': copy,
+}
+RANDOM_OPS = frozenset({'inception_crop', 'flip_lr'})
+
+
+# ----------------------------------------------------------------------------
+# Spec parsing.
+
+
+def parse_spec(spec: str) -> List[Tuple[str, tuple, dict]]:
+  """Splits a spec into (op name, positional args, keyword args) triples."""
+  if not isinstance(spec, str):
+    raise ValueError(f'A preprocessing spec must be a string, got {spec!r}.')
+  if not spec.strip():
+    return []
+  parsed = []
+  for op_text in spec.split('|'):
+    op_text = op_text.strip()
+    if not op_text:
+      raise ValueError(f'Empty op in preprocessing spec {spec!r} (two '
+                       f"'|' in a row, or one at an end).")
+    try:
+      node = ast.parse(op_text, mode='eval').body
+    except SyntaxError as e:
+      raise ValueError(f'Cannot parse op {op_text!r} of preprocessing spec '
+                       f'{spec!r}: {e.msg}.') from None
+    if isinstance(node, ast.Name):
+      name, args, kwargs = node.id, (), {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+      name = node.func.id
+      try:
+        args = tuple(ast.literal_eval(arg) for arg in node.args)
+        if any(keyword.arg is None for keyword in node.keywords):
+          raise ValueError('** arguments are not allowed')
+        kwargs = {keyword.arg: ast.literal_eval(keyword.value)
+                  for keyword in node.keywords}
+      except ValueError as e:
+        raise ValueError(
+            f'Op {op_text!r} of preprocessing spec {spec!r}: arguments must '
+            f'be Python literals ({e}).') from None
+    else:
+      raise ValueError(f'Op {op_text!r} of preprocessing spec {spec!r} must '
+                       f'look like NAME or NAME(ARGS).')
+    if name not in OPS:
+      raise ValueError(f'Unknown preprocessing op {name!r} in spec {spec!r}; '
+                       f'valid ops: {sorted(OPS)}.')
+    try:
+      inspect.signature(OPS[name]).bind(*args, **kwargs)
+    except TypeError as e:
+      raise ValueError(
+          f'Bad arguments for op {op_text!r} in spec {spec!r}: {e}; the op '
+          f'takes {name}{inspect.signature(OPS[name])}.') from None
+    parsed.append((name, args, kwargs))
+  return parsed
+
+
+def build(spec: str) -> Callable[[Example], Example]:
+  """The function that applies `spec` to one example.
+
+  Random ops need the example's 'rng' seed ([2] int64); it is removed from
+  the result.
+  """
+  ops = [(name, OPS[name](*args, **kwargs))
+         for name, args, kwargs in parse_spec(spec)]
+
+  def preprocess(example: Example) -> Example:
+    example = dict(example)
+    rng = example.pop(RNG_KEY, None)
+    for position, (name, op) in enumerate(ops):
+      seed = None
+      if name in RANDOM_OPS:
+        if rng is None:
+          raise ValueError(
+              f'Op {name!r} of spec {spec!r} is random and needs the '
+              f"example's {RNG_KEY!r} seed; evaluation specs should have no "
+              f'random ops.')
+        seed = fold_in(rng, position)
+      example = op(example, seed)
+    return example
+  return preprocess
