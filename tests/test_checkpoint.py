@@ -153,3 +153,19 @@ def test_wrong_channel_count_is_a_clear_error():
   gray = outputs['images'][..., :1]
   with pytest.raises(ValueError, match=r'Images have 1 channels.*expects 3'):
     _forward(name, kwargs, params, gray)
+
+
+def test_load_init_params_reads_timm_files_and_resamples(tmp_path):
+  name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
+  state_dict, outputs = golden_cases.load('vit_cls')
+  path = tmp_path / 'weights.npz'
+  np.savez(path, **state_dict)
+  params = checkpoint.load_init_params('timm', str(path), name,
+                                       image_size=(48, 48),
+                                       **dict(kwargs, num_classes=4))
+  np.testing.assert_allclose(params['pos_embed'], outputs['pos_embed_48'],
+                             atol=1e-5)
+  assert params['head']['kernel'].shape == (64, 4)
+  with pytest.raises(ValueError, match=r"Unknown init_from kind 'hub'; "
+                     r"valid choices: \['own', 'npz', 'timm'\]"):
+    checkpoint.load_init_params('hub', str(path), name, **kwargs)

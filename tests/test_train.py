@@ -366,3 +366,27 @@ def test_every_recipe_runs_two_steps(recipe, tmp_path, data_dir):
     config.init_from.path = source
   metrics = train.train_and_evaluate(config, str(tmp_path / recipe))
   assert np.isfinite(metrics['train/loss'])
+
+
+def test_checkpoints_keep_the_last_n_and_every_kth(tmp_path):
+  state = {'w': jnp.zeros((2,))}
+  directory = str(tmp_path / 'checkpoints')
+  checkpointer = checkpoint.TrainCheckpointer(directory, keep_last=2,
+                                              keep_every=4, async_save=True)
+  for step in range(1, 10):
+    checkpointer.save(step, state, {'step': step})
+  checkpointer.close()
+  assert checkpointer.all_steps() == [4, 8, 9]
+
+
+@pytest.mark.parametrize('env,expected', [
+    ({}, False), ({'SLURM_NTASKS': '1'}, False), ({'SLURM_NTASKS': '4'}, True),
+    ({'TPU_WORKER_HOSTNAMES': 'host-0,host-1'}, True),
+    ({'TPU_WORKER_HOSTNAMES': 'host-0'}, False)])
+def test_cluster_auto_detection(env, expected, monkeypatch):
+  from vit_jax import main  # pylint: disable=g-import-not-at-top
+  for name in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES'):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  assert main._auto_detectable_cluster() == expected

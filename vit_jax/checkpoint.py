@@ -617,8 +617,9 @@ def load_init_params(kind: str, path: str, name: str,
                      **model_kwargs) -> Dict[str, Any]:
   """Params to start training from, fitted to `get_model(name, **kwargs)`.
 
-  kind: 'own' (a workdir's checkpoints/ directory, or the directory itself),
-  'npz' (Google's original / big_vision layout), 'timm' (a .safetensors or
+  kind: 'own' (a workdir's checkpoints/ directory, or the directory itself;
+  an MAE run gives its encoder, for `get_model('vit', pool_type='cls',
+  posemb='sincos2d')`), 'npz' (Google's original / big_vision layout), 'timm' (a .safetensors or
   .npz file of a timm state dict). The head is replaced and the position
   embedding resampled as for `from_timm`.
   """
@@ -636,5 +637,9 @@ def load_init_params(kind: str, path: str, name: str,
   model = models.get_model(name, **model_kwargs)
   candidate = os.path.join(path, 'checkpoints')
   directory = candidate if os.path.isdir(candidate) else path
-  flat = flatten(common.unstack_blocks(restore_params(directory)))
+  params = restore_params(directory)
+  if name != 'mae' and 'mask_token' in params:  # an MAE run: its encoder
+    from vit_jax.models import mae  # pylint: disable=g-import-not-at-top
+    params = mae.encoder_params(params)
+  flat = flatten(common.unstack_blocks(params))
   return _fit_to_model(flat, model, image_size, f'checkpoint {directory}')

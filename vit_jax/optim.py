@@ -50,6 +50,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vit_jax.models import common
+
 Schedule = Callable[[Any], jax.Array]
 Rules = Sequence[Tuple[str, float]]
 
@@ -121,12 +123,6 @@ def _section_options(section: Any, defaults: Mapping[str, Any], where: str,
   return options
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-  if value not in choices:
-    raise ValueError(f'Unknown {name} {value!r}; valid choices: '
-                     f'{list(choices)}')
-
-
 def _as_step_count(name: str, value: Any) -> int:
   if (isinstance(value, bool) or not isinstance(value, numbers.Real)
       or value != int(value) or value < 0):
@@ -183,7 +179,7 @@ def make_schedule(config: ml_collections.ConfigDict,
   options = _section_options(_get(config, 'schedule', None),
                              SCHEDULE_DEFAULTS, 'config.schedule')
   decay = options['decay']
-  _check_choice('schedule decay', decay, DECAYS)
+  common.check_choice('schedule decay', decay, DECAYS)
   total_steps = _as_step_count('total_steps', total_steps)
   if total_steps < 1:
     raise ValueError(f'total_steps must be >= 1, got {total_steps}.')
@@ -493,7 +489,7 @@ def _direction(optimizer_config: Any) -> optax.GradientTransformation:
   if isinstance(optimizer_config, str):
     optimizer_config = {'name': optimizer_config}
   name = _get(optimizer_config, 'name', 'adamw')
-  _check_choice('optimizer name', name, OPTIMIZERS)
+  common.check_choice('optimizer name', name, OPTIMIZERS)
   options = _section_options(optimizer_config, OPTIMIZER_OPTIONS[name],
                              f'config.optimizer (name={name!r})',
                              extra_keys=('name',))

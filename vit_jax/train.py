@@ -17,7 +17,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from absl import logging
 import jax
@@ -255,17 +255,16 @@ def _abstract(tree, shardings):
                                               sharding=spec), tree, shardings)
 
 
-def _initial_state(config, tx, init_fn, state_shardings, checkpointer,
-                   abstract_state, image_shape) -> Tuple[State, int]:
+def _initial_state(config, run: 'Run', checkpointer) -> Tuple[State, int]:
   """Resume from the workdir, else start (possibly from `init_from`)."""
-  restored = checkpointer.restore_latest(abstract_state)
+  restored = checkpointer.restore_latest(run.abstract_state)
   if restored is not None:
     step, state, data_state = restored
     logging.info('Resuming from step %d (data position %s).', step,
                  data_state)
     return state, step
   rng = jax.random.PRNGKey(config.seed)
-  state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+  state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(rng)
   init_from = config.get('init_from')
   if init_from and init_from.get('path'):
     model_kwargs = dict(config.model.to_dict())
@@ -273,15 +272,58 @@ def _initial_state(config, tx, init_fn, state_shardings, checkpointer,
     model_kwargs.pop('dtype', None)
     params = checkpoint.load_init_params(
         init_from.get('kind', 'own'), init_from.path, name,
-        image_size=image_shape[:2], **model_kwargs)
+        image_size=run.image_shape[:2], **model_kwargs)
     params = jax.tree.map(lambda x, ref: np.asarray(x, ref.dtype), params,
                           state['params'])
-    state['params'] = jax.device_put(params, state_shardings['params'])
+    state['params'] = jax.device_put(params, run.state_shardings['params'])
     state['opt_state'] = jax.jit(
-        tx.init, out_shardings=state_shardings['opt_state'])(state['params'])
+        run.tx.init, out_shardings=run.state_shardings['opt_state'])(
+            state['params'])
     logging.info('Initialised params from %s (%s).', init_from.path,
                  init_from.get('kind', 'own'))
   return state, 0
+
+
+class Run(NamedTuple):
+  """Everything a run builds from its config before the first step."""
+  mesh: Any
+  model: Any
+  tx: optax.GradientTransformation
+  schedule: Callable[[Any], jax.Array]
+  init_fn: Callable[[jax.Array], State]
+  state_shardings: Any
+  abstract_state: Any  # ShapeDtypeStructs with shardings, for restoring
+  image_shape: Tuple[int, int, int]
+  train_step: Callable[..., Tuple[State, Dict[str, jax.Array]]]  # jitted
+
+
+def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
+  """Mesh, model, optimizer, sharded state layout and the jitted step."""
+  mesh_config = config.get('mesh', ml_collections.ConfigDict())
+  mesh = sharding.make_mesh(mesh_config.get('data', -1),
+                            mesh_config.get('fsdp', 1))
+  validate_config(config, jax.device_count())
+  info = data_module.dataset_info(config.data)
+  image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
+  if None in image_shape:
+    raise ValueError(f'Images of {config.data.name!r} after pp_eval '
+                     f'{config.data.pp_eval!r} have no fixed shape '
+                     f'{image_shape}: end pp_eval with a resize or crop.')
+  model = build_model(config.model)
+  tx, schedule = optim.make_optimizer(config, config.total_steps)
+  init_fn = make_init_fn(model, tx, image_shape)
+  state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+  state_shardings = sharding.param_shardings(state_shapes, mesh)
+  train_step = jax.jit(
+      make_train_step(make_loss_fn(model, config), tx, schedule,
+                      config.get('grad_accum_steps', 1)),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh),
+                    sharding.replicated(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  return Run(mesh, model, tx, schedule, init_fn, state_shardings,
+             _abstract(state_shapes, state_shardings), image_shape,
+             train_step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -290,57 +332,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   from vit_jax.evaluate import classification  # pylint: disable=g-import-not-at-top
 
-  mesh_config = config.get('mesh', ml_collections.ConfigDict())
-  mesh = sharding.make_mesh(mesh_config.get('data', -1),
-                            mesh_config.get('fsdp', 1))
-  validate_config(config, jax.device_count())
+  run = build_run(config, data)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_main:
     _write_config(config, workdir)
-
-  info = data.dataset_info(config.data)
-  image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
-  if None in image_shape:
-    raise ValueError(f'Images of {config.data.name!r} after pp_eval '
-                     f'{config.data.pp_eval!r} have no fixed shape '
-                     f'{image_shape}: end pp_eval with a resize or crop.')
-  model = build_model(config.model)
-  total_steps = config.total_steps
-  tx, schedule = optim.make_optimizer(config, total_steps)
-  init_fn = make_init_fn(model, tx, image_shape)
-  state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-  state_shardings = sharding.param_shardings(state_shapes, mesh)
-  abstract_state = _abstract(state_shapes, state_shardings)
-
   ckpt_config = config.get('checkpoint', ml_collections.ConfigDict())
   checkpointer = checkpoint.TrainCheckpointer(
       os.path.join(workdir, 'checkpoints'),
       keep_last=ckpt_config.get('keep_last', 3),
       keep_every=ckpt_config.get('keep_every'),
       async_save=ckpt_config.get('async_save', True))
-  state, start_step = _initial_state(config, tx, init_fn, state_shardings,
-                                     checkpointer, abstract_state, image_shape)
-
+  state, start_step = _initial_state(config, run, checkpointer)
   train_batches = data.train_iterator(
       config.data, config.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  loss_fn = make_loss_fn(model, config)
-  train_step = jax.jit(
-      make_train_step(loss_fn, tx, schedule,
-                      config.get('grad_accum_steps', 1)),
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,))
   evaluators = []
   if config.get('objective', 'supervised') == 'supervised' and config.get(
       'eval_every_steps') is not None:
     evaluators.append(classification.ClassificationEvaluator(
-        model, config.data, config.data.eval_split,
-        config.get('eval_batch_size', config.batch_size), mesh))
+        run.model, config.data, config.data.eval_split,
+        config.get('eval_batch_size', config.batch_size), run.mesh))
 
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
+  total_steps = config.total_steps
   progress = metric_writer.Progress(total_steps, start_step) if is_main else None
   seed_key = jax.random.PRNGKey(config.seed + 1)
   flops_per_step = None
@@ -353,10 +368,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   try:
     with Preemption() as preemption:
       for step in range(start_step + 1, total_steps + 1):
-        batch = sharding.global_batch(next(train_batches), mesh)
+        batch = sharding.global_batch(next(train_batches), run.mesh)
         if flops_per_step is None:
-          flops_per_step = _cost_of(train_step, state, batch, seed_key)
-        state, metrics = train_step(state, batch, seed_key)
+          flops_per_step = _cost_of(run.train_step, state, batch, seed_key)
+        state, metrics = run.train_step(state, batch, seed_key)
         window_steps += 1
         # The previous step's loss is checked while this one runs, so the
         # device always has a step queued; a NaN is reported with its step.

@@ -20,7 +20,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vit_jax.data import tensorflow_cpu  # pylint: disable=unused-import
+from vit_jax.data import tensorflow_cpu  # noqa: F401  (hides GPUs from TF)
 
 NAME = 'digits'
 NUM_CLASSES = 10
