@@ -358,7 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   total_steps = config.total_steps
   progress = metric_writer.Progress(total_steps, start_step) if is_main else None
   seed_key = jax.random.PRNGKey(config.seed + 1)
-  flops_per_step = None
+  step_fn, flops_per_step = None, None
   last_metrics: Dict[str, float] = {}
   log_every = config.get('log_every_steps', 50)
   ckpt_every = ckpt_config.get('every_steps', 1000)
@@ -369,9 +369,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     with Preemption() as preemption:
       for step in range(start_step + 1, total_steps + 1):
         batch = sharding.global_batch(next(train_batches), run.mesh)
-        if flops_per_step is None:
-          flops_per_step = _cost_of(run.train_step, state, batch, seed_key)
-        state, metrics = run.train_step(state, batch, seed_key)
+        if step_fn is None:  # lower once: the program and its FLOP count
+          lowered = run.train_step.lower(state, batch, seed_key)
+          flops_per_step = _flops(lowered)
+          step_fn = lowered.compile()
+        state, metrics = step_fn(state, batch, seed_key)
         window_steps += 1
         # The previous step's loss is checked while this one runs, so the
         # device always has a step queued; a NaN is reported with its step.
@@ -419,11 +421,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   return last_metrics
 
 
-def _cost_of(jitted, *args) -> Optional[float]:
-  """FLOPs of one call, from XLA's cost analysis of the unpartitioned program
-  (so for the whole global batch)."""
+def _flops(lowered) -> Optional[float]:
+  """FLOPs of one step, from XLA's cost analysis of the lowered, not yet
+  partitioned program (so for the whole global batch)."""
   try:
-    analysis = jitted.lower(*args).cost_analysis()
+    analysis = lowered.cost_analysis()
   except Exception as error:  # pylint: disable=broad-except
     logging.warning('No FLOP count (cost analysis failed: %s).', error)
     return None
