@@ -4,8 +4,8 @@
 
 1,797 real 8x8 grey-scale images, 10 classes, with fixed train / test
 splits (`vit_jax/data/digits.py`), prepared locally as a TFDS dataset: no
-network. Trains to >= 95% test accuracy in well under 3 minutes on 2 CPU
-cores. ARG picks the pooling: cls (default), gap or map.
+network. Trains to about 97% test accuracy (bar: 95%) in about 2 minutes
+on 2 CPU cores. ARG picks the pooling: cls (default), gap or map.
 """
 
 import ml_collections
@@ -15,7 +15,7 @@ from ml_collections.config_dict import placeholder
 def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.total_steps = 800
+  config.total_steps = 640
   config.batch_size = 128
   config.objective = 'supervised'
   config.loss = 'softmax_xent'
@@ -56,8 +56,8 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
   config.log_every_steps = 100
-  config.eval_every_steps = 400
+  config.eval_every_steps = 320
   config.checkpoint = ml_collections.ConfigDict({
-      'every_steps': 400, 'keep_last': 2, 'keep_every': placeholder(int),
+      'every_steps': 320, 'keep_last': 2, 'keep_every': placeholder(int),
       'async_save': True})
   return config

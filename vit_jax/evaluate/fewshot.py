@@ -246,6 +246,18 @@ def predict_classes(features, weights: np.ndarray) -> np.ndarray:
   return predictions
 
 
+def _check_train_test(x_train, y_train, x_test, y_test, num_classes):
+  """Validated (x_train, y_train, x_test, y_test) as arrays."""
+  y_train = _check_labels('y_train', y_train, num_classes)
+  y_test = _check_labels('y_test', y_test, num_classes)
+  x_train = _check_features('x_train', x_train, 'y_train', y_train)
+  x_test = _check_features('x_test', x_test, 'y_test', y_test)
+  if x_train.shape[1] != x_test.shape[1]:
+    raise ValueError(f'x_train has dimension {x_train.shape[1]} but x_test '
+                     f'has {x_test.shape[1]}; they must match.')
+  return x_train, y_train, x_test, y_test
+
+
 def ridge_fewshot_accuracy(x_train, y_train, x_test, y_test, num_classes: int,
                            l2_reg: L2Reg) -> Union[float, List[float]]:
   """Test top-1 accuracy of the closed-form ridge classifier (see module).
@@ -266,13 +278,8 @@ def ridge_fewshot_accuracy(x_train, y_train, x_test, y_test, num_classes: int,
   """
   num_classes = _check_num_classes(num_classes)
   l2_regs = _check_l2_regs(l2_reg)
-  y_train = _check_labels('y_train', y_train, num_classes)
-  y_test = _check_labels('y_test', y_test, num_classes)
-  x_train = _check_features('x_train', x_train, 'y_train', y_train)
-  x_test = _check_features('x_test', x_test, 'y_test', y_test)
-  if x_train.shape[1] != x_test.shape[1]:
-    raise ValueError(f'x_train has dimension {x_train.shape[1]} but x_test '
-                     f'has {x_test.shape[1]}; they must match.')
+  x_train, y_train, x_test, y_test = _check_train_test(
+      x_train, y_train, x_test, y_test, num_classes)
   eigensystem = fit_eigensystem(x_train, y_train, num_classes)
   accuracies = [
       float(np.mean(predict_classes(x_test, ridge_weights(eigensystem, lam))
@@ -418,13 +425,8 @@ def fewshot_metrics(dataset: str, x_train, y_train, x_test, y_test,
                      f'fixed l2_reg.')
   if not seeds:
     raise ValueError('seeds must name at least one seed, got [].')
-  y_train = _check_labels('y_train', y_train, num_classes)
-  y_test = _check_labels('y_test', y_test, num_classes)
-  x_train = _check_features('x_train', x_train, 'y_train', y_train)
-  x_test = _check_features('x_test', x_test, 'y_test', y_test)
-  if x_train.shape[1] != x_test.shape[1]:
-    raise ValueError(f'x_train has dimension {x_train.shape[1]} but x_test '
-                     f'has {x_test.shape[1]}; they must match.')
+  x_train, y_train, x_test, y_test = _check_train_test(
+      x_train, y_train, x_test, y_test, num_classes)
 
   metrics = {}
   for k in shots:
