@@ -155,6 +155,10 @@ class Mlp(nn.Module):
     return nn.Dropout(self.dropout)(outputs, deterministic)
 
 
+# `attention_impl` values: None (choose, see `attention_backend`) or forced.
+ATTENTION_IMPLS = (None, 'xla', 'cudnn')
+
+
 def attention_backend(dtype: Dtype, head_dim: int) -> str:
   """'cudnn' where cuDNN's fused flash attention applies, else 'xla'.
 

@@ -287,7 +287,7 @@ class MAE(nn.Module):
     if not 0.0 <= self.mask_ratio < 1.0:
       raise ValueError(f'mask_ratio {self.mask_ratio!r} is outside [0, 1).')
     common.check_choice('attention_impl', self.attention_impl,
-                        (None, 'xla', 'cudnn'))
+                        common.ATTENTION_IMPLS)
 
   def setup(self):
     self.patch_embed = common.PatchEmbed(

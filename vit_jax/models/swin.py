@@ -399,7 +399,7 @@ class Swin(nn.Module):
       raise ValueError(f'Swin window_size must be positive, got '
                        f'{self.window_size}.')
     common.check_choice('attention_impl', self.attention_impl,
-                        (None, 'xla', 'cudnn'))
+                        common.ATTENTION_IMPLS)
 
   @property
   def default_image_size(self) -> int:

@@ -160,7 +160,7 @@ class ViT(nn.Module):
     common.check_choice('pool_type', self.pool_type, POOL_TYPES)
     common.check_choice('posemb', self.posemb, POSEMB_TYPES)
     common.check_choice('attention_impl', self.attention_impl,
-                        (None, 'xla', 'cudnn'))
+                        common.ATTENTION_IMPLS)
     if self.fc_norm and self.pool_type != 'gap':
       raise ValueError(f'fc_norm=True applies to pool_type="gap" only, got '
                        f'pool_type={self.pool_type!r}.')
