@@ -54,10 +54,26 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict({
       'warmup_steps': 50, 'decay': 'cosine', 'cooldown_steps': 0})
 
+  # Start from other weights, e.g. an MAE run's encoder (configs/
+  # mae_digits.py; with model.posemb='sincos2d'); None: random init.
+  config.init_from = ml_collections.ConfigDict({
+      'kind': 'own', 'path': placeholder(str)})
+
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
   config.log_every_steps = 100
   config.eval_every_steps = 320
   config.checkpoint = ml_collections.ConfigDict({
       'every_steps': 320, 'keep_last': 2, 'keep_every': placeholder(int),
       'async_save': True})
+
+  # Few-shot linear evaluation of the pre-logits representation (Scaling
+  # ViT's protocol, vit_jax/evaluate/fewshot.py) on digits itself.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.fewshot = ml_collections.ConfigDict({
+      'kind': 'fewshot', 'every_steps': 320, 'representation': 'pre_logits',
+      'datasets': {'digits': {'name': 'digits', 'train_split': 'train',
+                              'test_split': 'test',
+                              'pp': 'value_range(-1, 1)'}},
+      'shots': (1, 5, 10, 25), 'seeds': (0, 1, 2, 3, 4),
+      'l2_reg': 1.0, 'l2_reg_candidates': (0.01, 0.1, 1.0, 10.0, 100.0)})
   return config

@@ -19,3 +19,12 @@ for _name, _value in _FLAGS.items():
     _xla_flags += f' --{_name}={_value}'
 os.environ['XLA_FLAGS'] = _xla_flags.strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+
+import pytest  # noqa: E402  (after the XLA flags, before any jax import)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A TFDS data_dir; digits is prepared into it on first use."""
+  return str(tmp_path_factory.mktemp('tfds'))

@@ -522,17 +522,21 @@ class TrainCheckpointer:
   """
 
   def __init__(self, directory: str, keep_last: int = 3,
-               keep_every: Optional[int] = None, async_save: bool = True):
+               keep_every: Optional[int] = None, async_save: bool = True,
+               read_only: bool = False):
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._ocp = ocp
     policies = [ocp.checkpoint_managers.LatestN(keep_last)]
     if keep_every:
       policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+    # read_only: for evaluating a workdir that a run may still be writing:
+    # never creates, deletes or cleans up anything there.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
             policies),
-        enable_async_checkpointing=async_save, create=True,
-        cleanup_tmp_directories=True)
+        enable_async_checkpointing=async_save and not read_only,
+        create=not read_only, cleanup_tmp_directories=not read_only,
+        read_only=read_only)
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -573,6 +577,16 @@ class TrainCheckpointer:
       raise ValueError(f'No checkpoint in {self.directory} could be restored '
                        f'into this run\'s state: {failures}')
     return None
+
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """The state saved at `step` (see `restore_latest` for the argument)."""
+    steps = self.all_steps()
+    if step not in steps:
+      raise ValueError(f'No checkpoint at step {step} in {self.directory}; '
+                       f'steps there: {steps}')
+    args = self._ocp.args
+    return self._manager.restore(step, args=args.Composite(
+        state=args.StandardRestore(abstract_state)))['state']
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -35,9 +35,6 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     'cpu_collectives', 'gloo', 'CPU collectives across processes (gloo or '
     'mpi); used when running multi-process on CPUs.')
 
-flags.mark_flags_as_required(['config', 'workdir'])
-
-
 def _from_env(name: str, cast=str):
   value = os.environ.get(name)
   return cast(value) if value not in (None, '') else None
@@ -87,4 +84,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

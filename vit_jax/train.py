@@ -330,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> Dict[str, float]:
   """Trains (resuming if the workdir has checkpoints); returns last metrics."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
-  from vit_jax.evaluate import classification  # pylint: disable=g-import-not-at-top
+  from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
 
   run = build_run(config, data)
   is_main = jax.process_index() == 0
@@ -347,12 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   train_batches = data.train_iterator(
       config.data, config.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  evaluators = []
-  if config.get('objective', 'supervised') == 'supervised' and config.get(
-      'eval_every_steps') is not None:
-    evaluators.append(classification.ClassificationEvaluator(
-        run.model, config.data, config.data.eval_split,
-        config.get('eval_batch_size', config.batch_size), run.mesh))
+  evaluators = evaluate.build_evaluators(config, run.model, run.mesh, workdir)
 
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
   total_steps = config.total_steps
@@ -383,9 +378,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         stop = preemption.any_process()
         log_now = _every(step, log_every, total_steps) or stop
         save_now = _every(step, ckpt_every, total_steps) or stop
-        eval_now = evaluators and _every(step, config.get('eval_every_steps'),
-                                         total_steps)
-        if log_now or save_now or eval_now:
+        due = [e for e in evaluators
+               if _every(step, e.every_steps, total_steps)]
+        if log_now or save_now or due:
           loss = _check_finite(step, metrics)  # nothing non-finite is saved
           pending = None
         if log_now:
@@ -400,14 +395,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
           if progress:
             progress.update(step, loss, img_per_sec)
           window_start, window_steps = time.monotonic(), 0
-        if eval_now:
-          for evaluator in evaluators:
-            results = evaluator.run(state['params'])
-            writer.write(step, results)
-            last_metrics.update(results)
-            if progress:
-              progress.message(f'step {step}: ' + ', '.join(
-                  f'{k} {v:.4g}' for k, v in results.items()))
+        for scheduled in due:
+          results = scheduled.evaluator.run(state['params'], step)
+          writer.write(step, results)
+          last_metrics.update(results)
+          if progress:
+            progress.message(f'step {step}: ' + evaluate.summary(results))
         if save_now:
           checkpointer.save(step, state, {'step': step, 'seed': config.seed})
         if stop:

@@ -120,6 +120,13 @@ def dataset_info(data_config) -> Dict[str, Any]:
   }
 
 
+def num_classes(data_config) -> int:
+  """The dataset's number of classes, without running any preprocessing
+  (for callers that build their own pp spec, e.g. few-shot evaluation)."""
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.num_classes(sources.get_builder(resolve_config(data_config)))
+
+
 def train_iterator(data_config, global_batch_size: int, seed: int,
                    start_step: int = 0, process_index: Optional[int] = None,
                    process_count: Optional[int] = None) -> Iterator[Batch]:

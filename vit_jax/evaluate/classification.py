@@ -6,7 +6,7 @@ so no example is dropped or counted twice whatever the batch size. Each
 batch is sharded over the mesh; sums stay on the devices until the end.
 """
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array
 
 
 class ClassificationEvaluator:
-  """`run(params) -> {'val/accuracy', 'val/top5', 'val/loss', 'val/count'}`.
+  """`run(params, step=None) -> {'val/accuracy', 'val/top5', 'val/loss', 'val/count'}`.
 
   `prefix` names the metric group ('val' by default).
   """
@@ -59,7 +59,8 @@ class ClassificationEvaluator:
     self._eval_step = jax.jit(eval_step,
                               out_shardings=sharding.replicated(mesh))
 
-  def run(self, params) -> Dict[str, float]:
+  def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
+    del step
     totals = None
     batches = self._iterator_fn(
         self._data_config, self._split, self._batch_size,

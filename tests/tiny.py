@@ -1,0 +1,61 @@
+"""Recipes shrunk to seconds, shared by the training and evaluation tests."""
+
+import importlib.util
+import os
+
+import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name, arg=None):
+  """configs/NAME.py's get_config(arg)."""
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'configs_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def override(config, overrides):
+  """Sets dotted keys: override(config, {'model.width': 32})."""
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def tiny_config(data_dir, **overrides):
+  """configs/digits.py shrunk to seconds: a 2-block ViT, batch 32, no
+  few-shot evaluation (config.evals empty)."""
+  config = load_config('digits')
+  config.data.data_dir = data_dir
+  config.model.update(dict(patch_size=4, width=32, depth=2, mlp_dim=64,
+                           num_heads=2, dropout=0.0, stochastic_depth=0.0))
+  config.batch_size = 32
+  config.total_steps = 10
+  config.schedule.warmup_steps = 2
+  config.log_every_steps = 5
+  config.eval_every_steps = 10
+  config.checkpoint.every_steps = 5
+  config.checkpoint.keep_last = 3
+  config.evals = ml_collections.ConfigDict()
+  return override(config, overrides)
+
+
+def tiny_mae_config(data_dir, **overrides):
+  """configs/mae_digits.py shrunk: the encoder of `tiny_config`'s ViT."""
+  config = load_config('mae_digits')
+  config.data.data_dir = data_dir
+  config.model.update(dict(patch_size=4, width=32, depth=2, mlp_dim=64,
+                           num_heads=2, decoder_width=16, decoder_depth=1,
+                           decoder_num_heads=2))
+  config.batch_size = 32
+  config.total_steps = 10
+  config.schedule.warmup_steps = 2
+  config.log_every_steps = 5
+  config.checkpoint.every_steps = 5
+  return override(config, overrides)

@@ -1,0 +1,120 @@
+"""Evaluate a finished or running workdir's checkpoints.
+
+    python -m vit_jax.evaluate --workdir=DIR [--config=configs/FILE.py[:ARG]]
+        [--step=latest|all|N] [--evals=NAME,...] [--config.KEY=VALUE ...]
+
+Runs the config's evaluators (`vit_jax.evaluate`: 'val' for the classifier
+when config.eval_every_steps is set, and every entry of config.evals) on
+the checkpoint(s) and appends their metrics, at the checkpoint's step, to
+DIR/metrics.jsonl and DIR/tb, as the training run does; reconstruction
+grids go to DIR/plots. Without --config the workdir's config.json is used.
+A workdir still being trained is only read: the checkpoints are opened
+read-only and only finished ones are listed. Multi-host: as vit_jax.main.
+"""
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+
+from vit_jax import checkpoint
+from vit_jax import evaluate
+from vit_jax import main as main_lib  # --config, --workdir, multi-host flags
+from vit_jax import metric_writer
+from vit_jax import train
+
+_STEP = flags.DEFINE_string(
+    'step', 'latest', "Checkpoint to evaluate: 'latest', 'all' or a step.")
+_EVALS = flags.DEFINE_list(
+    'evals', None, "Evaluators to run, by name ('val' or config.evals keys); "
+    'all by default.')
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a training run wrote to its workdir."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: pass --config, or a '
+                            f'workdir written by vit_jax.main.')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _steps(available: List[int], step: str, directory: str) -> List[int]:
+  if not available:
+    raise FileNotFoundError(f'No finished checkpoint in {directory}.')
+  if step == 'latest':
+    return [available[-1]]
+  if step == 'all':
+    return available
+  try:
+    wanted = int(step)
+  except ValueError:
+    raise ValueError(f"--step must be 'latest', 'all' or an integer, got "
+                     f'{step!r}.') from None
+  if wanted not in available:
+    raise ValueError(f'No checkpoint at step {wanted} in {directory}; steps '
+                     f'there: {available}')
+  return [wanted]
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
+                     step: str = 'latest',
+                     names: Optional[Sequence[str]] = None
+                     ) -> Dict[int, Dict[str, float]]:
+  """Runs the evaluators on the chosen checkpoints; {step: metrics}."""
+  from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
+  run = train.build_run(config, data)
+  evaluators = evaluate.build_evaluators(config, run.model, run.mesh,
+                                         workdir)
+  if names:
+    known = [scheduled.name for scheduled in evaluators]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+      raise ValueError(f'Unknown evaluators {unknown}; this config has '
+                       f'{known}.')
+    evaluators = [s for s in evaluators if s.name in names]
+  if not evaluators:
+    raise ValueError('The config has no evaluators: set eval_every_steps or '
+                     'config.evals.')
+  checkpointer = checkpoint.TrainCheckpointer(
+      os.path.join(workdir, 'checkpoints'), read_only=True)
+  writer = metric_writer.MetricWriter(workdir,
+                                      enabled=jax.process_index() == 0)
+  results = {}
+  try:
+    for ckpt_step in _steps(checkpointer.all_steps(), step,
+                            checkpointer.directory):
+      state = checkpointer.restore(ckpt_step, run.abstract_state)
+      results[ckpt_step] = {}
+      for scheduled in evaluators:
+        metrics = scheduled.evaluator.run(state['params'], ckpt_step)
+        writer.write(ckpt_step, metrics)
+        results[ckpt_step].update(metrics)
+        if jax.process_index() == 0:
+          print(f'step {ckpt_step}: {evaluate.summary(metrics)}', flush=True)
+  finally:
+    checkpointer.close()
+    writer.close()
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  main_lib.initialize_distributed()
+  workdir = flags.FLAGS.workdir
+  config = flags.FLAGS.config or load_workdir_config(workdir)
+  evaluate_workdir(config, workdir, _STEP.value, _EVALS.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)

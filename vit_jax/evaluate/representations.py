@@ -1,0 +1,146 @@
+"""Frozen representations of a model, for linear and few-shot evaluation.
+
+    features_fn = representation_fn(model, 'pre_logits')
+    features, label_ids = compute_representations(
+        features_fn, params, batches, mesh)   # numpy [n, D], [n]
+
+The representation is named by `layer`:
+  'pre_logits'  `aux['pre_logits']`, the vector the classifier head reads
+                (class token, average or MAP pooling, after pre-logits);
+  another aux key, e.g. 'encoded' (ViT's final tokens);
+  a module path, e.g. 'encoder/block_2' or 'stage_1' (Swin): that module's
+                output, captured with flax's `capture_intermediates`.
+Outputs with more than two axes ([B, N, D] tokens, [B, H, W, C] maps) are
+averaged over all axes between the batch and the last, giving [B, D].
+
+An MAE model is evaluated through its encoder, as the ViT that
+`mae.encoder_as_vit` builds and `mae.encoder_params` loads (no masking):
+'pre_logits' is then the encoder's class token after its final LayerNorm,
+and 'encoder_norm' the average of all its output tokens.
+"""
+
+from typing import Any, Callable, Iterable, List, Mapping, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import sharding
+from vit_jax.models import mae
+
+FeaturesFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def _pool(features: jax.Array) -> jax.Array:
+  """[B, ..., D] -> [B, D], averaging the middle axes; float32."""
+  features = jnp.asarray(features, jnp.float32)
+  if features.ndim > 2:
+    features = features.mean(axis=tuple(range(1, features.ndim - 1)))
+  return features
+
+
+def _module_path(module: nn.Module) -> str:
+  return '/'.join(module.path)
+
+
+def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
+                ) -> List[str]:
+  """The representations `representation_fn(model, layer)` can take: aux
+  keys and module paths (shapes only are computed)."""
+  model, _ = _evaluated_model(model)
+  images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+
+  def apply(variables, images):
+    return model.apply(variables, images, train=False,
+                       capture_intermediates=True, mutable=['intermediates'])
+  (_, aux), state = jax.eval_shape(apply, variables, images)
+  paths = []
+
+  def walk(tree, prefix):
+    for name, value in tree.items():
+      if name == '__call__':
+        paths.append('/'.join(prefix))
+      elif isinstance(value, Mapping):
+        walk(value, prefix + [name])
+  walk(state['intermediates'], [])
+  return sorted(aux) + sorted(path for path in paths if path)
+
+
+def _evaluated_model(model: nn.Module) -> Tuple[nn.Module, Callable]:
+  """(the classifier-contract model, params -> its params)."""
+  if isinstance(model, mae.MAE):
+    return mae.encoder_as_vit(model), mae.encoder_params
+  return model, lambda params: params
+
+
+def representation_fn(model: nn.Module, layer: str = 'pre_logits'
+                      ) -> FeaturesFn:
+  """features_fn(params, images [B, H, W, C]) -> float32 [B, D] (jittable).
+
+  `params` are the trained model's (an MAE's whole tree for an MAE).
+  Raises ValueError at the first call if `layer` is neither an aux key nor
+  a module path of the model, listing the ones it has.
+  """
+  if not isinstance(layer, str) or not layer:
+    raise ValueError(f'layer must be an aux key or a module path, got '
+                     f'{layer!r}.')
+  model, select_params = _evaluated_model(model)
+
+  def features_fn(params, images):
+    variables = {'params': select_params(params)}
+    is_layer = lambda module, method: (  # noqa: E731
+        method == '__call__' and _module_path(module) == layer)
+    (_, aux), state = model.apply(variables, images, train=False,
+                                  capture_intermediates=is_layer,
+                                  mutable=['intermediates'])
+    if layer in aux:
+      return _pool(aux[layer])
+    captured = state.get('intermediates', {})
+    for name in layer.split('/'):
+      captured = captured.get(name, {}) if isinstance(captured,
+                                                      Mapping) else {}
+    if '__call__' not in captured:
+      valid = layer_names(model, images.shape[1:])
+      raise ValueError(f'Representation layer {layer!r} is not an aux key or '
+                       f'module path of {type(model).__name__}; valid: '
+                       f'{valid} (blocks under nn.scan are one module, '
+                       f'"encoder/blocks").')
+    output = captured['__call__'][0]
+    if isinstance(output, (tuple, list)):  # modules returning (x, extra)
+      output = output[0]
+    return _pool(output)
+  return features_fn
+
+
+def compute_representations(
+    features_fn: FeaturesFn, params, batches: Iterable[Mapping[str, Any]],
+    mesh, jitted: Callable = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Features and class ids of every real example of `batches`, in order.
+
+  `batches` are this process's parts of padded global batches with 'image',
+  'labels' (one-hot) and 'mask' (`data.eval_iterator`). Each batch is
+  sharded over `mesh`; the features come back replicated, so every process
+  returns all of them: float32 [n, D] and int64 [n].
+  Pass `jitted = make_jitted(features_fn, mesh)` to reuse one compilation.
+  """
+  jitted = jitted or make_jitted(features_fn, mesh)
+  features, label_ids = [], []
+  for local_batch in batches:
+    batch = sharding.global_batch(local_batch, mesh)
+    batch_features, batch_ids, mask = jitted(params, batch)
+    keep = np.asarray(mask) > 0
+    features.append(np.asarray(batch_features)[keep])
+    label_ids.append(np.asarray(batch_ids)[keep])
+  if not features:
+    raise ValueError('No batches: the split is empty.')
+  return np.concatenate(features), np.concatenate(label_ids).astype(np.int64)
+
+
+def make_jitted(features_fn: FeaturesFn, mesh) -> Callable:
+  """jit of (params, batch) -> (features, class ids, mask), replicated out."""
+  def run(params, batch):
+    return (features_fn(params, batch['image']),
+            jnp.argmax(batch['labels'], axis=-1), batch['mask'])
+  return jax.jit(run, out_shardings=sharding.replicated(mesh))
