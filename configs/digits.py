@@ -42,6 +42,7 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
   config.model.num_heads = 4
   config.model.num_classes = 10
   config.model.pool_type = arg or 'cls'
+  config.model.posemb = 'learn'  # 'sincos2d' to fine-tune an MAE encoder
   config.model.dropout = 0.1
   config.model.stochastic_depth = 0.1
   config.model.dtype = 'float32'

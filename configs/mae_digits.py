@@ -5,7 +5,10 @@
 The MAE recipe of He et al. 2021 (App. A.1: AdamW with b2 = 0.95, weight
 decay 0.05, warmup then cosine decay, no augmentation beyond the masking)
 shrunk to 8x8 grey-scale digits: 2x2 patches, so 16 patches of which
-mask_ratio = 0.75 are removed; the encoder has the width and depth of
+mask_ratio = 0.5 are removed. (The paper's 0.75 would leave 4 patches of
+a 16-patch image; at equal cost 0.5 gave the better encoder here: 10-shot
+0.857 against 0.853 for 0.75 with a 64-wide, 4-deep decoder and 1.5x the
+steps.) The encoder has the width and depth of
 configs/digits.py's ViT, so the supervised recipe can fine-tune it through
 `init_from` (see configs/finetune.py and the README). Pixel targets are
 not normalised per patch: a 2x2 grey patch has four values, too few for a
@@ -50,7 +53,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.model.decoder_width = 32
   config.model.decoder_depth = 2
   config.model.decoder_num_heads = 2
-  config.model.mask_ratio = 0.75
+  config.model.mask_ratio = 0.5
   config.model.norm_pix_loss = False
   config.model.dtype = 'float32'
 

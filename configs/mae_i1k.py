@@ -57,4 +57,10 @@ def get_config(arg: str = 'L/16') -> ml_collections.ConfigDict:
   config.eval_every_steps = placeholder(int)  # no classification eval
   config.checkpoint = ml_collections.ConfigDict({
       'every_steps': 2_000, 'keep_last': 3, 'keep_every': 50_000})
+
+  # Reconstruction loss on the validation split with fixed masks, and a grid
+  # of reconstructions in plots/ (vit_jax/evaluate/reconstruction.py).
+  config.evals = ml_collections.ConfigDict()
+  config.evals.reconstruction = ml_collections.ConfigDict({
+      'kind': 'reconstruction', 'every_steps': 10_000, 'num_images': 8})
   return config

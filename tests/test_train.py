@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from vit_jax import checkpoint, optim, sharding, train
+from vit_jax.evaluate import fewshot_evaluator
 
 from tiny import load_config as _load_config, tiny_config
 
@@ -288,7 +289,24 @@ def test_two_processes_match_one(tmp_path, data_dir):
   for got, expected in zip(jax.tree.leaves(multihost),
                            jax.tree.leaves(jax.device_get(state['params']))):
     np.testing.assert_allclose(got, expected, atol=1e-5)
-  assert 'val/accuracy' in train.read_metrics(workdir)[-1]
+
+  # The evaluators ran across both processes at the last step: the few-shot
+  # numbers equal a one-process evaluation of the same params.
+  final = {}
+  for row in train.read_metrics(workdir):
+    if row['step'] == 3:
+      final.update(row)
+  assert 0 < final['val/accuracy'] <= 1
+  fewshot_config = _load_config('digits').evals.fewshot.to_dict()
+  fewshot_config['datasets']['digits']['data_dir'] = data_dir
+  one_process = fewshot_evaluator.FewShotEvaluator(
+      model, fewshot_config['datasets'], sharding.make_mesh(-1, 1),
+      shots=fewshot_config['shots'], seeds=fewshot_config['seeds'],
+      l2_reg=fewshot_config['l2_reg'],
+      l2_reg_candidates=fewshot_config['l2_reg_candidates']).run(multihost)
+  assert sorted(one_process) == sorted(k for k in final if 'fewshot/' in k)
+  for name, value in one_process.items():  # a flipped borderline example
+    assert final[name] == pytest.approx(value, abs=1 / 360), name
 
 
 RECIPES = ['digits', 'vit_i1k', 'vit_i21k', 'scaling_vit', 'mixer_i1k',

@@ -168,7 +168,8 @@ class ReconstructionEvaluator:
     images = np.asarray(images[:count], np.float32)
     shown = mae.reconstruction_images(
         images, pred[:count], mask[:count], self._model.patch_size,
-        self._model.norm_pix_loss, fill_value=self._value_range[0])
+        self._model.norm_pix_loss,
+        fill_value=sum(self._value_range) / 2)  # removed patches: mid grey
     grid = image_grid([images, shown['masked'], shown['reconstruction'],
                        shown['pasted']], self._value_range)
     os.makedirs(self._plots_dir, exist_ok=True)

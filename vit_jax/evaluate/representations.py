@@ -120,22 +120,34 @@ def compute_representations(
   """Features and class ids of every real example of `batches`, in order.
 
   `batches` are this process's parts of padded global batches with 'image',
-  'labels' (one-hot) and 'mask' (`data.eval_iterator`). Each batch is
-  sharded over `mesh`; the features come back replicated, so every process
-  returns all of them: float32 [n, D] and int64 [n].
+  'labels' (one-hot) and 'mask' (`data.eval_iterator`: process i reads the
+  i-th contiguous share of the split). Each batch is sharded over `mesh`;
+  the features come back replicated, so every process returns all of them,
+  in the split's own order whatever the number of processes (few-shot
+  samples, drawn by position, then do not depend on it): float32 [n, D]
+  and int64 [n].
   Pass `jitted = make_jitted(features_fn, mesh)` to reuse one compilation.
   """
   jitted = jitted or make_jitted(features_fn, mesh)
-  features, label_ids = [], []
+  num_processes = jax.process_count()
+  # Per process, its real rows in its reading order.
+  features = [[] for _ in range(num_processes)]
+  label_ids = [[] for _ in range(num_processes)]
   for local_batch in batches:
     batch = sharding.global_batch(local_batch, mesh)
     batch_features, batch_ids, mask = jitted(params, batch)
-    keep = np.asarray(mask) > 0
-    features.append(np.asarray(batch_features)[keep])
-    label_ids.append(np.asarray(batch_ids)[keep])
-  if not features:
+    # The global batch is the processes' parts in process order.
+    parts = zip(*(np.split(np.asarray(x), num_processes)
+                  for x in (batch_features, batch_ids, mask)))
+    for process, (part_features, part_ids, part_mask) in enumerate(parts):
+      keep = part_mask > 0
+      features[process].append(part_features[keep])
+      label_ids[process].append(part_ids[keep])
+  if not features[0]:
     raise ValueError('No batches: the split is empty.')
-  return np.concatenate(features), np.concatenate(label_ids).astype(np.int64)
+  return (np.concatenate([np.concatenate(f) for f in features]),
+          np.concatenate([np.concatenate(i) for i in label_ids]
+                         ).astype(np.int64))
 
 
 def make_jitted(features_fn: FeaturesFn, mesh) -> Callable:
