@@ -73,6 +73,22 @@ def test_intermediate_layers_are_captured_and_pooled():
   np.testing.assert_allclose(normed, aux['encoded'], atol=1e-4)  # LN init
 
 
+def test_swin_stage_outputs_are_representations():
+  model = models.get_model('swin', patch_size=2, width=16, depths=(2, 2),
+                           num_heads=(2, 4), window_size=2, num_classes=10)
+  images = _images()
+  params = _init(model, images)
+  _, aux = model.apply({'params': params}, images, train=False)
+  stage = representations.representation_fn(model, 'stage_0')
+  np.testing.assert_allclose(stage(params, images),
+                             aux['stage_features'][0].mean(axis=(1, 2)),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r"aux\['stage_features'\] of Swin "
+                     r'is a (list|tuple), not an array'):
+    representations.representation_fn(model, 'stage_features')(params,
+                                                               images)
+
+
 def test_unknown_layer_names_the_valid_ones():
   model = models.get_model('vit', **VIT)
   images = _images()
@@ -207,6 +223,7 @@ def test_fewshot_evaluator_bad_settings_are_named(kwargs, pattern):
      r"unknown fields \['every'\]; valid fields: .*'every_steps'"),
     ({'x': {'kind': 'fewshot', 'l2_reg': 1.0}}, 'needs datasets'),
     ({'x': {'kind': 'reconstruction'}}, 'needs an MAE model, got ViT'),
+    ({'val': {'kind': 'classification'}}, "clashes with the classifier"),
 ])
 def test_bad_evals_config_is_named(evals, pattern, data_dir):
   config = tiny_config(data_dir, evals=ml_collections.ConfigDict(evals))
@@ -259,9 +276,17 @@ def test_fewshot_during_training_and_standalone(tmp_path, data_dir):
       assert row[f'fewshot/digits/{k}shot_std'] >= 0.0
 
   # Standalone, on the finished workdir's config.json: the same numbers.
+  # A save in progress (orbax's temporary directory) is neither listed nor
+  # touched, as when the run is still training.
+  in_progress = os.path.join(workdir, 'checkpoints',
+                             '15.orbax-checkpoint-tmp-1700000000')
+  os.makedirs(in_progress)
   again = evaluate_workdir(load_workdir_config(workdir), workdir, 'all',
                            ['fewshot'])
   assert sorted(again) == [5, 10]
+  assert os.path.isdir(in_progress)
+  checkpoint.TrainCheckpointer(os.path.join(workdir, 'checkpoints')).close()
+  assert not os.path.exists(in_progress)  # what a writer would have done
   for row in fewshot_rows:
     for name, value in again[row['step']].items():
       assert value == pytest.approx(row[name], abs=1e-6), name

@@ -83,6 +83,9 @@ def build_evaluators(config: ml_collections.ConfigDict, model, mesh,
                                    model, config.data, eval_split,
                                    eval_batch_size, mesh)))
   evals = config.get('evals') or {}
+  if scheduled and 'val' in evals:
+    raise ValueError("evals.val clashes with the classifier evaluator 'val' "
+                     '(config.eval_every_steps); rename the entry.')
   for name in sorted(evals):
     entry = _entry(name, evals[name])
     kind = entry['kind']

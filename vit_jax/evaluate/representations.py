@@ -96,6 +96,10 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits'
                                   capture_intermediates=is_layer,
                                   mutable=['intermediates'])
     if layer in aux:
+      if not hasattr(aux[layer], 'ndim'):
+        raise ValueError(f'aux[{layer!r}] of {type(model).__name__} is a '
+                         f'{type(aux[layer]).__name__}, not an array; name '
+                         f'one module instead, e.g. a stage or block path.')
       return _pool(aux[layer])
     captured = state.get('intermediates', {})
     for name in layer.split('/'):
