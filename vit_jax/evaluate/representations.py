@@ -109,8 +109,10 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits'
       valid = layer_names(model, images.shape[1:])
       raise ValueError(f'Representation layer {layer!r} is not an aux key or '
                        f'module path of {type(model).__name__}; valid: '
-                       f'{valid} (blocks under nn.scan are one module, '
-                       f'"encoder/blocks").')
+                       f'{valid}. (Blocks under scan=True are not '
+                       f'captured one by one: build the model with '
+                       f'scan=False and convert the params with '
+                       f'models.common.unstack_blocks.)')
     output = captured['__call__'][0]
     if isinstance(output, (tuple, list)):  # modules returning (x, extra)
       output = output[0]
