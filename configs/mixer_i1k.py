@@ -3,8 +3,9 @@
 Tolstikhin et al. 2021, "MLP-Mixer", App. B (Table 4) and Steiner et al.
 2021's AugReg setting: Adam (0.9, 0.999), batch 4096, peak lr 1e-3, 10k
 linear warmup steps then linear decay, weight decay 0.1, global-norm
-clipping at 1, 300 epochs at 224 px, Inception crop + flip, mixup 0.5,
-stochastic depth 0.1. (RandAugment is not implemented yet.)
+clipping at 1, 300 epochs at 224 px, Inception crop + flip, RandAugment
+(2 layers, magnitude 15; the paper tunes the magnitude per model), mixup
+0.5, stochastic depth 0.1.
 """
 
 import ml_collections
@@ -26,7 +27,7 @@ def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
   config.data.data_dir = placeholder(str)  # None: TFDS default
   config.data.train_split = 'train[:99%]'
   config.data.eval_split = 'validation'
-  config.data.pp_train = ('decode|inception_crop(224)|flip_lr|'
+  config.data.pp_train = ('decode|inception_crop(224)|flip_lr|randaug(2, 15)|'
                           'value_range(-1, 1)|onehot(1000)')
   config.data.pp_eval = ('decode|resize_small(256)|central_crop(224)|'
                          'value_range(-1, 1)|onehot(1000)')

@@ -10,7 +10,7 @@ tensors: 'image' [H, W, C] (uint8 as TFDS decodes it, or the encoded bytes)
 and 'label' [] int64 on the way in; 'image' float32 and 'labels'
 [num_classes] float32 after a typical spec.
 
-Random ops (inception_crop, flip_lr) use TensorFlow's stateless random ops
+Random ops (inception_crop, flip_lr, randaug) use TensorFlow's stateless random ops
 seeded by the example's 'rng' entry, a [2] int64 seed that the pipeline
 derives from (seed, process, epoch, position in the epoch); see
 `example_seed`. Each random op folds its position in the spec into that
@@ -22,6 +22,7 @@ import ast
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from vit_jax.data import randaugment
 from vit_jax.data.tensorflow_cpu import tf
 
 Example = Dict[str, Any]  # str -> tf.Tensor
@@ -188,6 +189,19 @@ def flip_lr() -> Op:
   return apply
 
 
+def randaug(num_layers: int = 2, magnitude: float = 10,
+            prob: float = 0.5) -> Op:
+  """RandAugment on uint8 images (see `randaugment.py`): `num_layers` ops
+  drawn from 16, each applied with probability `prob` at `magnitude`.
+  AugReg's settings: randaug(2, 10), (2, 15), (2, 20)."""
+  randaugment.check_settings(num_layers, magnitude, prob)
+
+  def apply(example, seed):
+    return _with(example, image=randaugment.randaugment(
+        example['image'], seed, num_layers, magnitude, prob))
+  return apply
+
+
 def value_range(lo: float, hi: float, in_min: float = 0,
                 in_max: float = 255) -> Op:
   """Maps pixel values [in_min, in_max] linearly onto [lo, hi], float32.
@@ -266,13 +280,14 @@ OPS: Dict[str, Callable[..., Op]] = {
     'central_crop': central_crop,
     'inception_crop': inception_crop,
     'flip_lr': flip_lr,
+    'randaug': randaug,
     'value_range': value_range,
     'normalize': normalize,
     'onehot': onehot,
     'keep': keep,
     'copy': copy,
 }
-RANDOM_OPS = frozenset({'inception_crop', 'flip_lr'})
+RANDOM_OPS = frozenset({'inception_crop', 'flip_lr', 'randaug'})
 
 
 # ----------------------------------------------------------------------------
