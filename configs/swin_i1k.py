@@ -4,9 +4,9 @@ Liu et al. 2021, "Swin Transformer", Sec. 4.1 and App. A2.1: AdamW
 (0.9, 0.999), batch 1024, peak lr 1e-3, 20 warmup epochs then cosine decay
 over 300 epochs, weight decay 0.05, gradient clipping at 5, stochastic depth
 0.2 / 0.3 / 0.5 for T / S / B (0.5 also for L here), label smoothing 0.1,
-mixup 0.8 and RandAugment (2 layers, magnitude 9: DeiT's "rand-m9"; its
-magnitude noise is not modelled) at 224 px. (CutMix and random erasing are
-not implemented yet.)
+at 224 px, DeiT's augmentation: RandAugment (2 layers, magnitude 9:
+"rand-m9"; its magnitude noise is not modelled), mixup 0.8 or CutMix 1.0
+(one of the two per batch), random erasing with probability 0.25.
 
     python -m vit_jax.main --config=configs/swin_i1k.py:T/4 --workdir=DIR
 """
@@ -34,11 +34,13 @@ def get_config(arg: str = 'T/4') -> ml_collections.ConfigDict:
   config.data.train_split = 'train[:99%]'
   config.data.eval_split = 'validation'
   config.data.pp_train = ('decode|inception_crop(224)|flip_lr|randaug(2, 9)|'
-                          'value_range(-1, 1)|onehot(1000)')
+                          'value_range(-1, 1)|random_erase(0.25)|'
+                          'onehot(1000)')
   config.data.pp_eval = ('decode|resize_small(256)|central_crop(224)|'
                          'value_range(-1, 1)|onehot(1000)')
   config.data.shuffle_buffer = 250_000
   config.data.mixup_alpha = 0.8
+  config.data.cutmix_alpha = 1.0  # each batch: mixup or CutMix, 1/2 each
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'swin'

@@ -516,3 +516,91 @@ def test_unknown_dataset_name_is_an_error(tmp_path, no_network):
   config = digits_config(str(tmp_path), name='no_such_dataset_xyz')
   with pytest.raises(ValueError, match="'no_such_dataset_xyz'"):
     data.dataset_info(config)
+
+
+def test_cutmix_pastes_one_box_and_weights_labels_by_its_area(digits_dir):
+  plain_config = digits_config(digits_dir, cache=True)
+  mixed_config = digits_config(digits_dir, cache=True, cutmix_alpha=1.0)
+  plain = take(data.train_iterator(plain_config, 32, seed=1, process_index=0,
+                                   process_count=1), 4)
+  mixed = take(data.train_iterator(mixed_config, 32, seed=1, process_index=0,
+                                   process_count=1), 4)
+  resumed = next(data.train_iterator(mixed_config, 32, seed=1, start_step=3,
+                                     process_index=0, process_count=1))
+  assert_batches_equal(mixed[3:], [resumed])
+  areas = []
+  for plain_batch, mixed_batch in zip(plain, mixed):
+    images = plain_batch['image']
+    partner = np.roll(images, 1, axis=0)
+    labels = plain_batch['labels']
+    partner_labels = np.roll(labels, 1, axis=0)
+    # The pasted fraction, from the labels: a whole number of the 64 pixels.
+    difference = (partner_labels - labels).ravel()
+    area = (np.dot((mixed_batch['labels'] - labels).ravel(), difference) /
+            np.dot(difference, difference))
+    np.testing.assert_allclose(
+        mixed_batch['labels'], (1 - area) * labels + area * partner_labels,
+        atol=1e-6)
+    assert abs(area * 64 - round(area * 64)) < 1e-4
+    areas.append(area)
+    # One rectangle, the same for the whole batch, comes from the
+    # neighbour; the rest is the example. (Pixels equal in every image,
+    # such as the digits' empty border, cannot show where the box is.)
+    changed = (mixed_batch['image'] != images).any(axis=(0, 3))  # [H, W]
+    box = np.zeros_like(changed)
+    if changed.any():
+      rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(
+          changed.any(0))
+      box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = True
+    assert box.sum() <= round(area * 64)
+    np.testing.assert_array_equal(mixed_batch['image'][:, box],
+                                  partner[:, box])
+    np.testing.assert_array_equal(mixed_batch['image'][:, ~box],
+                                  images[:, ~box])
+  assert any(0 < a < 1 for a in areas)
+
+
+def test_mixup_and_cutmix_alternate_per_batch(digits_dir):
+  config = digits_config(digits_dir, cache=True, mixup_alpha=0.5,
+                         cutmix_alpha=1.0)
+  plain = take(data.train_iterator(digits_config(digits_dir, cache=True), 32,
+                                   seed=2, process_index=0,
+                                   process_count=1), 12)
+  mixed = take(data.train_iterator(config, 32, seed=2, process_index=0,
+                                   process_count=1), 12)
+  kinds = set()
+  for plain_batch, mixed_batch in zip(plain, mixed):
+    images, partner = plain_batch['image'], np.roll(plain_batch['image'], 1,
+                                                    axis=0)
+    exact = ((mixed_batch['image'] == images) |
+             (mixed_batch['image'] == partner)).all()
+    kinds.add('cutmix' if exact else 'mixup')
+  assert kinds == {'cutmix', 'mixup'}
+  with pytest.raises(ValueError, match=r'cutmix_alpha must be >= 0 .*-1'):
+    data.train_iterator(digits_config(digits_dir, cutmix_alpha=-1), 32,
+                        seed=0, process_index=0, process_count=1)
+
+
+@pytest.mark.parametrize('recipe', ['vit_i1k', 'vit_i21k', 'scaling_vit',
+                                    'mixer_i1k', 'swin_i1k', 'mae_i1k',
+                                    'finetune'])
+def test_every_recipes_preprocessing_runs_on_an_encoded_image(recipe):
+  from tiny import load_config  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
+  config = load_config(recipe)
+  pixels = np.random.default_rng(0).integers(0, 256, (300, 260, 3),
+                                             dtype=np.uint8)
+  example = {'image': tf.io.encode_png(pixels), 'label': tf.constant(
+      3, tf.int64), 'rng': tf.constant([1, 2], tf.int64)}
+  shapes = []
+  fewshot = config.get('evals', {}).get('fewshot', {})
+  fewshot_specs = [f"{d['pp']}|onehot(10)"
+                   for d in fewshot.get('datasets', {}).values()]
+  for spec in [config.data.pp_train, config.data.pp_eval] + fewshot_specs:
+    out = preprocess.build(spec)(dict(example))
+    assert out['image'].dtype == tf.float32
+    shapes.append(tuple(out['image'].shape))
+    assert np.isfinite(out['image'].numpy()).all()
+    assert out['labels'].numpy().argmax() == 3
+  assert len(set(shapes)) == 1 and shapes[0][2] == 3  # one input size

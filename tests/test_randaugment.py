@@ -149,3 +149,29 @@ def test_training_stream_with_randaug_resumes_exactly(data_dir):
   np.testing.assert_array_equal(plain['labels'], batches[0]['labels'])
   changed = (plain['image'] != batches[0]['image']).any(axis=(1, 2, 3))
   assert 4 <= changed.sum() < 16  # some examples augmented, some not
+
+
+def test_random_erase_fills_one_rectangle_with_noise():
+  build = preprocess.build('random_erase(1.0, 0.1, 0.2)')
+  image = tf.fill([20, 30, 3], 5.0)
+  areas = []
+  for seed in range(20):
+    out = build({'image': image, 'rng': tf.constant([seed, 0], tf.int64)})
+    erased = (out['image'].numpy() != 5.0).any(axis=-1)  # [H, W]
+    rows, cols = np.flatnonzero(erased.any(1)), np.flatnonzero(erased.any(0))
+    assert erased[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+    assert erased.sum() == len(rows) * len(cols)  # one rectangle
+    areas.append(erased.mean())
+    noise = out['image'].numpy()[erased]
+    assert abs(noise.mean()) < 0.5 and 0.5 < noise.std() < 1.5
+  assert 0.07 < min(areas) and max(areas) < 0.27  # 10-20% up to rounding
+  assert len(set(areas)) > 5
+  never = preprocess.build('random_erase(0.0)')
+  np.testing.assert_array_equal(
+      never({'image': image, 'rng': tf.constant([1, 0], tf.int64)})['image'],
+      image)
+  with pytest.raises(ValueError, match='float images'):
+    build({'image': tf.zeros([4, 4, 3], tf.uint8),
+           'rng': tf.constant([1, 0], tf.int64)})
+  with pytest.raises(ValueError, match=r'area_min <= area_max <= 1'):
+    preprocess.build('random_erase(0.5, 0.5, 0.1)')

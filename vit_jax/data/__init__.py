@@ -28,6 +28,8 @@ it (DESIGN.md).
       streamed from disk (50_000).
   prefetch: batches prepared ahead of the consumer (2).
   mixup_alpha: mixup's Beta(alpha, alpha); 0 turns mixup off (0.0).
+  cutmix_alpha: CutMix's Beta(alpha, alpha); 0 turns it off (0.0). With
+      both alphas > 0 each batch gets one of the two, with probability 1/2.
   cache: hold the process's train share in memory -- decoded examples when
       their shape is fixed, serialized records otherwise -- for exact
       per-epoch permutations and instant resume; for small datasets such as
@@ -55,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
       'shuffle_buffer': 50_000,
       'prefetch': 2,
       'mixup_alpha': 0.0,
+      'cutmix_alpha': 0.0,
       'cache': False,
   })
 
@@ -72,9 +75,10 @@ def resolve_config(data_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   if not isinstance(resolved.name, str) or not resolved.name:
     raise ValueError(f'data_config.name must be a dataset name, got '
                      f'{resolved.name!r}.')
-  if resolved.mixup_alpha < 0:
-    raise ValueError(f'data_config.mixup_alpha must be >= 0 (0 = off), got '
-                     f'{resolved.mixup_alpha}.')
+  for field in ('mixup_alpha', 'cutmix_alpha'):
+    if resolved[field] < 0:
+      raise ValueError(f'data_config.{field} must be >= 0 (0 = off), got '
+                       f'{resolved[field]}.')
   if resolved.shuffle_buffer < 1:
     raise ValueError(f'data_config.shuffle_buffer must be >= 1, got '
                      f'{resolved.shuffle_buffer}.')

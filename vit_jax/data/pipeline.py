@@ -14,7 +14,8 @@ step:
     seed and examples pass a shuffle buffer seeded with it;
   * augmentation: each example's 'rng' seed is (seed, process, epoch,
     position in the epoch), see `preprocess.example_seed`;
-  * mixup: one ratio per batch from (seed, process, step).
+  * mixup / CutMix: one ratio (and box) per batch from (seed, process,
+    step).
 
 So resuming at step s starts at epoch e, position p = divmod(s * b, n):
 earlier epochs are never built, and the p skipped positions of epoch e are
@@ -88,6 +89,56 @@ def mixup(batch: Dict[str, tf.Tensor], seed: tf.Tensor,
   return mixed
 
 
+def cutmix(batch: Dict[str, tf.Tensor], seed: tf.Tensor,
+           alpha: float) -> Dict[str, tf.Tensor]:
+  """CutMix (Yun et al. 2019, "CutMix: Regularization Strategy to Train
+  Strong Classifiers with Localizable Features", Sec. 3.1).
+
+  One box per batch: lambda ~ Beta(alpha, alpha), a box of sides
+  H sqrt(1 - lambda) x W sqrt(1 - lambda) at a uniform centre, clipped to
+  the image, is pasted from each example's neighbour (a roll by one); the
+  labels are weighted by the areas actually kept and pasted.
+  """
+  gamma_seed, centre_seed = (preprocess.fold_in(seed, 0),
+                             preprocess.fold_in(seed, 1))
+  gammas = tf.random.stateless_gamma([2], gamma_seed, alpha=alpha)
+  ratio = tf.math.divide_no_nan(gammas[0], gammas[0] + gammas[1])
+  images = batch['image']  # [B, H, W, C]
+  height, width = tf.shape(images)[1], tf.shape(images)[2]
+  size = tf.cast(tf.stack([height, width]), tf.float32)
+  centre = tf.random.stateless_uniform([2], centre_seed) * size
+  half = size * tf.sqrt(1.0 - ratio) / 2
+  low = tf.cast(tf.round(tf.clip_by_value(centre - half, 0.0, size)),
+                tf.int32)
+  high = tf.cast(tf.round(tf.clip_by_value(centre + half, 0.0, size)),
+                 tf.int32)
+  rows = tf.range(height)[:, None]
+  cols = tf.range(width)[None, :]
+  inside = ((rows >= low[0]) & (rows < high[0]) & (cols >= low[1]) &
+            (cols < high[1]))  # [H, W]
+  pasted = tf.reduce_mean(tf.cast(inside, tf.float32))
+  mixed = dict(batch)
+  mixed['image'] = tf.where(inside[None, :, :, None],
+                            tf.roll(images, 1, axis=0), images)
+  mixed['labels'] = ((1.0 - pasted) * batch['labels'] +
+                     pasted * tf.roll(batch['labels'], 1, axis=0))
+  return mixed
+
+
+def mix(batch: Dict[str, tf.Tensor], seed: tf.Tensor, mixup_alpha: float,
+        cutmix_alpha: float) -> Dict[str, tf.Tensor]:
+  """mixup, CutMix, or (both alphas > 0) one of the two per batch with
+  probability 1/2 each, as in the DeiT / Swin recipes."""
+  if not cutmix_alpha:
+    return mixup(batch, seed, mixup_alpha)
+  if not mixup_alpha:
+    return cutmix(batch, seed, cutmix_alpha)
+  use_cutmix = tf.random.stateless_uniform(
+      [], preprocess.fold_in(seed, 2)) < 0.5
+  return tf.cond(use_cutmix, lambda: cutmix(batch, seed, cutmix_alpha),
+                 lambda: mixup(batch, seed, mixup_alpha))
+
+
 def _train_positions(source: sources.Source, seed: int, process_index: int,
                      start_epoch: int, shuffle_buffer: int):
   """The stream from `start_epoch` on: dicts of epoch, position and record."""
@@ -152,12 +203,12 @@ def train_dataset(config, builder, global_batch_size: int, seed: int,
   dataset = dataset.batch(batch_size, drop_remainder=True)
   dataset = dataset.map(_finalizer(sources.num_classes(builder),
                                    config.pp_train, 'pp_train'))
-  if config.mixup_alpha > 0:
+  if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
     mixup_seed = preprocess.fold_in(seed, process_index, _MIXUP)
     steps = tf.data.Dataset.counter(start_step)
     dataset = tf.data.Dataset.zip(steps, dataset).map(
-        lambda step, batch: mixup(batch, preprocess.fold_in(mixup_seed, step),
-                                  config.mixup_alpha))
+        lambda step, batch: mix(batch, preprocess.fold_in(mixup_seed, step),
+                                config.mixup_alpha, config.cutmix_alpha))
   return dataset.prefetch(config.prefetch).with_options(_options())
 
 

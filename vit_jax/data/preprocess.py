@@ -10,10 +10,10 @@ tensors: 'image' [H, W, C] (uint8 as TFDS decodes it, or the encoded bytes)
 and 'label' [] int64 on the way in; 'image' float32 and 'labels'
 [num_classes] float32 after a typical spec.
 
-Random ops (inception_crop, flip_lr, randaug) use TensorFlow's stateless random ops
-seeded by the example's 'rng' entry, a [2] int64 seed that the pipeline
-derives from (seed, process, epoch, position in the epoch); see
-`example_seed`. Each random op folds its position in the spec into that
+Random ops (inception_crop, flip_lr, randaug, random_erase) use
+TensorFlow's stateless random ops seeded by the example's 'rng' entry, a [2]
+int64 seed that the pipeline derives from (seed, process, epoch, position
+in the epoch); see `example_seed`. Each random op folds its position in the spec into that
 seed, so the augmentation of an example is a pure function of where it sits
 in the data stream: reproducible, and resumable from any step.
 """
@@ -202,6 +202,51 @@ def randaug(num_layers: int = 2, magnitude: float = 10,
   return apply
 
 
+def random_erase(prob: float = 0.25, area_min: float = 0.02,
+                 area_max: float = 1 / 3, aspect_min: float = 0.3) -> Op:
+  """Random erasing (Zhong et al. 2020, "Random Erasing Data Augmentation",
+  Alg. 1), as DeiT / Swin use it on normalised images: with probability
+  `prob` a rectangle of area_min..area_max of the image, aspect ratio
+  log-uniform in [aspect_min, 1 / aspect_min], at a uniform position, is
+  filled with N(0, 1) noise per pixel and channel. Put it after
+  value_range / normalize. A rectangle larger than the image is clipped to
+  it (the paper redraws instead).
+  """
+  if not 0 <= prob <= 1:
+    raise ValueError(f'random_erase: prob must lie in [0, 1], got {prob!r}.')
+  if not 0 < area_min <= area_max <= 1:
+    raise ValueError(f'random_erase: need 0 < area_min <= area_max <= 1, '
+                     f'got {area_min!r}, {area_max!r}.')
+  if not 0 < aspect_min <= 1:
+    raise ValueError(f'random_erase: aspect_min must lie in (0, 1], got '
+                     f'{aspect_min!r}.')
+
+  def apply(example, seed):
+    image = example['image']
+    if not image.dtype.is_floating:
+      raise ValueError(f'random_erase fills with N(0, 1) noise, so it needs '
+                       f'float images (after value_range or normalize), got '
+                       f'{image.dtype.name}.')
+    shape = tf.shape(image)
+    size = tf.cast(shape[:2], tf.float32)
+    draws = tf.random.stateless_uniform([5], fold_in(seed, 0))
+    area = (area_min + (area_max - area_min) * draws[0]) * size[0] * size[1]
+    log_aspect = tf.math.log(aspect_min) * (1 - 2 * draws[1])
+    aspect = tf.exp(log_aspect)
+    height = tf.minimum(tf.round(tf.sqrt(area * aspect)), size[0])
+    width = tf.minimum(tf.round(tf.sqrt(area / aspect)), size[1])
+    top = tf.floor(draws[2] * (size[0] - height + 1))
+    left = tf.floor(draws[3] * (size[1] - width + 1))
+    rows = tf.range(size[0])[:, None, None]
+    cols = tf.range(size[1])[None, :, None]
+    inside = ((rows >= top) & (rows < top + height) & (cols >= left) &
+              (cols < left + width) & (draws[4] < prob))
+    noise = tf.random.stateless_normal(shape, fold_in(seed, 1),
+                                       dtype=image.dtype)
+    return _with(example, image=tf.where(inside, noise, image))
+  return apply
+
+
 def value_range(lo: float, hi: float, in_min: float = 0,
                 in_max: float = 255) -> Op:
   """Maps pixel values [in_min, in_max] linearly onto [lo, hi], float32.
@@ -281,13 +326,15 @@ OPS: Dict[str, Callable[..., Op]] = {
     'inception_crop': inception_crop,
     'flip_lr': flip_lr,
     'randaug': randaug,
+    'random_erase': random_erase,
     'value_range': value_range,
     'normalize': normalize,
     'onehot': onehot,
     'keep': keep,
     'copy': copy,
 }
-RANDOM_OPS = frozenset({'inception_crop', 'flip_lr', 'randaug'})
+RANDOM_OPS = frozenset({'inception_crop', 'flip_lr', 'randaug',
+                        'random_erase'})
 
 
 # ----------------------------------------------------------------------------
