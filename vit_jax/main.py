@@ -35,6 +35,7 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     'cpu_collectives', 'gloo', 'CPU collectives across processes (gloo or '
     'mpi); used when running multi-process on CPUs.')
 
+
 def _from_env(name: str, cast=str):
   value = os.environ.get(name)
   return cast(value) if value not in (None, '') else None

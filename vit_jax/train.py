@@ -395,12 +395,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
           if progress:
             progress.update(step, loss, img_per_sec)
           window_start, window_steps = time.monotonic(), 0
+        eval_start = time.monotonic()
         for scheduled in due:
           results = scheduled.evaluator.run(state['params'], step)
           writer.write(step, results)
           last_metrics.update(results)
           if progress:
             progress.message(f'step {step}: ' + evaluate.summary(results))
+        # Evaluation time does not count against train/img_per_sec.
+        window_start += time.monotonic() - eval_start
         if save_now:
           checkpointer.save(step, state, {'step': step, 'seed': config.seed})
         if stop:

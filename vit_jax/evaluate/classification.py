@@ -34,9 +34,8 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array
 
 
 class ClassificationEvaluator:
-  """`run(params, step=None) -> {'val/accuracy', 'val/top5', 'val/loss', 'val/count'}`.
-
-  `prefix` names the metric group ('val' by default).
+  """`run(params, step=None) -> {'val/accuracy', 'val/top5', 'val/loss',
+  'val/count'}`; `prefix` names the metric group ('val' by default).
   """
 
   def __init__(self, model, data_config, split: str, batch_size: int,
