@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from absl import logging
+import jax
 
 from vit_jax.evaluate import fewshot
 from vit_jax.evaluate import representations
@@ -119,7 +120,7 @@ class FewShotEvaluator:
       num_classes_fn = num_classes_fn or data.num_classes
     self._iterator_fn = iterator_fn
     self._num_classes_fn = num_classes_fn
-    self._jitted = representations.make_jitted(
+    self._encoder = representations.make_encoder(
         representations.representation_fn(model, representation), mesh)
 
   def _data_config(self, entry) -> Dict[str, Any]:
@@ -132,12 +133,11 @@ class FewShotEvaluator:
     return {**config, 'pp_eval': pp}, num_classes
 
   def _encode(self, params, data_config, split):
-    import jax  # pylint: disable=g-import-not-at-top
     batches = self._iterator_fn(data_config, split, self._batch_size,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
     return representations.compute_representations(
-        None, params, batches, self._mesh, jitted=self._jitted)
+        self._encoder, params, batches, self._mesh)
 
   def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
     del step

@@ -1,8 +1,8 @@
 """Frozen representations of a model, for linear and few-shot evaluation.
 
-    features_fn = representation_fn(model, 'pre_logits')
+    encode = make_encoder(representation_fn(model, 'pre_logits'), mesh)
     features, label_ids = compute_representations(
-        features_fn, params, batches, mesh)   # numpy [n, D], [n]
+        encode, params, batches, mesh)   # numpy [n, D], [n]
 
 The representation is named by `layer`:
   'pre_logits'  `aux['pre_logits']`, the vector the classifier head reads
@@ -121,8 +121,8 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits'
 
 
 def compute_representations(
-    features_fn: FeaturesFn, params, batches: Iterable[Mapping[str, Any]],
-    mesh, jitted: Callable = None) -> Tuple[np.ndarray, np.ndarray]:
+    encode: Callable, params, batches: Iterable[Mapping[str, Any]],
+    mesh) -> Tuple[np.ndarray, np.ndarray]:
   """Features and class ids of every real example of `batches`, in order.
 
   `batches` are this process's parts of padded global batches with 'image',
@@ -132,16 +132,15 @@ def compute_representations(
   in the split's own order whatever the number of processes (few-shot
   samples, drawn by position, then do not depend on it): float32 [n, D]
   and int64 [n].
-  Pass `jitted = make_jitted(features_fn, mesh)` to reuse one compilation.
+  `encode` is `make_encoder(features_fn, mesh)`, built once and reused.
   """
-  jitted = jitted or make_jitted(features_fn, mesh)
   num_processes = jax.process_count()
   # Per process, its real rows in its reading order.
   features = [[] for _ in range(num_processes)]
   label_ids = [[] for _ in range(num_processes)]
   for local_batch in batches:
     batch = sharding.global_batch(local_batch, mesh)
-    batch_features, batch_ids, mask = jitted(params, batch)
+    batch_features, batch_ids, mask = encode(params, batch)
     # The global batch is the processes' parts in process order.
     parts = zip(*(np.split(np.asarray(x), num_processes)
                   for x in (batch_features, batch_ids, mask)))
@@ -156,7 +155,7 @@ def compute_representations(
                          ).astype(np.int64))
 
 
-def make_jitted(features_fn: FeaturesFn, mesh) -> Callable:
+def make_encoder(features_fn: FeaturesFn, mesh) -> Callable:
   """jit of (params, batch) -> (features, class ids, mask), replicated out."""
   def run(params, batch):
     return (features_fn(params, batch['image']),
