@@ -136,29 +136,35 @@ class ReconstructionEvaluator:
       per_example = jax.vmap(lambda p, t, m: mae.reconstruction_loss(
           p[None], t[None], m[None], model.norm_pix_loss))(
               aux['pred'], target, aux['mask'])  # [B]
-      sums = {'loss': (per_example * batch['mask']).sum(),
+      return {'loss': (per_example * batch['mask']).sum(),
               'count': batch['mask'].sum()}
-      return sums, aux['pred'], aux['mask']
-    self._eval_step = jax.jit(eval_step,
-                              out_shardings=sharding.replicated(mesh))
+
+    def predict(params, batch):  # for the plot: one batch, gathered
+      _, aux = model.apply({'params': params}, batch['image'], train=False)
+      return aux['pred'], aux['mask']
+
+    replicated = sharding.replicated(mesh)
+    self._eval_step = jax.jit(eval_step, out_shardings=replicated)
+    self._predict = jax.jit(predict, out_shardings=replicated)
 
   def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
-    totals, first = None, None
+    plot = bool(self._plots_dir) and step is not None
+    totals = None
     batches = self._iterator_fn(self._data_config, self._split,
                                 self._batch_size,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
     for local_batch in batches:
       batch = sharding.global_batch(local_batch, self._mesh)
-      sums, pred, mask = self._eval_step(params, batch)
-      if first is None:
-        first = (local_batch['image'], np.asarray(pred), np.asarray(mask),
-                 int(np.asarray(local_batch['mask']).sum()))
+      if totals is None and plot:  # every process takes part; 0 draws
+        pred, mask = self._predict(params, batch)
+        if jax.process_index() == 0:
+          self._plot(step, local_batch['image'], np.asarray(pred),
+                     np.asarray(mask), int(local_batch['mask'].sum()))
+      sums = self._eval_step(params, batch)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
       raise ValueError(f'Split {self._split!r} is empty.')
-    if (self._plots_dir and step is not None and jax.process_index() == 0):
-      self._plot(step, *first)
     count = max(float(np.asarray(totals['count'])), 1.0)
     return {f'{self._prefix}/loss': float(np.asarray(totals['loss'])) / count}
 
