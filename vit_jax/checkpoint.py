@@ -12,6 +12,7 @@ unexpected or misshapen raises an error that lists it.
 import logging
 import os
 import re
+import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import jax
@@ -538,6 +539,9 @@ class TrainCheckpointer:
         create=not read_only, cleanup_tmp_directories=not read_only,
         read_only=read_only)
     self.directory = os.path.abspath(directory)
+    self._read_only = read_only
+    self._pending = False  # a save was started and not yet seen finished
+    self.moved_aside: List[int] = []  # steps found corrupt, renamed
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def all_steps(self) -> List[int]:
@@ -545,18 +549,36 @@ class TrainCheckpointer:
 
   def save(self, step: int, state: Any, data_state: Mapping[str, Any]
            ) -> None:
+    """Starts saving (asynchronously unless async_save=False); raises the
+    error of an earlier save that failed."""
+    self.check_save()
     args = self._ocp.args
     self._manager.save(step, args=args.Composite(
         state=args.StandardSave(state), data=args.JsonSave(dict(data_state))),
                        force=True)
+    self._pending = True
+
+  def check_save(self) -> None:
+    """Raises at once if the last asynchronous save failed (disk full, a
+    bad path, ...), instead of at the next save; cheap, call it every step.
+    The checkpoints saved before it are untouched."""
+    if not self._pending:
+      return
+    self._manager.check_for_errors()
+    if not self._manager.is_saving_in_progress():
+      self._pending = False
+      self._manager.wait_until_finished()  # done: returns, or raises
 
   def restore_latest(self, abstract_state: Any
                      ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
     """(step, state, data_state) of the newest readable checkpoint, or None.
 
     `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings.
-    Raises if checkpoints exist but none can be read (a changed config,
-    say), rather than silently starting over.
+    Newer checkpoints that cannot be read while an older one can are
+    corrupt: they are moved aside to `<step>.corrupt-<time>` (never
+    deleted) with a warning, so the run can save that step again. Raises if
+    checkpoints exist but none can be read (a changed config, say), moving
+    nothing, rather than silently starting over.
     """
     args = self._ocp.args
     steps = self.all_steps()
@@ -570,13 +592,35 @@ class TrainCheckpointer:
         logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); '
                         'trying the one before.', step, self.directory,
                         type(error).__name__, error)
-        failures.append(f'step {step}: {type(error).__name__}: {error}')
+        failures.append((step, f'{type(error).__name__}: {error}'))
         continue
+      if failures:
+        self._move_aside([failed for failed, _ in failures])
       return step, restored['state'], dict(restored['data'])
     if failures:
       raise ValueError(f'No checkpoint in {self.directory} could be restored '
-                       f'into this run\'s state: {failures}')
+                       f'into this run\'s state: '
+                       f'{[f"step {s}: {e}" for s, e in failures]}')
     return None
+
+  def _move_aside(self, steps: List[int]) -> None:
+    """Renames unreadable step directories to `<step>.corrupt-<time>`."""
+    if self._read_only:
+      return
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    if jax.process_index() == 0:
+      for step in steps:
+        source = os.path.join(self.directory, str(step))
+        target = f'{source}.corrupt-{stamp}'
+        os.rename(source, target)
+        logging.warning('Moved the unreadable checkpoint of step %d aside to '
+                        '%s; the run will save that step again.', step,
+                        target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('checkpoints moved aside')
+    self._manager.reload()
+    self.moved_aside.extend(steps)
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """The state saved at `step` (see `restore_latest` for the argument)."""
@@ -601,9 +645,14 @@ def restore_params(directory: str, step: Optional[int] = None
   """The params of a training checkpoint (latest step unless given), as numpy."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):  # never created by reading
+    raise FileNotFoundError(f'No checkpoint directory {directory}.')
   handlers = {'state': ocp.StandardCheckpointHandler(),
               'data': ocp.JsonCheckpointHandler()}
-  with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
+  options = ocp.CheckpointManagerOptions(
+      create=False, read_only=True, cleanup_tmp_directories=False)
+  with ocp.CheckpointManager(directory, item_handlers=handlers,
+                             options=options) as manager:
     steps = sorted(manager.all_steps())
     if not steps:
       raise FileNotFoundError(f'No checkpoint in {directory}.')

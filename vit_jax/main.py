@@ -1,89 +1,56 @@
 """Command line entry point.
 
     python -m vit_jax.main --config=configs/FILE.py[:ARG] --workdir=DIR \
-        [--config.KEY=VALUE ...]
+        [--config.KEY=VALUE ...] [--allow_config_change=KEY,...]
 
-Multi-host: every process runs the same command. The processes find each
-other through `jax.distributed.initialize`, from flags
-(--coordinator_address, --num_processes, --process_id), from the
-environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID),
-or automatically on TPU pods and SLURM jobs with more than one task.
+Rerunning the command resumes the run in DIR. DIR's config.json is the
+run's identity: a rerun with a different config is refused, naming the
+differing keys, unless --allow_config_change lists them (e.g. total_steps
+to extend a run). Exit status: 0 finished, 1 failed (DIR/error holds the
+traceback), 2 bad command line, 3 stopped on SIGTERM after saving
+(`train.EXIT_PREEMPTED`: rerun to resume; what schedulers' requeue and
+restart-on-failure wrappers should act on). Multi-host flags: `vit_jax.cli`.
 """
 
-import os
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-from ml_collections import config_flags
 
+from vit_jax import cli
+from vit_jax import config as config_lib
 from vit_jax import train
+from vit_jax import workdir as workdir_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Training recipe: configs/FILE.py[:ARG].',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Run directory: config, metrics, checkpoints, plots.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'host:port of process 0, for multi-host.')
-_NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Number of processes, for multi-host.')
-_PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, 'This process\'s index, for multi-host.')
-_CPU_COLLECTIVES = flags.DEFINE_string(
-    'cpu_collectives', 'gloo', 'CPU collectives across processes (gloo or '
-    'mpi); used when running multi-process on CPUs.')
-
-
-def _from_env(name: str, cast=str):
-  value = os.environ.get(name)
-  return cast(value) if value not in (None, '') else None
-
-
-def initialize_distributed() -> None:
-  """Calls jax.distributed.initialize when this is a multi-process run."""
-  coordinator = _COORDINATOR.value or _from_env('JAX_COORDINATOR_ADDRESS')
-  num_processes = _NUM_PROCESSES.value or _from_env('JAX_NUM_PROCESSES', int)
-  process_id = _PROCESS_ID.value
-  if process_id is None:
-    process_id = _from_env('JAX_PROCESS_ID', int)
-  if coordinator or num_processes:
-    missing = [name for name, value in (
-        ('coordinator_address', coordinator),
-        ('num_processes', num_processes), ('process_id', process_id))
-               if value is None]
-    if missing:
-      raise ValueError(f'Multi-host run needs all of coordinator_address, '
-                       f'num_processes and process_id; missing: {missing}')
-    # Only the CPU client uses this; harmless on accelerators.
-    jax.config.update('jax_cpu_collectives_implementation',
-                      _CPU_COLLECTIVES.value)
-    jax.distributed.initialize(coordinator_address=coordinator,
-                               num_processes=num_processes,
-                               process_id=process_id)
-  elif _auto_detectable_cluster():
-    jax.distributed.initialize()  # JAX reads the TPU / SLURM environment.
-  logging.info('Process %d of %d; %d local of %d devices.',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
-
-
-def _auto_detectable_cluster() -> bool:
-  slurm_tasks = _from_env('SLURM_NTASKS', int) or 1
-  tpu_hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  return slurm_tasks > 1 or ',' in tpu_hosts
+_ALLOW_CHANGES = flags.DEFINE_list(
+    'allow_config_change', [], 'Config keys (dotted; a section name covers '
+    'its keys) that may differ from the workdir\'s config.json, e.g. '
+    'total_steps,schedule.cooldown_steps to extend a run.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:  # orbax and TF are chatty at INFO
-    logging.set_verbosity(logging.WARNING)
-  initialize_distributed()
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  cli.quiet_logging()
+  try:
+    config = config_lib.resolve(cli.CONFIG.value)
+  except ValueError as error:  # a recipe's key or value: one line
+    print(f'vit_jax.main: bad config: {error}', file=sys.stderr)
+    sys.exit(cli.EXIT_USAGE)
+  cli.initialize_distributed()
+  try:
+    train.train_and_evaluate(config, cli.WORKDIR.value, _ALLOW_CHANGES.value)
+  except (workdir_lib.ConfigMismatchError,
+          workdir_lib.WorkdirLockedError) as error:
+    print(f'vit_jax.main: {error}', file=sys.stderr)
+    sys.exit(1)
+  except train.Preempted as stopped:
+    logging.warning('%s', stopped)
+    print(stopped, file=sys.stderr)
+    sys.exit(train.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

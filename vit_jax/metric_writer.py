@@ -65,6 +65,15 @@ class TensorBoardWriter:
     self._file.write(header + struct.pack('<I', _masked_crc(header)) + data +
                      struct.pack('<I', _masked_crc(data)))
 
+  def restart(self, step: int) -> None:
+    """Marks a (re)start at `step`: TensorBoard then discards the events of
+    earlier writers at steps >= `step` (a resumed run logs them again)."""
+    self._write(self._event_pb2.Event(
+        wall_time=time.time(), step=int(step),
+        session_log=self._event_pb2.SessionLog(
+            status=self._event_pb2.SessionLog.START)))
+    self._file.flush()
+
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     summary = self._summary_pb2.Summary(value=[
         self._summary_pb2.Summary.Value(tag=name, simple_value=float(value))
@@ -81,11 +90,13 @@ class MetricWriter:
   """Appends to `metrics.jsonl` and TensorBoard; only the main process writes.
 
   JSON lines are flushed at once, so a later analysis (or a crash) sees
-  everything logged so far.
+  everything logged so far. `restart_step`: the first step a resumed run
+  logs (see `TensorBoardWriter.restart`; the trainer drops metrics.jsonl
+  rows past it, `workdir.truncate_metrics`).
   """
 
   def __init__(self, workdir: str, enabled: bool = True,
-               tensorboard: bool = True):
+               tensorboard: bool = True, restart_step: Optional[int] = None):
     self._enabled = enabled
     self._jsonl = None
     self._tensorboard = None
@@ -96,6 +107,8 @@ class MetricWriter:
     if tensorboard:
       try:
         self._tensorboard = TensorBoardWriter(os.path.join(workdir, 'tb'))
+        if restart_step is not None:
+          self._tensorboard.restart(restart_step)
       except ImportError:
         logging.warning('The tensorboard package is not installed: no '
                         'TensorBoard events; metrics.jsonl is still written.')

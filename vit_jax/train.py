@@ -13,11 +13,13 @@ This module never imports TensorFlow (the data pipeline, imported inside
 `train_and_evaluate`, does).
 """
 
+import contextlib
 import json
 import os
 import signal
+import sys
 import time
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
@@ -26,66 +28,42 @@ import ml_collections
 import numpy as np
 import optax
 
+from vit_jax import build
 from vit_jax import checkpoint
+from vit_jax import config as config_lib
+from vit_jax import losses
 from vit_jax import metric_writer
-from vit_jax import models
-from vit_jax import optim
 from vit_jax import sharding
+from vit_jax import weights
+from vit_jax import workdir as workdir_lib
 from vit_jax.models import common
-
-OBJECTIVES = ('supervised', 'mae')
-LOSSES = ('softmax_xent', 'sigmoid_xent')
-DTYPES = ('float32', 'bfloat16', 'float16')
 
 State = Dict[str, Any]
 
+# Exit status of `python -m vit_jax.main` when SIGTERM stopped the run
+# after saving (preemption, a scheduler's time limit): not 0, so restart-on-
+# failure wrappers and SLURM's requeue rerun it; the rerun resumes. Errors
+# exit 1 (`workdir/error` holds the traceback), finished runs 0.
+EXIT_PREEMPTED = 3
+
+
+class Preempted(Exception):
+  """The run stopped on SIGTERM after saving a checkpoint at `step`."""
+
+  def __init__(self, step: int):
+    super().__init__(f'Stopped at step {step} on request (SIGTERM); the '
+                     f'checkpoint of step {step} is saved: rerun to resume.')
+    self.step = step
+
 
 # ----------------------------------------------------------------------------
-# Model and losses.
-
-
-def build_model(model_config: ml_collections.ConfigDict):
-  """`get_model` from a config's model block ({'name': 'vit', ...})."""
-  kwargs = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
-                else model_config)
-  name = kwargs.pop('name')
-  if 'dtype' in kwargs:
-    common.check_choice('model.dtype', kwargs['dtype'], DTYPES)
-    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  for key, value in kwargs.items():  # ConfigDict stores tuples as lists.
-    if isinstance(value, list):
-      kwargs[key] = tuple(value)
-  return models.get_model(name, **kwargs)
-
-
-def softmax_xent(logits: jax.Array, labels: jax.Array,
-                 label_smoothing: float = 0.0) -> jax.Array:
-  """Mean softmax cross-entropy against one-hot labels [B, K]."""
-  num_classes = labels.shape[-1]
-  if label_smoothing:
-    labels = labels * (1 - label_smoothing) + label_smoothing / num_classes
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-  return -jnp.mean(jnp.sum(labels * log_probs, axis=-1))
-
-
-def sigmoid_xent(logits: jax.Array, labels: jax.Array,
-                 label_smoothing: float = 0.0) -> jax.Array:
-  """Mean over examples of the summed per-class sigmoid cross-entropy.
-
-  The loss of the Scaling ViT / big_vision ImageNet-21k recipes, where
-  labels can be multi-hot.
-  """
-  if label_smoothing:
-    labels = labels * (1 - label_smoothing) + label_smoothing / 2
-  logits = logits.astype(jnp.float32)
-  per_class = optax.sigmoid_binary_cross_entropy(logits, labels)
-  return jnp.mean(jnp.sum(per_class, axis=-1))
+# Losses.
 
 
 def make_loss_fn(model, config) -> Callable[..., jax.Array]:
   """loss_fn(params, batch, rng) -> scalar, for the configured objective."""
   objective = config.get('objective', 'supervised')
-  common.check_choice('objective', objective, OBJECTIVES)
+  common.check_choice('objective', objective, config_lib.OBJECTIVES)
   if objective == 'mae':
     def mae_loss(params, batch, rng):
       mask_rng, dropout_rng = jax.random.split(rng)
@@ -95,31 +73,19 @@ def make_loss_fn(model, config) -> Callable[..., jax.Array]:
     return mae_loss
 
   loss_name = config.get('loss', 'softmax_xent')
-  common.check_choice('loss', loss_name, LOSSES)
-  loss_of_logits = {'softmax_xent': softmax_xent,
-                    'sigmoid_xent': sigmoid_xent}[loss_name]
+  common.check_choice('loss', loss_name, config_lib.LOSSES)
+  example_loss = losses.LOSSES[loss_name]
   label_smoothing = config.get('label_smoothing', 0.0)
 
   def supervised_loss(params, batch, rng):
     logits, _ = model.apply({'params': params}, batch['image'], train=True,
                             rngs={'dropout': rng})
-    return loss_of_logits(logits, batch['labels'], label_smoothing)
+    return jnp.mean(example_loss(logits, batch['labels'], label_smoothing))
   return supervised_loss
 
 
 # ----------------------------------------------------------------------------
 # Pure step functions.
-
-
-def make_init_fn(model, tx, image_shape: Tuple[int, ...]):
-  """init_fn(rng) -> the initial train state (jit it with out_shardings)."""
-  def init_fn(rng):
-    images = jnp.zeros((1, *image_shape), jnp.float32)
-    rngs = {'params': rng, 'mask': rng, 'dropout': rng}
-    params = model.init(rngs, images)['params']
-    return {'params': params, 'opt_state': tx.init(params),
-            'step': jnp.zeros((), jnp.int32)}
-  return init_fn
 
 
 def _microbatches(batch: Mapping[str, jax.Array], count: int):
@@ -179,11 +145,23 @@ def make_train_step(loss_fn, tx, schedule, grad_accum_steps: int = 1):
 # The loop.
 
 
+class EvaluationInterrupted(Exception):
+  """SIGTERM arrived during an evaluation, which is abandoned."""
+
+
 class Preemption:
-  """Turns SIGTERM into a request to save and stop after the current step."""
+  """Turns SIGTERM into a request to save and stop after the current step.
+
+  Inside `evaluation()` the request also cuts the evaluation short (raising
+  EvaluationInterrupted), so the save happens within seconds even when a
+  long evaluation was running. Only with one process: several processes
+  must leave an evaluation's collectives together, which they do at the
+  next step boundary.
+  """
 
   def __init__(self):
     self.requested = False
+    self._interruptible = False
     self._previous = None
 
   def __enter__(self):
@@ -197,10 +175,21 @@ class Preemption:
     del signum, frame
     logging.warning('SIGTERM received: saving a checkpoint and stopping.')
     self.requested = True
+    if self._interruptible:
+      self._interruptible = False
+      raise EvaluationInterrupted()
 
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+  @contextlib.contextmanager
+  def evaluation(self):
+    self._interruptible = jax.process_count() == 1 and not self.requested
+    try:
+      yield
+    finally:
+      self._interruptible = False
 
   def any_process(self) -> bool:
     """Whether any process was asked to stop (all processes agree)."""
@@ -228,50 +217,26 @@ def _every(step: int, period: Optional[int], total_steps: int) -> bool:
   return step == total_steps or bool(period and step % period == 0)
 
 
-def validate_config(config, device_count: int) -> None:
-  """Errors for settings that can only fail later, with the valid values."""
-  batch = config.batch_size
-  if batch % device_count:
-    raise ValueError(
-        f'Global batch size {batch} is not divisible by the {device_count} '
-        f'devices; use a multiple of {device_count}.')
-  accum = config.get('grad_accum_steps', 1)
-  if accum < 1 or batch % (accum * device_count):
-    raise ValueError(
-        f'grad_accum_steps={accum} must split the batch of {batch} into '
-        f'equal microbatches divisible by the {device_count} devices.')
-  common.check_choice('objective', config.get('objective', 'supervised'),
-                      OBJECTIVES)
+def _has_checkpoints(directory: str) -> bool:
+  """Whether `directory` holds finished step directories (read-only)."""
+  if not os.path.isdir(directory):
+    return False
+  return any(name.isdigit() for name in os.listdir(directory))
 
 
-def _write_config(config, workdir: str) -> None:
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _abstract(tree, shardings):
-  return jax.tree.map(
-      lambda leaf, spec: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                              sharding=spec), tree, shardings)
-
-
-def _initial_state(config, run: 'Run', checkpointer) -> Tuple[State, int]:
-  """Resume from the workdir, else start (possibly from `init_from`)."""
-  restored = checkpointer.restore_latest(run.abstract_state)
-  if restored is not None:
-    step, state, data_state = restored
-    logging.info('Resuming from step %d (data position %s).', step,
-                 data_state)
-    return state, step
+def _fresh_state(config, run: build.Run) -> State:
+  """The initial state: random init, then `init_from`'s params if set."""
   rng = jax.random.PRNGKey(config.seed)
   state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(rng)
-  init_from = config.get('init_from')
-  if init_from and init_from.get('path'):
+  init_from = config.init_from
+  if init_from.path:
     model_kwargs = dict(config.model.to_dict())
     name = model_kwargs.pop('name')
     model_kwargs.pop('dtype', None)
-    params = checkpoint.load_init_params(
-        init_from.get('kind', 'own'), init_from.path, name,
+    if model_kwargs.get('variant') is None:
+      model_kwargs.pop('variant', None)
+    params = weights.load_init_params(
+        init_from.kind, init_from.path, name,
         image_size=run.image_shape[:2], **model_kwargs)
     params = jax.tree.map(lambda x, ref: np.asarray(x, ref.dtype), params,
                           state['params'])
@@ -280,141 +245,187 @@ def _initial_state(config, run: 'Run', checkpointer) -> Tuple[State, int]:
         run.tx.init, out_shardings=run.state_shardings['opt_state'])(
             state['params'])
     logging.info('Initialised params from %s (%s).', init_from.path,
-                 init_from.get('kind', 'own'))
-  return state, 0
+                 init_from.kind)
+  return state
 
 
-class Run(NamedTuple):
-  """Everything a run builds from its config before the first step."""
-  mesh: Any
-  model: Any
-  tx: optax.GradientTransformation
-  schedule: Callable[[Any], jax.Array]
-  init_fn: Callable[[jax.Array], State]
-  state_shardings: Any
-  abstract_state: Any  # ShapeDtypeStructs with shardings, for restoring
-  image_shape: Tuple[int, int, int]
-  train_step: Callable[..., Tuple[State, Dict[str, jax.Array]]]  # jitted
+def _say(text: str) -> None:
+  """A line on the console at default verbosity (main process only)."""
+  if jax.process_index() == 0:
+    print(text, file=sys.stderr, flush=True)
 
 
-def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
-  """Mesh, model, optimizer, sharded state layout and the jitted step."""
-  mesh_config = config.get('mesh', ml_collections.ConfigDict())
-  mesh = sharding.make_mesh(mesh_config.get('data', -1),
-                            mesh_config.get('fsdp', 1))
-  validate_config(config, jax.device_count())
-  info = data_module.dataset_info(config.data)
-  image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
-  if None in image_shape:
-    raise ValueError(f'Images of {config.data.name!r} after pp_eval '
-                     f'{config.data.pp_eval!r} have no fixed shape '
-                     f'{image_shape}: end pp_eval with a resize or crop.')
-  model = build_model(config.model)
-  tx, schedule = optim.make_optimizer(config, config.total_steps)
-  init_fn = make_init_fn(model, tx, image_shape)
-  state_shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-  state_shardings = sharding.param_shardings(state_shapes, mesh)
-  train_step = jax.jit(
-      make_train_step(make_loss_fn(model, config), tx, schedule,
-                      config.get('grad_accum_steps', 1)),
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,))
-  return Run(mesh, model, tx, schedule, init_fn, state_shardings,
-             _abstract(state_shapes, state_shardings), image_shape,
-             train_step)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_changes: Sequence[str] = ()
                        ) -> Dict[str, float]:
-  """Trains (resuming if the workdir has checkpoints); returns last metrics."""
+  """Trains (resuming if the workdir has checkpoints); returns last metrics.
+
+  Everything that can be checked is checked before anything is written:
+  the config (`vit_jax.config.resolve`), devices, dataset, evaluators, the
+  workdir's identity (`workdir.check_config`; `allow_changes` lists keys
+  that may differ from its config.json) and the `init_from` weights. Then
+  the workdir is locked and config.json written. Raises `Preempted` after
+  saving when SIGTERM stopped the run.
+  """
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
 
-  run = build_run(config, data)
+  config = config_lib.resolve(config)
+  run = build.build_run(config, data)
+  evaluators = evaluate.build_evaluators(config, build.eval_functions(run),
+                                         run.mesh, workdir)
+  for scheduled in evaluators:
+    check = getattr(scheduled.evaluator, 'check', None)
+    if check is not None:
+      check()
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   if is_main:
-    _write_config(config, workdir)
-  ckpt_config = config.get('checkpoint', ml_collections.ConfigDict())
-  checkpointer = checkpoint.TrainCheckpointer(
-      os.path.join(workdir, 'checkpoints'),
-      keep_last=ckpt_config.get('keep_last', 3),
-      keep_every=ckpt_config.get('keep_every'),
-      async_save=ckpt_config.get('async_save', True))
-  state, start_step = _initial_state(config, run, checkpointer)
+    workdir_lib.check_config(workdir, config, allow_changes)
+  checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  fresh = None
+  if not _has_checkpoints(checkpoint_dir):
+    fresh = _fresh_state(config, run)  # init_from is read before any write
+
+  lock = None
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    lock = workdir_lib.Lock(workdir, warn=_say)
+    lock.acquire()
+  checkpointer = writer = None
+  try:
+    checkpointer = checkpoint.TrainCheckpointer(
+        checkpoint_dir, keep_last=config.checkpoint.keep_last,
+        keep_every=config.checkpoint.keep_every,
+        async_save=config.checkpoint.async_save)
+    restored = checkpointer.restore_latest(run.abstract_state)
+    if restored is not None:
+      start_step, state, data_state = restored
+      _say(f'Resuming from step {start_step} of {config.total_steps} in '
+           f'{workdir}' + (f' (moved the unreadable checkpoints of steps '
+                           f'{checkpointer.moved_aside} aside)'
+                           if checkpointer.moved_aside else '') + '.')
+      logging.info('Data position: %s.', data_state)
+    else:
+      start_step = 0
+      state = fresh if fresh is not None else _fresh_state(config, run)
+    del fresh
+    if is_main:  # the run is known to start: it is this workdir's now
+      workdir_lib.write_config(workdir, config)
+      workdir_lib.mark_started(workdir)
+      dropped = workdir_lib.truncate_metrics(workdir, start_step)
+      if dropped:
+        logging.info('Dropped %d metrics rows past step %d.', dropped,
+                     start_step)
+    writer = metric_writer.MetricWriter(workdir, enabled=is_main,
+                                        restart_step=start_step + 1)
+    last_metrics, stopped_at = _loop(config, run, evaluators, state,
+                                     start_step, checkpointer, writer)
+    checkpointer.close()  # waits for the last save; raises if it failed
+    checkpointer = None
+  except BaseException as error:  # record it, keep the last good checkpoint
+    if is_main and not isinstance(error, KeyboardInterrupt):
+      workdir_lib.mark_failed(workdir, error)
+    raise
+  finally:
+    if checkpointer is not None:
+      checkpointer.close()
+    if writer is not None:
+      writer.close()
+    if lock is not None:
+      lock.release()
+  if stopped_at is not None:
+    raise Preempted(stopped_at)
+  if is_main:
+    workdir_lib.mark_done(workdir, config.total_steps)
+  return last_metrics
+
+
+def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
+          checkpointer, writer) -> Tuple[Dict[str, float], Optional[int]]:
+  """Steps start_step+1 .. total_steps; (last metrics, step stopped at on
+  SIGTERM or None)."""
+  from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
+  from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+  train_step = jax.jit(
+      make_train_step(make_loss_fn(run.model, config), run.tx, run.schedule,
+                      config.grad_accum_steps),
+      in_shardings=(run.state_shardings, sharding.batch_sharding(run.mesh),
+                    sharding.replicated(run.mesh)),
+      out_shardings=(run.state_shardings, sharding.replicated(run.mesh)),
+      donate_argnums=(0,))
   train_batches = data.train_iterator(
       config.data, config.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  evaluators = evaluate.build_evaluators(config, run.model, run.mesh, workdir)
-
-  writer = metric_writer.MetricWriter(workdir, enabled=is_main)
   total_steps = config.total_steps
-  progress = metric_writer.Progress(total_steps, start_step) if is_main else None
+  progress = (metric_writer.Progress(total_steps, start_step)
+              if jax.process_index() == 0 else None)
   seed_key = jax.random.PRNGKey(config.seed + 1)
   step_fn, flops_per_step = None, None
   last_metrics: Dict[str, float] = {}
-  log_every = config.get('log_every_steps', 50)
-  ckpt_every = ckpt_config.get('every_steps', 1000)
   window_start, window_steps = time.monotonic(), 0
   pending = None  # (step, metrics) whose loss is not checked yet
+  stopped_at = None
 
-  try:
-    with Preemption() as preemption:
-      for step in range(start_step + 1, total_steps + 1):
-        batch = sharding.global_batch(next(train_batches), run.mesh)
-        if step_fn is None:  # lower once: the program and its FLOP count
-          lowered = run.train_step.lower(state, batch, seed_key)
-          flops_per_step = _flops(lowered)
-          step_fn = lowered.compile()
-        state, metrics = step_fn(state, batch, seed_key)
-        window_steps += 1
-        # The previous step's loss is checked while this one runs, so the
-        # device always has a step queued; a NaN is reported with its step.
-        if pending is not None:
-          _check_finite(*pending)
-        pending = (step, metrics)
-        stop = preemption.any_process()
-        log_now = _every(step, log_every, total_steps) or stop
-        save_now = _every(step, ckpt_every, total_steps) or stop
-        due = [e for e in evaluators
-               if _every(step, e.every_steps, total_steps)]
-        if log_now or save_now or due:
-          loss = _check_finite(step, metrics)  # nothing non-finite is saved
-          pending = None
-        if log_now:
-          elapsed = time.monotonic() - window_start
-          img_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
-          last_metrics = {
-              **{k: float(np.asarray(v)) for k, v in metrics.items()},
-              'train/img_per_sec': img_per_sec,
-              'compute/flops': float(flops_per_step or 0.0) * step,
-              'compute/images_seen': float(step * config.batch_size)}
-          writer.write(step, last_metrics)
-          if progress:
-            progress.update(step, loss, img_per_sec)
-          window_start, window_steps = time.monotonic(), 0
-        eval_start = time.monotonic()
-        for scheduled in due:
-          results = scheduled.evaluator.run(state['params'], step)
-          writer.write(step, results)
-          last_metrics.update(results)
-          if progress:
-            progress.message(f'step {step}: ' + evaluate.summary(results))
-        # Evaluation time does not count against train/img_per_sec.
-        window_start += time.monotonic() - eval_start
-        if save_now:
-          checkpointer.save(step, state, {'step': step, 'seed': config.seed})
-        if stop:
-          logging.warning('Stopped at step %d on request (SIGTERM).', step)
-          break
+  with Preemption() as preemption:
+    for step in range(start_step + 1, total_steps + 1):
+      batch = sharding.global_batch(next(train_batches), run.mesh)
+      if step_fn is None:  # lower once: the program and its FLOP count
+        lowered = train_step.lower(state, batch, seed_key)
+        flops_per_step = _flops(lowered)
+        step_fn = lowered.compile()
+      state, metrics = step_fn(state, batch, seed_key)
+      window_steps += 1
+      # The previous step's loss is checked while this one runs, so the
+      # device always has a step queued; a NaN is reported with its step.
       if pending is not None:
         _check_finite(*pending)
-  finally:  # a failing run still finishes its last good save
-    checkpointer.close()
-    writer.close()
-  return last_metrics
+      pending = (step, metrics)
+      checkpointer.check_save()  # a failed async save stops the run now
+      stop = preemption.any_process()
+      log_now = _every(step, config.log_every_steps, total_steps) or stop
+      save_now = _every(step, config.checkpoint.every_steps,
+                        total_steps) or stop
+      due = [] if stop else [e for e in evaluators
+                             if _every(step, e.every_steps, total_steps)]
+      if log_now or save_now or due:
+        loss = _check_finite(step, metrics)  # nothing non-finite is saved
+        pending = None
+      if log_now:
+        elapsed = time.monotonic() - window_start
+        img_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
+        last_metrics = {
+            **{k: float(np.asarray(v)) for k, v in metrics.items()},
+            'train/img_per_sec': img_per_sec,
+            'compute/flops': float(flops_per_step or 0.0) * step,
+            'compute/images_seen': float(step * config.batch_size)}
+        writer.write(step, last_metrics)
+        if progress:
+          progress.update(step, loss, img_per_sec)
+        window_start, window_steps = time.monotonic(), 0
+      eval_start = time.monotonic()
+      try:
+        with preemption.evaluation():
+          for scheduled in due:
+            results = scheduled.evaluator.run(state['params'], step)
+            writer.write(step, results)
+            last_metrics.update(results)
+            if progress:
+              progress.message(f'step {step}: ' + evaluate.summary(results))
+      except EvaluationInterrupted:
+        logging.warning('Evaluation at step %d cut short by SIGTERM.', step)
+        stop = save_now = True
+      # Evaluation time does not count against train/img_per_sec.
+      window_start += time.monotonic() - eval_start
+      if save_now:
+        checkpointer.save(step, state, {'step': step, 'seed': config.seed})
+      if stop:
+        logging.warning('Stopped at step %d on request (SIGTERM).', step)
+        stopped_at = step
+        break
+    if pending is not None:
+      _check_finite(*pending)
+  return last_metrics, stopped_at
 
 
 def _flops(lowered) -> Optional[float]:

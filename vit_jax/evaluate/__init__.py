@@ -55,7 +55,9 @@ class Scheduled(NamedTuple):
   evaluator: Any  # has run(params, step) -> dict
 
 
-def _entry(name: str, entry) -> dict:
+def resolve_entry(name: str, entry) -> dict:
+  """One `config.evals` entry over its kind's defaults; bad kinds and
+  unknown fields raise, naming the valid ones."""
   entry = dict(entry.to_dict() if hasattr(entry, 'to_dict') else entry)
   kind = entry.pop('kind', None)
   common.check_choice(f'evals.{name}.kind', kind, EVAL_KINDS)
@@ -66,9 +68,13 @@ def _entry(name: str, entry) -> dict:
   return {'kind': kind, **EVAL_FIELDS[kind], **entry}
 
 
-def build_evaluators(config: ml_collections.ConfigDict, model, mesh,
+def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
                      workdir: Optional[str]) -> List[Scheduled]:
-  """The evaluators a config asks for (see the module docstring)."""
+  """The evaluators a resolved config asks for (see the module docstring).
+
+  `fns` are the run's `vit_jax.build.EvalFunctions`. Settings that can be
+  checked without running the model are checked here, before training.
+  """
   from vit_jax.evaluate import classification  # pylint: disable=g-import-not-at-top
   from vit_jax.evaluate import fewshot_evaluator  # pylint: disable=g-import-not-at-top
   from vit_jax.evaluate import reconstruction  # pylint: disable=g-import-not-at-top
@@ -80,14 +86,15 @@ def build_evaluators(config: ml_collections.ConfigDict, model, mesh,
   if supervised and config.get('eval_every_steps') is not None:
     scheduled.append(Scheduled('val', config.eval_every_steps,
                                classification.ClassificationEvaluator(
-                                   model, config.data, eval_split,
+                                   fns.predict, fns.example_loss,
+                                   config.data, eval_split,
                                    eval_batch_size, mesh)))
   evals = config.get('evals') or {}
   if scheduled and 'val' in evals:
     raise ValueError("evals.val clashes with the classifier evaluator 'val' "
                      '(config.eval_every_steps); rename the entry.')
   for name in sorted(evals):
-    entry = _entry(name, evals[name])
+    entry = resolve_entry(name, evals[name])
     kind = entry['kind']
     batch_size = entry['batch_size'] or eval_batch_size
     if kind == 'classification':
@@ -95,7 +102,7 @@ def build_evaluators(config: ml_collections.ConfigDict, model, mesh,
         raise ValueError(f'evals.{name}: classification needs a supervised '
                          f'run; objective is {config.objective!r}.')
       evaluator = classification.ClassificationEvaluator(
-          model, config.data, entry['split'] or eval_split, batch_size, mesh,
+          fns.predict, fns.example_loss, config.data, entry['split'] or eval_split, batch_size, mesh,
           prefix=entry['prefix'] or name)
     elif kind == 'fewshot':
       if not entry['datasets']:
@@ -103,15 +110,19 @@ def build_evaluators(config: ml_collections.ConfigDict, model, mesh,
                          f'e.g. {{"digits": {{"name": "digits", "pp": '
                          f'"value_range(-1, 1)"}}}}.')
       evaluator = fewshot_evaluator.FewShotEvaluator(
-          model, entry['datasets'], mesh,
-          representation=entry['representation'], shots=entry['shots'],
+          fns.representation(entry['representation']), entry['datasets'],
+          mesh, shots=entry['shots'],
           seeds=entry['seeds'], l2_reg=entry['l2_reg'],
           l2_reg_candidates=entry['l2_reg_candidates'],
           holdout_fraction=entry['holdout_fraction'], batch_size=batch_size,
           data_dir=config.data.get('data_dir'), prefix=entry['prefix'])
     else:  # 'reconstruction'
+      if fns.reconstruction is None:
+        raise ValueError(f'evals.{name}: reconstruction evaluation needs an '
+                         f'MAE run (objective \'mae\'); objective is '
+                         f'{config.objective!r}.')
       evaluator = reconstruction.ReconstructionEvaluator(
-          model, config.data, entry['split'] or eval_split, batch_size, mesh,
+          fns.reconstruction, fns.reconstruction_images, config.data, entry['split'] or eval_split, batch_size, mesh,
           plots_dir=os.path.join(workdir, 'plots') if workdir else None,
           num_images=entry['num_images'], value_range=entry['value_range'],
           prefix=entry['prefix'])

@@ -9,40 +9,32 @@ the checkpoint(s) and appends their metrics, at the checkpoint's step, to
 DIR/metrics.jsonl and DIR/tb, as the training run does; reconstruction
 grids go to DIR/plots. Without --config the workdir's config.json is used.
 A workdir still being trained is only read: the checkpoints are opened
-read-only and only finished ones are listed. Multi-host: as vit_jax.main.
+read-only and only finished ones are listed; nothing is created in a
+directory that is not a workdir. Multi-host: as vit_jax.main.
 """
 
-import json
 import os
+import sys
 from typing import Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import ml_collections
 
+from vit_jax import build
 from vit_jax import checkpoint
+from vit_jax import cli  # --config, --workdir, multi-host flags
+from vit_jax import config as config_lib
 from vit_jax import evaluate
-from vit_jax import main as main_lib  # --config, --workdir, multi-host flags
 from vit_jax import metric_writer
-from vit_jax import train
+from vit_jax import workdir as workdir_lib
 
 _STEP = flags.DEFINE_string(
     'step', 'latest', "Checkpoint to evaluate: 'latest', 'all' or a step.")
 _EVALS = flags.DEFINE_list(
     'evals', None, "Evaluators to run, by name ('val' or config.evals keys); "
     'all by default.')
-
-
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a training run wrote to its workdir."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: pass --config, or a '
-                            f'workdir written by vit_jax.main.')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def _steps(available: List[int], step: str, directory: str) -> List[int]:
@@ -69,9 +61,14 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
                      ) -> Dict[int, Dict[str, float]]:
   """Runs the evaluators on the chosen checkpoints; {step: metrics}."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
-  run = train.build_run(config, data)
-  evaluators = evaluate.build_evaluators(config, run.model, run.mesh,
-                                         workdir)
+  checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(checkpoint_dir):
+    raise FileNotFoundError(f'{workdir} is not a training workdir: it has no '
+                            f'checkpoints/ directory.')
+  config = config_lib.resolve(config)
+  run = build.build_run(config, data)
+  evaluators = evaluate.build_evaluators(config, build.eval_functions(run),
+                                         run.mesh, workdir)
   if names:
     known = [scheduled.name for scheduled in evaluators]
     unknown = sorted(set(names) - set(known))
@@ -82,8 +79,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   if not evaluators:
     raise ValueError('The config has no evaluators: set eval_every_steps or '
                      'config.evals.')
-  checkpointer = checkpoint.TrainCheckpointer(
-      os.path.join(workdir, 'checkpoints'), read_only=True)
+  checkpointer = checkpoint.TrainCheckpointer(checkpoint_dir, read_only=True)
   writer = metric_writer.MetricWriter(workdir,
                                       enabled=jax.process_index() == 0)
   results = {}
@@ -107,14 +103,17 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  main_lib.initialize_distributed()
-  workdir = flags.FLAGS.workdir
-  config = flags.FLAGS.config or load_workdir_config(workdir)
-  evaluate_workdir(config, workdir, _STEP.value, _EVALS.value)
+  cli.quiet_logging()
+  cli.initialize_distributed()
+  workdir = cli.WORKDIR.value
+  try:
+    config = cli.CONFIG.value or workdir_lib.read_config(workdir)
+    evaluate_workdir(config, workdir, _STEP.value, _EVALS.value)
+  except (FileNotFoundError, ValueError) as error:
+    print(f'vit_jax.evaluate: {error}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

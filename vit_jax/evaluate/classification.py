@@ -12,18 +12,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import losses
 from vit_jax import sharding
 
 
-def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array
+def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+               example_loss: Callable[..., jax.Array] = losses.softmax_xent
                ) -> Dict[str, jax.Array]:
   """Masked sums over one batch: correct top-1 / top-5, loss, count.
 
-  logits [B, K], labels one-hot (or multi-hot) [B, K], mask [B].
+  logits [B, K], labels one-hot (or multi-hot) [B, K], mask [B];
+  example_loss(logits, labels) -> [B] (the run's training loss).
   """
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-  targets = labels / jnp.maximum(labels.sum(-1, keepdims=True), 1e-9)
-  loss = -(targets * log_probs).sum(-1)  # [B]
+  loss = example_loss(logits, labels)  # [B]
   label_ids = jnp.argmax(labels, axis=-1)  # [B]
   top1 = jnp.argmax(logits, axis=-1) == label_ids
   k = min(5, logits.shape[-1])
@@ -36,9 +37,14 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array
 class ClassificationEvaluator:
   """`run(params, step=None) -> {'val/accuracy', 'val/top5', 'val/loss',
   'val/count'}`; `prefix` names the metric group ('val' by default).
+
+  predict_fn(params, images) -> logits and example_loss(logits, labels) ->
+  [B] come from `vit_jax.build.eval_functions`; `val/loss` is the mean of
+  the latter, the loss the run trains (softmax or sigmoid cross-entropy).
   """
 
-  def __init__(self, model, data_config, split: str, batch_size: int,
+  def __init__(self, predict_fn: Callable, example_loss: Callable,
+               data_config, split: str, batch_size: int,
                mesh, prefix: str = 'val',
                iterator_fn: Callable[..., Any] = None):
     if iterator_fn is None:
@@ -52,8 +58,8 @@ class ClassificationEvaluator:
     self._prefix = prefix
 
     def eval_step(params, batch):
-      logits, _ = model.apply({'params': params}, batch['image'], train=False)
-      return batch_sums(logits, batch['labels'], batch['mask'])
+      logits = predict_fn(params, batch['image'])
+      return batch_sums(logits, batch['labels'], batch['mask'], example_loss)
 
     self._eval_step = jax.jit(eval_step,
                               out_shardings=sharding.replicated(mesh))

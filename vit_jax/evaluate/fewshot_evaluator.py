@@ -1,6 +1,6 @@
 """Few-shot linear evaluation of a model, over several datasets.
 
-    evaluator = FewShotEvaluator(model, datasets, mesh, shots=(1, 5, 10, 25),
+    evaluator = FewShotEvaluator(features_fn, datasets, mesh, shots=(1, 5, 10, 25),
                                  seeds=(0, 1, 2), l2_reg=1.0)
     metrics = evaluator.run(params)  # {'fewshot/<dataset>/<k>shot': ...}
 
@@ -62,13 +62,13 @@ class FewShotEvaluator:
   """`run(params, step=None) -> {'<prefix>/<dataset>/<k>shot': mean, ..._std}`.
 
   Args:
-    model: the trained model (any family; an MAE is read through its
-      encoder, see `representations.py`).
+    features_fn: (params, images) -> features [B, D], jittable: the
+      representation to evaluate (`vit_jax.build.eval_functions(run)
+      .representation(layer)`; any family, an MAE through its encoder).
     datasets: {metric name: {name, train_split, test_split, pp, data_dir,
       folder}}, see DATASET_FIELDS. `pp` must give the model's input size;
       the one-hot labels are added here.
     mesh: the device mesh the representations are computed on.
-    representation: 'pre_logits', another aux key, or a module path.
     shots, seeds: k values and sampling seeds; metrics are mean and
       standard deviation over seeds.
     l2_reg, l2_reg_candidates, holdout_fraction: the ridge strength, see
@@ -80,8 +80,8 @@ class FewShotEvaluator:
       by default (tests pass their own).
   """
 
-  def __init__(self, model, datasets: Mapping[str, Mapping[str, Any]],
-               mesh, *, representation: str = 'pre_logits',
+  def __init__(self, features_fn: Callable,
+               datasets: Mapping[str, Mapping[str, Any]], mesh, *,
                shots: Sequence[int] = fewshot.DEFAULT_SHOTS,
                seeds: Sequence[int] = fewshot.DEFAULT_SEEDS,
                l2_reg: Optional[float] = None,
@@ -120,8 +120,7 @@ class FewShotEvaluator:
       num_classes_fn = num_classes_fn or data.num_classes
     self._iterator_fn = iterator_fn
     self._num_classes_fn = num_classes_fn
-    self._encoder = representations.make_encoder(
-        representations.representation_fn(model, representation), mesh)
+    self._encoder = representations.make_encoder(features_fn, mesh)
 
   def _data_config(self, entry) -> Dict[str, Any]:
     config = {'name': entry['name'], 'data_dir': entry['data_dir'],

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import sharding
-from vit_jax.models import mae
 
 ROWS = ('original', 'masked', 'reconstruction', 'pasted')
 
@@ -96,7 +95,12 @@ class ReconstructionEvaluator:
   """`run(params, step) -> {'<prefix>/loss': ...}`, plus the PNG grid.
 
   Args:
-    model: an `MAE`.
+    reconstruction_fn: (params, images) -> (per-example masked-patch loss
+      [B], predicted patches, mask) under the fixed evaluation masks;
+      `vit_jax.build.eval_functions(run).reconstruction` for an MAE run.
+    images_fn: (images, pred, mask, fill_value) -> {'masked',
+      'reconstruction', 'pasted'} images for the grid
+      (`eval_functions(run).reconstruction_images`).
     data_config, split: the images (`data.eval_iterator`).
     batch_size: global batch size.
     mesh: device mesh.
@@ -106,20 +110,18 @@ class ReconstructionEvaluator:
     prefix: metric group.
   """
 
-  def __init__(self, model, data_config, split: str, batch_size: int, mesh,
+  def __init__(self, reconstruction_fn: Callable, images_fn: Callable,
+               data_config, split: str, batch_size: int, mesh,
                plots_dir: Optional[str], num_images: int = 8,
                value_range: Tuple[float, float] = (-1.0, 1.0),
                prefix: str = 'val',
                iterator_fn: Callable[..., Any] = None):
-    if not isinstance(model, mae.MAE):
-      raise ValueError(f'Reconstruction evaluation needs an MAE model, got '
-                       f'{type(model).__name__}.')
     if num_images < 1:
       raise ValueError(f'num_images must be >= 1, got {num_images}.')
     if iterator_fn is None:
       from vit_jax import data  # pylint: disable=g-import-not-at-top
       iterator_fn = data.eval_iterator
-    self._model = model
+    self._images_fn = images_fn
     self._iterator_fn = iterator_fn
     self._data_config = data_config
     self._split = split
@@ -131,17 +133,13 @@ class ReconstructionEvaluator:
     self._prefix = prefix
 
     def eval_step(params, batch):
-      _, aux = model.apply({'params': params}, batch['image'], train=False)
-      target = mae.patchify(batch['image'], model.patch_size)
-      per_example = jax.vmap(lambda p, t, m: mae.reconstruction_loss(
-          p[None], t[None], m[None], model.norm_pix_loss))(
-              aux['pred'], target, aux['mask'])  # [B]
+      per_example, _, _ = reconstruction_fn(params, batch['image'])  # [B]
       return {'loss': (per_example * batch['mask']).sum(),
               'count': batch['mask'].sum()}
 
     def predict(params, batch):  # for the plot: one batch, gathered
-      _, aux = model.apply({'params': params}, batch['image'], train=False)
-      return aux['pred'], aux['mask']
+      _, pred, mask = reconstruction_fn(params, batch['image'])
+      return pred, mask
 
     replicated = sharding.replicated(mesh)
     self._eval_step = jax.jit(eval_step, out_shardings=replicated)
@@ -172,10 +170,9 @@ class ReconstructionEvaluator:
     # Process 0's batch rows come first in the global batch.
     count = min(self._num_images, num_real)
     images = np.asarray(images[:count], np.float32)
-    shown = mae.reconstruction_images(
-        images, pred[:count], mask[:count], self._model.patch_size,
-        self._model.norm_pix_loss,
-        fill_value=sum(self._value_range) / 2)  # removed patches: mid grey
+    shown = self._images_fn(
+        images, pred[:count], mask[:count],
+        sum(self._value_range) / 2)  # removed patches: mid grey
     grid = image_grid([images, shown['masked'], shown['reconstruction'],
                        shown['pasted']], self._value_range)
     os.makedirs(self._plots_dir, exist_ok=True)

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import sharding
-from vit_jax.models import mae
 
 FeaturesFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -68,25 +67,24 @@ def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
   return sorted(aux) + sorted(path for path in paths if path)
 
 
-def _evaluated_model(model: nn.Module) -> Tuple[nn.Module, Callable]:
-  """(the classifier-contract model, params -> its params)."""
-  if isinstance(model, mae.MAE):
-    return mae.encoder_as_vit(model), mae.encoder_params
-  return model, lambda params: params
+def _same(params):
+  return params
 
 
-def representation_fn(model: nn.Module, layer: str = 'pre_logits'
-                      ) -> FeaturesFn:
+def representation_fn(model: nn.Module, layer: str = 'pre_logits',
+                      select_params: Callable = _same) -> FeaturesFn:
   """features_fn(params, images [B, H, W, C]) -> float32 [B, D] (jittable).
 
-  `params` are the trained model's (an MAE's whole tree for an MAE).
+  `model` follows the classifier contract (`logits, aux = apply(...)`);
+  `select_params` maps the trained params to its params (for an MAE,
+  `models.classifier_view('mae', model)` gives the encoder and
+  `mae.encoder_params`).
   Raises ValueError at the first call if `layer` is neither an aux key nor
   a module path of the model, listing the ones it has.
   """
   if not isinstance(layer, str) or not layer:
     raise ValueError(f'layer must be an aux key or a module path, got '
                      f'{layer!r}.')
-  model, select_params = _evaluated_model(model)
 
   def features_fn(params, images):
     variables = {'params': select_params(params)}

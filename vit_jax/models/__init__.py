@@ -37,3 +37,22 @@ def get_model(name: str, variant: Optional[str] = None, **kwargs) -> nn.Module:
   if variant is not None:
     return model_cls.from_variant(variant, **kwargs)
   return model_cls(**kwargs)
+
+
+def _same(params):
+  return params
+
+
+def classifier_view(name: str, model: nn.Module):
+  """(a model with the classifier contract, params -> its params).
+
+  Evaluators read representations through `logits, aux = apply(...)`; an
+  MAE is read through its encoder as a ViT (`mae.encoder_as_vit`), every
+  classifier family as itself.
+  """
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; valid models: {list(MODELS)}')
+  if name == 'mae':
+    from vit_jax.models import mae  # pylint: disable=g-import-not-at-top
+    return mae.encoder_as_vit(model), mae.encoder_params
+  return model, _same

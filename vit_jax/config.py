@@ -1,0 +1,216 @@
+"""The top-level training config: its schema, defaults and validation.
+
+A recipe (`configs/FILE.py`) sets what it needs; `resolve(config)` checks
+every key at every level against the schema below and fills in the
+defaults, so the resolved config -- written to the workdir as
+`config.json` -- states the whole run. Unknown keys raise an error naming
+the key, its closest valid spelling and the valid keys; nothing is silently
+ignored.
+
+Sections and who owns their fields (defaults live in one place each):
+  top level   TOP_LEVEL_DEFAULTS here
+  data        `vit_jax.data.default_config()`
+  model       `name` + `variant` + the family's constructor fields
+              (`vit_jax.models.MODELS[name]`)
+  optimizer   `name` + `vit_jax.optim.OPTIMIZER_OPTIONS[name]`
+  schedule    `vit_jax.optim.SCHEDULE_DEFAULTS`
+  checkpoint, mesh, init_from   SECTION_DEFAULTS here
+  evals       free names, each entry checked by `vit_jax.evaluate`
+              (`EVAL_FIELDS[kind]`)
+
+This module imports no TensorFlow.
+"""
+
+import dataclasses
+import difflib
+import json
+from typing import Any, Dict, Iterable, Mapping
+
+import ml_collections
+
+from vit_jax import data as data_lib
+from vit_jax import evaluate
+from vit_jax import models
+from vit_jax import optim
+
+OBJECTIVES = ('supervised', 'mae')
+LOSSES = ('softmax_xent', 'sigmoid_xent')
+DTYPES = ('float32', 'bfloat16', 'float16')
+INIT_KINDS = ('own', 'npz', 'timm')
+
+
+class _Required:
+  def __repr__(self):
+    return '<required>'
+
+
+REQUIRED = _Required()
+
+TOP_LEVEL_DEFAULTS: Dict[str, Any] = {
+    'seed': 0,
+    'total_steps': REQUIRED,
+    'batch_size': REQUIRED,
+    'eval_batch_size': None,       # None: batch_size
+    'objective': 'supervised',     # OBJECTIVES
+    'loss': 'softmax_xent',        # LOSSES (supervised runs)
+    'label_smoothing': 0.0,
+    'grad_accum_steps': 1,
+    'lr': optim.DEFAULT_LR,
+    'wd': 0.0,
+    'wd_mults': None,              # None: optim.DEFAULT_WD_MULTS
+    'lr_mults': None,              # None: every parameter at 1
+    'grad_clip_norm': None,        # None or 0: no clipping
+    'log_every_steps': 50,
+    'eval_every_steps': None,      # None: no 'val' classifier evaluation
+}
+
+SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'checkpoint': {'every_steps': 1000, 'keep_last': 3, 'keep_every': None,
+                   'async_save': True},
+    'mesh': {'data': -1, 'fsdp': 1},
+    'init_from': {'kind': 'own', 'path': None},
+}
+
+SECTIONS = ('data', 'model', 'optimizer', 'schedule', 'evals',
+            *SECTION_DEFAULTS)
+TOP_LEVEL_KEYS = tuple(sorted((*TOP_LEVEL_DEFAULTS, *SECTIONS)))
+
+
+def unknown_key_error(where: str, key: str, valid: Iterable[str]
+                      ) -> ValueError:
+  """'Unknown key ... did you mean ...; valid keys: ...' as a ValueError."""
+  valid = sorted(valid)
+  close = difflib.get_close_matches(key, valid, n=1)
+  hint = f' Did you mean {close[0]!r}?' if close else ''
+  return ValueError(f'Unknown config key {where}{key!r}.{hint} Valid keys'
+                    f'{" of " + where.rstrip(".") if where else ""}: {valid}')
+
+
+def _as_dict(section: Any, where: str) -> Dict[str, Any]:
+  if section is None:
+    return {}
+  if isinstance(section, ml_collections.ConfigDict):
+    return section.to_dict()
+  if isinstance(section, Mapping):
+    return dict(section)
+  raise ValueError(f'config.{where} must be a ConfigDict or a dict, got '
+                   f'{section!r}.')
+
+
+def _fill(given: Mapping[str, Any], defaults: Mapping[str, Any],
+          where: str) -> Dict[str, Any]:
+  """`defaults` overridden by `given`; unknown keys and missing required
+  ones raise."""
+  for key in given:
+    if key not in defaults:
+      raise unknown_key_error(where, key, defaults)
+  filled = {**defaults, **given}
+  missing = sorted(k for k, v in filled.items() if v is REQUIRED)
+  if missing:
+    raise ValueError(f'config{"." + where.rstrip(".") if where else ""} '
+                     f'misses required keys {missing}.')
+  return filled
+
+
+def model_fields(name: str) -> Dict[str, Any]:
+  """The keys `config.model` may hold for family `name`, with defaults."""
+  if name not in models.MODELS:
+    raise ValueError(f'Unknown model.name {name!r}; valid choices: '
+                     f'{list(models.MODELS)}')
+  fields = {'name': name, 'variant': None}
+  for field in dataclasses.fields(models.MODELS[name]):
+    if field.name in ('parent', 'name'):
+      continue
+    default = field.default
+    if default is dataclasses.MISSING:
+      default = REQUIRED if field.default_factory is dataclasses.MISSING else (
+          field.default_factory())
+    fields[field.name] = default
+  return fields
+
+
+def _resolve_model(given: Dict[str, Any]) -> Dict[str, Any]:
+  name = given.get('name')
+  fields = model_fields(name)
+  for key in given:
+    if key not in fields:
+      raise unknown_key_error('model.', key, fields)
+  # Sizes may come from the variant table; only name the given keys.
+  resolved = dict(given)
+  if resolved.get('dtype') is not None:
+    _check_choice('model.dtype', resolved['dtype'], DTYPES)
+  return resolved
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+  if value not in choices:
+    raise ValueError(f'Unknown {name} {value!r}; valid choices: '
+                     f'{list(choices)}')
+
+
+def resolve(config: Any) -> ml_collections.ConfigDict:
+  """The full config: every key checked, every default filled in.
+
+  Accepts a ConfigDict or a plain dict (e.g. a workdir's config.json).
+  Returns a new, unlocked ConfigDict.
+  """
+  given = _as_dict(config, '')
+  sections = {name: _as_dict(given.pop(name, None), name)
+              for name in SECTIONS}
+  top = _fill(given, TOP_LEVEL_DEFAULTS, '')
+  _check_choice('objective', top['objective'], OBJECTIVES)
+  _check_choice('loss', top['loss'], LOSSES)
+  for key in ('total_steps', 'batch_size'):
+    if not isinstance(top[key], int) or top[key] < 1:
+      raise ValueError(f'config.{key} must be a positive integer, got '
+                       f'{top[key]!r}.')
+
+  resolved = dict(top)
+  resolved['data'] = data_lib.resolve_config(sections['data']).to_dict()
+  if not sections['model']:
+    raise ValueError(f'config.model must name the model family: '
+                     f'model.name, one of {list(models.MODELS)}.')
+  resolved['model'] = _resolve_model(sections['model'])
+
+  optimizer = sections['optimizer'] or {'name': 'adamw'}
+  name = optimizer.get('name', 'adamw')
+  _check_choice('optimizer.name', name, optim.OPTIMIZERS)
+  resolved['optimizer'] = _fill(
+      optimizer, {'name': name, **optim.OPTIMIZER_OPTIONS[name]},
+      'optimizer.')
+  resolved['schedule'] = _fill(sections['schedule'], optim.SCHEDULE_DEFAULTS,
+                               'schedule.')
+  _check_choice('schedule.decay', resolved['schedule']['decay'],
+                optim.DECAYS)
+  for section, defaults in SECTION_DEFAULTS.items():
+    resolved[section] = _fill(sections[section], defaults, f'{section}.')
+  _check_choice('init_from.kind', resolved['init_from']['kind'], INIT_KINDS)
+
+  evals = {}
+  for entry_name, entry in sections['evals'].items():
+    evals[entry_name] = evaluate.resolve_entry(entry_name, entry)
+  resolved['evals'] = evals
+  return ml_collections.ConfigDict(resolved)
+
+
+def to_json_dict(config: Any) -> Dict[str, Any]:
+  """The config as plain JSON data (tuples as lists), for comparing and
+  writing."""
+  if isinstance(config, ml_collections.ConfigDict):
+    text = config.to_json_best_effort(sort_keys=True)
+  else:
+    text = json.dumps(config, sort_keys=True, default=str)
+  return json.loads(text)
+
+
+def flat_items(tree: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
+  """{'a.b': value} for every leaf of nested dicts (dicts inside `evals`
+  included)."""
+  flat = {}
+  for key, value in tree.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, Mapping) and value:
+      flat.update(flat_items(value, path + '.'))
+    else:
+      flat[path] = value
+  return flat
