@@ -604,3 +604,220 @@ def test_every_recipes_preprocessing_runs_on_an_encoded_image(recipe):
     assert np.isfinite(out['image'].numpy()).all()
     assert out['labels'].numpy().argmax() == 3
   assert len(set(shapes)) == 1 and shapes[0][2] == 3  # one input size
+
+
+# ----------------------------------------------------------------------------
+# Corrupt image files, label counts, one-class datasets.
+
+
+def write_image_folder(tf, root, counts, size=(10, 12)):
+  """root/SPLIT/CLASS/{0,1,...}.png for counts {split: {class: count}}."""
+  rng = np.random.RandomState(1)
+  for split, per_class in counts.items():
+    for label, count in per_class.items():
+      os.makedirs(root / split / label)
+      for index in range(count):
+        image = rng.randint(0, 256, size + (3,)).astype(np.uint8)
+        png = tf.io.encode_png(tf.constant(image)).numpy()
+        (root / split / label / f'{index}.png').write_bytes(png)
+  return str(root)
+
+
+def folder_config(folder, **overrides):
+  spec = 'resize(4)|value_range(0, 1)|onehot(2)'
+  config = data.default_config()
+  config.update(name='image_folder', folder=folder, pp_train=spec,
+                pp_eval=spec)
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture
+def corrupt_folder(tmp_path, tf):
+  """8 train / 6 test images of 2 classes; one train image truncated, one
+  test image garbage, both named .png. Returns (root, train_bad, test_bad)."""
+  root = write_image_folder(tf, tmp_path, {'train': {'cat': 4, 'dog': 4},
+                                           'test': {'cat': 3, 'dog': 3}})
+  train_bad = os.path.join(root, 'train', 'dog', '2.png')
+  with open(train_bad, 'rb') as f:
+    png = f.read()
+  with open(train_bad, 'wb') as f:
+    f.write(png[:len(png) // 2])
+  test_bad = os.path.join(root, 'test', 'cat', '1.png')
+  with open(test_bad, 'wb') as f:
+    f.write(b'not an image at all' * 20)
+  return root, train_bad, test_bad
+
+
+def test_header_check_tells_intact_from_damaged_files(tmp_path, tf):
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  image = np.random.RandomState(0).randint(0, 256, (64, 64, 3)).astype(
+      np.uint8)
+  files = {'png': tf.io.encode_png(image).numpy(),
+           'jpg': tf.io.encode_jpeg(image).numpy()}
+  files.update({
+      'png_cut': files['png'][:-12], 'png_half': files['png'][:1000],
+      'jpg_cut': files['jpg'][:-2], 'jpg_half': files['jpg'][:500],
+      'empty': b'', 'text': b'hello' * 100})
+  verdicts = {}
+  for name, content in files.items():
+    (tmp_path / name).write_bytes(content)
+    verdicts[name] = sources.image_file_looks_intact(str(tmp_path / name))
+  verdicts['missing'] = sources.image_file_looks_intact(
+      str(tmp_path / 'missing'))
+  assert verdicts == {'png': True, 'jpg': True, 'png_cut': False,
+                      'png_half': False, 'jpg_cut': False, 'jpg_half': False,
+                      'empty': False, 'text': False, 'missing': False}
+
+
+def test_corrupt_image_is_named_by_default(corrupt_folder):
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  root, train_bad, test_bad = corrupt_folder
+  config = folder_config(root)
+  # 8 examples in batches of 2: the bad file's batch is found from the step,
+  # also when resuming.
+  for start_step in (0, 1):
+    iterator = data.train_iterator(config, 2, seed=0, start_step=start_step,
+                                   process_index=0, process_count=1)
+    with pytest.raises(sources.CorruptImageError) as error:
+      take(iterator, 8)
+    assert isinstance(error.value, ValueError)
+    assert error.value.path == train_bad and error.value.split == 'train'
+    message = str(error.value)
+    assert train_bad in message and "'train'" in message
+    assert 'skip_corrupt' in message and 'function_node' not in message
+  with pytest.raises(sources.CorruptImageError, match=r'(?s)' +
+                     re_escape(test_bad) + ".*'test'"):
+    list(data.eval_iterator(config, 'test', 2, process_index=0,
+                            process_count=1))
+
+
+def re_escape(text):
+  import re  # pylint: disable=g-import-not-at-top
+  return re.escape(text)
+
+
+def test_skip_corrupt_leaves_out_counts_and_stays_deterministic(
+    corrupt_folder, caplog):
+  root, train_bad, test_bad = corrupt_folder
+  config = folder_config(root, skip_corrupt=True)
+  with caplog.at_level('WARNING'):
+    iterator = data.train_iterator(config, 7, seed=0, process_index=0,
+                                   process_count=1)
+  assert iterator.skipped_files == [train_bad]
+  assert any('1 corrupt image file' in record.getMessage() and
+             train_bad in record.getMessage() for record in caplog.records)
+  # 7 intact examples: one epoch per batch, each a permutation of them.
+  batches = take(iterator, 3)
+  assert batches[0]['image'].shape == (7, 4, 4, 3)
+  for batch in batches:
+    np.testing.assert_array_equal(batch['labels'].sum(axis=0), [4, 3])
+  again = take(data.train_iterator(config, 7, seed=0, process_index=0,
+                                   process_count=1), 3)
+  assert_batches_equal(batches, again)
+  resumed = take(data.train_iterator(config, 7, seed=0, start_step=1,
+                                     process_index=0, process_count=1), 2)
+  assert_batches_equal(batches[1:], resumed)
+
+  # Eval: each intact example once, padded as without skipping.
+  for process_count, num_batches in ((1, 3), (2, 2)):
+    masks, labels, skipped = [], [], []
+    for process_index in range(process_count):
+      iterator = data.eval_iterator(config, 'test', 2 * process_count,
+                                    process_index=process_index,
+                                    process_count=process_count)
+      batches = list(iterator)
+      # ceil(6 / process_count / 2): the largest share before skipping.
+      assert len(batches) == num_batches
+      skipped += iterator.skipped_files
+      masks.append(np.concatenate([b['mask'] for b in batches]))
+      labels.append(np.concatenate([b['labels'] for b in batches]))
+    assert skipped == [test_bad]
+    masks, labels = np.concatenate(masks), np.concatenate(labels)
+    assert masks.sum() == 5
+    np.testing.assert_array_equal(labels[masks == 1].sum(axis=0), [2, 3])
+  np.testing.assert_array_equal(data.label_counts(config, 'test'), [2, 3])
+
+
+def test_file_damaged_inside_is_named_even_with_skip_corrupt(tmp_path, tf):
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  root = write_image_folder(tf, tmp_path, {'train': {'a': 2, 'b': 2}},
+                            size=(32, 32))
+  bad = os.path.join(root, 'train', 'b', '0.png')
+  with open(bad, 'rb') as f:
+    png = bytearray(f.read())
+  png[100:200] = bytes(100)  # Inside the image data; the ends are intact.
+  with open(bad, 'wb') as f:
+    f.write(bytes(png))
+  assert sources.image_file_looks_intact(bad)
+  config = folder_config(root, skip_corrupt=True)
+  iterator = data.train_iterator(config, 4, seed=0, process_index=0,
+                                 process_count=1)
+  assert iterator.skipped_files == []
+  with pytest.raises(sources.CorruptImageError, match='damaged inside') as e:
+    next(iterator)
+  assert e.value.path == bad
+
+
+def test_skip_corrupt_is_for_image_folders_only(digits_dir):
+  with pytest.raises(ValueError, match=r"skip_corrupt.*image_folder.*"
+                     r"'digits'"):
+    data.resolve_config(digits_config(digits_dir, skip_corrupt=True))
+  with pytest.raises(ValueError, match=r"skip_corrupt must be True or "
+                     r"False, got 'yes'"):
+    data.resolve_config({'name': 'image_folder', 'skip_corrupt': 'yes'})
+
+
+@pytest.fixture
+def no_image_reading(tf, monkeypatch):
+  """Decoding an image, or reading an image file by TF, fails."""
+  def refuse(*args, **kwargs):
+    raise AssertionError('an image was read or decoded')
+  for module, name in ((tf.image, 'decode_image'), (tf.io, 'decode_image'),
+                       (tf.io, 'decode_png'), (tf.io, 'read_file')):
+    monkeypatch.setattr(module, name, refuse)
+
+
+def test_decoding_is_refused_under_no_image_reading(digits_dir,
+                                                    no_image_reading):
+  with pytest.raises(AssertionError, match='decoded'):
+    data.dataset_info(digits_config(digits_dir))
+
+
+def test_label_counts_of_digits_match_sklearn(digits_dir, no_image_reading):
+  from sklearn import datasets as sklearn_datasets  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
+  targets = sklearn_datasets.load_digits().target
+  config = digits_config(digits_dir)
+  for split, rows in digits.split_rows().items():
+    counts = data.label_counts(config, split)
+    assert counts.dtype == np.int64 and counts.shape == (10,)
+    np.testing.assert_array_equal(counts,
+                                  np.bincount(targets[rows], minlength=10))
+  both = data.label_counts(config, 'train+test')
+  np.testing.assert_array_equal(both, np.bincount(targets, minlength=10))
+  assert data.label_counts(config, 'test[:7]').sum() == 7
+
+
+def test_label_counts_of_an_image_folder_read_no_image(tmp_path, tf,
+                                                       request):
+  root = write_image_folder(tf, tmp_path, {
+      'train': {'ant': 1, 'bee': 3, 'cow': 2}, 'test': {'ant': 1, 'cow': 1}})
+  config = folder_config(root)
+  request.getfixturevalue('no_image_reading')  # After writing the images.
+  counts = data.label_counts(config, 'train')
+  assert counts.dtype == np.int64
+  np.testing.assert_array_equal(counts, [1, 3, 2])
+  # Classes are those of all splits: 'bee' has no test image.
+  np.testing.assert_array_equal(data.label_counts(config, 'test'), [1, 0, 1])
+
+
+def test_one_class_dataset_is_refused(tmp_path, tf):
+  root = write_image_folder(tf, tmp_path, {'train': {'only': 2},
+                                           'test': {'only': 1}})
+  config = folder_config(root)
+  for call in (data.dataset_info, data.num_classes,
+               lambda c: data.label_counts(c, 'train')):
+    with pytest.raises(ValueError, match=r"'image_folder' at .*" +
+                       re_escape(root) + r".*1 class \['only'\].*>= 2"):
+      call(config)

@@ -7,6 +7,12 @@ and eval iterators the train loop consumes.
       ...  # batch['image'] float32 [B, H, W, C], batch['labels'] [B, K]
     for batch in data.eval_iterator(config.data, 'test', 1024):
       ...  # plus batch['mask'] float32 [B]: 0 on padding rows
+    counts = data.label_counts(config.data, 'train')  # int64 [num_classes]
+
+Both iterators are `pipeline.BatchIterator`s: an image file of an image
+folder that cannot be decoded raises `sources.CorruptImageError` (a
+ValueError) naming the file and the split, and `iterator.skipped_files` lists
+the corrupt files that `skip_corrupt` left out of this process's share.
 
 TensorFlow runs the pipeline on the CPU. It is imported only when one of
 these functions is called (never by importing this package), and hidden from
@@ -34,6 +40,14 @@ it (DESIGN.md).
       their shape is fixed, serialized records otherwise -- for exact
       per-epoch permutations and instant resume; for small datasets such as
       digits (False).
+  skip_corrupt: for 'image_folder' only: check each image file of a share
+      (signature and end marker, two small reads, no decoding; see
+      `sources.py`) before the pipeline is built, and leave out those that
+      fail, with a warning naming how many and the first few; iterators list
+      them in `skipped_files`. Done up front, not by dropping failures in
+      tf.data, so batches stay functions of (seed, process, step) and
+      resumes stay exact. False: a file that does not decode stops the run
+      with `CorruptImageError` naming it (False).
 """
 
 from typing import Any, Dict, Iterator, Mapping, Optional
@@ -59,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
       'mixup_alpha': 0.0,
       'cutmix_alpha': 0.0,
       'cache': False,
+      'skip_corrupt': False,
   })
 
 
@@ -82,6 +97,14 @@ def resolve_config(data_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   if resolved.shuffle_buffer < 1:
     raise ValueError(f'data_config.shuffle_buffer must be >= 1, got '
                      f'{resolved.shuffle_buffer}.')
+  if not isinstance(resolved.skip_corrupt, bool):
+    raise ValueError(f'data_config.skip_corrupt must be True or False, got '
+                     f'{resolved.skip_corrupt!r}.')
+  if resolved.skip_corrupt and resolved.name != 'image_folder':
+    raise ValueError(
+        f"data_config.skip_corrupt=True applies to name='image_folder' "
+        f'only (TFDS datasets hold records, not image files), got name '
+        f'{resolved.name!r}.')
   if resolved.prefetch < 0:
     raise ValueError(f'data_config.prefetch must be >= 0, got '
                      f'{resolved.prefetch}.')
@@ -107,7 +130,11 @@ def dataset_info(data_config) -> Dict[str, Any]:
   Returns:
     dict(num_classes=int, image_shape=(H, W, C) of images after pp_eval
     (None for a side that varies), num_examples={'train': examples in
-    train_split, 'test': examples in eval_split}), over all processes.
+    train_split, 'test': examples in eval_split}), over all processes,
+    counting files `skip_corrupt` may leave out (no file is read).
+
+  Raises:
+    ValueError: for a dataset with fewer than 2 classes.
   """
   from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -126,9 +153,30 @@ def dataset_info(data_config) -> Dict[str, Any]:
 
 def num_classes(data_config) -> int:
   """The dataset's number of classes, without running any preprocessing
-  (for callers that build their own pp spec, e.g. few-shot evaluation)."""
+  (for callers that build their own pp spec, e.g. few-shot evaluation);
+  fewer than 2 raise ValueError."""
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   return sources.num_classes(sources.get_builder(resolve_config(data_config)))
+
+
+def label_counts(data_config, split: str) -> np.ndarray:
+  """Examples per class in the whole of `split` (all processes' shares).
+
+  No image is decoded: an image folder's labels come from its file index
+  (with `skip_corrupt`, less the files it leaves out, which are checked);
+  a TFDS dataset's records are read and only their 'label' parsed.
+
+  Args:
+    data_config: the data config (`default_config()`'s fields).
+    split: a TFDS split string, e.g. 'train' or 'train[:90%]'.
+
+  Returns:
+    int64 [num_classes]: entry c counts the examples of class c.
+  """
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config = resolve_config(data_config)
+  builder = sources.get_builder(config)
+  return sources.label_counts(builder, split, config.skip_corrupt)
 
 
 def train_iterator(data_config, global_batch_size: int, seed: int,
@@ -151,9 +199,8 @@ def train_iterator(data_config, global_batch_size: int, seed: int,
   process_index, process_count = _processes(process_index, process_count)
   pipeline.local_batch_size(global_batch_size, process_count)  # Checks early.
   builder = sources.get_builder(config)
-  dataset = pipeline.train_dataset(config, builder, global_batch_size, seed,
-                                   start_step, process_index, process_count)
-  return dataset.as_numpy_iterator()
+  return pipeline.train_batches(config, builder, global_batch_size, seed,
+                                start_step, process_index, process_count)
 
 
 def eval_iterator(data_config, split: str, global_batch_size: int,
@@ -165,6 +212,7 @@ def eval_iterator(data_config, split: str, global_batch_size: int,
   'mask': float32 [B]} with B = global_batch_size / process_count; 'mask'
   is 1 for real examples and 0 for padding rows (zeros), so every example
   counts exactly once. All processes yield the same number of batches.
+  Files `skip_corrupt` leaves out are not counted (see `skipped_files`).
   """
   from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top

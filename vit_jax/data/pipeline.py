@@ -21,10 +21,14 @@ So resuming at step s starts at epoch e, position p = divmod(s * b, n):
 earlier epochs are never built, and the p skipped positions of epoch e are
 dropped before their records are parsed, decoded or augmented (an index in
 memory, or a serialized record read from disk when streaming).
+
+Both iterators are `BatchIterator`s: an image file of an image folder that
+fails to decode raises `sources.CorruptImageError` naming the file and the
+split, and `skipped_files` lists the files `skip_corrupt` left out.
 """
 
 import math
-from typing import Dict, Iterator
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,6 +48,61 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
         f'The global batch size {global_batch_size} must be a positive '
         f'multiple of the number of processes {process_count}.')
   return global_batch_size // process_count
+
+
+class BatchIterator:
+  """An iterator of numpy batches that names the image file it fails on.
+
+  Attributes:
+    skipped_files: paths of the corrupt image files `skip_corrupt` left out
+      of this process's share of the split (empty without it, and for TFDS
+      datasets). `len(skipped_files)` is the count.
+  """
+
+  def __init__(self, batches: Iterator[Batch], split: str, skip_corrupt: bool,
+               skipped_files: Sequence[str],
+               locate: Optional[Callable[[int], Optional[Tuple[str, str]]]]):
+    """Wraps `batches`.
+
+    Args:
+      batches: the numpy batches.
+      split: the split they come from, for messages.
+      skip_corrupt: whether the files were checked (`skip_corrupt`).
+      skipped_files: see the class docstring.
+      locate: batch number -> (path, message) of the first file of that
+        batch that does not decode, or None; None where records are not
+        files.
+    """
+    self._batches = batches
+    self._split = split
+    self._skip_corrupt = skip_corrupt
+    self._locate = locate
+    self._num_yielded = 0
+    self.skipped_files = list(skipped_files)
+
+  def __iter__(self) -> 'BatchIterator':
+    return self
+
+  def __next__(self) -> Batch:
+    try:
+      batch = next(self._batches)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.DataLossError):
+      found = self._locate(self._num_yielded) if self._locate else None
+      if found is None:
+        raise
+      path, message = found
+      if self._skip_corrupt:
+        hint = ('It passed the skip_corrupt header check, so it is damaged '
+                'inside: delete or replace it.')
+      else:
+        hint = ('Delete or replace it, or set data_config.skip_corrupt=True '
+                'to leave out files that fail a header check.')
+      raise sources.CorruptImageError(
+          f'Cannot decode image file {path} of split {self._split!r} '
+          f'({message}). {hint}', path, self._split) from None
+    self._num_yielded += 1
+    return batch
 
 
 def _options() -> tf.data.Options:
@@ -166,15 +225,60 @@ def _train_positions(source: sources.Source, seed: int, process_index: int,
   return tf.data.Dataset.counter(start_epoch).flat_map(epoch_streamed)
 
 
+def _record(source: sources.Source, item):
+  """The record at a stream item: a table row, or the streamed record."""
+  if source.table is not None:
+    return {key: tf.gather(column, item['index'])
+            for key, column in source.table.items()}
+  return item['record']
+
+
 def train_dataset(config, builder, global_batch_size: int, seed: int,
                   start_step: int, process_index: int,
                   process_count: int) -> tf.data.Dataset:
   """The batched, preprocessed train stream of one process from start_step."""
+  return _train_dataset_and_source(config, builder, global_batch_size, seed,
+                                   start_step, process_index,
+                                   process_count)[0]
+
+
+def train_batches(config, builder, global_batch_size: int, seed: int,
+                  start_step: int, process_index: int,
+                  process_count: int) -> BatchIterator:
+  """`train_dataset` as a `BatchIterator` of numpy batches."""
+  dataset, source = _train_dataset_and_source(
+      config, builder, global_batch_size, seed, start_step, process_index,
+      process_count)
+  batch_size = local_batch_size(global_batch_size, process_count)
+
+  def locate(num_yielded):
+    # Errors surface in order (deterministic tf.data): the failing batch is
+    # the next one, and its positions are known from the step.
+    if source.check is None:
+      return None
+    epoch, position = divmod((start_step + num_yielded) * batch_size,
+                             source.num_examples)
+    items = _train_positions(source, seed, process_index, epoch,
+                             config.shuffle_buffer)
+    for item in items.skip(position).take(batch_size):
+      found = source.check(_record(source, item))
+      if found is not None:
+        return found
+    return None
+  return BatchIterator(dataset.as_numpy_iterator(), config.train_split,
+                       config.skip_corrupt, source.skipped, locate)
+
+
+def _train_dataset_and_source(config, builder, global_batch_size: int,
+                              seed: int, start_step: int, process_index: int,
+                              process_count: int):
+  """(the batched train stream from start_step, its `sources.Source`)."""
   batch_size = local_batch_size(global_batch_size, process_count)
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
   source = sources.get_source(builder, config.train_split, process_index,
-                              process_count, in_memory=config.cache)
+                              process_count, in_memory=config.cache,
+                              skip_corrupt=config.skip_corrupt)
   num_examples = source.num_examples
   if num_examples == 0:
     raise ValueError(
@@ -186,15 +290,9 @@ def train_dataset(config, builder, global_batch_size: int, seed: int,
 
   preprocess_fn = preprocess.build(config.pp_train)
   augment_seed = preprocess.fold_in(seed, _AUGMENT)
-  table = source.table
 
   def load(item):
-    if table is not None:
-      record = {key: tf.gather(column, item['index'])
-                for key, column in table.items()}
-    else:
-      record = item['record']
-    example = source.parse(record)
+    example = source.parse(_record(source, item))
     example[preprocess.RNG_KEY] = preprocess.example_seed(
         augment_seed, process_index, item['epoch'], item['position'])
     return preprocess_fn(example)
@@ -209,14 +307,14 @@ def train_dataset(config, builder, global_batch_size: int, seed: int,
     dataset = tf.data.Dataset.zip(steps, dataset).map(
         lambda step, batch: mix(batch, preprocess.fold_in(mixup_seed, step),
                                 config.mixup_alpha, config.cutmix_alpha))
-  return dataset.prefetch(config.prefetch).with_options(_options())
+  return dataset.prefetch(config.prefetch).with_options(_options()), source
 
 
 def eval_dataset(builder, split: str, spec: str, process_index: int,
-                 process_count: int):
+                 process_count: int, skip_corrupt: bool = False):
   """(unbatched preprocessed examples with 'mask' 1, source) of one process."""
   source = sources.get_source(builder, split, process_index, process_count,
-                              in_memory=False)
+                              in_memory=False, skip_corrupt=skip_corrupt)
   preprocess_fn = preprocess.build(spec)
   finalize = _finalizer(sources.num_classes(builder), spec, 'pp_eval')
 
@@ -234,15 +332,17 @@ def _padding_like(batch: Batch, num_rows: int) -> Batch:
 
 
 def eval_batches(config, builder, split: str, global_batch_size: int,
-                 process_index: int, process_count: int) -> Iterator[Batch]:
+                 process_index: int, process_count: int) -> BatchIterator:
   """Every example of this process's share once, in padded full batches.
 
   All processes yield the same number of batches (that of the largest
-  share), as a global step across processes needs.
+  share, counted before `skip_corrupt` leaves files out), as a global step
+  across processes needs.
   """
   batch_size = local_batch_size(global_batch_size, process_count)
   examples, source = eval_dataset(builder, split, config.pp_eval,
-                                  process_index, process_count)
+                                  process_index, process_count,
+                                  skip_corrupt=config.skip_corrupt)
   num_batches = math.ceil(source.max_num_examples / batch_size)
   spec = examples.element_spec
   if all(s.shape.is_fully_defined() for s in spec.values()):
@@ -251,8 +351,22 @@ def eval_batches(config, builder, split: str, global_batch_size: int,
   else:
     template = None  # Known from the first real batch.
   batches = examples.batch(batch_size).prefetch(config.prefetch)
-  return _padded(batches, batch_size, num_batches, template, split,
-                 process_index)
+
+  def locate(num_yielded):
+    # Real batches come first, in record order: batch k holds the records
+    # [k * batch_size, (k + 1) * batch_size) of the share.
+    if source.check is None:
+      return None
+    records = source.records().skip(num_yielded * batch_size)
+    for record in records.take(batch_size):
+      found = source.check(record)
+      if found is not None:
+        return found
+    return None
+  return BatchIterator(
+      _padded(batches, batch_size, num_batches, template, split,
+              process_index), split, config.skip_corrupt, source.skipped,
+      locate)
 
 
 def _padded(batches, batch_size: int, num_batches: int, template,
