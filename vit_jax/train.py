@@ -31,6 +31,7 @@ from vit_jax import metric_writer
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import sharding
+from vit_jax import weights
 from vit_jax.models import common
 
 OBJECTIVES = ('supervised', 'mae')
@@ -270,7 +271,7 @@ def _initial_state(config, run: 'Run', checkpointer) -> Tuple[State, int]:
     model_kwargs = dict(config.model.to_dict())
     name = model_kwargs.pop('name')
     model_kwargs.pop('dtype', None)
-    params = checkpoint.load_init_params(
+    params = weights.load_init_params(
         init_from.get('kind', 'own'), init_from.path, name,
         image_size=run.image_shape[:2], **model_kwargs)
     params = jax.tree.map(lambda x, ref: np.asarray(x, ref.dtype), params,
