@@ -9,7 +9,7 @@ Small timm models with random weights are built; their weights (timm
 names), the inputs and timm's outputs are saved as .npz. The same weights are
 also written in the `.npz` layout of Google's original ViT / Mixer code and of
 big_vision, with a mapping written here independently of
-`vit_jax.checkpoint`, so the tests check both importers against timm.
+`vit_jax.weights`, so the tests check both importers against timm.
 
 torchvision is not required: timm only imports it for data transforms and
 feature extraction, so a placeholder module is installed when it is absent.

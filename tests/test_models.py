@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import golden_cases
-from vit_jax import checkpoint
+from vit_jax import weights
 from vit_jax.models import common, get_model
 from vit_jax.models.__main__ import count_flops, count_params
 
@@ -205,7 +205,7 @@ def test_drop_path_keeps_expectation():
 def test_bfloat16_compute_close_to_float32(case):
   name, kwargs = golden_cases.MODEL_KWARGS[case]
   state_dict, outputs = golden_cases.load(case)
-  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)
   images = jnp.asarray(outputs['images'])
   f32, _ = get_model(name, **kwargs).apply({'params': params}, images)
   bf16, aux = get_model(name, **dict(kwargs, dtype=jnp.bfloat16)).apply(
@@ -219,7 +219,8 @@ def test_bfloat16_compute_close_to_float32(case):
 
 
 def test_models_import_no_tensorflow():
-  code = ('import sys, vit_jax.models, vit_jax.checkpoint, vit_jax.sharding; '
+  code = ('import sys, vit_jax.models, vit_jax.checkpoint, vit_jax.weights, '
+          'vit_jax.sharding; '
           'import vit_jax.models.__main__; '
           'bad = [m for m in sys.modules if m.split(".")[0] in '
           '("tensorflow", "tensorflow_datasets")]; '

@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import golden_cases
-from vit_jax import checkpoint, sharding
+from vit_jax import sharding, weights
 from vit_jax.models import get_model
 
 
@@ -14,7 +14,7 @@ from vit_jax.models import get_model
 def vit_map():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_map']
   state_dict, outputs = golden_cases.load('vit_map')
-  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)
   images = np.concatenate([outputs['images'], -outputs['images'][:, ::-1],
                            outputs['images'][..., ::-1]], 0)[:8]
   images = np.concatenate([images, images[:8 - len(images)] * 0.5])

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import golden_cases
-from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax import weights
 from vit_jax.models import get_model
 from vit_jax.models import swin
 from vit_jax.models.__main__ import count_params
@@ -30,7 +31,7 @@ GOLDEN_KWARGS = dict(patch_size=2, width=8, depths=(2, 2, 2, 1),
 @pytest.fixture(scope='module')
 def golden():
   state_dict, outputs = golden_cases.load('swin')
-  params = checkpoint.from_timm(state_dict, 'swin', **GOLDEN_KWARGS)
+  params = weights.from_timm(state_dict, 'swin', **GOLDEN_KWARGS)
   return state_dict, outputs, params
 
 
@@ -107,7 +108,7 @@ def test_timm_buffers_skipped_unknown_entries_named(golden):
                                                          np.float32)
   with_buffers['layers.0.blocks.0.attn.relative_position_index'] = (
       swin.relative_position_index((4, 4)).astype(np.int64))
-  params = checkpoint.from_timm(with_buffers, 'swin', **GOLDEN_KWARGS)
+  params = weights.from_timm(with_buffers, 'swin', **GOLDEN_KWARGS)
   logits, _ = _forward(params, outputs['images'])
   np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
   # A Swin V2 parameter is not silently dropped.
@@ -115,29 +116,30 @@ def test_timm_buffers_skipped_unknown_entries_named(golden):
   with_unknown['layers.0.blocks.0.attn.logit_scale'] = np.zeros((2, 1, 1))
   with pytest.raises(ValueError,
                      match=r'layers\.0\.blocks\.0\.attn\.logit_scale'):
-    checkpoint.from_timm(with_unknown, 'swin', **GOLDEN_KWARGS)
+    weights.from_timm(with_unknown, 'swin', **GOLDEN_KWARGS)
 
 
 def test_import_resolution_inferred_or_checked(golden):
   state_dict, _, _ = golden
   # The clamped last-stage table (9 rows: window 2) says 32 px; 64 px would
   # need an unclamped (49-row) table.
-  assert checkpoint._default_image_size(
-      {'stage_3/block_0/relative_position_bias_table': np.zeros((9, 8))},
-      get_model('swin', **GOLDEN_KWARGS)) == (32, 32)
+  assert models.checkpoint_image_size(
+      'swin', get_model('swin', **GOLDEN_KWARGS),
+      {'stage_3/block_0/relative_position_bias_table': np.zeros((9, 8))}
+  ) == (32, 32)
   with pytest.raises(ValueError, match=r'shape mismatches: .*stage_3/block_0/'
                      r'relative_position_bias_table: checkpoint \(9, 8\) vs '
                      r'model \(49, 8\)'):
-    checkpoint.from_timm(state_dict, 'swin', image_size=64, **GOLDEN_KWARGS)
+    weights.from_timm(state_dict, 'swin', image_size=64, **GOLDEN_KWARGS)
 
 
 def test_no_head_or_new_head(golden):
   state_dict, _, params = golden
-  headless = checkpoint.from_timm(state_dict, 'swin',
+  headless = weights.from_timm(state_dict, 'swin',
                                   **dict(GOLDEN_KWARGS, num_classes=0))
   assert 'head' not in headless
   assert set(headless) == set(params) - {'head'}
-  new_head = checkpoint.from_timm(
+  new_head = weights.from_timm(
       state_dict, 'swin', **dict(GOLDEN_KWARGS, num_classes=3,
                                  head_bias_init=-2.0))
   assert not new_head['head']['kernel'].any()

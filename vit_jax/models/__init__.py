@@ -4,13 +4,21 @@ a model (see DESIGN.md):
     model = get_model('vit', variant='B/16', num_classes=1000, pool_type='map')
     logits, aux = model.apply({'params': params}, images, train=False)
 
+What weight import (`vit_jax.weights`) needs to know of a family is here
+too: `checkpoint_image_size` (the resolution params were trained at) and
+`convert_params` (another family's params, e.g. an MAE's encoder for a ViT).
+
 Importing this package never imports TensorFlow.
 """
 
-from typing import Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 
+from vit_jax.models import mae
+from vit_jax.models import mixer
+from vit_jax.models import swin
+from vit_jax.models import vit
 from vit_jax.models.mae import MAE
 from vit_jax.models.mixer import Mixer
 from vit_jax.models.swin import Swin
@@ -39,6 +47,70 @@ def get_model(name: str, variant: Optional[str] = None, **kwargs) -> nn.Module:
   return model_cls(**kwargs)
 
 
+# Family -> (model, flat params) -> the resolution the params were trained
+# at. An MAE's learned parameters hold no resolution (sincos position
+# embedding): it falls back to ViT's default, as a ViT with sincos2d does.
+_CHECKPOINT_IMAGE_SIZE: Dict[str, Callable[..., Tuple[int, int]]] = {
+    'vit': vit.checkpoint_image_size,
+    'mixer': mixer.checkpoint_image_size,
+    'mae': vit.checkpoint_image_size,
+    'swin': swin.checkpoint_image_size,
+}
+
+# (source family, target family) -> function of the source params giving
+# params of the target family (head and resolution left to the caller).
+_CONVERSIONS: Dict[Tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {
+    ('mae', 'vit'): mae.encoder_params,  # pool_type='cls', posemb='sincos2d'
+}
+
+
+def checkpoint_image_size(name: str, model: nn.Module,
+                          flat_params: Mapping[str, Any]) -> Tuple[int, int]:
+  """The resolution params of family `name` were trained at, where their
+  shapes tell it (a learned position embedding, Mixer's token-mixing MLP,
+  Swin's clamped window), else the family's default.
+
+  Args:
+    name: model family, a key of MODELS.
+    model: the model (of that family) the params are for.
+    flat_params: '/'-joined parameter paths (unscanned blocks) to arrays.
+
+  Returns:
+    (height, width) in pixels.
+  """
+  if name not in _CHECKPOINT_IMAGE_SIZE:
+    raise ValueError(f'Unknown model {name!r}; valid models: '
+                     f'{list(_CHECKPOINT_IMAGE_SIZE)}')
+  return _CHECKPOINT_IMAGE_SIZE[name](model, flat_params)
+
+
+def convert_params(source_name: str, target_name: str,
+                   params: Mapping[str, Any]) -> Any:
+  """Params of a `source_name` model, as params of a `target_name` one.
+
+  The same family: unchanged. An MAE to a ViT: the MAE's encoder
+  (`mae.encoder_params`, for `get_model('vit', pool_type='cls',
+  posemb='sincos2d')`). Other pairs raise. Sizes are not checked here.
+
+  Args:
+    source_name: model family the params were trained as.
+    target_name: model family they are wanted for.
+    params: the source parameter tree.
+
+  Returns:
+    The target parameter tree (without a head where the source had none).
+  """
+  if source_name == target_name:
+    return params
+  convert = _CONVERSIONS.get((source_name, target_name))
+  if convert is None:
+    raise ValueError(
+        f'Cannot convert {source_name!r} params to {target_name!r} params; '
+        f'supported: the same family, or '
+        f'{[f"{s} -> {t}" for s, t in _CONVERSIONS]}.')
+  return convert(params)
+
+
 def _same(params):
   return params
 
@@ -53,6 +125,5 @@ def classifier_view(name: str, model: nn.Module):
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; valid models: {list(MODELS)}')
   if name == 'mae':
-    from vit_jax.models import mae  # pylint: disable=g-import-not-at-top
     return mae.encoder_as_vit(model), mae.encoder_params
   return model, _same

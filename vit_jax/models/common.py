@@ -2,7 +2,7 @@
 stochastic depth, position embeddings, attention pooling, variant parsing.
 
 Parameter names are chosen to say what a tensor is (`query/kernel`,
-`fc1/kernel`); `vit_jax.checkpoint` maps other layouts (timm, the `.npz`
+`fc1/kernel`); `vit_jax.weights` maps other layouts (timm, the `.npz`
 files of Google's original ViT code) onto them.
 """
 

@@ -11,7 +11,8 @@ Tolstikhin et al. 2021, "MLP-Mixer: An all-MLP Architecture for Vision".
       -> head                                     [B, num_classes]
 """
 
-from typing import Any, Optional
+import math
+from typing import Any, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -112,3 +113,26 @@ class Mixer(nn.Module):
     logits = common.classifier_head(representation, self.num_classes,
                                     self.head_bias_init)  # [B, num_classes]
     return logits, aux
+
+
+# ----------------------------------------------------------------------------
+# Pretrained checkpoints.
+
+
+def checkpoint_image_size(model: Mixer, flat_params: Mapping[str, Any]
+                          ) -> Tuple[int, int]:
+  """The resolution Mixer params were trained at: the token-mixing MLP's
+  input is the (square) number of patches.
+
+  Args:
+    model: the Mixer the params are for (its patch size).
+    flat_params: '/'-joined paths (unscanned blocks) to arrays.
+
+  Returns:
+    (height, width); 224 a side when the params have no token-mixing MLP.
+  """
+  kernel = flat_params.get('block_0/token_mixing/fc1/kernel')
+  if kernel is None:
+    return (224, 224)
+  side = int(round(math.sqrt(kernel.shape[0]))) * model.patch_size
+  return (side, side)

@@ -36,7 +36,8 @@ The relative position index and the shifted-window masks are constants
 computed with numpy from shapes alone; they are not parameters.
 """
 
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import flax.linen as nn
 import jax
@@ -439,3 +440,34 @@ class Swin(nn.Module):
     logits = common.classifier_head(representation, self.num_classes,
                                     self.head_bias_init)  # [B, num_classes]
     return logits, aux
+
+
+# ----------------------------------------------------------------------------
+# Pretrained checkpoints.
+
+
+def checkpoint_image_size(model: Swin, flat_params: Mapping[str, Any]
+                          ) -> Pair:
+  """The resolution a Swin checkpoint's last stage is one window at.
+
+  Swin's parameter shapes fit every resolution its windows tile, except
+  where a window was clamped to a smaller feature map: the last stage's
+  bias table, (2w - 1)**2 rows, tells its window w. That stage's map is w
+  a side when w is below the model's window size, and the model's own
+  resolution (`Swin.default_image_size`, 224 for M = 7) is taken otherwise.
+
+  Args:
+    model: the Swin the params are for.
+    flat_params: '/'-joined paths to arrays.
+
+  Returns:
+    (height, width).
+  """
+  last_stage = len(model.depths) - 1
+  table = flat_params.get(
+      f'stage_{last_stage}/block_0/relative_position_bias_table')
+  side = model.default_image_size
+  if table is not None:
+    table_window = (int(round(np.sqrt(table.shape[0]))) + 1) // 2
+    side = min(side, model.patch_size * table_window * 2 ** last_stage)
+  return (side, side)

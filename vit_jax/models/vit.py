@@ -12,7 +12,8 @@ sizes and pooling of Zhai et al. 2021, "Scaling Vision Transformers".
 """
 
 import functools
-from typing import Any, Optional
+import math
+from typing import Any, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -227,3 +228,28 @@ class ViT(nn.Module):
     logits = common.classifier_head(representation, self.num_classes,
                                     self.head_bias_init)  # [B, num_classes]
     return logits, aux
+
+
+# ----------------------------------------------------------------------------
+# Pretrained checkpoints.
+
+
+def checkpoint_image_size(model: ViT, flat_params: Mapping[str, Any]
+                          ) -> Tuple[int, int]:
+  """The resolution ViT params were trained at, from the learned position
+  embedding's square grid of patches (class-token row apart).
+
+  Args:
+    model: the ViT the params are for (its patch size).
+    flat_params: '/'-joined paths (unscanned blocks) to arrays.
+
+  Returns:
+    (height, width); 224 a side without a learned position embedding
+    (posemb='sincos2d' fits every resolution).
+  """
+  if 'pos_embed' not in flat_params:
+    return (224, 224)
+  num_positions = flat_params['pos_embed'].shape[1]
+  num_positions -= 1 if 'cls_token' in flat_params else 0
+  side = int(round(math.sqrt(num_positions))) * model.patch_size
+  return (side, side)

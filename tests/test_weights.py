@@ -1,14 +1,21 @@
-"""Importers against timm's own outputs (golden files from make_golden.py)."""
+"""Importers against timm's own outputs (golden files from make_golden.py),
+and `init_from`'s loading of this package's own runs."""
 
+import json
 import os
+import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import golden_cases
 from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax import weights
 from vit_jax.models import get_model
+from vit_jax.models import mae
 
 TOL = 1e-4  # float32, against timm on the CPU.
 
@@ -24,7 +31,7 @@ def test_from_timm_matches_timm(case, scan):
   name, kwargs = golden_cases.MODEL_KWARGS[case]
   kwargs = dict(kwargs, scan=scan)
   state_dict, outputs = golden_cases.load(case)
-  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)
   logits, aux = _forward(name, kwargs, params, outputs['images'])
   assert np.abs(outputs['logits']).max() > 0.1  # not a trivial comparison
   np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
@@ -41,7 +48,7 @@ def test_load_npz_matches_timm(case, filename):
   name, kwargs = golden_cases.MODEL_KWARGS[case]
   _, outputs = golden_cases.load(case)
   path = os.path.join(golden_cases.GOLDEN_DIR, filename)
-  params = checkpoint.load_npz(path, name, **kwargs)
+  params = weights.load_npz(path, name, **kwargs)
   logits, _ = _forward(name, kwargs, params, outputs['images'])
   np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
 
@@ -49,7 +56,7 @@ def test_load_npz_matches_timm(case, filename):
 def test_posemb_resampling_matches_timm():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
   state_dict, outputs = golden_cases.load('vit_cls')
-  params = checkpoint.from_timm(state_dict, name, image_size=48, **kwargs)
+  params = weights.from_timm(state_dict, name, image_size=48, **kwargs)
   assert params['pos_embed'].shape == (1, 1 + 36, 64)
   np.testing.assert_allclose(params['pos_embed'], outputs['pos_embed_48'],
                              atol=1e-5, rtol=0)
@@ -60,20 +67,20 @@ def test_posemb_resampling_matches_timm():
 def test_resample_posemb_keeps_prefix_and_identity():
   rng = np.random.default_rng(0)
   posemb = rng.normal(size=(1, 1 + 16, 8)).astype(np.float32)
-  same = checkpoint.resample_posemb(posemb, (4, 4), num_prefix_tokens=1)
+  same = weights.resample_posemb(posemb, (4, 4), num_prefix_tokens=1)
   np.testing.assert_allclose(same, posemb, atol=1e-6)
-  bigger = checkpoint.resample_posemb(posemb, (8, 6), num_prefix_tokens=1)
+  bigger = weights.resample_posemb(posemb, (8, 6), num_prefix_tokens=1)
   assert bigger.shape == (1, 1 + 48, 8)
   np.testing.assert_array_equal(bigger[:, 0], posemb[:, 0])
   with pytest.raises(ValueError, match='not a square grid'):
-    checkpoint.resample_posemb(posemb[:, :-1], (4, 4), num_prefix_tokens=1)
+    weights.resample_posemb(posemb[:, :-1], (4, 4), num_prefix_tokens=1)
 
 
 def test_new_num_classes_replaces_head_keeps_representation():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_map']
   state_dict, outputs = golden_cases.load('vit_map')
   kwargs = dict(kwargs, num_classes=3, head_bias_init=-2.0)
-  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)
   assert params['head']['kernel'].shape == (64, 3)
   assert not params['head']['kernel'].any()
   np.testing.assert_array_equal(params['head']['bias'], [-2.0] * 3)
@@ -87,7 +94,7 @@ def test_no_head_returns_representation():
   name, kwargs = golden_cases.MODEL_KWARGS['mixer']
   state_dict, outputs = golden_cases.load('mixer')
   kwargs = dict(kwargs, num_classes=0)
-  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)
   assert 'head' not in params
   features, _ = _forward(name, kwargs, params, outputs['images'])
   np.testing.assert_allclose(features, outputs['pre_logits'], atol=TOL)
@@ -106,13 +113,13 @@ def test_npz_pre_logits_dropped_with_new_head(tmp_path):
   # Same head shape, but no representation layer in the model: an error.
   with pytest.raises(ValueError, match='unexpected in the checkpoint.*'
                      'pre_logits/kernel'):
-    checkpoint.load_npz(with_pre_logits, name, **kwargs)
+    weights.load_npz(with_pre_logits, name, **kwargs)
   # Kept when the model has one.
-  params = checkpoint.load_npz(with_pre_logits, name, representation_size=64,
+  params = weights.load_npz(with_pre_logits, name, representation_size=64,
                                **kwargs)
   np.testing.assert_array_equal(params['pre_logits']['kernel'], 1.0)
   # Dropped together with the head for a new task (ViT paper, Sec. 3.1).
-  params = checkpoint.load_npz(with_pre_logits, name,
+  params = weights.load_npz(with_pre_logits, name,
                                **dict(kwargs, num_classes=7))
   assert 'pre_logits' not in params
   assert params['head']['kernel'].shape == (64, 7)
@@ -129,7 +136,7 @@ def test_mismatch_lists_offending_keys(override, pattern):
   name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
   state_dict, _ = golden_cases.load('vit_cls')
   with pytest.raises(ValueError, match=pattern):
-    checkpoint.from_timm(state_dict, name, **dict(kwargs, **override))
+    weights.from_timm(state_dict, name, **dict(kwargs, **override))
 
 
 def test_unknown_timm_entries_are_named():
@@ -137,19 +144,19 @@ def test_unknown_timm_entries_are_named():
   state_dict, _ = golden_cases.load('vit_cls')
   state_dict['blocks.0.ls1.gamma'] = np.ones(64, np.float32)
   with pytest.raises(ValueError, match=r'blocks\.0\.ls1\.gamma \(64,\)'):
-    checkpoint.from_timm(state_dict, name, **kwargs)
+    weights.from_timm(state_dict, name, **kwargs)
 
 
 def test_unknown_family_lists_valid_ones():
   with pytest.raises(ValueError,
                      match=r"'resnet'.*\['vit', 'mixer', 'swin'\]"):
-    checkpoint.from_timm({}, 'resnet')
+    weights.from_timm({}, 'resnet')
 
 
 def test_wrong_channel_count_is_a_clear_error():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_gap']
   state_dict, outputs = golden_cases.load('vit_gap')
-  params = checkpoint.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)
   gray = outputs['images'][..., :1]
   with pytest.raises(ValueError, match=r'Images have 1 channels.*expects 3'):
     _forward(name, kwargs, params, gray)
@@ -160,7 +167,7 @@ def test_load_init_params_reads_timm_files_and_resamples(tmp_path):
   state_dict, outputs = golden_cases.load('vit_cls')
   path = tmp_path / 'weights.npz'
   np.savez(path, **state_dict)
-  params = checkpoint.load_init_params('timm', str(path), name,
+  params = weights.load_init_params('timm', str(path), name,
                                        image_size=(48, 48),
                                        **dict(kwargs, num_classes=4))
   np.testing.assert_allclose(params['pos_embed'], outputs['pos_embed_48'],
@@ -168,4 +175,104 @@ def test_load_init_params_reads_timm_files_and_resamples(tmp_path):
   assert params['head']['kernel'].shape == (64, 4)
   with pytest.raises(ValueError, match=r"Unknown init_from kind 'hub'; "
                      r"valid choices: \['own', 'npz', 'timm'\]"):
-    checkpoint.load_init_params('hub', str(path), name, **kwargs)
+    weights.load_init_params('hub', str(path), name, **kwargs)
+
+
+def test_checkpoint_image_size_per_family():
+  # ViT: the learned position embedding's grid (class-token row apart).
+  vit_model = get_model('vit', patch_size=8, width=16, depth=1, mlp_dim=32,
+                        num_heads=2, num_classes=0)
+  posemb = {'cls_token': np.zeros((1, 1, 16)),
+            'pos_embed': np.zeros((1, 1 + 36, 16))}
+  assert models.checkpoint_image_size('vit', vit_model, posemb) == (48, 48)
+  del posemb['cls_token']
+  posemb['pos_embed'] = np.zeros((1, 16, 16))
+  assert models.checkpoint_image_size('vit', vit_model, posemb) == (32, 32)
+  assert models.checkpoint_image_size('vit', vit_model, {}) == (224, 224)
+  # Swin: a last-stage window clamped to 2 (a 9-row bias table) says 32 px;
+  # an unclamped one, the model's own resolution.
+  swin_model = get_model('swin', patch_size=2, width=8, depths=(2, 2, 2, 1),
+                         num_heads=(2, 2, 4, 8), window_size=4)
+  table = 'stage_3/block_0/relative_position_bias_table'
+  assert models.checkpoint_image_size(
+      'swin', swin_model, {table: np.zeros((9, 8))}) == (32, 32)
+  assert models.checkpoint_image_size(
+      'swin', swin_model, {table: np.zeros((49, 8))}) == (64, 64)
+  with pytest.raises(ValueError, match=r"Unknown model 'resnet'"):
+    models.checkpoint_image_size('resnet', vit_model, {})
+
+
+_TINY_MAE = dict(patch_size=4, width=32, depth=2, mlp_dim=64, num_heads=2,
+                 decoder_width=16, decoder_depth=1, decoder_num_heads=2,
+                 num_channels=1)
+
+
+def _tiny_mae_params():
+  model = get_model('mae', **_TINY_MAE)
+  return model.init(jax.random.PRNGKey(0), jnp.ones((1, 16, 16, 1)))['params']
+
+
+def test_convert_params_mae_to_vit_gives_the_encoder():
+  params = _tiny_mae_params()
+  encoder = models.convert_params('mae', 'vit', params)
+  assert set(encoder) == set(mae.ENCODER_PARAM_NAMES)
+  assert 'mask_token' in params and 'decoder_embed' in params
+  for name in encoder:
+    assert encoder[name] is params[name]
+  vit_model = mae.encoder_as_vit(get_model('mae', **_TINY_MAE))
+  vit_shapes = jax.eval_shape(vit_model.init, jax.random.PRNGKey(0),
+                              jnp.ones((1, 16, 16, 1)))['params']
+  assert jax.tree.map(np.shape, encoder) == jax.tree.map(np.shape,
+                                                         vit_shapes)
+  # The same family: unchanged.
+  assert models.convert_params('vit', 'vit', encoder) is encoder
+
+
+def test_convert_params_unsupported_pair_is_named():
+  with pytest.raises(ValueError, match=r"Cannot convert 'mixer' params to "
+                     r"'vit' params.*mae -> vit"):
+    models.convert_params('mixer', 'vit', {})
+
+
+def _own_workdir(tmp_path, model_name, params, config=True):
+  workdir = tmp_path / 'source'
+  directory = str(workdir / 'checkpoints')
+  checkpointer = checkpoint.TrainCheckpointer(directory, async_save=False)
+  checkpointer.save(3, {'params': params}, {'step': 3})
+  checkpointer.close()
+  if config:
+    with open(workdir / 'config.json', 'w') as f:
+      json.dump({'model': {'name': model_name}}, f)
+  return workdir
+
+
+def test_load_init_params_own_converts_by_the_source_config(tmp_path):
+  params = _tiny_mae_params()
+  workdir = _own_workdir(tmp_path, 'mae', params)
+  vit_kwargs = dict(patch_size=4, width=32, depth=2, mlp_dim=64, num_heads=2,
+                    pool_type='cls', posemb='sincos2d', num_classes=5)
+  # The workdir or its checkpoints/ directory.
+  for path in (workdir, workdir / 'checkpoints'):
+    loaded = weights.load_init_params('own', str(path), 'vit',
+                                      image_size=16, **vit_kwargs)
+    for name in mae.ENCODER_PARAM_NAMES:
+      for got, expected in zip(jax.tree.leaves(loaded[name]),
+                               jax.tree.leaves(params[name]), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert loaded['head']['kernel'].shape == (32, 5)
+    assert not loaded['head']['kernel'].any()
+  with pytest.raises(ValueError, match=r"Cannot convert 'mae' params to "
+                     r"'mixer' params"):
+    weights.load_init_params('own', str(workdir), 'mixer', patch_size=4,
+                             width=32, depth=2, tokens_mlp_dim=16,
+                             channels_mlp_dim=64)
+
+
+def test_load_init_params_own_needs_the_source_config(tmp_path):
+  workdir = _own_workdir(tmp_path, 'mae', _tiny_mae_params(), config=False)
+  expected = os.path.join(str(workdir), 'config.json')
+  for path in (workdir, workdir / 'checkpoints'):
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(expected) + ' not found'):
+      weights.load_init_params('own', str(path), 'vit', patch_size=4,
+                               width=32, depth=2, mlp_dim=64, num_heads=2)
