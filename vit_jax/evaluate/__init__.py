@@ -18,7 +18,7 @@ For example, few-shot evaluation on digits every 320 steps:
     config.evals.fewshot = dict(
         kind='fewshot', every_steps=320, representation='pre_logits',
         datasets={'digits': dict(name='digits', pp='value_range(-1, 1)')},
-        shots=(1, 5, 10, 25), seeds=(0, 1, 2), l2_reg=1.0)
+        shots=(1, 5, 10, 25), seeds=(0, 1, 2), l2_reg=16.0)
 """
 
 import os

@@ -1,7 +1,7 @@
 """Few-shot linear evaluation of a model, over several datasets.
 
     evaluator = FewShotEvaluator(model, datasets, mesh, shots=(1, 5, 10, 25),
-                                 seeds=(0, 1, 2), l2_reg=1.0)
+                                 seeds=(0, 1, 2), l2_reg=16.0)
     metrics = evaluator.run(params)  # {'fewshot/<dataset>/<k>shot': ...}
 
 Per evaluation, each dataset's train and test representations are computed
