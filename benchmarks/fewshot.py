@@ -63,8 +63,8 @@ def main():
   solve_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  accuracies = [float(np.mean(fewshot.predict_classes(x_test, w) == y_test))
-                for w in weights]
+  accuracies = [float(np.mean(fewshot.predict_classes(
+      x_test, w, eigensystem.feature_map) == y_test)) for w in weights]
   predict_s = time.perf_counter() - start
 
   print(json.dumps(dict(

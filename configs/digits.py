@@ -67,8 +67,13 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
       'every_steps': 320, 'keep_last': 2, 'keep_every': placeholder(int),
       'async_save': True})
 
-  # Few-shot linear evaluation of the pre-logits representation (Scaling
-  # ViT's protocol, vit_jax/evaluate/fewshot.py) on digits itself.
+  # Few-shot linear evaluation of the pre-logits representation (big_vision's
+  # standardized protocol, vit_jax/evaluate/fewshot.py) on digits itself.
+  # The strengths are configs/mae_digits.py's, measured there: on this
+  # recipe's trained model (640 steps) every strength from 2^0 to 2^20 gave
+  # 0.969 at every k, the classifier's own val accuracy (its pre-logits
+  # already separate the classes; below 2^-2, 5-shot falls to 0.961), so
+  # the supervised run cannot tell strengths apart and the MAE run decides.
   config.evals = ml_collections.ConfigDict()
   config.evals.fewshot = ml_collections.ConfigDict({
       'kind': 'fewshot', 'every_steps': 320, 'representation': 'pre_logits',
@@ -76,5 +81,6 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
                               'test_split': 'test',
                               'pp': 'value_range(-1, 1)'}},
       'shots': (1, 5, 10, 25), 'seeds': (0, 1, 2, 3, 4),
-      'l2_reg': 1.0, 'l2_reg_candidates': (0.01, 0.1, 1.0, 10.0, 100.0)})
+      'l2_reg': 2.0 ** 4,
+      'l2_reg_candidates': (2.0 ** -2, 2.0 ** 0, 2.0 ** 2, 2.0 ** 4, 2.0 ** 6)})
   return config

@@ -69,8 +69,12 @@ def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
       'every_steps': 5_000, 'keep_last': 3, 'keep_every': 100_000})
 
   # Few-shot linear evaluation (Scaling ViT Sec. 2 / App., the big_vision
-  # suite): 1..25 shots, strength 2^10 on the raw pre-logits. ImageNet's
-  # 10% subset holds ~128 train images per class, enough for 25 shots.
+  # suite): 1..25 shots, 3 seeds, strength 2^10, big_vision's defaults
+  # (configs/common.py, get_fewshot_lsr) for its evaluators/fewshot_lsr.py,
+  # which standardises the pre-logits per k-shot sample: this evaluator's
+  # default protocol='standardized', so 2^10 means what it means there.
+  # ImageNet's 10% subset holds ~128 train images per class, enough for 25
+  # shots.
   fewshot_pp = 'decode|resize(224)|value_range(-1, 1)'
   config.evals = ml_collections.ConfigDict()
   config.evals.fewshot = ml_collections.ConfigDict({

@@ -196,6 +196,21 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
     assert metrics[name] == pytest.approx(value, abs=1e-9), name
   assert metrics['fewshot/toy2/5shot'] != metrics['fewshot/toy/5shot']
 
+  raw_evaluator = fewshot_evaluator.FewShotEvaluator(
+      model, {'toy': {'name': 'unused', 'pp': 'x'}},
+      sharding.make_mesh(-1, 1), shots=(5,), seeds=(0, 3), l2_reg=0.5,
+      protocol='raw', batch_size=32, iterator_fn=_synthetic_iterator(splits),
+      num_classes_fn=lambda c: 10)
+  raw_metrics = raw_evaluator.run(params)
+  raw = fewshot.fewshot_metrics('toy', x_train, splits['train'][1], x_test,
+                                splits['test'][1], 10, l2_reg=0.5, shots=[5],
+                                seeds=[0, 3], protocol='raw')
+  standardized = fewshot.fewshot_metrics(
+      'toy', x_train, splits['train'][1], x_test, splits['test'][1], 10,
+      l2_reg=0.5, shots=[5], seeds=[0, 3])
+  assert raw_metrics == pytest.approx(raw, abs=1e-9)
+  assert raw != standardized  # the protocol reached the solve
+
 
 @pytest.mark.parametrize('kwargs, pattern', [
     (dict(datasets={}), 'at least one dataset'),
@@ -206,6 +221,8 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
     (dict(datasets={'a': {'name': 'digits'}}), "needs 'pp'"),
     (dict(datasets={'a/b': {'name': 'digits', 'pp': 'x'}}), 'without "/"'),
     (dict(shots=(0, 5)), 'positive integers'),
+    (dict(protocol='whitened'),
+     r"protocol 'whitened'; valid choices: \['standardized', 'raw'\]"),
 ])
 def test_fewshot_evaluator_bad_settings_are_named(kwargs, pattern):
   settings = dict(datasets=DIGITS_FEWSHOT, l2_reg=1.0)
@@ -218,12 +235,85 @@ def test_fewshot_evaluator_bad_settings_are_named(kwargs, pattern):
         **settings)
 
 
+def _evaluator_to_check(counts, **settings):
+  """A FewShotEvaluator over 4-class datasets whose train split has `counts`
+  examples per class ({dataset name: counts}); it must not read images."""
+  requests = []
+
+  def label_counts_fn(data_config, split):
+    requests.append((data_config['name'], split))
+    return np.array(counts[data_config['name']])
+
+  def iterator_fn(*args, **kwargs):
+    raise AssertionError('check() must not read images.')
+
+  settings = {'l2_reg': 1.0, **settings}
+  evaluator = fewshot_evaluator.FewShotEvaluator(
+      models.get_model('vit', **VIT),
+      {'first': {'name': 'a', 'pp': 'x', 'train_split': 'train[:40]'},
+       'second': {'name': 'b', 'pp': 'x'}},
+      sharding.make_mesh(-1, 1), num_classes_fn=lambda c: 4,
+      iterator_fn=iterator_fn, label_counts_fn=label_counts_fn, **settings)
+  return evaluator, requests
+
+
+@pytest.mark.parametrize('settings', [
+    dict(shots=(1, 5, 10, 25)),
+    dict(shots=(2, 25), l2_reg=None, l2_reg_candidates=(0.1, 10.0)),
+])
+def test_fewshot_check_passes_with_enough_examples_of_every_class(settings):
+  evaluator, requests = _evaluator_to_check(
+      {'a': [25, 30, 25, 100], 'b': [25, 25, 25, 25]}, **settings)
+  evaluator.check()
+  assert requests == [('a', 'train[:40]'), ('b', 'train')]
+
+
+@pytest.mark.parametrize('counts, settings, pattern', [
+    ({'a': [25, 3, 25, 7], 'b': [25] * 4}, dict(shots=(1, 5, 10, 25)),
+     r"dataset 'first' \('a', split 'train\[:40\]'\): 25-shot evaluation "
+     r'needs 25 examples of every class, but 2 of 4 classes have fewer '
+     r'\(class 1: 3, class 3: 7\); the largest k every class can supply is '
+     r'3'),
+    ({'a': [25] * 4, 'b': [0, 30, 1, 30]}, dict(shots=(1, 5)),
+     r"dataset 'second' \('b', split 'train'\): 5-shot .* 2 of 4 classes "
+     r'have fewer \(class 0: 0, class 2: 1\); no k works until every class '
+     r'has an example'),
+    ({'a': [4, 5, 5, 5], 'b': [5] * 4},
+     dict(shots=(2, 5), l2_reg=None, l2_reg_candidates=(0.1, 10.0)),
+     r"'first' .* \(class 0: 4\); the largest k every class can supply is "
+     r'4'),
+    ({'a': [25, 30, 25], 'b': [25] * 4}, dict(shots=(5,)),
+     r"label counts of split 'train\[:40\]' have shape \(3,\), but 'a' has "
+     r'4 classes'),
+])
+def test_fewshot_check_names_classes_short_of_examples(counts, settings,
+                                                       pattern):
+  evaluator, _ = _evaluator_to_check(counts, **settings)
+  with pytest.raises(ValueError, match=pattern):
+    evaluator.check()
+
+
+def test_fewshot_check_lists_the_first_short_classes():
+  evaluator = fewshot_evaluator.FewShotEvaluator(
+      models.get_model('vit', **VIT), {'d': {'name': 'a', 'pp': 'x'}},
+      sharding.make_mesh(-1, 1), l2_reg=1.0, shots=(10,),
+      num_classes_fn=lambda c: 12, iterator_fn=lambda *a, **k: iter(()),
+      label_counts_fn=lambda config, split: np.arange(12))
+  with pytest.raises(ValueError, match=r'10 of 12 classes have fewer \(class '
+                     r'0: 0, class 1: 1, class 2: 2, class 3: 3, class 4: 4, '
+                     r'and 5 more\); no k works'):
+    evaluator.check()
+
+
 @pytest.mark.parametrize('evals, pattern', [
     ({'x': {'kind': 'linear'}},
      r"evals.x.kind 'linear'.*'classification', 'fewshot', 'reconstruction'"),
     ({'x': {'kind': 'fewshot', 'every': 5}},
      r"unknown fields \['every'\]; valid fields: .*'every_steps'"),
     ({'x': {'kind': 'fewshot', 'l2_reg': 1.0}}, 'needs datasets'),
+    ({'x': {'kind': 'fewshot', 'l2_reg': 1.0, 'datasets': DIGITS_FEWSHOT,
+            'protocol': 'none'}},
+     r"protocol 'none'; valid choices: \['standardized', 'raw'\]"),
     ({'x': {'kind': 'reconstruction'}}, 'needs an MAE model, got ViT'),
     ({'val': {'kind': 'classification'}}, "clashes with the classifier"),
 ])

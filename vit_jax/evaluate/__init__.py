@@ -18,7 +18,7 @@ For example, few-shot evaluation on digits every 320 steps:
     config.evals.fewshot = dict(
         kind='fewshot', every_steps=320, representation='pre_logits',
         datasets={'digits': dict(name='digits', pp='value_range(-1, 1)')},
-        shots=(1, 5, 10, 25), seeds=(0, 1, 2), l2_reg=1.0)
+        shots=(1, 5, 10, 25), seeds=(0, 1, 2), l2_reg=16.0)
 """
 
 import os
@@ -39,6 +39,7 @@ EVAL_FIELDS = {
         'every_steps': None, 'datasets': None, 'representation': 'pre_logits',
         'shots': (1, 5, 10, 25), 'seeds': (0, 1, 2), 'l2_reg': None,
         'l2_reg_candidates': None, 'holdout_fraction': 0.2,
+        'protocol': 'standardized',  # or 'raw', see evaluate/fewshot.py
         'batch_size': None, 'prefix': 'fewshot',
     },
     'reconstruction': {
@@ -114,7 +115,8 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
           mesh, shots=entry['shots'],
           seeds=entry['seeds'], l2_reg=entry['l2_reg'],
           l2_reg_candidates=entry['l2_reg_candidates'],
-          holdout_fraction=entry['holdout_fraction'], batch_size=batch_size,
+          holdout_fraction=entry['holdout_fraction'],
+          protocol=entry['protocol'], batch_size=batch_size,
           data_dir=config.data.get('data_dir'), prefix=entry['prefix'])
     else:  # 'reconstruction'
       if fns.reconstruction is None:

@@ -8,19 +8,36 @@ targets mapped to {-1, +1}, and report top-1 accuracy on the test split,
 averaged over several random k-shot samples. A closed-form solve makes this
 cheap enough to run during training.
 
-The solve. With train features X [n, d] extended by a constant-1 column
-(the bias feature) to [n, d+1], targets Y = 2 * onehot - 1 [n, C] and a
-strength l2_reg = lam >= 0, the weights W [d+1, C] minimise
+The solve. Train features x [n, d] are mapped to X [n, d+1] by one of two
+protocols (`protocol`, PROTOCOLS):
+
+  'standardized' (the default): the protocol of big_vision's few-shot
+      linear evaluator (google-research/big_vision,
+      big_vision/evaluators/fewshot_lsr.py). Every feature dimension j is
+      standardised with the mean m_j and population standard deviation s_j
+      of the k-shot train features, X_ij = (x_ij - m_j) / (s_j +
+      STD_EPSILON), and the constant BIAS_FEATURE = 100 is appended as the
+      bias feature. The epsilon keeps constant dimensions finite (they
+      become 0). Held-out and test features are mapped with the same train
+      statistics (`FeatureMap`), so the accuracy does not depend on the
+      offset of the representation, nor on its scale while the standard
+      deviations are large next to the epsilon: one strength suits
+      representations of any scale. A bias weight b on the feature 100
+      costs lam * b^2 = (lam / 100^2) * (100 b)^2: the bias's penalty is
+      10^4 times weaker than the other weights', almost unregularised.
+  'raw': features as given, neither centred nor scaled, and a constant-1
+      bias column, regularised like every other weight. The scale of lam is
+      then the scale of the caller's squared features: multiplying the
+      representation by a acts like dividing lam by a^2.
+
+With targets Y = 2 * onehot - 1 [n, C] and a strength l2_reg = lam >= 0,
+the weights W [d+1, C] minimise
 
     |X W - Y|^2 + lam * |W|^2,
 
-so W = (X^T X + lam I)^-1 X^T Y = X^T (X X^T + lam I)^-1 Y. The bias row of
-W is regularised like every other row: one penalty, one formula, and it
-equals scikit-learn's `Ridge(alpha=lam, fit_intercept=False)` on the
-extended features. (Appending a constant c instead of 1 would shrink the
-bias's effective penalty by c^2; we keep c = 1.) Features are used as
-given, neither centred nor whitened, so the scale of lam is the scale of
-the caller's squared features.
+so W = (X^T X + lam I)^-1 X^T Y = X^T (X X^T + lam I)^-1 Y: scikit-learn's
+`Ridge(alpha=lam, fit_intercept=False)` on X. A test row x is classified
+as argmax_c of (its mapped row) @ W[:, c].
 
 One symmetric eigendecomposition per train set serves every lam:
 
@@ -32,7 +49,10 @@ One symmetric eigendecomposition per train set serves every lam:
 Both are `basis @ (projected_targets / (s + lam))` (see `RidgeEigensystem`),
 so after the decomposition a new lam costs one [d+1, r] x [r, C] product.
 With lam = 0, directions whose eigenvalue is numerically zero get weight 0:
-the minimum-norm least-squares solution, the limit lam -> 0+.
+the minimum-norm least-squares solution, the limit lam -> 0+. The
+standardisation belongs to the train sample, like the decomposition: its
+statistics are computed once per sample, before the decomposition, and
+shared by every lam.
 
 Everything is computed in float64 with NumPy on the host: the Gram matrix of
 25,000 ImageNet 25-shot features has a wide spectrum, and float32 (JAX's
@@ -47,11 +67,12 @@ Functions:
   sample_k_shot           exactly k train examples per class, seeded
   fewshot_metrics         all shots x seeds -> `fewshot/<dataset>/<k>shot[_std]`
 and the pieces they are built from, for benchmarks and callers that reuse a
-decomposition: `fit_eigensystem`, `ridge_weights`, `predict_classes`.
+decomposition: `fit_eigensystem` (with its `FeatureMap`), `ridge_weights`,
+`predict_classes`.
 """
 
 import numbers
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.sparse
@@ -59,11 +80,45 @@ import scipy.sparse
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_SEEDS = (0, 1, 2)
 REGIMES = ('primal', 'dual')
+PROTOCOLS = ('standardized', 'raw')
+DEFAULT_PROTOCOL = 'standardized'
+# big_vision's values (evaluators/fewshot_lsr.py): the bias feature of the
+# standardized protocol, and the epsilon added to each standard deviation.
+BIAS_FEATURE = 100.0
+STD_EPSILON = 1e-5
 # Test rows converted to float64 and multiplied at a time: bounds the extra
 # memory of a prediction to PREDICT_CHUNK x (d + C) float64 numbers.
 PREDICT_CHUNK = 4096
 
 L2Reg = Union[float, Sequence[float]]
+
+
+class FeatureMap(NamedTuple):
+  """Features x [m, d] -> the solve's X = [(x - mean) / scale, bias] [m, d+1].
+
+  protocol:     one of PROTOCOLS
+  mean:         [d] float64, the train features' mean ('standardized'), or
+                None: not centred ('raw')
+  scale:        [d] float64, their standard deviation + STD_EPSILON
+                ('standardized'), or None: not scaled ('raw')
+  bias_feature: the constant last column, BIAS_FEATURE or 1.0 ('raw')
+  """
+  protocol: str
+  mean: Optional[np.ndarray]
+  scale: Optional[np.ndarray]
+  bias_feature: float
+
+  def apply(self, features) -> np.ndarray:
+    """X for features [m, d] (any float dtype): float64 [m, d+1]."""
+    features = np.asarray(features)
+    mapped = np.empty((features.shape[0], features.shape[1] + 1),
+                      dtype=np.float64)  # [m, d+1]
+    mapped[:, :-1] = features
+    if self.mean is not None:
+      mapped[:, :-1] -= self.mean
+      mapped[:, :-1] /= self.scale
+    mapped[:, -1] = self.bias_feature
+    return mapped
 
 
 class RidgeEigensystem(NamedTuple):
@@ -74,11 +129,14 @@ class RidgeEigensystem(NamedTuple):
                                 numerically zero ones are set to exactly 0
   projected_targets: [r, C]    V^T X^T Y (primal) or U^T Y (dual)
   regime:            'primal' (r = d+1) or 'dual' (r = n)
+  feature_map:       how features become X, with the train statistics;
+                     test features must go through it too (`predict_classes`)
   """
   basis: np.ndarray
   eigenvalues: np.ndarray
   projected_targets: np.ndarray
   regime: str
+  feature_map: FeatureMap
 
 
 # ----------------------------------------------------------------- checks --
@@ -142,6 +200,13 @@ def _check_l2_regs(l2_reg, name: str = 'l2_reg') -> np.ndarray:
   return l2_regs
 
 
+def _check_protocol(protocol: str) -> str:
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'Unknown few-shot protocol {protocol!r}; valid '
+                     f'choices: {list(PROTOCOLS)}.')
+  return protocol
+
+
 def _check_dataset(dataset: str) -> str:
   if not isinstance(dataset, str) or not dataset or '/' in dataset:
     raise ValueError(f'dataset must be a non-empty name without "/" (it is '
@@ -152,27 +217,51 @@ def _check_dataset(dataset: str) -> str:
 # ------------------------------------------------------------------ solve --
 
 
-def fit_eigensystem(features, labels, num_classes: int) -> RidgeEigensystem:
+def _map_train_features(features: np.ndarray,
+                        protocol: str) -> Tuple[np.ndarray, FeatureMap]:
+  """X [n, d+1] float64 for train features, and the map that made it.
+
+  One float64 allocation: the statistics are computed and applied in place.
+  """
+  num_examples, dim = features.shape
+  extended = np.empty((num_examples, dim + 1), dtype=np.float64)  # [n, d+1]
+  extended[:, :dim] = features
+  if protocol == 'raw':
+    feature_map = FeatureMap(protocol, None, None, 1.0)
+  else:
+    body = extended[:, :dim]
+    mean = body.mean(0)  # [d]
+    body -= mean
+    # Population standard deviation (ddof=0), as big_vision's jnp.std.
+    std = np.sqrt(np.einsum('ij,ij->j', body, body) / num_examples)  # [d]
+    scale = std + STD_EPSILON
+    body /= scale
+    feature_map = FeatureMap(protocol, mean, scale, BIAS_FEATURE)
+  extended[:, dim] = feature_map.bias_feature
+  return extended, feature_map
+
+
+def fit_eigensystem(features, labels, num_classes: int,
+                    protocol: str = DEFAULT_PROTOCOL) -> RidgeEigensystem:
   """The one eigendecomposition behind every strength's solve (see module).
 
   Args:
     features: [n, d] train representations (any float dtype).
     labels: [n] integer class ids in [0, num_classes).
     num_classes: C, the number of target columns.
+    protocol: one of PROTOCOLS, how features become X (see module);
+      'standardized' takes its statistics from these features.
 
   Returns:
     A `RidgeEigensystem`, primal when n >= d+1, dual otherwise: the
     decomposed matrix is the smaller of X^T X and X X^T.
   """
+  protocol = _check_protocol(protocol)
   num_classes = _check_num_classes(num_classes)
   labels = _check_labels('labels', labels, num_classes)
   features = _check_features('features', features, 'labels', labels)
   num_examples, dim = features.shape
-
-  # X = [features, 1]: one float64 allocation, no further copies.
-  extended = np.empty((num_examples, dim + 1), dtype=np.float64)  # [n, d+1]
-  extended[:, :dim] = features
-  extended[:, dim] = 1.0
+  extended, feature_map = _map_train_features(features, protocol)
 
   if num_examples >= dim + 1:
     regime = 'primal'
@@ -205,13 +294,15 @@ def fit_eigensystem(features, labels, num_classes: int) -> RidgeEigensystem:
             np.finfo(np.float64).eps)
   eigenvalues = np.where(eigenvalues > cutoff, eigenvalues, 0.0)
   return RidgeEigensystem(basis=basis, eigenvalues=eigenvalues,
-                          projected_targets=projected_targets, regime=regime)
+                          projected_targets=projected_targets, regime=regime,
+                          feature_map=feature_map)
 
 
 def ridge_weights(eigensystem: RidgeEigensystem, l2_reg: float) -> np.ndarray:
   """W(lam) = basis @ diag(1 / (s + lam)) @ projected_targets: [d+1, C].
 
-  The last row is the bias. Directions with s + lam == 0 (only possible
+  W applies to the mapped features X of `eigensystem.feature_map`; its last
+  row multiplies the bias feature. Directions with s + lam == 0 (only possible
   for lam == 0) get weight 0: the minimum-norm least-squares solution.
   """
   if np.ndim(l2_reg) != 0:
@@ -225,23 +316,23 @@ def ridge_weights(eigensystem: RidgeEigensystem, l2_reg: float) -> np.ndarray:
                               inverse[:, None])  # [d+1, C]
 
 
-def predict_classes(features, weights: np.ndarray) -> np.ndarray:
-  """argmax over classes of [features, 1] @ weights: [m] class ids.
+def predict_classes(features, weights: np.ndarray,
+                    feature_map: FeatureMap) -> np.ndarray:
+  """argmax over classes of feature_map.apply(features) @ weights: [m] ids.
 
-  features [m, d], weights [d+1, C] (last row the bias). Rows are converted
-  to float64 PREDICT_CHUNK at a time, so the features are never copied whole.
+  features [m, d], weights [d+1, C] (last row the bias), feature_map the
+  eigensystem's, with the train statistics. Rows are mapped to float64
+  PREDICT_CHUNK at a time, so the features are never copied whole.
   """
   features = np.asarray(features)
   if features.ndim != 2 or features.shape[1] + 1 != weights.shape[0]:
     raise ValueError(f'features of shape {features.shape} do not fit weights '
                      f'of shape {weights.shape}: need '
                      f'[m, {weights.shape[0] - 1}].')
-  kernel, bias = weights[:-1], weights[-1]  # [d, C], [C]
   predictions = np.empty(features.shape[0], dtype=np.int64)
   for start in range(0, features.shape[0], PREDICT_CHUNK):
-    chunk = features[start:start + PREDICT_CHUNK].astype(np.float64)
-    scores = chunk @ kernel  # [chunk, C]
-    scores += bias
+    mapped = feature_map.apply(features[start:start + PREDICT_CHUNK])
+    scores = mapped @ weights  # [chunk, C]
     predictions[start:start + PREDICT_CHUNK] = scores.argmax(-1)
   return predictions
 
@@ -259,7 +350,8 @@ def _check_train_test(x_train, y_train, x_test, y_test, num_classes):
 
 
 def ridge_fewshot_accuracy(x_train, y_train, x_test, y_test, num_classes: int,
-                           l2_reg: L2Reg) -> Union[float, List[float]]:
+                           l2_reg: L2Reg, protocol: str = DEFAULT_PROTOCOL
+                           ) -> Union[float, List[float]]:
   """Test top-1 accuracy of the closed-form ridge classifier (see module).
 
   Args:
@@ -271,19 +363,23 @@ def ridge_fewshot_accuracy(x_train, y_train, x_test, y_test, num_classes: int,
     l2_reg: a strength lam >= 0, or a sequence of them; all share one
       eigendecomposition, so each extra strength costs one small product
       and one pass over the test features.
+    protocol: one of PROTOCOLS (see module); 'standardized' maps x_test with
+      the statistics of x_train.
 
   Returns:
     The accuracy in [0, 1] as a float, or a list of them, one per strength,
     when `l2_reg` is a sequence.
   """
+  protocol = _check_protocol(protocol)
   num_classes = _check_num_classes(num_classes)
   l2_regs = _check_l2_regs(l2_reg)
   x_train, y_train, x_test, y_test = _check_train_test(
       x_train, y_train, x_test, y_test, num_classes)
-  eigensystem = fit_eigensystem(x_train, y_train, num_classes)
+  eigensystem = fit_eigensystem(x_train, y_train, num_classes, protocol)
   accuracies = [
-      float(np.mean(predict_classes(x_test, ridge_weights(eigensystem, lam))
-                    == y_test)) for lam in l2_regs]
+      float(np.mean(predict_classes(x_test, ridge_weights(eigensystem, lam),
+                                    eigensystem.feature_map) == y_test))
+      for lam in l2_regs]
   return accuracies[0] if np.ndim(l2_reg) == 0 else accuracies
 
 
@@ -346,19 +442,22 @@ def _split_holdout(labels: np.ndarray, num_classes: int,
 
 def select_l2_reg(x_train, y_train, num_classes: int,
                   candidates: Sequence[float], holdout_fraction: float = 0.2,
-                  seed: int = 0) -> float:
+                  seed: int = 0, protocol: str = DEFAULT_PROTOCOL) -> float:
   """The candidate strength with the best accuracy on held-out train examples.
 
   From each class, round(holdout_fraction * count) examples (at least one,
   leaving at least one) are held out; the classifier is fitted on the rest
   (one eigendecomposition for all candidates) and scored on them. Ties go
-  to the larger strength. The caller refits on all training examples with
+  to the larger strength. With the 'standardized' protocol the statistics
+  are those of the fitted part only, as a refit's would be of its sample:
+  the held-out examples play the test split's role. The caller refits on all training examples with
   the returned strength, as `fewshot_metrics` does.
 
   Raises:
     ValueError: on bad inputs, or a class with a single example (1-shot
       data leaves nothing to hold out).
   """
+  protocol = _check_protocol(protocol)
   num_classes = _check_num_classes(num_classes)
   candidates = _check_l2_regs(candidates, 'candidates')
   if not 0 < holdout_fraction < 1:
@@ -369,7 +468,7 @@ def select_l2_reg(x_train, y_train, num_classes: int,
   fit, held = _split_holdout(y_train, num_classes, holdout_fraction, seed)
   accuracies = ridge_fewshot_accuracy(x_train[fit], y_train[fit],
                                       x_train[held], y_train[held],
-                                      num_classes, list(candidates))
+                                      num_classes, list(candidates), protocol)
   best = max(accuracies)
   return float(max(lam for lam, accuracy in zip(candidates, accuracies)
                    if accuracy == best))
@@ -383,7 +482,8 @@ def fewshot_metrics(dataset: str, x_train, y_train, x_test, y_test,
                     l2_reg_candidates: Optional[Sequence[float]] = None,
                     shots: Sequence[int] = DEFAULT_SHOTS,
                     seeds: Sequence[int] = DEFAULT_SEEDS,
-                    holdout_fraction: float = 0.2) -> Dict[str, float]:
+                    holdout_fraction: float = 0.2,
+                    protocol: str = DEFAULT_PROTOCOL) -> Dict[str, float]:
   """Few-shot accuracy of one dataset's precomputed representations.
 
   For every k in `shots` and seed in `seeds`, draws a k-shot sample of the
@@ -397,12 +497,16 @@ def fewshot_metrics(dataset: str, x_train, y_train, x_test, y_test,
                        the k-shot sample (seeded by the same seed), then
                        refitted on the whole sample. Needs k >= 2.
 
+  `protocol` (one of PROTOCOLS, see module) maps every (k, seed)'s features
+  with that k-shot sample's statistics.
+
   Returns:
     {'fewshot/<dataset>/<k>shot': mean accuracy over seeds,
      'fewshot/<dataset>/<k>shot_std': its standard deviation over seeds
      (population, ddof=0: 0.0 for a single seed)} for every k.
   """
   dataset = _check_dataset(dataset)
+  protocol = _check_protocol(protocol)
   num_classes = _check_num_classes(num_classes)
   if (l2_reg is None) == (l2_reg_candidates is None):
     raise ValueError(f'Pass exactly one of l2_reg and l2_reg_candidates; got '
@@ -437,9 +541,11 @@ def fewshot_metrics(dataset: str, x_train, y_train, x_test, y_test,
       strength = l2_reg
       if l2_reg_candidates is not None:
         strength = select_l2_reg(x_shots, y_shots, num_classes,
-                                 l2_reg_candidates, holdout_fraction, seed)
+                                 l2_reg_candidates, holdout_fraction, seed,
+                                 protocol)
       accuracies.append(ridge_fewshot_accuracy(
-          x_shots, y_shots, x_test, y_test, num_classes, float(strength)))
+          x_shots, y_shots, x_test, y_test, num_classes, float(strength),
+          protocol))
     metrics[f'fewshot/{dataset}/{k}shot'] = float(np.mean(accuracies))
     metrics[f'fewshot/{dataset}/{k}shot_std'] = float(np.std(accuracies))
   return metrics

@@ -1,7 +1,8 @@
 """Few-shot linear evaluation of a model, over several datasets.
 
-    evaluator = FewShotEvaluator(features_fn, datasets, mesh, shots=(1, 5, 10, 25),
-                                 seeds=(0, 1, 2), l2_reg=1.0)
+    evaluator = FewShotEvaluator(features_fn, datasets, mesh,
+                                 shots=(1, 5, 10, 25), seeds=(0, 1, 2),
+                                 l2_reg=16.0)
     metrics = evaluator.run(params)  # {'fewshot/<dataset>/<k>shot': ...}
 
 Per evaluation, each dataset's train and test representations are computed
@@ -12,12 +13,16 @@ every process computes it on the same, replicated features.
 
 The strength: `l2_reg` alone fixes it; with `l2_reg_candidates` it is
 chosen per (k, seed) on held-out k-shot examples for k >= 2, and `l2_reg`
-is used for k = 1, where nothing can be held out. Features are used as
-the model gives them, so the strength is in units of squared features.
+is used for k = 1, where nothing can be held out. With the default
+`protocol='standardized'` (big_vision's) each k-shot sample's features are
+standardised before the solve, so the strength does not depend on the
+scale of the representation; with 'raw' they are used as the model gives
+them and the strength is in units of squared features (see `fewshot.py`).
 
 Each dataset's whole train split is encoded, then sampled: for large
 datasets name a slice (e.g. 'train[:10%]') holding at least max(shots)
-examples of every class.
+examples of every class. `check()` verifies this from the label counts
+alone, without decoding an image, before training starts.
 """
 
 import time
@@ -25,6 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
+import numpy as np
 
 from vit_jax.evaluate import fewshot
 from vit_jax.evaluate import representations
@@ -73,11 +79,15 @@ class FewShotEvaluator:
       standard deviation over seeds.
     l2_reg, l2_reg_candidates, holdout_fraction: the ridge strength, see
       the module docstring.
+    protocol: how features enter the solve, one of `fewshot.PROTOCOLS`:
+      'standardized' (big_vision's, the default) or 'raw'.
     batch_size: global batch size of the representation pass.
     data_dir: default TFDS data directory of the datasets.
     prefix: metric group.
-    iterator_fn, num_classes_fn: `data.eval_iterator` / `data.num_classes`
-      by default (tests pass their own).
+    iterator_fn, num_classes_fn, label_counts_fn: `data.eval_iterator` /
+      `data.num_classes` / `data.label_counts` by default (tests pass their
+      own); `label_counts_fn(data_config, split)` gives the int examples per
+      class, [num_classes], and is only used by `check()`.
   """
 
   def __init__(self, features_fn: Callable,
@@ -86,10 +96,13 @@ class FewShotEvaluator:
                seeds: Sequence[int] = fewshot.DEFAULT_SEEDS,
                l2_reg: Optional[float] = None,
                l2_reg_candidates: Optional[Sequence[float]] = None,
-               holdout_fraction: float = 0.2, batch_size: int = 256,
-               data_dir: Optional[str] = None, prefix: str = 'fewshot',
+               holdout_fraction: float = 0.2,
+               protocol: str = fewshot.DEFAULT_PROTOCOL,
+               batch_size: int = 256, data_dir: Optional[str] = None,
+               prefix: str = 'fewshot',
                iterator_fn: Callable[..., Any] = None,
-               num_classes_fn: Callable[[Any], int] = None):
+               num_classes_fn: Callable[[Any], int] = None,
+               label_counts_fn: Callable[[Any, str], np.ndarray] = None):
     if not datasets:
       raise ValueError('FewShotEvaluator needs at least one dataset.')
     self._datasets = {fewshot._check_dataset(key): dataset_entry(  # pylint: disable=protected-access
@@ -111,6 +124,7 @@ class FewShotEvaluator:
     self._l2_reg_candidates = (list(l2_reg_candidates)
                                if l2_reg_candidates else None)
     self._holdout_fraction = holdout_fraction
+    self._protocol = fewshot._check_protocol(protocol)  # pylint: disable=protected-access
     self._batch_size = batch_size
     self._mesh = mesh
     self._prefix = prefix
@@ -120,11 +134,15 @@ class FewShotEvaluator:
       num_classes_fn = num_classes_fn or data.num_classes
     self._iterator_fn = iterator_fn
     self._num_classes_fn = num_classes_fn
+    self._label_counts_fn = label_counts_fn
     self._encoder = representations.make_encoder(features_fn, mesh)
 
+  def _source_config(self, entry) -> Dict[str, Any]:
+    return {'name': entry['name'], 'data_dir': entry['data_dir'],
+            'folder': entry['folder']}
+
   def _data_config(self, entry) -> Dict[str, Any]:
-    config = {'name': entry['name'], 'data_dir': entry['data_dir'],
-              'folder': entry['folder']}
+    config = self._source_config(entry)
     num_classes = self._num_classes_fn(config)
     pp = entry['pp']
     if 'onehot(' not in pp:
@@ -137,6 +155,55 @@ class FewShotEvaluator:
                                 process_count=jax.process_count())
     return representations.compute_representations(
         self._encoder, params, batches, self._mesh)
+
+  def check(self) -> None:
+    """Raises ValueError unless every train split can give max(shots)-shot.
+
+    Runs before training starts, from label counts only (no image is
+    decoded). Every class of a dataset's train split needs max(shots)
+    examples: `fewshot.sample_k_shot` draws exactly k per class, and a class
+    short of examples stops the evaluation. Strength selection with
+    `l2_reg_candidates` needs nothing more from the split: `select_l2_reg`
+    holds examples out of the k-shot sample itself, at least one per class
+    while keeping one, which k >= 2 allows (the constructor already requires
+    `l2_reg` for k = 1).
+
+    Raises:
+      ValueError: naming the dataset, its split, the classes short of
+        examples (the first few) with their counts, and the largest k that
+        every class can supply.
+    """
+    label_counts_fn = self._label_counts_fn
+    if label_counts_fn is None:
+      from vit_jax import data  # pylint: disable=g-import-not-at-top
+      label_counts_fn = data.label_counts
+    needed = max(self._shots)
+    for key, entry in self._datasets.items():
+      config = self._source_config(entry)
+      split = entry['train_split']
+      counts = np.asarray(label_counts_fn(config, split))
+      num_classes = self._num_classes_fn(config)
+      if counts.shape != (num_classes,):
+        raise ValueError(f'Few-shot dataset {key!r}: label counts of split '
+                         f'{split!r} have shape {counts.shape}, but '
+                         f'{entry["name"]!r} has {num_classes} classes.')
+      short = np.flatnonzero(counts < needed)
+      if not short.size:
+        continue
+      shown = ', '.join(f'class {c}: {counts[c]}' for c in short[:5])
+      more = f', and {short.size - 5} more' if short.size > 5 else ''
+      largest = int(counts.min())
+      if largest >= 1:
+        advice = (f'the largest k every class can supply is {largest}; '
+                  f'lower shots {self._shots} to it or use a larger split')
+      else:
+        advice = ('no k works until every class has an example; use a '
+                  'larger split')
+      raise ValueError(
+          f'Few-shot dataset {key!r} ({entry["name"]!r}, split {split!r}): '
+          f'{needed}-shot evaluation needs {needed} examples of every class, '
+          f'but {short.size} of {num_classes} classes have fewer ({shown}'
+          f'{more}); {advice}.')
 
   def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
     del step
@@ -155,7 +222,7 @@ class FewShotEvaluator:
             l2_reg=None if select else self._l2_reg,
             l2_reg_candidates=self._l2_reg_candidates if select else None,
             shots=[k], seeds=self._seeds,
-            holdout_fraction=self._holdout_fraction)
+            holdout_fraction=self._holdout_fraction, protocol=self._protocol)
         metrics.update({f'{self._prefix}/{name.split("/", 1)[1]}': value
                         for name, value in results.items()})
       logging.info('Few-shot %s: representations of %d + %d examples in '
