@@ -11,7 +11,7 @@ and eval iterators the train loop consumes.
 TensorFlow runs the pipeline on the CPU. It is imported only when one of
 these functions is called (never by importing this package), and hidden from
 GPUs (see `tensorflow_cpu.py`), so models, optimizers and steps run without
-it (DESIGN.md).
+it (docs/DESIGN.md).
 
 `data_config` fields, with `default_config()`'s values:
   name: 'digits' (embedded, prepared offline on first use), 'image_folder',
