@@ -118,6 +118,31 @@ def test_digits_prepares_offline_with_fixed_splits(digits_dir, tmp_path):
                                 np.sort(test['id']))
 
 
+def test_digits_prepares_without_download_messages_or_tf_log_lines(tmp_path):
+  """Preparing digits in a fresh data_dir prints nothing: no TFDS download
+  messages or progress bars, no TensorFlow C++ INFO / WARNING lines (among
+  them oneDNN's notice, on CPUs where oneDNN is on)."""
+  code = ('import sys\n'
+          'from vit_jax.data import digits\n'
+          'builder = digits.prepared_builder(sys.argv[1])\n'
+          'assert len(list(builder.as_dataset(split="test"))) == 360\n')
+  env = {name: value for name, value in os.environ.items()
+         if name != 'TF_CPP_MIN_LOG_LEVEL'}  # vit_jax's default, not the user's
+  result = subprocess.run(
+      [sys.executable, '-c', code, str(tmp_path / 'tfds')], cwd=REPO_ROOT,
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  output = result.stdout + result.stderr
+  assert result.returncode == 0, output
+  for noise in ('Downloading and preparing', 'downloaded and prepared',
+                'Generating splits', 'oneDNN', 'cpu_feature_guard',
+                'has no dataset_info', 'absl::InitializeLog'):
+    assert noise not in output, output
+  # TensorFlow's C++ log lines start with their level and a date: I0000 ...
+  tf_log_lines = [line for line in output.splitlines()
+                  if len(line) > 5 and line[0] in 'IW' and line[1:5].isdigit()]
+  assert not tf_log_lines, output
+  assert (tmp_path / 'tfds' / 'digits' / '1.0.0').is_dir()
+
 def test_dataset_info_for_digits(digits_dir):
   info = data.dataset_info(digits_config(digits_dir))
   assert info == {'num_classes': 10, 'image_shape': (8, 8, 1),

@@ -1,7 +1,11 @@
-"""The README's promises: its test command is CI's, the listing prints."""
+"""The README's promises: its test command is CI's, the listing prints, and
+every package the code imports is declared in the requirements files."""
 
+import ast
 import os
 import re
+import sys
+import tomllib
 
 from vit_jax.models import __main__ as zoo
 
@@ -36,6 +40,23 @@ def test_readme_main_job_is_the_digits_run():
           in main_jobs[0])
 
 
+def test_docs_point_inside_the_repository():
+  """The design notes live in docs/; nothing refers to the old copy outside
+  the repository (the strings are split so this file does not match)."""
+  outside = ('../' 'shared', 'shared/' 'DESIGN')
+  assert '`docs/DESIGN.md`' in _read('README.md')
+  assert os.path.isfile(os.path.join(ROOT, 'docs', 'DESIGN.md'))
+  paths = ['README.md']
+  for directory in ('vit_jax', 'tests', 'configs', 'benchmarks', 'launch',
+                    'docs'):
+    for root, _, files in os.walk(os.path.join(ROOT, directory)):
+      paths += [os.path.relpath(os.path.join(root, name), ROOT)
+                for name in files if name.endswith(('.py', '.md'))]
+  for path in paths:
+    text = _read(path)
+    assert not any(pattern in text for pattern in outside), path
+
+
 def test_listing_prints_a_row_per_variant(capsys):
   zoo.main(['--family', 'mixer'])
   lines = capsys.readouterr().out.strip().splitlines()
@@ -49,3 +70,122 @@ def test_listing_prints_a_row_per_variant(capsys):
   # FLOPs each, plus the elementwise work (GELU's erf: ~3% here).
   gmacs = float(rows[('mixer', 'B/16')][1]) / 2
   assert 12.6 <= gmacs <= 12.6 * 1.04
+
+
+# ----------------------------------------------------------------------------
+# Every third-party import is a declared requirement.
+
+# Top-level import name -> distribution name, where they differ by more than
+# case and '-' vs '_'. A name absent here is taken as its own distribution.
+IMPORT_TO_DISTRIBUTION = {
+    'PIL': 'Pillow',
+    'absl': 'absl-py',
+    'cv2': 'opencv-python',
+    'orbax': 'orbax-checkpoint',
+    'skimage': 'scikit-image',
+    'sklearn': 'scikit-learn',
+    'tensorflow': 'tensorflow-cpu',
+    'yaml': 'PyYAML',
+}
+
+# Imported only by the golden-file generators tests/make_golden*.py, which
+# are run by hand (see their docstrings); the tests read their committed
+# output and never import these.
+HAND_RUN_ONLY = {'timm', 'torch', 'transformers'}
+
+# (directory, requirements files its imports may use). The library and the
+# recipes get the runtime list only; tests and benchmarks also the test list.
+IMPORT_SCOPES = (
+    ('vit_jax', ('requirements.txt',)),
+    ('configs', ('requirements.txt',)),
+    ('tests', ('requirements.txt', 'requirements-test.txt')),
+    ('benchmarks', ('requirements.txt', 'requirements-test.txt')),
+)
+
+
+def _canonical(distribution):
+  return re.sub(r'[-_.]+', '-', distribution).lower()
+
+
+def declared_distributions(*requirement_files):
+  """Canonical names of the distributions listed in requirement files."""
+  names = set()
+  for name in requirement_files:
+    for line in _read(name).splitlines():
+      line = line.split('#', 1)[0].strip()
+      if line and not line.startswith('-'):
+        names.add(_canonical(re.match(r'[A-Za-z0-9._-]+', line).group()))
+  return names
+
+
+def top_level_imports(source):
+  """Top-level names of the absolute imports in Python source."""
+  names = set()
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.Import):
+      names.update(alias.name.split('.')[0] for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      names.add(node.module.split('.')[0])
+  return names
+
+
+def undeclared_imports(imports, declared, local_modules=()):
+  """The third-party names in `imports` whose distribution is not declared."""
+  third_party = (set(imports) - set(sys.stdlib_module_names)
+                 - set(local_modules) - {'vit_jax'})
+  return sorted(name for name in third_party if _canonical(
+      IMPORT_TO_DISTRIBUTION.get(name, name)) not in declared)
+
+
+def _python_files(directory):
+  for root, _, files in os.walk(os.path.join(ROOT, directory)):
+    for name in sorted(files):
+      if name.endswith('.py'):
+        yield os.path.join(root, name)
+
+
+def test_every_third_party_import_is_a_declared_requirement():
+  problems = []
+  for directory, requirement_files in IMPORT_SCOPES:
+    declared = declared_distributions(*requirement_files)
+    # Scripts beside each other import each other (tests/tiny.py, ...).
+    local_modules = {os.path.splitext(os.path.basename(path))[0]
+                     for path in _python_files(directory)}
+    for path in _python_files(directory):
+      with open(path) as f:
+        imports = top_level_imports(f.read())
+      relative = os.path.relpath(path, ROOT)
+      if os.path.basename(path).startswith('make_golden'):
+        imports -= HAND_RUN_ONLY
+      for name in undeclared_imports(imports, declared, local_modules):
+        problems.append(f'{relative} imports {name!r} (distribution '
+                        f'{IMPORT_TO_DISTRIBUTION.get(name, name)!r}), which '
+                        f'is not in {" or ".join(requirement_files)}')
+  assert not problems, '\n'.join(problems)
+
+
+def test_import_check_catches_an_undeclared_package():
+  declared = declared_distributions('requirements.txt')
+  source = ('import os\nimport numpy as np\nimport yaml\n'
+            'from PIL import Image\nfrom sklearn import svm\n'
+            'from . import sibling\nimport vit_jax.models\n')
+  assert undeclared_imports(top_level_imports(source), declared) == [
+      'PIL', 'yaml']
+  test_declared = declared_distributions('requirements.txt',
+                                         'requirements-test.txt')
+  assert undeclared_imports(top_level_imports(source), test_declared) == [
+      'yaml']
+  # torch is allowed in the hand-run golden generators only.
+  assert undeclared_imports({'torch'}, test_declared) == ['torch']
+
+
+def test_package_metadata_reads_the_requirements_files():
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    pyproject = tomllib.load(f)
+  assert pyproject['project']['requires-python'] == '>=3.11'
+  assert set(pyproject['project']['dynamic']) == {'dependencies',
+                                                  'optional-dependencies'}
+  dynamic = pyproject['tool']['setuptools']['dynamic']
+  assert dynamic['dependencies'] == {'file': ['requirements.txt']}
+  assert dynamic['optional-dependencies'] == {
+      'test': {'file': ['requirements-test.txt']}}

@@ -1,7 +1,7 @@
 """Where a run's numbers go: `metrics.jsonl`, TensorBoard events, the console.
 
 `metrics.jsonl` holds one JSON object per logging event, always with
-"step", metric names as `group/name` (DESIGN.md). TensorBoard event files
+"step", metric names as `group/name` (docs/DESIGN.md). TensorBoard event files
 are written under `tb/` without TensorFlow: records are serialised with
 TensorBoard's protobuf classes and framed as TFRecords here (length, masked
 CRC-32C of the length, data, masked CRC-32C of the data), so GPU machines

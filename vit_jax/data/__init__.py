@@ -17,7 +17,7 @@ the corrupt files that `skip_corrupt` left out of this process's share.
 TensorFlow runs the pipeline on the CPU. It is imported only when one of
 these functions is called (never by importing this package), and hidden from
 GPUs (see `tensorflow_cpu.py`), so models, optimizers and steps run without
-it (DESIGN.md).
+it (docs/DESIGN.md).
 
 `data_config` fields, with `default_config()`'s values:
   name: 'digits' (embedded, prepared offline on first use), 'image_folder',

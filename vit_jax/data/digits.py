@@ -11,11 +11,20 @@ Splits are fixed: a permutation of the 1,797 rows drawn once with
 other 360 'test'. The split is not stratified; every class has between 27 and
 46 test examples (see `tests/test_data.py`). Pixel values 0..16 are scaled to
 0..255 as round(v * 255 / 16), so 0 -> 0 and 16 -> 255.
+
+Preparing it is quiet: TFDS's "Downloading and preparing dataset ..." /
+"Dataset ... downloaded and prepared" lines, its progress bars and its log
+records below ERROR are for downloads, which this builder never does; they
+are dropped (only while digits is prepared), and two INFO log lines say
+where the dataset is written.
 """
 
+import contextlib
+import logging
 import os
 from typing import Iterator, Optional, Tuple
 
+from absl import logging as absl_logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -74,6 +83,15 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         homepage='https://archive.ics.uci.edu/dataset/80',
     )
 
+  # TFDS prints these two with `print` for datasets it downloads, to tell
+  # the user what is being fetched; nothing is fetched here.
+  def _log_download_bytes(self) -> None:
+    absl_logging.info('Preparing the embedded digits dataset in %s.',
+                      self.data_dir)
+
+  def _log_download_done(self) -> None:
+    absl_logging.info('Digits dataset prepared in %s.', self.data_dir)
+
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the data ships with scikit-learn.
     images, labels = _load_images_and_labels()
@@ -94,8 +112,10 @@ def default_data_dir() -> str:
 
 def prepared_builder(data_dir: Optional[str] = None) -> Digits:
   """The digits builder in `data_dir`, prepared there first if needed."""
-  builder = Digits(data_dir=data_dir)
-  if not builder.is_prepared():
+  with _quiet_tfds():  # Finding no prepared version in data_dir is logged.
+    builder = Digits(data_dir=data_dir)
+    if builder.is_prepared():
+      return builder
     try:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(try_download_gcs=False))
@@ -106,3 +126,33 @@ def prepared_builder(data_dir: Optional[str] = None) -> Digits:
       if not builder.is_prepared():
         raise
   return builder
+
+
+class _DropTfdsRecords(logging.Filter):
+  """Drops TFDS's own log records below ERROR (e.g. 'Variant folder ... has
+  no dataset_info.json', logged when a builder finds nothing prepared)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    from_tfds = (os.sep + 'tensorflow_datasets' + os.sep) in record.pathname
+    return record.levelno >= logging.ERROR or not from_tfds
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """No TFDS progress bars and no TFDS log records below ERROR, for a block.
+
+  TFDS keeps the progress-bar switch in a module global with no getter; it
+  is read so that a caller who turned the bars off keeps them off.
+  """
+  tqdm_utils = tfds.core.utils.tqdm_utils
+  bars_were_on = getattr(tqdm_utils, '_active', True)
+  records_filter = _DropTfdsRecords()
+  absl_logger = logging.getLogger('absl')
+  tfds.disable_progress_bar()
+  absl_logger.addFilter(records_filter)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(records_filter)
+    if bars_were_on:
+      tfds.enable_progress_bar()

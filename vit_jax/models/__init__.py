@@ -1,5 +1,5 @@
 """Model families and `get_model`, the one way the rest of the code builds
-a model (see DESIGN.md):
+a model (see docs/DESIGN.md):
 
     model = get_model('vit', variant='B/16', num_classes=1000, pool_type='map')
     logits, aux = model.apply({'params': params}, images, train=False)
