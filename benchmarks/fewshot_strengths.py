@@ -20,17 +20,16 @@ import json
 import jax
 import numpy as np
 
-from vit_jax import checkpoint, data, train
+from vit_jax import build, checkpoint, data, workdir
 from vit_jax.evaluate import fewshot, representations
-from vit_jax.evaluate.__main__ import load_workdir_config
 from vit_jax.evaluate.fewshot_evaluator import dataset_entry
 
 
-def _representations(config, entry_config, params, model, mesh):
+def _representations(config, entry_config, params, fns, mesh):
   """{dataset: (x_train, y_train, x_test, y_test, num_classes)}."""
   encoder = representations.make_encoder(
-      representations.representation_fn(
-          model, entry_config.get('representation', 'pre_logits')), mesh)
+      fns.representation(entry_config.get('representation', 'pre_logits')),
+      mesh)
   batch_size = config.get('eval_batch_size') or config.batch_size
   result = {}
   for key, entry in entry_config['datasets'].items():
@@ -62,8 +61,8 @@ def main():
                       '";" between grids, e.g. --candidates="-2,0,2;0,4,8"')
   args = parser.parse_args()
 
-  config = load_workdir_config(args.workdir)
-  run = train.build_run(config, data)
+  config = workdir.read_config(args.workdir)
+  run = build.build_run(config, data)
   checkpointer = checkpoint.TrainCheckpointer(
       f'{args.workdir}/checkpoints', read_only=True)
   try:
@@ -72,7 +71,7 @@ def main():
   finally:
     checkpointer.close()
   features = _representations(config, config.evals[args.eval].to_dict(),
-                              params, run.model, run.mesh)
+                              params, build.eval_functions(run), run.mesh)
   del params
   jax.clear_caches()
 

@@ -12,10 +12,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, evaluate, models, sharding, train
+from vit_jax import build, checkpoint, evaluate, models, sharding, train
+from vit_jax import config as config_lib
 from vit_jax.evaluate import fewshot, fewshot_evaluator, reconstruction
 from vit_jax.evaluate import representations
-from vit_jax.evaluate.__main__ import evaluate_workdir, load_workdir_config
+from vit_jax.evaluate.__main__ import evaluate_workdir
+from vit_jax.workdir import read_config as load_workdir_config
 from vit_jax.models import mae
 
 from tiny import ROOT, tiny_config, tiny_mae_config
@@ -173,7 +175,7 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
                      rng.integers(0, 10, 50))}
   params = _init(model, splits['test'][0][:1])
   evaluator = fewshot_evaluator.FewShotEvaluator(
-      model, {'toy': {'name': 'unused', 'pp': 'x'},
+      representations.representation_fn(model), {'toy': {'name': 'unused', 'pp': 'x'},
               'toy2': {'name': 'unused', 'pp': 'x', 'test_split': 'train'}},
       sharding.make_mesh(-1, 1), shots=(1, 5), seeds=(0, 3), l2_reg=0.5,
       l2_reg_candidates=(0.1, 10.0), batch_size=32,
@@ -197,7 +199,7 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
   assert metrics['fewshot/toy2/5shot'] != metrics['fewshot/toy/5shot']
 
   raw_evaluator = fewshot_evaluator.FewShotEvaluator(
-      model, {'toy': {'name': 'unused', 'pp': 'x'}},
+      representations.representation_fn(model), {'toy': {'name': 'unused', 'pp': 'x'}},
       sharding.make_mesh(-1, 1), shots=(5,), seeds=(0, 3), l2_reg=0.5,
       protocol='raw', batch_size=32, iterator_fn=_synthetic_iterator(splits),
       num_classes_fn=lambda c: 10)
@@ -230,7 +232,8 @@ def test_fewshot_evaluator_bad_settings_are_named(kwargs, pattern):
   datasets = settings.pop('datasets')
   with pytest.raises(ValueError, match=pattern):
     fewshot_evaluator.FewShotEvaluator(
-        models.get_model('vit', **VIT), datasets, sharding.make_mesh(-1, 1),
+        representations.representation_fn(models.get_model('vit', **VIT)),
+        datasets, sharding.make_mesh(-1, 1),
         num_classes_fn=lambda c: 10, iterator_fn=lambda *a, **k: iter(()),
         **settings)
 
@@ -249,7 +252,7 @@ def _evaluator_to_check(counts, **settings):
 
   settings = {'l2_reg': 1.0, **settings}
   evaluator = fewshot_evaluator.FewShotEvaluator(
-      models.get_model('vit', **VIT),
+      representations.representation_fn(models.get_model('vit', **VIT)),
       {'first': {'name': 'a', 'pp': 'x', 'train_split': 'train[:40]'},
        'second': {'name': 'b', 'pp': 'x'}},
       sharding.make_mesh(-1, 1), num_classes_fn=lambda c: 4,
@@ -295,7 +298,8 @@ def test_fewshot_check_names_classes_short_of_examples(counts, settings,
 
 def test_fewshot_check_lists_the_first_short_classes():
   evaluator = fewshot_evaluator.FewShotEvaluator(
-      models.get_model('vit', **VIT), {'d': {'name': 'a', 'pp': 'x'}},
+      representations.representation_fn(models.get_model('vit', **VIT)),
+      {'d': {'name': 'a', 'pp': 'x'}},
       sharding.make_mesh(-1, 1), l2_reg=1.0, shots=(10,),
       num_classes_fn=lambda c: 12, iterator_fn=lambda *a, **k: iter(()),
       label_counts_fn=lambda config, split: np.arange(12))
@@ -314,14 +318,17 @@ def test_fewshot_check_lists_the_first_short_classes():
     ({'x': {'kind': 'fewshot', 'l2_reg': 1.0, 'datasets': DIGITS_FEWSHOT,
             'protocol': 'none'}},
      r"protocol 'none'; valid choices: \['standardized', 'raw'\]"),
-    ({'x': {'kind': 'reconstruction'}}, 'needs an MAE model, got ViT'),
+    ({'x': {'kind': 'reconstruction'}}, "needs an MAE run.*'supervised'"),
     ({'val': {'kind': 'classification'}}, "clashes with the classifier"),
 ])
 def test_bad_evals_config_is_named(evals, pattern, data_dir):
   config = tiny_config(data_dir, evals=ml_collections.ConfigDict(evals))
-  model = train.build_model(config.model)
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=pattern):
-    evaluate.build_evaluators(config, model, sharding.make_mesh(-1, 1), None)
+    resolved = config_lib.resolve(config)  # fields and kinds
+    run = build.build_run(resolved, data)
+    evaluate.build_evaluators(resolved, build.eval_functions(run), run.mesh,
+                              None)
 
 
 # ---------------------------------------------------- reconstruction PNG --
@@ -447,7 +454,7 @@ def test_mae_pretrain_fewshot_plots_then_finetune(tmp_path, data_dir):
   # The evaluator's loss is the model's own loss over the whole test split
   # (360 = 11 x 32 + 8: the last batch is padded), with the evaluation masks
   # of each batch position: noise drawn from EVAL_MASK_SEED per batch.
-  model = train.build_model(config.model)
+  model = build.build_model(config.model)
   params = checkpoint.restore_params(os.path.join(mae_dir, 'checkpoints'))
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   noise = jax.random.uniform(jax.random.PRNGKey(mae.EVAL_MASK_SEED),

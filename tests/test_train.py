@@ -14,7 +14,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, optim, sharding, train
+from vit_jax import build, checkpoint, optim, sharding, train
+from vit_jax import config as config_lib
+from vit_jax import workdir as workdir_lib
+from vit_jax.evaluate import representations
 from vit_jax.evaluate import fewshot_evaluator
 
 from tiny import load_config as _load_config, tiny_config
@@ -57,9 +60,10 @@ class _Killed(Exception):
   pass
 
 
-def test_resume_is_exact(tmp_path, data_dir, monkeypatch):
-  config = tiny_config(data_dir, total_steps=20, eval_every_steps=None, **{
-      'checkpoint.every_steps': 10, 'model.dropout': 0.1})
+def test_resume_is_exact(tmp_path, data_dir, monkeypatch, capfd):
+  config = tiny_config(data_dir, total_steps=20, eval_every_steps=None,
+                       log_every_steps=1, **{
+                           'checkpoint.every_steps': 10, 'model.dropout': 0.1})
   straight = str(tmp_path / 'straight')
   train.train_and_evaluate(config, straight)
 
@@ -77,10 +81,18 @@ def test_resume_is_exact(tmp_path, data_dir, monkeypatch):
   monkeypatch.setattr(train, '_check_finite', check)
   assert sorted(os.listdir(os.path.join(interrupted, 'checkpoints'))) == [
       '10']
+  assert not os.path.exists(os.path.join(interrupted, 'lock'))
+  with open(os.path.join(interrupted, 'error')) as f:
+    assert '_Killed' in f.read()
+  capfd.readouterr()
   train.train_and_evaluate(config, interrupted)  # resumes from step 10
+  assert 'Resuming from step 10 of 20' in capfd.readouterr().err
+  # Rows of steps 11 and 12, logged before the crash, appear once.
   steps = [r['step'] for r in train.read_metrics(interrupted)
            if 'train/loss' in r]
-  assert steps == [5, 10, 15, 20]
+  assert steps == list(range(1, 21))
+  assert os.path.exists(os.path.join(interrupted, 'done'))
+  assert not os.path.exists(os.path.join(interrupted, 'error'))
   _assert_trees_equal(_params(interrupted, 20), _params(straight, 20))
 
 
@@ -121,6 +133,17 @@ def test_corrupt_latest_checkpoint_is_skipped(tmp_path):
   checkpointer = checkpoint.TrainCheckpointer(directory, async_save=False)
   step, restored, data_state = checkpointer.restore_latest(abstract)
   assert step == 1 and data_state == {'step': 1}
+  # The unreadable step is moved aside, not deleted, and can be saved again.
+  assert checkpointer.moved_aside == [2]
+  names = sorted(os.listdir(directory))
+  assert names[0] == '1' and names[1].startswith('2.corrupt-'), names
+  assert checkpointer.all_steps() == [1]
+  checkpointer.save(2, state, {'step': 2})
+  assert checkpointer.all_steps() == [1, 2]
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.join(directory, '2'))
+  checkpointer.close()
+  checkpointer = checkpoint.TrainCheckpointer(directory, async_save=False)
   np.testing.assert_array_equal(restored['params']['w'],
                                 np.arange(6.0).reshape(2, 3))
   # Nothing readable at all: an error, never a silent fresh start.
@@ -130,6 +153,7 @@ def test_corrupt_latest_checkpoint_is_skipped(tmp_path):
         f.write(b'garbage')
   with pytest.raises(ValueError, match='No checkpoint .* could be restored'):
     checkpointer.restore_latest(abstract)
+  assert '1' in os.listdir(directory)  # nothing readable: nothing moved
   checkpointer.close()
 
 
@@ -138,11 +162,11 @@ def _step_setup(accum=1):
       'lr': 1e-3, 'wd': 1e-4, 'grad_clip_norm': 1.0,
       'optimizer': {'name': 'adamw'},
       'schedule': {'warmup_steps': 2, 'decay': 'cosine'}})
-  model = train.build_model(ml_collections.ConfigDict(dict(
+  model = build.build_model(ml_collections.ConfigDict(dict(
       name='vit', patch_size=4, width=32, depth=1, mlp_dim=64, num_heads=2,
       num_classes=10, pool_type='map')))
   tx, schedule = optim.make_optimizer(config, 10)
-  init_fn = train.make_init_fn(model, tx, (8, 8, 1))
+  init_fn = build.make_init_fn(model, tx, (8, 8, 1))
   step_fn = train.make_train_step(
       train.make_loss_fn(model, ml_collections.ConfigDict()), tx, schedule,
       accum)
@@ -204,7 +228,7 @@ def test_gradient_accumulation_matches_the_full_batch():
 ])
 def test_bad_config_is_a_clear_error(overrides, pattern, data_dir):
   with pytest.raises(ValueError, match=pattern):
-    train.validate_config(tiny_config(data_dir, **overrides), 8)
+    build.validate(config_lib.resolve(tiny_config(data_dir, **overrides)), 8)
 
 
 def _main(workdir, *flags, env=None, **popen):
@@ -222,7 +246,8 @@ def test_unknown_config_key_is_named(tmp_path):
   assert 'modle' in output
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
+def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path,
+                                                         data_dir):
   workdir = str(tmp_path / 'preempted')
   process = _main(workdir, f'--config.data.data_dir={data_dir}',
                   '--config.total_steps=100000', '--config.log_every_steps=5',
@@ -235,7 +260,9 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
     time.sleep(0.5)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=120)
-  assert process.returncode == 0, output
+  assert process.returncode == train.EXIT_PREEMPTED == 3, output
+  assert not os.path.exists(os.path.join(workdir, 'done'))
+  assert not os.path.exists(os.path.join(workdir, 'lock'))
   saved = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))]
   last_logged = train.read_metrics(workdir)[-1]['step']
   assert saved == [last_logged] and last_logged >= 5
@@ -271,9 +298,9 @@ def test_two_processes_match_one(tmp_path, data_dir):
     assert process.returncode == 0, output
 
   # The same global batches in one process: process 0's rows, then 1's.
-  model = train.build_model(config.model)
+  model = build.build_model(config.model)
   tx, schedule = optim.make_optimizer(config, config.total_steps)
-  init_fn = train.make_init_fn(model, tx, (8, 8, 1))
+  init_fn = build.make_init_fn(model, tx, (8, 8, 1))
   step_fn = train.make_train_step(train.make_loss_fn(model, config), tx,
                                   schedule)
   iterators = [data.train_iterator(config.data, 32, seed=config.seed,
@@ -300,7 +327,7 @@ def test_two_processes_match_one(tmp_path, data_dir):
   fewshot_config = _load_config('digits').evals.fewshot.to_dict()
   fewshot_config['datasets']['digits']['data_dir'] = data_dir
   one_process = fewshot_evaluator.FewShotEvaluator(
-      model, fewshot_config['datasets'], sharding.make_mesh(-1, 1),
+      representations.representation_fn(model), fewshot_config['datasets'], sharding.make_mesh(-1, 1),
       shots=fewshot_config['shots'], seeds=fewshot_config['seeds'],
       l2_reg=fewshot_config['l2_reg'],
       l2_reg_candidates=fewshot_config['l2_reg_candidates']).run(multihost)
@@ -370,9 +397,9 @@ def test_checkpoints_keep_the_last_n_and_every_kth(tmp_path):
     ({'TPU_WORKER_HOSTNAMES': 'host-0,host-1'}, True),
     ({'TPU_WORKER_HOSTNAMES': 'host-0'}, False)])
 def test_cluster_auto_detection(env, expected, monkeypatch):
-  from vit_jax import main  # pylint: disable=g-import-not-at-top
+  from vit_jax import cli  # pylint: disable=g-import-not-at-top
   for name in ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES'):
     monkeypatch.delenv(name, raising=False)
   for name, value in env.items():
     monkeypatch.setenv(name, value)
-  assert main._auto_detectable_cluster() == expected
+  assert cli._auto_detectable_cluster() == expected

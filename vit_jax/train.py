@@ -327,12 +327,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       workdir_lib.mark_failed(workdir, error)
     raise
   finally:
-    if checkpointer is not None:
-      checkpointer.close()
-    if writer is not None:
-      writer.close()
-    if lock is not None:
-      lock.release()
+    try:
+      if checkpointer is not None:  # a failing run still finishes its save
+        checkpointer.close()
+    finally:
+      if writer is not None:
+        writer.close()
+      if lock is not None:
+        lock.release()
   if stopped_at is not None:
     raise Preempted(stopped_at)
   if is_main:
