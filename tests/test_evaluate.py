@@ -111,9 +111,12 @@ def test_mae_representation_is_its_unmasked_encoder():
   latent, mask, _ = model.apply({'params': params}, images,
                                 method=model.encode)
   assert float(mask.sum()) == 0
-  cls = representations.representation_fn(model, 'pre_logits')
+  encoder, select_params = models.classifier_view('mae', model)
+  cls = representations.representation_fn(encoder, 'pre_logits',
+                                          select_params)
   np.testing.assert_allclose(cls(params, images), latent[:, 0], atol=1e-5)
-  tokens = representations.representation_fn(model, 'encoder_norm')
+  tokens = representations.representation_fn(encoder, 'encoder_norm',
+                                             select_params)
   np.testing.assert_allclose(tokens(params, images), latent.mean(axis=1),
                              atol=1e-5)  # token order does not matter
 

@@ -47,7 +47,6 @@ def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
                 ) -> List[str]:
   """The representations `representation_fn(model, layer)` can take: aux
   keys and module paths (shapes only are computed)."""
-  model, _ = _evaluated_model(model)
   images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
 
