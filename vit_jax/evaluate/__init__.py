@@ -103,7 +103,8 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
         raise ValueError(f'evals.{name}: classification needs a supervised '
                          f'run; objective is {config.objective!r}.')
       evaluator = classification.ClassificationEvaluator(
-          fns.predict, fns.example_loss, config.data, entry['split'] or eval_split, batch_size, mesh,
+          fns.predict, fns.example_loss, config.data,
+          entry['split'] or eval_split, batch_size, mesh,
           prefix=entry['prefix'] or name)
     elif kind == 'fewshot':
       if not entry['datasets']:
