@@ -32,11 +32,12 @@ from vit_jax import data as data_lib
 from vit_jax import evaluate
 from vit_jax import models
 from vit_jax import optim
+from vit_jax import weights
+from vit_jax.models import common
 
 OBJECTIVES = ('supervised', 'mae')
 LOSSES = ('softmax_xent', 'sigmoid_xent')
 DTYPES = ('float32', 'bfloat16', 'float16')
-INIT_KINDS = ('own', 'npz', 'timm')
 
 
 class _Required:
@@ -138,14 +139,8 @@ def _resolve_model(given: Dict[str, Any]) -> Dict[str, Any]:
   # Sizes may come from the variant table; only name the given keys.
   resolved = dict(given)
   if resolved.get('dtype') is not None:
-    _check_choice('model.dtype', resolved['dtype'], DTYPES)
+    common.check_choice('model.dtype', resolved['dtype'], DTYPES)
   return resolved
-
-
-def _check_choice(name: str, value: Any, choices) -> None:
-  if value not in choices:
-    raise ValueError(f'Unknown {name} {value!r}; valid choices: '
-                     f'{list(choices)}')
 
 
 def resolve(config: Any) -> ml_collections.ConfigDict:
@@ -158,8 +153,8 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
   sections = {name: _as_dict(given.pop(name, None), name)
               for name in SECTIONS}
   top = _fill(given, TOP_LEVEL_DEFAULTS, '')
-  _check_choice('objective', top['objective'], OBJECTIVES)
-  _check_choice('loss', top['loss'], LOSSES)
+  common.check_choice('objective', top['objective'], OBJECTIVES)
+  common.check_choice('loss', top['loss'], LOSSES)
   for key in ('total_steps', 'batch_size'):
     if not isinstance(top[key], int) or top[key] < 1:
       raise ValueError(f'config.{key} must be a positive integer, got '
@@ -174,17 +169,18 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
 
   optimizer = sections['optimizer'] or {'name': 'adamw'}
   name = optimizer.get('name', 'adamw')
-  _check_choice('optimizer.name', name, optim.OPTIMIZERS)
+  common.check_choice('optimizer.name', name, optim.OPTIMIZERS)
   resolved['optimizer'] = _fill(
       optimizer, {'name': name, **optim.OPTIMIZER_OPTIONS[name]},
       'optimizer.')
   resolved['schedule'] = _fill(sections['schedule'], optim.SCHEDULE_DEFAULTS,
                                'schedule.')
-  _check_choice('schedule.decay', resolved['schedule']['decay'],
+  common.check_choice('schedule.decay', resolved['schedule']['decay'],
                 optim.DECAYS)
   for section, defaults in SECTION_DEFAULTS.items():
     resolved[section] = _fill(sections[section], defaults, f'{section}.')
-  _check_choice('init_from.kind', resolved['init_from']['kind'], INIT_KINDS)
+  common.check_choice('init_from.kind', resolved['init_from']['kind'],
+                      weights.INIT_KINDS)
 
   evals = {}
   for entry_name, entry in sections['evals'].items():

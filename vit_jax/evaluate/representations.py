@@ -19,7 +19,7 @@ An MAE model is evaluated through its encoder, as the ViT that
 and 'encoder_norm' the average of all its output tokens.
 """
 
-from typing import Any, Callable, Iterable, List, Mapping, Tuple
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -66,18 +66,14 @@ def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
   return sorted(aux) + sorted(path for path in paths if path)
 
 
-def _same(params):
-  return params
-
-
 def representation_fn(model: nn.Module, layer: str = 'pre_logits',
-                      select_params: Callable = _same) -> FeaturesFn:
+                      select_params: Optional[Callable] = None) -> FeaturesFn:
   """features_fn(params, images [B, H, W, C]) -> float32 [B, D] (jittable).
 
   `model` follows the classifier contract (`logits, aux = apply(...)`);
   `select_params` maps the trained params to its params (for an MAE,
   `models.classifier_view('mae', model)` gives the encoder and
-  `mae.encoder_params`).
+  `mae.encoder_params`); None: the params as they are.
   Raises ValueError at the first call if `layer` is neither an aux key nor
   a module path of the model, listing the ones it has.
   """
@@ -86,7 +82,7 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits',
                      f'{layer!r}.')
 
   def features_fn(params, images):
-    variables = {'params': select_params(params)}
+    variables = {'params': select_params(params) if select_params else params}
     is_layer = lambda module, method: (  # noqa: E731
         method == '__call__' and _module_path(module) == layer)
     (_, aux), state = model.apply(variables, images, train=False,
