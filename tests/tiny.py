@@ -59,3 +59,28 @@ def tiny_mae_config(data_dir, **overrides):
   config.log_every_steps = 5
   config.checkpoint.every_steps = 5
   return override(config, overrides)
+
+
+def multihost_reference_params(config, processes):
+  """The params after config.total_steps steps, computed in this process
+  from the global batches a `processes`-process run assembles (process
+  0's rows, then 1's, ...): what a multi-host run must match."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vit_jax import build, data, optim, train  # pylint: disable=g-import-not-at-top
+  model = build.build_model(config.model)
+  tx, schedule = optim.make_optimizer(config, config.total_steps)
+  image_shape = (8, 8, 1)  # digits
+  init_fn = build.make_init_fn(model, tx, image_shape)
+  step_fn = jax.jit(train.make_train_step(train.make_loss_fn(model, config),
+                                          tx, schedule))
+  iterators = [data.train_iterator(config.data, config.batch_size,
+                                   seed=config.seed, process_index=i,
+                                   process_count=processes)
+               for i in range(processes)]
+  state = jax.jit(init_fn)(jax.random.PRNGKey(config.seed))
+  for _ in range(config.total_steps):
+    parts = [next(it) for it in iterators]
+    batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    state, _ = step_fn(state, batch, jax.random.PRNGKey(config.seed + 1))
+  return jax.device_get(state['params'])

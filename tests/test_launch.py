@@ -1,0 +1,466 @@
+"""The sweep launcher: definitions, names, validation, status, the local
+and TPU VM back ends (the SLURM one: tests/test_slurm.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vit_jax import checkpoint
+from vit_jax.launch import failure
+from vit_jax.launch import record as record_lib
+from vit_jax.launch import slurm
+from vit_jax.launch import status as status_lib
+from vit_jax.launch import sweep as sweep_lib
+from vit_jax.launch import tpu_vm
+
+from tiny import ROOT, multihost_reference_params, override, tiny_config
+
+FAKE_GCLOUD = os.path.join(ROOT, 'tests', 'fake_gcloud')
+
+
+def tiny_fixed(data_dir, **more):
+  """Overrides that shrink configs/digits.py to seconds (cf. tiny_config)."""
+  return {'data.data_dir': data_dir, 'model.patch_size': 4,
+          'model.width': 32, 'model.depth': 2, 'model.mlp_dim': 64,
+          'model.num_heads': 2, 'model.dropout': 0.0,
+          'model.stochastic_depth': 0.0, 'batch_size': 32, 'total_steps': 4,
+          'schedule.warmup_steps': 2, 'log_every_steps': 2,
+          'eval_every_steps': 4, 'checkpoint.every_steps': 2,
+          'evals.fewshot.shots': (1, 5), 'evals.fewshot.seeds': (0,),
+          **more}
+
+
+def write_sweep(path, runs, fixed, metric=None, config='configs/digits.py'):
+  """A sweep file returning these runs (plain Python, as users write)."""
+  body = f"""
+      from vit_jax.launch import sweep
+
+      def get_sweep(arg=None):
+        runs = {runs!r}
+        if arg == 'first':
+          runs = runs[:1]
+        return {{'config': {config!r}, 'runs': runs, 'fixed': {fixed!r},
+                 'metric': {metric or 'val/accuracy'!r}}}
+      """
+  path.write_text(textwrap.dedent(body))
+  return str(path)
+
+
+def launch(*args, env=None, timeout=600, check=None):
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.launch', *args], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=timeout)
+  if check is not None:
+    assert result.returncode == check, result.stdout + result.stderr
+  return result
+
+
+def statuses(sweep_dir):
+  result = launch('status', f'--sweep_dir={sweep_dir}', '--format=json',
+                  check=0)
+  return {row['name']: row for row in map(json.loads,
+                                          result.stdout.splitlines())}
+
+
+# ----------------------------------------------------------------------------
+# Definitions and names.
+
+
+def test_grid_zipped_product():
+  assert sweep_lib.grid({'a': [1, 2]}, b=[3, 4]) == [
+      {'a': 1, 'b': 3}, {'a': 1, 'b': 4}, {'a': 2, 'b': 3}, {'a': 2, 'b': 4}]
+  assert sweep_lib.zipped({'model.variant': ['Ti/16', 'S/16'],
+                           'lr': [1e-3, 5e-4]}) == [
+      {'model.variant': 'Ti/16', 'lr': 1e-3},
+      {'model.variant': 'S/16', 'lr': 5e-4}]
+  assert sweep_lib.product(sweep_lib.zipped(a=[1, 2], b=[3, 4]),
+                           sweep_lib.grid(c=[5, 6])) == [
+      {'a': 1, 'b': 3, 'c': 5}, {'a': 1, 'b': 3, 'c': 6},
+      {'a': 2, 'b': 4, 'c': 5}, {'a': 2, 'b': 4, 'c': 6}]
+  with pytest.raises(ValueError, match='one length'):
+    sweep_lib.zipped(a=[1, 2], b=[3])
+  with pytest.raises(ValueError, match=r"keys \['a'\] are set by two"):
+    sweep_lib.product(sweep_lib.grid(a=[1]), sweep_lib.grid(a=[2]))
+  with pytest.raises(ValueError, match='must be a list'):
+    sweep_lib.grid(a='abc')
+
+
+def test_run_names_are_short_readable_and_stable():
+  names = sweep_lib.run_names([
+      {'model.variant': 'S/16', 'lr': 0.001, 'model.dropout': 0.1,
+       'data.dropout': 0.0},
+      {'model.variant': 'B/16', 'lr': 3e-4, 'model.dropout': 0.0,
+       'data.dropout': 0.0, 'shots': (1, 5)},
+      {}])
+  assert names == [
+      'variant=S-16,lr=0.001,model.dropout=0.1,data.dropout=0.0',
+      'variant=B-16,lr=0.0003,model.dropout=0.0,data.dropout=0.0,shots=1x5',
+      'default']
+
+
+# ----------------------------------------------------------------------------
+# Validation: errors before anything is written.
+
+
+@pytest.mark.parametrize('runs, fixed, message', [
+    ([{'lr': 1e-3}, {'lr': 0.001}], {}, 'have the same name'),
+    ([{'model.widht': 32}], {}, "Did you mean 'width'"),
+    ([{'lr': 'fast'}], {}, "lr='fast' has the wrong type"),
+    ([{'total_steps': 10}], {}, r'warmup_steps \(50\).*exceeds total_steps'),
+    ([{'model.pool_type': 'mean'}], {}, 'pool_type'),
+    ([{'lr': 1e-3}], {'lr': 2e-3}, "which 'fixed' sets for every run"),
+])
+def test_bad_sweeps_are_refused_before_anything_is_written(
+    tmp_path, runs, fixed, message):
+  sweep_file = write_sweep(tmp_path / 'bad.py', runs, fixed)
+  sweep_dir = tmp_path / 'sweep'
+  result = launch(f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}')
+  assert result.returncode == 2, result.stderr
+  assert 'bad sweep' in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert __import__('re').search(message, result.stderr), result.stderr
+  assert not sweep_dir.exists()
+
+
+def test_unknown_sweep_key_and_command(tmp_path):
+  sweep_file = tmp_path / 'typo.py'
+  sweep_file.write_text("def get_sweep(arg=None):\n  return {'config': "
+                        "'configs/digits.py', 'runs': [{}], 'metrc': 'x'}\n")
+  result = launch(f'--sweep={sweep_file}', f'--sweep_dir={tmp_path / "s"}')
+  assert result.returncode == 2
+  assert "'metrc'" in result.stderr and "'metric'" in result.stderr
+  result = launch('statsu', f'--sweep_dir={tmp_path / "s"}')
+  assert result.returncode == 2
+  assert "unknown command 'statsu'" in result.stderr
+
+
+def test_commands_parse_to_the_validated_configs(tmp_path, data_dir):
+  """The command line of each run gives exactly its overrides (tuples and
+  floats included), and sweep.json records the definition."""
+  fixed = tiny_fixed(data_dir)
+  sweep_file = write_sweep(tmp_path / 's.py', sweep_lib.grid(
+      {'lr': [1e-3, 3.5e-4], 'model.pool_type': ['cls', 'map']}), fixed)
+  loaded = sweep_lib.load(sweep_file, str(tmp_path / 'sd'), ROOT)
+  assert [run.name for run in loaded.runs] == [
+      'lr=0.001,pool_type=cls', 'lr=0.001,pool_type=map',
+      'lr=0.00035,pool_type=cls', 'lr=0.00035,pool_type=map']
+  run = loaded.runs[3]
+  config = sweep_lib._parse_command_config(  # pylint: disable=protected-access
+      os.path.join(ROOT, 'configs/digits.py'), run.args[4:])
+  assert config.lr == 3.5e-4 and config.model.pool_type == 'map'
+  assert config.evals.fewshot.shots == (1, 5)
+  assert run.args[:4] == ['-m', 'vit_jax.main', '--config=configs/digits.py',
+                          f'--workdir={tmp_path}/sd/lr=0.00035,pool_type=map']
+  record = record_lib.new(loaded, ROOT, 'local', {'parallel': 1})
+  assert record['sweep_source'] == open(sweep_file).read()
+  assert record['code_version']['commit'] is None or len(
+      record['code_version']['commit']) == 40
+
+
+# ----------------------------------------------------------------------------
+# Status from workdirs.
+
+
+def _run(tmp_path, name='r', total_steps=10):
+  return {'name': name, 'workdir': str(tmp_path / name),
+          'total_steps': total_steps}
+
+
+def test_states_from_workdirs(tmp_path):
+  run = _run(tmp_path)
+  workdir = tmp_path / 'r'
+  assert status_lib.run_status(run, 'val/accuracy').state == 'pending'
+  assert status_lib.run_status(run, 'val/accuracy',
+                               scheduler='PENDING').state == 'pending'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text('{}')
+  (workdir / 'metrics.jsonl').write_text(
+      '{"step": 5, "val/accuracy": 0.5}\n{"step": 7, "train/loss": 1.0}\n'
+      '{"step": 8, "val/acc')  # a torn last line
+  got = status_lib.run_status(run, 'val/accuracy')
+  assert (got.state, got.step, got.metric) == ('preempted', 7, 0.5)
+  assert status_lib.run_status(run, 'val/accuracy',
+                               scheduler='PENDING').state == 'pending'
+  (workdir / 'lock').write_text(json.dumps(
+      {'host': __import__('socket').gethostname(), 'pid': os.getpid()}))
+  assert status_lib.run_status(run, 'val/accuracy').state == 'running'
+  (workdir / 'lock').write_text(json.dumps(
+      {'host': __import__('socket').gethostname(), 'pid': 2 ** 22 + 1}))
+  assert status_lib.run_status(run, 'val/accuracy').state == 'preempted'
+  (workdir / 'error').write_text('Traceback ...\n  File x\nValueError: bad\n')
+  got = status_lib.run_status(run, 'val/accuracy')
+  assert (got.state, got.error) == ('failed', 'ValueError: bad')
+  # Failed, then queued again: pending, until an error newer than that.
+  later = time.time() + 60
+  assert status_lib.run_status(run, 'val/accuracy', scheduler='PENDING',
+                               submitted=later).state == 'pending'
+  assert status_lib.run_status(run, 'val/accuracy', scheduler='PENDING',
+                               submitted=later - 3600).state == 'failed'
+  (workdir / 'done').write_text('{"step": 10}')
+  got = status_lib.run_status(run, 'val/accuracy')
+  assert (got.state, got.step, got.error) == ('done', 10, None)
+  table = status_lib.table([got], 'val/accuracy')
+  assert table.splitlines()[0].split() == [
+      'run', 'state', 'step', 'val/accuracy', 'wall', 'error']
+  assert table.splitlines()[1].split()[:4] == ['r', 'done', '10/10',
+                                               '0.5000']
+  assert table.splitlines()[-1] == '1 done'
+
+
+def test_launcher_records_failures_the_trainer_could_not(tmp_path):
+  log = tmp_path / 'r.log'
+  log.write_text('step 1\nKilled\n')
+  workdir = tmp_path / 'r'
+  assert not failure.record(str(workdir), 0, str(log), time.time())
+  assert not failure.record(str(workdir), 3, str(log), time.time())
+  assert failure.record(str(workdir), -9, str(log), time.time())
+  text = (workdir / 'error').read_text()
+  assert 'killed by signal 9' in text.splitlines()[-1]
+  assert 'Killed' in text
+  start = time.time()  # the trainer's own traceback, written after start
+  (workdir / 'error').write_text('Traceback\nValueError: x\n')
+  assert not failure.record(str(workdir), 1, str(log), start)
+  assert (workdir / 'error').read_text().endswith('ValueError: x\n')
+
+
+# ----------------------------------------------------------------------------
+# SLURM scripts (the real cluster: tests/test_slurm.py).
+
+
+def test_slurm_arrays_are_split_at_max_array_size():
+  assert slurm.array_spec([0, 1, 2, 3, 7, 9, 10], 2) == '0-3,7,9-10%2'
+  assert slurm.chunks([0, 1, 2, 3, 4], 2) == [(0, [0, 1]), (2, [0, 1]),
+                                             (4, [0])]
+  assert slurm.chunks([3, 1500], 1001) == [(0, [3]), (1001, [499])]
+
+
+def test_slurm_dry_run_prints_the_scripts(tmp_path, data_dir):
+  sweep_file = write_sweep(tmp_path / 's.py', sweep_lib.grid(
+      lr=[1e-3, 2e-3, 3e-3]), tiny_fixed(data_dir))
+  sweep_dir = tmp_path / 'sd'
+  result = launch(f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
+                  '--backend=slurm', '--slurm_max_array_size=2',
+                  '--slurm_throttle=2', '--slurm_time=1:00:00',
+                  '--slurm_gpus_per_node=8', '--slurm_nodes=2',
+                  '--slurm_signal_seconds=120',
+                  '--slurm_option=--account=proj', '--dry_run', check=0)
+  scripts = result.stdout.split('#!/bin/bash\n')[1:]
+  assert len(scripts) == 2  # 3 runs, MaxArraySize 2
+  first = scripts[0]
+  for line in ['#SBATCH --array=0-1%2', '#SBATCH --requeue',
+               '#SBATCH --signal=B:USR1@120', '#SBATCH --nodes=2',
+               '#SBATCH --ntasks-per-node=1', '#SBATCH --time=1:00:00',
+               '#SBATCH --gpus-per-node=8', '#SBATCH --account=proj',
+               f'#SBATCH --output={sweep_dir}/logs/slurm-%A_%a.log',
+               '#SBATCH --open-mode=append']:
+    assert line in first.splitlines(), line
+  assert 'lr=0.001' in first and 'lr=0.002' in first
+  assert '#SBATCH --array=0%2' in scripts[1] and 'lr=0.003' in scripts[1]
+  assert 'scontrol requeue' in first and 'srun' in first
+  assert not sweep_dir.exists()
+
+
+# ----------------------------------------------------------------------------
+# The local back end, for real.
+
+
+def wait_for_training(workdir, launcher, timeout=300):
+  """Until the run in `workdir` has logged a training step."""
+  deadline = time.time() + timeout
+  while not status_lib.last_metrics(workdir, 'train/loss')[1]:
+    assert time.time() < deadline and launcher.poll() is None
+    time.sleep(0.2)
+
+
+def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
+  """4 runs, 2 at a time, one failing: the others finish; resume after
+  the fix reruns only it. Then a launcher killed mid-sweep: resume
+  finishes the rest without rerunning what was done."""
+  # The fourth run's batch does not split over the 8 devices of this test
+  # (the launcher cannot know the devices): it fails in the trainer.
+  runs = sweep_lib.zipped(lr=[1e-3, 2e-3, 3e-3, 4e-3],
+                          batch_size=[32, 32, 32, 36])
+  fixed = tiny_fixed(data_dir)
+  del fixed['batch_size']
+  sweep_file = write_sweep(tmp_path / 'four.py', runs, fixed)
+  sweep_dir = tmp_path / 'sweep'
+  result = launch(f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
+                  '--parallel=2')
+  assert result.returncode == 1, result.stdout + result.stderr
+  got = statuses(sweep_dir)
+  names = list(got)
+  assert [got[n]['state'] for n in names] == ['done'] * 3 + ['failed']
+  assert all(got[n]['step'] == 4 for n in names[:3])
+  assert all(0 <= got[n]['metric'] <= 1 for n in names[:3])
+  assert got[names[3]]['error'], got[names[3]]
+  record = record_lib.read(str(sweep_dir))
+  assert record['backend'] == 'local' and record['settings']['parallel'] == 2
+  assert len(record['runs']) == 4 and len(record['submissions']) == 1
+  table = launch('status', f'--sweep_dir={sweep_dir}', check=0).stdout
+  assert table.splitlines()[-1] == '3 done, 1 failed'
+
+  done_marks = {n: (sweep_dir / n / 'done').stat().st_mtime
+                for n in names[:3]}
+  # The fix: a machine with 4 devices (36 = 4 x 9).
+  four_devices = dict(os.environ, XLA_FLAGS=os.environ['XLA_FLAGS'].replace(
+      'device_count=8', 'device_count=4'))
+  result = launch('resume', f'--sweep_dir={sweep_dir}', env=four_devices,
+                  check=0)
+  assert f'started {names[3]}' in result.stdout
+  assert not any(f'started {n}' in result.stdout for n in names[:3])
+  assert all(s['state'] == 'done' for s in statuses(sweep_dir).values())
+  assert done_marks == {n: (sweep_dir / n / 'done').stat().st_mtime
+                        for n in names[:3]}
+  assert launch('resume', f'--sweep_dir={sweep_dir}', check=0).stdout.endswith(
+      'Nothing to launch: every run is done or running.\n')
+
+  # A launcher killed (SIGKILL) while its second run trains.
+  sweep_file = write_sweep(tmp_path / 'three.py', [
+      {'lr': 1e-3}, {'lr': 2e-3}, {'lr': 3e-3}],
+                           tiny_fixed(data_dir, total_steps=200,
+                                      log_every_steps=10,
+                                      eval_every_steps=200,
+                                      **{'checkpoint.every_steps': 100}))
+  sweep_dir = tmp_path / 'killed'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
+       f'--sweep_dir={sweep_dir}'], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  second = sweep_dir / 'lr=0.002'
+  wait_for_training(second, process)
+  process.kill()
+  process.wait()
+  deadline = time.time() + 300
+  while status_lib.lock_holder(str(second)) is not None:  # it saves
+    assert time.time() < deadline
+    time.sleep(0.2)
+  got = statuses(sweep_dir)
+  assert [s['state'] for s in got.values()] == ['done', 'preempted',
+                                                'pending']
+  result = launch('resume', f'--sweep_dir={sweep_dir}', check=0)
+  assert 'started lr=0.001' not in result.stdout
+  assert 'Resuming from step' in (sweep_dir / 'logs' /
+                                  'lr=0.002.log').read_text()
+  assert all(s['state'] == 'done' and s['step'] == 200
+             for s in statuses(sweep_dir).values())
+
+
+def test_cancel_stops_a_local_sweep_and_resume_continues(tmp_path, data_dir):
+  sweep_file = write_sweep(tmp_path / 'one.py', [{'lr': 1e-3}],
+                           tiny_fixed(data_dir, total_steps=5000,
+                                      log_every_steps=10,
+                                      eval_every_steps=5000,
+                                      **{'checkpoint.every_steps': 5000}))
+  sweep_dir = tmp_path / 'sweep'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
+       f'--sweep_dir={sweep_dir}'], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  workdir = sweep_dir / 'lr=0.001'
+  wait_for_training(workdir, process)
+  assert statuses(sweep_dir)['lr=0.001']['state'] == 'running'
+  launch('cancel', f'--sweep_dir={sweep_dir}', check=0)
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode == 3, output
+  got = statuses(sweep_dir)['lr=0.001']
+  assert got['state'] == 'preempted' and 0 < got['step'] < 5000
+  steps = checkpoint.TrainCheckpointer(str(workdir / 'checkpoints')
+                                       ).all_steps()
+  assert len(steps) == 1 and got['step'] <= steps[0] < 5000  # saved on TERM
+
+
+# ----------------------------------------------------------------------------
+# The TPU VM back end, through a stand-in gcloud (tests/fake_gcloud).
+
+
+def _tpu_flags(sweep_dir, *more):
+  return [f'--sweep_dir={sweep_dir}', '--backend=tpu_vm',
+          '--tpu_names=vm-a', '--tpu_zone=us-central2-b',
+          '--tpu_project=proj', '--tpu_setup=', *more]
+
+
+def test_tpu_vm_dry_run_prints_the_gcloud_commands(tmp_path):
+  sweep_file = write_sweep(tmp_path / 's.py', [{'lr': 1e-3}, {'lr': 2e-3}],
+                           {'total_steps': 100, 'model.pool_type': 'map'})
+  sweep_dir = tmp_path / 'sweep'
+  result = launch(f'--sweep={sweep_file}', *_tpu_flags(
+      sweep_dir, '--tpu_names=vm-a,vm-b', '--tpu_allow_local_sweep_dir',
+      '--tpu_setup=pip install -r requirements.txt'), '--logs=/tmp/logs',
+                  '--dry_run', check=0)
+  zone = '--zone=us-central2-b --worker=all --project=proj'
+  run = ("'--command=cd vit_jax && exec python3 -m vit_jax.main "
+         f"--config=configs/digits.py --workdir={sweep_dir}/lr={{lr}} "
+         "--config.total_steps=100 --config.model.pool_type=map "
+         "--config.lr={lr}'")
+  setup = ("'--command=mkdir -p vit_jax && tar xzf vit_jax_code.tar.gz -C "
+           "vit_jax && cd vit_jax && pip install -r requirements.txt'")
+  assert result.stdout.splitlines() == [
+      '# tpu_vm: 2 runs on 2 VMs (vm-a, vm-b), in sequence on each; logs in '
+      '/tmp/logs',
+      f'# on each VM, once: vit_jax_code.tar.gz = the tracked files of {ROOT}',
+      'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz '
+      f'vm-a:vit_jax_code.tar.gz {zone}',
+      f'gcloud compute tpus tpu-vm ssh vm-a {setup} {zone}',
+      'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz '
+      f'vm-b:vit_jax_code.tar.gz {zone}',
+      f'gcloud compute tpus tpu-vm ssh vm-b {setup} {zone}',
+      f'gcloud compute tpus tpu-vm ssh vm-a {run.format(lr=0.001)} {zone}',
+      f'gcloud compute tpus tpu-vm ssh vm-b {run.format(lr=0.002)} {zone}',
+  ]
+  assert not sweep_dir.exists()
+  result = launch(f'--sweep={sweep_file}', *_tpu_flags(sweep_dir),
+                  '--dry_run')
+  assert result.returncode == 2 and 'gs://BUCKET' in result.stderr
+
+
+def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir):
+  """A run on a 2-worker TPU VM (2 JAX processes x 4 CPU devices through
+  the stand-in gcloud) ends with the params of one process fed the same
+  global batches."""
+  fixed = tiny_fixed(data_dir, total_steps=3, eval_every_steps=3,
+                     **{'checkpoint.every_steps': 3})
+  sweep_file = write_sweep(tmp_path / 'tpu.py', [{'lr': 1e-3}], fixed)
+  sweep_dir = tmp_path / 'sweep'
+  calls = tmp_path / 'gcloud.jsonl'
+  env = dict(os.environ, PATH=f'{FAKE_GCLOUD}:{os.environ["PATH"]}',
+             FAKE_TPU_ROOT=str(tmp_path / 'vms'), FAKE_GCLOUD_LOG=str(calls),
+             XLA_FLAGS='--xla_force_host_platform_device_count=4 '
+             '--xla_backend_optimization_level=0')
+  result = launch(f'--sweep={sweep_file}', *_tpu_flags(
+      sweep_dir, f'--tpu_python={sys.executable}',
+      '--tpu_allow_local_sweep_dir'), env=env)
+  log = (sweep_dir / 'logs' / 'lr=0.001.log').read_text()
+  assert result.returncode == 0, result.stdout + result.stderr + log
+  verbs = [json.loads(line)[3] for line in calls.read_text().splitlines()]
+  assert verbs == ['scp', 'ssh', 'ssh']  # code, unpack, the run
+  # Both workers got the code, and ran from it.
+  for worker in ('worker-0', 'worker-1'):
+    assert (tmp_path / 'vms' / 'vm-a' / worker / 'vit_jax' / 'vit_jax' /
+            'main.py').exists()
+  assert statuses(sweep_dir)['lr=0.001']['state'] == 'done'
+
+  config = override(tiny_config(data_dir), {
+      k: v for k, v in fixed.items() if not k.startswith('evals')})
+  config.lr = 1e-3
+  expected = multihost_reference_params(config, processes=2)
+  got = checkpoint.restore_params(str(sweep_dir / 'lr=0.001' /
+                                      'checkpoints'), 3)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected),
+                  strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize('spec', ['configs/sweeps/digits_pooling.py',
+                                  'configs/sweeps/digits_pooling.py:short'])
+def test_shipped_sweeps_validate(tmp_path, spec):
+  loaded = sweep_lib.load(os.path.join(ROOT, spec), str(tmp_path), ROOT)
+  assert len(loaded.runs) == 6
+  assert loaded.runs[0].name == 'pool_type=cls,lr=0.001'

@@ -1,0 +1,297 @@
+"""The SLURM back end: one `sbatch` job array per sweep.
+
+Each array task is one run (the task id is the run's index in sweep.json,
+less the offset of its chunk). The batch script `cd`s to the code, starts
+the run with `srun` (one task per node; a multi-node run's processes find
+each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
+
+- `--requeue`, and `--signal=B:USR1@S`: S seconds before the time limit
+  SLURM signals the batch shell, which passes SIGTERM to the run (the
+  trainer saves a checkpoint and exits with status 3) and then requeues
+  its own task with `scontrol requeue`; the requeued task resumes from
+  that checkpoint. A node failure requeues the task too (`--requeue`).
+- SIGTERM to the batch shell (`scancel`, or the time limit reached
+  without the early signal) is passed on too, without requeueing.
+- Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues.
+
+Arrays are limited by the cluster's MaxArraySize (task ids must be below
+it): a sweep with more runs is submitted as several arrays, each with its
+offset. A throttle `%N` (`--slurm_throttle`) caps the runs of each array
+running at once. `status` cross-checks the workdirs with `squeue`;
+`cancel` signals the running tasks' runs (they save and stop) and cancels
+the queued ones.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from absl import flags
+
+_PARTITION = flags.DEFINE_string('slurm_partition', None,
+                                 'slurm: partition (default: the cluster\'s).')
+_TIME = flags.DEFINE_string('slurm_time', None, 'slurm: time limit per run '
+                            'attempt, e.g. 4:00:00; requeued on expiry.')
+_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per run (one '
+                              'JAX process per node).')
+_GPUS_PER_NODE = flags.DEFINE_integer('slurm_gpus_per_node', None,
+                                      'slurm: GPUs per node.')
+_CPUS_PER_TASK = flags.DEFINE_integer('slurm_cpus_per_task', None,
+                                      'slurm: CPUs per node\'s process.')
+_MEM = flags.DEFINE_string('slurm_mem', None, 'slurm: memory per node, '
+                           'e.g. 64G.')
+_THROTTLE = flags.DEFINE_integer('slurm_throttle', None, 'slurm: at most '
+                                 'this many runs of the sweep at once (%N).')
+_SIGNAL_SECONDS = flags.DEFINE_integer(
+    'slurm_signal_seconds', 300, 'slurm: seconds before the time limit at '
+    'which a run is told to save and requeue.')
+_MAX_ARRAY_SIZE = flags.DEFINE_integer(
+    'slurm_max_array_size', None, 'slurm: the cluster\'s MaxArraySize '
+    '(default: asked of `scontrol show config`).')
+_SBATCH_OPTIONS = flags.DEFINE_multi_string(
+    'slurm_option', [], 'slurm: any other sbatch option, e.g. '
+    '--slurm_option=--account=proj (repeatable).')
+_PYTHON = flags.DEFINE_string('slurm_python', None, 'slurm: the Python on '
+                              'the nodes (default: this one).')
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default
+_QUEUED = ('PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED',
+           'CONFIGURING', 'RESV_DEL_HOLD', 'SUSPENDED')
+_RUNNING = ('RUNNING', 'COMPLETING', 'STAGE_OUT', 'SIGNALING')
+
+
+def max_array_size() -> int:
+  """The cluster's MaxArraySize, from `scontrol show config`."""
+  try:
+    text = subprocess.run(['scontrol', 'show', 'config'], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+  except (OSError, subprocess.SubprocessError):
+    return DEFAULT_MAX_ARRAY_SIZE
+  match = re.search(r'^MaxArraySize\s*=\s*(\d+)', text, re.M)
+  return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def chunks(indices: Sequence[int], max_size: int) -> List[tuple]:
+  """[(offset, [task ids])]: run indices split so task ids < max_size."""
+  grouped: Dict[int, List[int]] = {}
+  for index in sorted(indices):
+    offset = (index // max_size) * max_size
+    grouped.setdefault(offset, []).append(index - offset)
+  return sorted(grouped.items())
+
+
+def array_spec(task_ids: Sequence[int], throttle: Optional[int]) -> str:
+  """'0-3,7,9-10%2' from task ids."""
+  parts, start, previous = [], None, None
+  for task in sorted(task_ids):
+    if start is None:
+      start = previous = task
+    elif task == previous + 1:
+      previous = task
+    else:
+      parts.append(f'{start}-{previous}' if previous > start else f'{start}')
+      start = previous = task
+  parts.append(f'{start}-{previous}' if previous > start else f'{start}')
+  return ','.join(parts) + (f'%{throttle}' if throttle else '')
+
+
+def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
+                 settings: Mapping[str, Any], log_dir: str, offset: int,
+                 task_ids: Sequence[int], name: str) -> str:
+  """The sbatch script of one array: the runs with index offset + task."""
+  options = [
+      f'--job-name={name}',
+      f'--array={array_spec(task_ids, settings.get("throttle"))}',
+      f'--output={log_dir}/slurm-%A_%a.log',
+      '--open-mode=append',
+      '--requeue',
+      f'--signal=B:USR1@{settings["signal_seconds"]}',
+      f'--nodes={settings["nodes"]}',
+      '--ntasks-per-node=1',
+  ]
+  for key, option in (('partition', 'partition'), ('time', 'time'),
+                      ('gpus_per_node', 'gpus-per-node'),
+                      ('cpus_per_task', 'cpus-per-task'), ('mem', 'mem')):
+    if settings.get(key) is not None:
+      options.append(f'--{option}={settings[key]}')
+  options.extend(settings.get('options') or [])
+  by_index = {run['index']: run for run in runs}
+  cases = []
+  for task in task_ids:
+    run = by_index[offset + task]
+    command = ' '.join(shlex.quote(a) for a in
+                       [settings['python'], *run['args']])
+    cases.append(f'  {task}) RUN={shlex.quote(run["name"])}; '
+                 f'COMMAND=({command}) ;;')
+  lines = ['#!/bin/bash'] + [f'#SBATCH {option}' for option in options] + [
+      f'# vit_jax sweep {record.get("sweep_file")} '
+      f'(runs {offset}+task id); written by python -m vit_jax.launch',
+      f'cd {shlex.quote(record["code_dir"])} || exit 1',
+      'case "$SLURM_ARRAY_TASK_ID" in',
+      *cases,
+      '  *) echo "no run for task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;',
+      'esac',
+      'TASK="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+      'echo "=== $(date \'+%F %T\') $TASK run $RUN on $(hostname)," '
+      '"attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"',
+      'requeue=0',
+      '# Before the time limit: the run saves, then this task is requeued.',
+      'trap \'requeue=1; scancel --signal=TERM "$SLURM_JOB_ID"\' USR1',
+      '# scancel / the time limit itself: the run saves, no requeue.',
+      'trap \'scancel --signal=TERM "$SLURM_JOB_ID"\' TERM',
+      'srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${COMMAND[@]}" &',
+      'child=$!',
+      '# `wait` returns early when a trap runs; wait until the run ends.',
+      'while true; do',
+      '  wait "$child"; status=$?',
+      '  kill -0 "$child" 2>/dev/null || break',
+      'done',
+      'echo "=== $(date \'+%F %T\') $TASK run $RUN exited with status '
+      '$status"',
+      'if [ "$requeue" = 1 ] && [ "$status" = 3 ]; then',
+      '  scontrol requeue "$SLURM_JOB_ID" && echo "=== requeued $TASK"',
+      'fi',
+      'exit "$status"',
+  ]
+  return '\n'.join(lines) + '\n'
+
+
+class SlurmBackend:
+  """Submits sbatch job arrays (see the module docstring)."""
+
+  name = 'slurm'
+
+  @staticmethod
+  def settings_from_flags() -> Dict[str, Any]:
+    return {
+        'partition': _PARTITION.value, 'time': _TIME.value,
+        'nodes': _NODES.value, 'gpus_per_node': _GPUS_PER_NODE.value,
+        'cpus_per_task': _CPUS_PER_TASK.value, 'mem': _MEM.value,
+        'throttle': _THROTTLE.value, 'signal_seconds': _SIGNAL_SECONDS.value,
+        'max_array_size': _MAX_ARRAY_SIZE.value,
+        'options': list(_SBATCH_OPTIONS.value),
+        'python': _PYTHON.value or sys.executable,
+    }
+
+  @staticmethod
+  def check(settings: Mapping[str, Any], sweep_dir: str) -> None:
+    del sweep_dir
+    if settings['nodes'] < 1:
+      raise ValueError(f'--slurm_nodes must be at least 1, got '
+                       f'{settings["nodes"]}.')
+    if settings.get('throttle') is not None and settings['throttle'] < 1:
+      raise ValueError(f'--slurm_throttle must be at least 1, got '
+                       f'{settings["throttle"]}.')
+    for option in settings.get('options') or []:
+      if not option.startswith('-'):
+        raise ValueError(f'--slurm_option={option!r} is not an sbatch '
+                         f'option (e.g. --account=NAME).')
+
+  def __init__(self, settings: Mapping[str, Any]):
+    self.settings = dict(settings)
+
+  def _scripts(self, record, runs, log_dir: str) -> List[tuple]:
+    size = self.settings.get('max_array_size') or max_array_size()
+    name = 'vit_jax-' + os.path.splitext(
+        os.path.basename(record.get('sweep_file') or 'sweep'))[0]
+    return [(offset, tasks, batch_script(record, runs, self.settings,
+                                         log_dir, offset, tasks, name))
+            for offset, tasks in chunks([run['index'] for run in runs], size)]
+
+  def describe(self, record, runs, log_dir: str) -> str:
+    parts = []
+    for i, (offset, tasks, script) in enumerate(
+        self._scripts(record, runs, log_dir)):
+      parts.append(f'# sbatch --parsable {log_dir}/sbatch-<time>-{i}.sh  '
+                   f'(runs {offset} + task ids {array_spec(tasks, None)})\n'
+                   + script)
+    return '\n'.join(parts)
+
+  def submit(self, record, runs, log_dir: str) -> Dict[str, Any]:
+    os.makedirs(log_dir, exist_ok=True)
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    by_index = {run['index']: run['name'] for run in runs}
+    jobs = []
+    for i, (offset, tasks, script) in enumerate(
+        self._scripts(record, runs, log_dir)):
+      path = os.path.join(log_dir, f'sbatch-{stamp}-{i}.sh')
+      with open(path, 'w') as f:
+        f.write(script)
+      result = subprocess.run(['sbatch', '--parsable', path],
+                              capture_output=True, text=True)
+      if result.returncode:
+        raise RuntimeError(
+            f'sbatch {path} failed (exit status {result.returncode}): '
+            f'{result.stderr.strip()}' + (
+                f'; submitted before it: {jobs}' if jobs else ''))
+      job_id = result.stdout.strip().split(';')[0]
+      jobs.append({'job_id': job_id, 'script': path, 'offset': offset,
+                   'tasks': {str(t): by_index[offset + t] for t in tasks}})
+      print(f'Submitted array job {job_id}: {len(tasks)} runs ({path}).')
+    return {'jobs': jobs}
+
+  def wait(self, record, runs, log_dir: str):
+    del record, runs, log_dir
+    return None  # SLURM runs them
+
+  @staticmethod
+  def _queue(job_ids: Sequence[str]) -> Dict[str, str]:
+    """{'<array job>_<task>': state} of the jobs still in SLURM's queue."""
+    states = {}
+    for job_id in job_ids:
+      result = subprocess.run(['squeue', '-h', '-r', '-j', job_id, '-o',
+                               '%i|%T'], capture_output=True, text=True)
+      if result.returncode:
+        continue  # no longer known
+      for line in result.stdout.splitlines():
+        task, _, state = line.strip().partition('|')
+        states[task] = state
+    return states
+
+  @classmethod
+  def scheduler_states(cls, record, submissions) -> Dict[str, str]:
+    del record
+    wanted = {}
+    for name, submission in submissions.items():
+      for job in submission.get('jobs', []):
+        for task, run_name in job['tasks'].items():
+          if run_name == name:
+            wanted[f'{job["job_id"]}_{task}'] = name
+    queue = cls._queue(sorted({key.split('_')[0] for key in wanted}))
+    states = {}
+    for key, name in wanted.items():
+      state = queue.get(key)
+      if state in _QUEUED:
+        states[name] = 'PENDING'
+      elif state in _RUNNING:
+        states[name] = 'RUNNING'
+    return states
+
+  @classmethod
+  def cancel(cls, record, submissions, say=print) -> None:
+    del record
+    job_ids = sorted({job['job_id'] for submission in submissions.values()
+                      for job in submission.get('jobs', [])})
+    if not job_ids:
+      say('No SLURM jobs recorded for this sweep.')
+      return
+    queue = cls._queue(job_ids)
+    pending = sorted(task for task, state in queue.items()
+                     if state in _QUEUED)
+    running = sorted(task for task, state in queue.items()
+                     if state in _RUNNING)
+    if pending:
+      subprocess.run(['scancel', *pending], check=False)
+      say(f'Cancelled {len(pending)} queued runs: {" ".join(pending)}')
+    if running:
+      # The batch shell passes SIGTERM on without requeueing.
+      subprocess.run(['scancel', '--batch', '--signal=TERM', *running],
+                     check=False)
+      say(f'Sent SIGTERM to {len(running)} running runs (they save and '
+          f'stop): {" ".join(running)}')
+    if not pending and not running:
+      say('No run of this sweep is queued or running.')

@@ -1,0 +1,191 @@
+"""A sweep's state, read from its runs' workdirs (no database).
+
+    done       the workdir's `done` marker
+    running    a live trainer holds the workdir's `lock`, or the scheduler
+               says the run is running
+    failed     the workdir's `error` (its last line is shown)
+    preempted  started (config.json written) and stopped without either:
+               SIGTERM, a time limit, a killed host; resumable
+    pending    queued in the scheduler, or never started
+
+The scheduler's word (SLURM's queue, a live local launcher's list) is a
+cross-check: a failed or preempted run the scheduler has queued again is
+`pending`; an `error` written after the run's latest submission is final
+for that submission.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from etils import epath
+
+from vit_jax import workdir as workdir_lib
+
+STATES = ('pending', 'running', 'done', 'failed', 'preempted')
+
+
+@dataclasses.dataclass
+class RunStatus:
+  name: str
+  state: str
+  step: Optional[int]
+  total_steps: int
+  metric: Optional[float]
+  wall_seconds: Optional[float]
+  error: Optional[str]  # the last line of DIR/error
+  scheduler: Optional[str] = None  # the scheduler's own state, if any
+
+
+def _read(path: epath.Path) -> Optional[str]:
+  try:
+    return path.read_text()
+  except (FileNotFoundError, OSError):
+    return None
+
+
+def _mtime(path: epath.Path) -> Optional[float]:
+  try:
+    return path.stat().mtime
+  except (FileNotFoundError, OSError):
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def lock_holder(workdir) -> Optional[Dict[str, Any]]:
+  """The live trainer holding `workdir` ({"host", "pid", ...}), or None
+  (no lock, or a stale one: the rules of `workdir.Lock`)."""
+  path = epath.Path(workdir) / workdir_lib.LOCK
+  text = _read(path)
+  if text is None:
+    return None
+  try:
+    holder = json.loads(text)
+  except ValueError:
+    holder = {}
+  if holder.get('host') == socket.gethostname() and 'pid' in holder:
+    return holder if _pid_alive(int(holder['pid'])) else None
+  mtime = _mtime(path)
+  if mtime is not None and time.time() - mtime < workdir_lib.LOCK_STALE_SECONDS:
+    return holder
+  return None
+
+
+def last_metrics(workdir: epath.Path, metric: str):
+  """(last logged step, latest value of `metric`) from metrics.jsonl."""
+  text = _read(epath.Path(workdir) / workdir_lib.METRICS) or ''
+  step = value = None
+  for line in text.splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue  # a torn last line
+    if 'step' in row:
+      step = row['step'] if step is None else max(step, row['step'])
+    if metric in row:
+      value = row[metric]
+  return step, value
+
+
+def run_status(run: Mapping[str, Any], metric: str,
+               scheduler: Optional[str] = None,
+               submitted: Optional[float] = None) -> RunStatus:
+  """One run's state. `scheduler`: 'PENDING' / 'RUNNING' or None (not in
+  the scheduler); `submitted`: when the run was last submitted."""
+  workdir = epath.Path(run['workdir'])
+  done = _read(workdir / workdir_lib.DONE)
+  error_text = _read(workdir / workdir_lib.ERROR)
+  started = _mtime(workdir / workdir_lib.CONFIG)
+  step, value = last_metrics(workdir, metric)
+  error_line = None
+  if error_text:
+    lines = [line for line in error_text.splitlines() if line.strip()]
+    error_line = lines[-1].strip() if lines else None
+  error_time = _mtime(workdir / workdir_lib.ERROR) if error_text else None
+
+  if done is not None:
+    state = 'done'
+    try:
+      step = json.loads(done).get('step', step)
+    except ValueError:
+      pass
+  elif lock_holder(workdir) is not None:
+    state = 'running'
+  elif error_text is not None and (
+      submitted is None or error_time is None or error_time >= submitted):
+    state = 'failed'
+  elif scheduler in ('PENDING', 'RUNNING'):
+    state = scheduler.lower()
+  elif error_text is not None:
+    state = 'failed'
+  elif started is not None:
+    state = 'preempted'
+  else:
+    state = 'pending'
+
+  wall = None
+  if started is not None:
+    ends = [t for t in (_mtime(workdir / workdir_lib.DONE), error_time,
+                        _mtime(workdir / workdir_lib.METRICS)) if t]
+    end = time.time() if state == 'running' else max(ends, default=started)
+    wall = max(0.0, end - started)
+  return RunStatus(name=run['name'], state=state, step=step,
+                   total_steps=int(run['total_steps']), metric=value,
+                   wall_seconds=wall,
+                   error=error_line if state == 'failed' else None,
+                   scheduler=scheduler)
+
+
+def _format_duration(seconds: Optional[float]) -> str:
+  if seconds is None:
+    return '-'
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}:{minutes:02d}:{seconds:02d}'
+
+
+def _format_metric(value: Any) -> str:
+  if value is None:
+    return '-'
+  if isinstance(value, float) and math.isfinite(value):
+    return f'{value:.4f}'
+  return str(value)
+
+
+def table(statuses: Sequence[RunStatus], metric: str,
+          error_width: int = 60) -> str:
+  """The status table, one line per run, then counts per state."""
+  header = ['run', 'state', 'step', metric, 'wall', 'error']
+  rows: List[List[str]] = []
+  for status in statuses:
+    step = '-' if status.step is None else str(status.step)
+    error = status.error or ''
+    if len(error) > error_width:
+      error = error[:error_width - 3] + '...'
+    rows.append([status.name, status.state,
+                 f'{step}/{status.total_steps}',
+                 _format_metric(status.metric),
+                 _format_duration(status.wall_seconds), error])
+  widths = [max(len(row[i]) for row in [header] + rows)
+            for i in range(len(header))]
+  lines = ['  '.join(cell.ljust(width) for cell, width in
+                     zip(row, widths)).rstrip() for row in [header] + rows]
+  counts: Dict[str, int] = {}
+  for status in statuses:
+    counts[status.state] = counts.get(status.state, 0) + 1
+  lines.append(', '.join(f'{counts[s]} {s}' for s in STATES if s in counts))
+  return '\n'.join(lines)

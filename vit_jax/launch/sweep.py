@@ -1,0 +1,344 @@
+"""Sweep definitions: a recipe and a list of runs, each a dict of overrides.
+
+A sweep file is plain Python beside the recipes (`configs/sweeps/NAME.py`)
+with a `get_sweep(arg=None)` that returns a dict:
+
+    from vit_jax.launch import sweep
+
+    def get_sweep(arg=None):
+      return {
+          'config': 'configs/digits.py',          # the recipe, FILE[:ARG]
+          'runs': sweep.product(                  # a list of override dicts
+              sweep.grid({'model.pool_type': ['cls', 'gap']}),
+              sweep.grid({'lr': [1e-3, 3e-3]})),
+          'fixed': {'total_steps': 320},          # every run; not in names
+          'metric': 'val/accuracy',               # the status headline
+      }
+
+Overrides are dotted config keys. Every run is resolved and validated
+before anything is launched: a key the recipe does not have, a value of
+the wrong type, two runs with one name, or a config `vit_jax.config`
+refuses is an error naming the run. Each run becomes the command line
+
+    python -m vit_jax.main --config=RECIPE --workdir=SWEEP_DIR/NAME \
+        --config.KEY=VALUE ...
+
+and the parsing of that command line is checked to give exactly the
+validated config, so what runs is what was checked.
+
+Names: `key=value` pairs joined by ',', in the order of the run's dict,
+keys shortened to their last component where that is unambiguous within
+the sweep, values with '/' and spaces replaced ('model.variant': 'S/16'
+-> `variant=S-16`). A run without overrides is named `default`.
+"""
+
+import dataclasses
+import importlib.util
+import itertools
+import os
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from absl import flags
+from ml_collections import config_dict
+from ml_collections import config_flags
+
+from vit_jax import build
+from vit_jax import config as config_lib
+from vit_jax import optim
+
+SWEEP_KEYS = ('config', 'runs', 'fixed', 'metric')
+DEFAULT_METRIC = 'val/accuracy'
+
+
+# ----------------------------------------------------------------------------
+# Building run lists.
+
+
+def grid(values: Optional[Mapping[str, Sequence[Any]]] = None,
+         **kwargs: Sequence[Any]) -> List[Dict[str, Any]]:
+  """Every combination of the given value lists, the last key fastest.
+
+  grid({'lr': [1, 2], 'wd': [0, 1]}) ->
+  [{'lr': 1, 'wd': 0}, {'lr': 1, 'wd': 1}, {'lr': 2, 'wd': 0}, ...]
+  """
+  values = {**(values or {}), **kwargs}
+  for key, options in values.items():
+    _check_list(key, options)
+  keys = list(values)
+  return [dict(zip(keys, combo))
+          for combo in itertools.product(*(values[k] for k in keys))]
+
+
+def zipped(values: Optional[Mapping[str, Sequence[Any]]] = None,
+           **kwargs: Sequence[Any]) -> List[Dict[str, Any]]:
+  """Value lists taken together, element by element (equal lengths).
+
+  zipped({'model.variant': ['Ti/16', 'S/16'], 'lr': [1e-3, 5e-4]}) ->
+  [{'model.variant': 'Ti/16', 'lr': 1e-3}, {'model.variant': 'S/16', ...}]
+  """
+  values = {**(values or {}), **kwargs}
+  for key, options in values.items():
+    _check_list(key, options)
+  lengths = {key: len(options) for key, options in values.items()}
+  if len(set(lengths.values())) > 1:
+    raise ValueError(f'zipped() needs lists of one length, got {lengths}.')
+  keys = list(values)
+  return [dict(zip(keys, combo)) for combo in zip(*(values[k] for k in keys))]
+
+
+def product(*run_lists: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+  """Every combination of runs from the lists, merged (later lists vary
+  fastest). A key set by two lists is an error."""
+  runs = []
+  for parts in itertools.product(*run_lists):
+    merged: Dict[str, Any] = {}
+    for part in parts:
+      shared = sorted(set(merged) & set(part))
+      if shared:
+        raise ValueError(f'product(): keys {shared} are set by two of the '
+                         f'lists; each key belongs in one.')
+      merged.update(part)
+    runs.append(merged)
+  return runs
+
+
+def _check_list(key: str, options: Any) -> None:
+  if isinstance(options, (str, bytes)) or not isinstance(
+      options, (list, tuple, range)):
+    raise ValueError(f'The values of {key!r} must be a list, got '
+                     f'{options!r}.')
+
+
+# ----------------------------------------------------------------------------
+# Names.
+
+
+def _format_value(value: Any) -> str:
+  if isinstance(value, float):
+    text = repr(value)
+  elif isinstance(value, (list, tuple)):
+    text = 'x'.join(_format_value(v) for v in value)
+  else:
+    text = str(value)
+  text = re.sub(r'[/\s]+', '-', text)
+  return re.sub(r'[^A-Za-z0-9._=+-]', '', text) or 'none'
+
+
+def _short_keys(keys: Iterable[str]) -> Dict[str, str]:
+  """Each dotted key's shortest unambiguous suffix among `keys`."""
+  keys = sorted(set(keys))
+  short = {}
+  for key in keys:
+    parts = key.split('.')
+    for length in range(1, len(parts) + 1):
+      candidate = '.'.join(parts[-length:])
+      if not any(other != key and (other == candidate or
+                                   other.endswith('.' + candidate))
+                 for other in keys):
+        short[key] = candidate
+        break
+    else:
+      short[key] = key
+  return short
+
+
+def run_names(runs: Sequence[Mapping[str, Any]]) -> List[str]:
+  short = _short_keys(k for run in runs for k in run)
+  names = []
+  for run in runs:
+    name = ','.join(f'{short[k]}={_format_value(v)}' for k, v in run.items())
+    names.append(name or 'default')
+  return names
+
+
+# ----------------------------------------------------------------------------
+# Loading and validation.
+
+
+@dataclasses.dataclass
+class Run:
+  """One run of a sweep: its name, overrides and command line."""
+  index: int
+  name: str
+  overrides: Dict[str, Any]
+  workdir: str
+  args: List[str]  # after `python`: ['-m', 'vit_jax.main', ...]
+  total_steps: int
+
+  def to_json(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Sweep:
+  """A loaded sweep: its source, its recipe and its runs."""
+  file: str
+  arg: Optional[str]
+  source: str
+  config: str
+  fixed: Dict[str, Any]
+  metric: str
+  runs: List[Run]
+
+  @property
+  def spec(self) -> str:
+    return f'{self.file}:{self.arg}' if self.arg is not None else self.file
+
+
+def split_spec(spec: str):
+  """'FILE[:ARG]' -> (FILE, ARG or None)."""
+  path, sep, arg = spec.partition(':')
+  return path, (arg if sep else None)
+
+
+def _load_module(path: str):
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'Sweep file {path!r} does not exist.')
+  name = 'vit_jax_sweep_' + re.sub(r'\W', '_', os.path.abspath(path))
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'Sweep file {path!r} has no get_sweep(arg=None).')
+  return module
+
+
+def _override_flags(overrides: Mapping[str, Any]) -> List[str]:
+  return [f'--config.{key}={_flag_value(value)}'
+          for key, value in overrides.items()]
+
+
+def _flag_value(value: Any) -> str:
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def _set(config, key: str, value: Any, where: str) -> None:
+  """config[key] = value for a dotted key the recipe has, type-checked."""
+  target = config
+  *parents, leaf = key.split('.')
+  for depth, part in enumerate(parents + [leaf]):
+    if not isinstance(target, config_dict.ConfigDict) or part not in target:
+      prefix = '.'.join((parents + [leaf])[:depth])
+      valid = (list(target.keys())
+               if isinstance(target, config_dict.ConfigDict) else [])
+      error = config_lib.unknown_key_error(f'{prefix}.' if prefix else '',
+                                           part, valid)
+      raise ValueError(f'{where}: override {key!r}: {error} (a sweep may '
+                       f'only set keys the recipe has).')
+    if part != leaf:
+      target = target[part]
+  try:
+    with target.unlocked():
+      target[leaf] = value
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{where}: override {key}={value!r} has the wrong type '
+                     f'for the recipe\'s value {target[leaf]!r} '
+                     f'({error}).') from None
+
+
+def _parse_command_config(config_spec: str, override_flags: List[str]):
+  """The config `python -m vit_jax.main` builds from these flags."""
+  argv = ['vit_jax.main', f'--config={config_spec}', *override_flags]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'recipe',
+                                  flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
+  """Loads, expands and validates `FILE[:ARG]`; nothing is written.
+
+  `code_dir`: where the commands run (the recipe path is relative to it).
+  """
+  path, arg = split_spec(spec)
+  with open(path) as f:
+    source = f.read()
+  module = _load_module(path)
+  definition = module.get_sweep(arg) if arg is not None else module.get_sweep()
+  if not isinstance(definition, Mapping):
+    raise ValueError(f'{path}: get_sweep() must return a dict with keys '
+                     f'{list(SWEEP_KEYS)}, got {type(definition).__name__}.')
+  for key in definition:
+    if key not in SWEEP_KEYS:
+      raise config_lib.unknown_key_error('sweep ', key, SWEEP_KEYS)
+  if 'config' not in definition or 'runs' not in definition:
+    raise ValueError(f'{path}: get_sweep() must give \'config\' (the recipe, '
+                     f'FILE[:ARG]) and \'runs\' (a list of override dicts).')
+  recipe = definition['config']
+  fixed = dict(definition.get('fixed') or {})
+  metric = definition.get('metric') or DEFAULT_METRIC
+  run_dicts = list(definition['runs'])
+  if not run_dicts:
+    raise ValueError(f'{path}: the sweep has no runs.')
+  for i, run in enumerate(run_dicts):
+    if not isinstance(run, Mapping):
+      raise ValueError(f'{path}: run {i} must be a dict of overrides, got '
+                       f'{run!r}.')
+    shared = sorted(set(run) & set(fixed))
+    if shared:
+      raise ValueError(f'{path}: run {i} overrides {shared}, which '
+                       f'\'fixed\' sets for every run.')
+  names = run_names(run_dicts)
+  seen: Dict[str, int] = {}
+  for i, name in enumerate(names):
+    if name in seen:
+      raise ValueError(
+          f'{path}: runs {seen[name]} and {i} have the same name {name!r} '
+          f'({run_dicts[seen[name]]} and {run_dicts[i]}); every run needs '
+          f'its own overrides.')
+    seen[name] = i
+
+  recipe_path, recipe_arg = split_spec(recipe)
+  recipe_file = os.path.join(code_dir, recipe_path)
+  if not os.path.isfile(recipe_file):
+    raise FileNotFoundError(f'{path}: recipe {recipe_path!r} not found in '
+                            f'{code_dir}.')
+  local_spec = (f'{recipe_file}:{recipe_arg}' if recipe_arg is not None
+                else recipe_file)
+  base = _parse_command_config(local_spec, [])
+  runs = []
+  for i, (name, overrides) in enumerate(zip(names, run_dicts)):
+    where = f'{path}: run {i} ({name})'
+    everything = {**fixed, **overrides}
+    expected = config_dict.ConfigDict(base.to_dict())
+    for key, value in everything.items():
+      _set(expected, key, value, where)
+    try:
+      resolved = config_lib.resolve(expected)
+      # What can be checked without devices or data: the model's
+      # arguments, the optimizer and its schedule.
+      build.build_model(resolved.model)
+      optim.make_optimizer(resolved, resolved.total_steps)
+    except (TypeError, ValueError) as error:
+      raise ValueError(f'{where}: {error}') from None
+    override_flags = _override_flags(everything)
+    try:
+      parsed = _parse_command_config(local_spec, override_flags)
+    except (flags.Error, KeyError, TypeError, ValueError) as error:
+      raise ValueError(f'{where}: its command line does not parse: '
+                       f'{error}') from None
+    if config_lib.to_json_dict(parsed) != config_lib.to_json_dict(expected):
+      differences = {k: v for k, v in config_lib.flat_items(
+          config_lib.to_json_dict(parsed)).items()
+                     if config_lib.flat_items(config_lib.to_json_dict(
+                         expected)).get(k) != v}
+      raise ValueError(f'{where}: an override does not survive the command '
+                       f'line (parsed as {differences}); use a value of the '
+                       f'recipe\'s type.')
+    workdir = join(sweep_dir, name)
+    args = ['-m', 'vit_jax.main', f'--config={recipe}',
+            f'--workdir={workdir}', *override_flags]
+    runs.append(Run(index=i, name=name, overrides=dict(overrides),
+                    workdir=workdir, args=args,
+                    total_steps=int(resolved.total_steps)))
+  return Sweep(file=path, arg=arg, source=source, config=recipe, fixed=fixed,
+               metric=metric, runs=runs)
+
+
+def join(directory: str, name: str) -> str:
+  return directory.rstrip('/') + '/' + name
