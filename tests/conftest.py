@@ -28,3 +28,39 @@ import pytest  # noqa: E402  (after the XLA flags, before any jax import)
 def data_dir(tmp_path_factory):
   """A TFDS data_dir; digits is prepared into it on first use."""
   return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='session')
+def slurm_cluster():
+  """A running one-node SLURM cluster (tests/slurm_cluster.py), shared by
+  the session (one per pytest-xdist worker). Client commands reach it with
+  `cluster.env` added to the environment, or through `cluster.run` and
+  `cluster.sbatch`.
+
+  Without the SLURM and munge binaries, or when the daemons do not come up,
+  its tests skip; under CI (the CI environment variable set) they fail
+  instead, since `.ci/run` installs slurm-wlm and munge.
+  """
+  import slurm_cluster as slurm  # pylint: disable=import-outside-toplevel
+
+  def unavailable(reason):
+    if os.environ.get('CI'):
+      pytest.fail('CI is set, and .ci/run should have installed slurm-wlm '
+                  f'and munge, but {reason}', pytrace=False)
+    pytest.skip(reason)
+
+  missing = slurm.missing_binaries()
+  if missing:
+    unavailable(f'SLURM is not installed ({", ".join(missing)} missing; '
+                f'{slurm.INSTALL_HINT})')
+  if os.geteuid() != 0:
+    unavailable('the SLURM test cluster runs its daemons as root')
+  cluster = slurm.SlurmCluster()
+  try:
+    cluster.start()
+  except slurm.SlurmStartError as e:
+    unavailable(f'the SLURM test cluster did not come up: {e}')
+  try:
+    yield cluster
+  finally:
+    cluster.stop()
