@@ -223,8 +223,8 @@ def test_launcher_records_failures_the_trainer_could_not(tmp_path):
   assert not failure.record(str(workdir), 3, str(log), time.time())
   assert failure.record(str(workdir), -9, str(log), time.time())
   text = (workdir / 'error').read_text()
-  assert 'killed by signal 9' in text.splitlines()[-1]
-  assert 'Killed' in text
+  assert 'killed by signal 9' in text.splitlines()[0]
+  assert text.splitlines()[-1] == 'Killed'  # the log's last line
   start = time.time()  # the trainer's own traceback, written after start
   (workdir / 'error').write_text('Traceback\nValueError: x\n')
   assert not failure.record(str(workdir), 1, str(log), start)

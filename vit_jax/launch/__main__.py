@@ -214,6 +214,7 @@ def cancel() -> int:
 
 
 def main(argv):
+  sys.stdout.reconfigure(line_buffering=True)  # progress lines, even to files
   if len(argv) > 2:
     _usage(f'unexpected arguments {argv[2:]}; commands: {list(COMMANDS)}.')
   command = argv[1] if len(argv) == 2 else 'launch'

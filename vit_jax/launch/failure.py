@@ -33,6 +33,9 @@ def _tail(log_path: Optional[str]) -> str:
       lines = f.read().splitlines()
   except OSError:
     return ''
+  # Not the launcher's or the scheduler's own lines.
+  lines = [line for line in lines if line.strip() and not line.startswith(
+      ('=== ', 'srun: ', 'slurmstepd: '))]
   return '\n'.join(lines[-TAIL_LINES:])
 
 
@@ -52,9 +55,11 @@ def record(workdir: str, status: int, log_path: Optional[str],
            f'killed by signal {status - 128}' if status > 128 else
            f'exit status {status}')
   tail = _tail(log_path)
-  text = (f'[written by the launcher at {time.strftime("%Y-%m-%d %H:%M:%S")}'
-          f'; the trainer wrote no error] log {log_path}:\n{tail}\n'
-          f'The run failed: {cause}.\n')
+  # The log's last line (usually the exception) ends the file: `status`
+  # shows the last line.
+  text = (f'The run failed ({cause}); the trainer wrote no error. Written '
+          f'by the launcher at {time.strftime("%Y-%m-%d %H:%M:%S")}. The '
+          f'end of its log {log_path}:\n{tail or "(empty)"}\n')
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(text)
   return True

@@ -12,7 +12,8 @@ each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
   that checkpoint. A node failure requeues the task too (`--requeue`).
 - SIGTERM to the batch shell (`scancel`, or the time limit reached
   without the early signal) is passed on too, without requeueing.
-- Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues.
+- Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues;
+  `LOG_DIR/<run name>.log` links to a run's latest one.
 
 Arrays are limited by the cluster's MaxArraySize (task ids must be below
 it): a sweep with more runs is submitted as several arrays, each with its
@@ -126,23 +127,32 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
     command = ' '.join(shlex.quote(a) for a in
                        [settings['python'], *run['args']])
     cases.append(f'  {task}) RUN={shlex.quote(run["name"])}; '
+                 f'WORKDIR={shlex.quote(run["workdir"])}; '
                  f'COMMAND=({command}) ;;')
+  python = shlex.quote(settings['python'])
   lines = ['#!/bin/bash'] + [f'#SBATCH {option}' for option in options] + [
-      f'# vit_jax sweep {record.get("sweep_file")} '
-      f'(runs {offset}+task id); written by python -m vit_jax.launch',
+      f'# vit_jax sweep {record.get("sweep_file")}: run index = {offset} + '
+      f'task id. Written by python -m vit_jax.launch.',
       f'cd {shlex.quote(record["code_dir"])} || exit 1',
       'case "$SLURM_ARRAY_TASK_ID" in',
       *cases,
       '  *) echo "no run for task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;',
       'esac',
+      '# This task alone (an array task\'s SLURM_JOB_ID may name the array).',
       'TASK="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+      f'LOG={shlex.quote(log_dir)}/slurm-$TASK.log',
+      'START=$(date +%s)',
+      '# LOG_DIR/<run name>.log: the run\'s latest log.',
+      f'ln -sfn "slurm-$TASK.log" {shlex.quote(log_dir)}/"$RUN.log"',
       'echo "=== $(date \'+%F %T\') $TASK run $RUN on $(hostname)," '
       '"attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"',
       'requeue=0',
-      '# Before the time limit: the run saves, then this task is requeued.',
-      'trap \'requeue=1; scancel --signal=TERM "$SLURM_JOB_ID"\' USR1',
-      '# scancel / the time limit itself: the run saves, no requeue.',
-      'trap \'scancel --signal=TERM "$SLURM_JOB_ID"\' TERM',
+      '# Before the time limit (B:USR1 reaches this shell only): the run',
+      '# saves on SIGTERM (its srun task alone gets it), then the task is',
+      '# requeued. The traps keep this shell alive while the run saves.',
+      'trap \'requeue=1; scancel --signal=TERM "$TASK"\' USR1',
+      '# scancel, `launch cancel`, or the time limit itself: save, no requeue.',
+      'trap \'scancel --signal=TERM "$TASK"\' TERM',
       'srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${COMMAND[@]}" &',
       'child=$!',
       '# `wait` returns early when a trap runs; wait until the run ends.',
@@ -152,8 +162,12 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
       'done',
       'echo "=== $(date \'+%F %T\') $TASK run $RUN exited with status '
       '$status"',
+      '# A failure the trainer could not record (killed, or refused before',
+      '# it had a workdir) goes to WORKDIR/error, for `status`.',
+      f'{python} -m vit_jax.launch.failure "$WORKDIR" "$status" "$LOG" '
+      '"$START"',
       'if [ "$requeue" = 1 ] && [ "$status" = 3 ]; then',
-      '  scontrol requeue "$SLURM_JOB_ID" && echo "=== requeued $TASK"',
+      '  scontrol requeue "$TASK" && echo "=== requeued $TASK"',
       'fi',
       'exit "$status"',
   ]
@@ -290,7 +304,7 @@ class SlurmBackend:
     if running:
       # The batch shell passes SIGTERM on without requeueing.
       subprocess.run(['scancel', '--batch', '--signal=TERM', *running],
-                     check=False)
+                     check=False)  # the shell's trap signals the run
       say(f'Sent SIGTERM to {len(running)} running runs (they save and '
           f'stop): {" ".join(running)}')
     if not pending and not running:
