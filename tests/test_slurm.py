@@ -129,3 +129,28 @@ def test_slurm_requeued_run_resumes_bit_identically(slurm_cluster, tmp_path,
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(expected),
                   strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_slurm_cancel_saves_and_resume_continues(slurm_cluster, tmp_path,
+                                                 data_dir):
+  fixed = tiny_fixed(data_dir, total_steps=5000, log_every_steps=10,
+                     eval_every_steps=5000,
+                     **{'checkpoint.every_steps': 5000})
+  sweep_file = write_sweep(tmp_path / 'long.py', [{'lr': 1e-3}], fixed)
+  sweep_dir = tmp_path / 'sweep'
+  _launch(slurm_cluster, f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
+          '--backend=slurm')
+  workdir = str(sweep_dir / 'lr=0.001')
+  deadline = time.time() + 600
+  while not status_lib.last_metrics(workdir, 'train/loss')[0]:
+    assert time.time() < deadline, _logs(sweep_dir)
+    time.sleep(0.5)
+  assert _statuses(slurm_cluster, sweep_dir)['lr=0.001']['state'] == 'running'
+  result = _launch(slurm_cluster, 'cancel', f'--sweep_dir={sweep_dir}')
+  assert 'Sent SIGTERM to 1 running runs' in result.stdout
+  got = _wait_settled(slurm_cluster, sweep_dir)['lr=0.001']
+  assert got['state'] == 'preempted', (got, _logs(sweep_dir))
+  steps = checkpoint.TrainCheckpointer(os.path.join(workdir, 'checkpoints')
+                                       ).all_steps()
+  assert len(steps) == 1 and got['step'] <= steps[0] < 5000  # saved on TERM
+  assert 'requeued' not in _logs(sweep_dir)
