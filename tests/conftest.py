@@ -28,3 +28,31 @@ import pytest  # noqa: E402  (after the XLA flags, before any jax import)
 def data_dir(tmp_path_factory):
   """A TFDS data_dir; digits is prepared into it on first use."""
   return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='session')
+def gcs(tmp_path_factory):
+  """A local GCS emulator with a bucket (`gcs_emulator.GcsEmulator`).
+
+  While it runs, this process's environment points gcsfs and tensorstore
+  at it (`GcsEmulator.env`; subprocesses inherit it): gs://BUCKET/... paths
+  then live in the emulator. Stopped, and the environment restored, at the
+  end of the session.
+  """
+  import gcs_emulator  # pylint: disable=g-import-not-at-top
+  emulator = gcs_emulator.GcsEmulator(tmp_path_factory.mktemp('gcs'))
+  try:
+    emulator.start()
+  except RuntimeError as error:
+    pytest.fail(str(error), pytrace=False)
+  saved = {name: os.environ.get(name) for name in emulator.env}
+  os.environ.update(emulator.env)
+  try:
+    yield emulator
+  finally:
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name, None)
+      else:
+        os.environ[name] = value
+    emulator.stop()
