@@ -39,6 +39,7 @@ def gcs(tmp_path_factory):
   then live in the emulator. Stopped, and the environment restored, at the
   end of the session.
   """
+  import fsspec  # pylint: disable=g-import-not-at-top
   import gcs_emulator  # pylint: disable=g-import-not-at-top
   emulator = gcs_emulator.GcsEmulator(tmp_path_factory.mktemp('gcs'))
   try:
@@ -47,9 +48,12 @@ def gcs(tmp_path_factory):
     pytest.fail(str(error), pytrace=False)
   saved = {name: os.environ.get(name) for name in emulator.env}
   os.environ.update(emulator.env)
+  gs_options = fsspec.config.conf.setdefault('gs', {})
+  gs_options['token'] = 'anon'  # as FSSPEC_GS_TOKEN does in subprocesses
   try:
     yield emulator
   finally:
+    gs_options.pop('token', None)
     for name, value in saved.items():
       if value is None:
         os.environ.pop(name, None)

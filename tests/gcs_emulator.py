@@ -17,9 +17,11 @@ on a free port on 127.0.0.1 with its objects under a temporary directory.
                                    gcsfs's plain client: its zonal-bucket
                                    probe calls GCS's gRPC storage-control
                                    API, which the emulator lacks
-    NO_GCE_CHECK=true              google-auth does not probe for a GCE
-                                   metadata server (gcsfs then falls back
-                                   to anonymous access)
+    FSSPEC_GS_TOKEN=anon           gcsfs sends no credentials (read by
+                                   fsspec when it is imported; the `gcs`
+                                   fixture sets it in this process too)
+    NO_GCE_CHECK=true              google-auth never probes for a GCE
+                                   metadata server
 
 TensorFlow's own GCS client (tf.io.gfile) has no endpoint override, so
 it cannot be pointed here; vit_jax does not use it for workdirs
@@ -73,6 +75,7 @@ class GcsEmulator:
             'TENSORSTORE_GCS_HTTP_URL': self.url,
             'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',
             'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false',
+            'FSSPEC_GS_TOKEN': 'anon',
             'NO_GCE_CHECK': 'true'}
 
   def start(self, timeout: float = 20.0) -> None:
