@@ -296,3 +296,15 @@ def test_local_paths_are_supported(tmp_path):
   assert paths.parent('gs://b-1/run/checkpoints/') == 'gs://b-1/run'
   assert paths.absolute('gs://b-1/run') == 'gs://b-1/run'
   assert paths.absolute('run') == os.path.abspath('run')
+
+
+def test_no_helper_turns_a_mistyped_url_into_a_local_folder(tmp_path,
+                                                            monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  for write in (lambda: paths.makedirs('gs:/bucket/run'),
+                lambda: paths.write_atomic('gs:/bucket/run/x', 'a'),
+                lambda: paths.append('gs:bucket/x', 'a'),
+                lambda: paths.Appender('s3://bucket/x')):
+    with pytest.raises(ValueError, match='supported: local paths and gs://'):
+      write()
+  assert os.listdir(tmp_path) == []

@@ -4,7 +4,10 @@ Every file vit_jax reads or writes in a workdir (config.json, the lock,
 metrics.jsonl, tb/, checkpoints/, plots/, done / error, and what a sweep
 keeps beside its runs) goes through this module, so a workdir can be a
 local directory or `gs://bucket/dir` with no other change. Paths are plain
-strings; the functions take and return strings.
+strings; the functions take and return strings. Every function but the
+string operations `is_local`, `join`, `parent` and `absolute` raises
+`check_supported`'s ValueError for a path it refuses, so none of them
+turns a mistyped `gs:/bucket` into a local folder.
 
     check_supported(path)        ValueError (scheme, supported ones) for a
                                  path no backend handles: `s3://x`, a typo
@@ -59,6 +62,8 @@ Semantics on gs:// (objects, not files):
   None)` is O_EXCL and exclusive; replacing is check-then-act).
 """
 
+import functools
+import importlib.util
 import json
 import os
 import posixpath
@@ -122,14 +127,26 @@ def check_supported(path: str) -> None:
                      f'lowercase letters, digits, "-", "_", "."); write '
                      f'{scheme}://BUCKET/DIR.')
   package = SCHEMES[scheme]
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  if importlib.util.find_spec(package) is None:
+  if not _installed(package):
     raise ValueError(f'{scheme}:// paths need the {package} package, which is '
                      f'not installed (pip install -r requirements.txt).')
 
 
+@functools.lru_cache(maxsize=None)
+def _installed(package: str) -> bool:
+  return importlib.util.find_spec(package) is not None
+
+
 def is_local(path: str) -> bool:
   return _URI.match(path) is None
+
+
+def _local(path: str) -> bool:
+  """`is_local`, after `check_supported` for anything scheme-like, so no
+  function here ever turns `gs:/bucket` into a local folder."""
+  if _SCHEME_LIKE.match(path):
+    check_supported(path)
+  return is_local(path)
 
 
 def Path(path: str) -> epath.Path:  # pylint: disable=invalid-name
@@ -159,17 +176,17 @@ def absolute(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-  return os.path.exists(path) if is_local(path) else Path(path).exists()
+  return os.path.exists(path) if _local(path) else Path(path).exists()
 
 
 def isdir(path: str) -> bool:
-  return os.path.isdir(path) if is_local(path) else Path(path).is_dir()
+  return os.path.isdir(path) if _local(path) else Path(path).is_dir()
 
 
 def listdir(path: str) -> List[str]:
   """Sorted names in a directory; [] when it does not exist."""
   try:
-    if is_local(path):
+    if _local(path):
       return sorted(os.listdir(path))
     return sorted(child.name for child in Path(path).iterdir())
   except (FileNotFoundError, NotADirectoryError):
@@ -179,7 +196,7 @@ def listdir(path: str) -> List[str]:
 def mtime(path: str) -> Optional[float]:
   """Last modification (an object's last upload), or None when absent."""
   try:
-    if is_local(path):
+    if _local(path):
       return os.path.getmtime(path)
     return float(Path(path).stat().mtime)
   except FileNotFoundError:
@@ -188,10 +205,8 @@ def mtime(path: str) -> Optional[float]:
 
 def makedirs(path: str) -> None:
   """Creates a local directory and its parents (nothing on gs://)."""
-  if is_local(path):
+  if _local(path):
     os.makedirs(path, exist_ok=True)
-  else:
-    check_supported(path)
 
 
 # ----------------------------------------------------------------------------
@@ -203,7 +218,7 @@ def _bytes(data: Data) -> bytes:
 
 
 def read_bytes(path: str) -> bytes:
-  if is_local(path):
+  if _local(path):
     with open(path, 'rb') as f:
       return f.read()
   return Path(path).read_bytes()
@@ -224,7 +239,7 @@ def read_json(path: str) -> Optional[Any]:
 def write_atomic(path: str, data: Data) -> None:
   """Writes a whole file; a reader never sees part of it."""
   data = _bytes(data)
-  if is_local(path):
+  if _local(path):
     tmp = f'{path}.tmp-{os.getpid()}'
     with open(tmp, 'wb') as f:
       f.write(data)
@@ -236,7 +251,7 @@ def write_atomic(path: str, data: Data) -> None:
 def append(path: str, data: Data) -> None:
   """Adds `data` at the end of `path` (created if absent)."""
   data = _bytes(data)
-  if is_local(path):
+  if _local(path):
     with open(path, 'ab') as f:
       f.write(data)
   else:
@@ -268,10 +283,9 @@ def update(path: str, change: Callable[[Optional[bytes]], Optional[bytes]],
 def remove(path: str) -> bool:
   """Removes a file; False when it was not there."""
   try:
-    if is_local(path):
+    if _local(path):
       os.remove(path)
     else:
-      check_supported(path)
       _gcs().rm_file(path)
   except FileNotFoundError:
     return False
@@ -280,10 +294,9 @@ def remove(path: str) -> bool:
 
 def rename(source: str, target: str) -> None:
   """Renames a file or a directory (on gs://: copies then deletes)."""
-  if is_local(source):
+  if _local(source):
     os.rename(source, target)
     return
-  check_supported(source)
   check_supported(target)
   fs = _gcs()
   prefix = source[len('gs://'):].rstrip('/')  # fs.find's names lack gs://
@@ -314,14 +327,12 @@ class Appender:
 
   def __init__(self, path: str, flush_seconds: float = 30.0):
     self.path = path
-    self._local = is_local(path)
+    self._local = _local(path)
     self._flush_seconds = flush_seconds
     self._pending: List[bytes] = []
     self._known: Optional[Tuple[bytes, str]] = None  # after our upload
     self._last_flush = time.monotonic()
     self._file = open(path, 'ab') if self._local else None
-    if not self._local:
-      check_supported(path)
 
   def write(self, data: Data) -> None:
     if self._local:
@@ -369,13 +380,12 @@ def _local_version(stat: os.stat_result) -> str:
 
 def read_versioned(path: str) -> Tuple[Optional[bytes], Optional[str]]:
   """(content, version) of a file, or (None, None) when absent."""
-  if is_local(path):
+  if _local(path):
     try:
       with open(path, 'rb') as f:
         return f.read(), _local_version(os.fstat(f.fileno()))
     except FileNotFoundError:
       return None, None
-  check_supported(path)
   bucket, key = _bucket_key(path)
   try:
     headers, content = _gcs().call('GET', 'b/{}/o/{}', bucket, key,
@@ -390,7 +400,7 @@ def write_if_version(path: str, data: Data, version: Optional[str]
   """Writes `data` if the file's version is still `version` (None: only if
   the file does not exist); the new version, or None if it had changed."""
   data = _bytes(data)
-  if is_local(path):
+  if _local(path):
     if version is None:
       try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
@@ -421,7 +431,7 @@ def write_if_version(path: str, data: Data, version: Optional[str]
 
 def remove_if_version(path: str, version: str) -> bool:
   """Removes the file if its version is still `version`; whether it did."""
-  if is_local(path):
+  if _local(path):
     try:
       if _local_version(os.stat(path)) != version:
         return False
@@ -429,7 +439,6 @@ def remove_if_version(path: str, version: str) -> bool:
     except FileNotFoundError:
       return False
     return True
-  check_supported(path)
   bucket, key = _bucket_key(path)
   try:
     current = _gcs().call('GET', 'b/{}/o/{}', bucket, key, json_out=True)
@@ -460,8 +469,7 @@ def _gcs_upload(path: str, data: bytes,
                 if_generation: Optional[str] = None) -> str:
   """Uploads an object in one request; its generation. With
   `if_generation` ('0': must not exist) a mismatch raises FileExistsError
-  (HTTP 412)."""
-  check_supported(path)
+  (HTTP 412); `path` is checked by the caller."""
   bucket, key = _bucket_key(path)
   fs = _gcs()
   metadata = json.dumps({'name': key}).encode()
