@@ -64,3 +64,35 @@ def slurm_cluster():
     yield cluster
   finally:
     cluster.stop()
+
+
+@pytest.fixture(scope='session')
+def gcs(tmp_path_factory):
+  """A local GCS emulator with a bucket (`gcs_emulator.GcsEmulator`).
+
+  While it runs, this process's environment points gcsfs and tensorstore
+  at it (`GcsEmulator.env`; subprocesses inherit it): gs://BUCKET/... paths
+  then live in the emulator. Stopped, and the environment restored, at the
+  end of the session.
+  """
+  import fsspec  # pylint: disable=g-import-not-at-top
+  import gcs_emulator  # pylint: disable=g-import-not-at-top
+  emulator = gcs_emulator.GcsEmulator(tmp_path_factory.mktemp('gcs'))
+  try:
+    emulator.start()
+  except RuntimeError as error:
+    pytest.fail(str(error), pytrace=False)
+  saved = {name: os.environ.get(name) for name in emulator.env}
+  os.environ.update(emulator.env)
+  gs_options = fsspec.config.conf.setdefault('gs', {})
+  gs_options['token'] = 'anon'  # as FSSPEC_GS_TOKEN does in subprocesses
+  try:
+    yield emulator
+  finally:
+    gs_options.pop('token', None)
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name, None)
+      else:
+        os.environ[name] = value
+    emulator.stop()

@@ -7,12 +7,13 @@ Pretrained-weight import (timm, `.npz`) and `config.init_from` are in
 """
 
 import logging
-import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
+
+from vit_jax import paths
 
 
 # ----------------------------------------------------------------------------
@@ -29,6 +30,10 @@ class TrainCheckpointer:
   Orbax writes into a temporary directory and renames it when complete, so
   an interrupted save never looks like a checkpoint; a checkpoint that is
   there but unreadable (corrupt) is skipped with a warning on restore.
+  On gs:// orbax writes directly into the step directory and marks it
+  finished with a commit file instead (an object store has no rename),
+  with the same effect; `directory` may be local or gs://
+  (`vit_jax.paths`).
   """
 
   def __init__(self, directory: str, keep_last: int = 3,
@@ -47,7 +52,7 @@ class TrainCheckpointer:
         enable_async_checkpointing=async_save and not read_only,
         create=not read_only, cleanup_tmp_directories=not read_only,
         read_only=read_only)
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)
     self._read_only = read_only
     self._pending = False  # a save was started and not yet seen finished
     self.moved_aside: List[int] = []  # steps found corrupt, renamed
@@ -119,9 +124,9 @@ class TrainCheckpointer:
     stamp = time.strftime('%Y%m%d-%H%M%S')
     if jax.process_index() == 0:
       for step in steps:
-        source = os.path.join(self.directory, str(step))
+        source = paths.join(self.directory, str(step))
         target = f'{source}.corrupt-{stamp}'
-        os.rename(source, target)
+        paths.rename(source, target)
         logging.warning('Moved the unreadable checkpoint of step %d aside to '
                         '%s; the run will save that step again.', step,
                         target)
@@ -153,8 +158,8 @@ def restore_params(directory: str, step: Optional[int] = None
                    ) -> Dict[str, Any]:
   """The params of a training checkpoint (latest step unless given), as numpy."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = os.path.abspath(directory)
-  if not os.path.isdir(directory):  # never created by reading
+  directory = paths.absolute(directory)
+  if not paths.isdir(directory):  # never created by reading
     raise FileNotFoundError(f'No checkpoint directory {directory}.')
   handlers = {'state': ocp.StandardCheckpointHandler(),
               'data': ocp.JsonCheckpointHandler()}

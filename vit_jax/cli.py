@@ -1,6 +1,7 @@
 """What `python -m vit_jax.main` and `python -m vit_jax.evaluate` share:
-the --config and --workdir flags, multi-host start-up, and command-line
-errors as one line.
+the --config and --workdir flags (--workdir local or gs://, checked by
+`vit_jax.paths.check_supported` while the flags are parsed), multi-host
+start-up, and command-line errors as one line.
 
 Multi-host: every process runs the same command. The processes find each
 other through `jax.distributed.initialize`, from flags
@@ -18,6 +19,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from vit_jax import paths
+
 # Exit status of a command line that cannot be parsed.
 EXIT_USAGE = 2
 
@@ -25,7 +28,22 @@ CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training recipe: configs/FILE.py[:ARG].',
     lock_config=True)
 WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Run directory: config, metrics, checkpoints, plots.')
+    'workdir', None, 'Run directory: config, metrics, checkpoints, plots; '
+    'local or gs://BUCKET/DIR.')
+
+
+def _check_workdir(value) -> bool:
+  """A scheme no backend handles (s3://, a typo gs:/b) is a bad command
+  line, refused before anything is created (`paths.check_supported`)."""
+  if value is not None:
+    try:
+      paths.check_supported(value)
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from None
+  return True
+
+
+flags.register_validator('workdir', _check_workdir)
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0, for multi-host.')
 _NUM_PROCESSES = flags.DEFINE_integer(

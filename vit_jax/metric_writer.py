@@ -6,6 +6,17 @@ are written under `tb/` without TensorFlow: records are serialised with
 TensorBoard's protobuf classes and framed as TFRecords here (length, masked
 CRC-32C of the length, data, masked CRC-32C of the data), so GPU machines
 without TensorFlow write them too.
+
+Both are written through `vit_jax.paths.Appender`: locally each write goes
+to the file at once; on object stores (gs://), which cannot append, writes
+are buffered and each file is uploaded whole at most every
+`flush_seconds`, at `flush()` (the trainer calls it before each checkpoint
+save, so rows up to a saved step are never lost) and at `close()`.
+Uploading the whole event file each time is what TensorFlow's own GCS
+writer does; TensorBoard reads the grown object on from where it was. Each
+writer has its own event file, and metrics.jsonl uploads are
+compare-and-swaps, so a trainer and `vit_jax.evaluate` may write one
+workdir together.
 """
 
 import json
@@ -18,6 +29,11 @@ import time
 from typing import Mapping, Optional
 
 from absl import logging
+
+from vit_jax import paths
+
+# How often buffered metrics reach an object store (`paths.Appender`).
+FLUSH_SECONDS = 30.0
 
 
 def _crc32c_table():
@@ -49,13 +65,13 @@ def _masked_crc(data: bytes) -> int:
 class TensorBoardWriter:
   """Scalar summaries in a TensorBoard event file, written without TF."""
 
-  def __init__(self, directory: str):
+  def __init__(self, directory: str, flush_seconds: float = FLUSH_SECONDS):
     from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
     self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-    os.makedirs(directory, exist_ok=True)
+    paths.makedirs(directory)
     name = (f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}'
             f'.{os.getpid()}')
-    self._file = open(os.path.join(directory, name), 'ab')
+    self._file = paths.Appender(paths.join(directory, name), flush_seconds)
     self._write(event_pb2.Event(wall_time=time.time(),
                                 file_version='brain.Event:2'))
 
@@ -72,7 +88,6 @@ class TensorBoardWriter:
         wall_time=time.time(), step=int(step),
         session_log=self._event_pb2.SessionLog(
             status=self._event_pb2.SessionLog.START)))
-    self._file.flush()
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     summary = self._summary_pb2.Summary(value=[
@@ -80,6 +95,8 @@ class TensorBoardWriter:
         for name, value in values.items()])
     self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step),
                                       summary=summary))
+
+  def flush(self) -> None:
     self._file.flush()
 
   def close(self) -> None:
@@ -89,24 +106,28 @@ class TensorBoardWriter:
 class MetricWriter:
   """Appends to `metrics.jsonl` and TensorBoard; only the main process writes.
 
-  JSON lines are flushed at once, so a later analysis (or a crash) sees
-  everything logged so far. `restart_step`: the first step a resumed run
-  logs (see `TensorBoardWriter.restart`; the trainer drops metrics.jsonl
-  rows past it, `workdir.truncate_metrics`).
+  Locally, JSON lines are flushed at once, so a later analysis (or a
+  crash) sees everything logged so far; on gs:// see the module docstring.
+  `restart_step`: the first step a resumed run logs (see
+  `TensorBoardWriter.restart`; the trainer drops metrics.jsonl rows past
+  it, `workdir.truncate_metrics`).
   """
 
   def __init__(self, workdir: str, enabled: bool = True,
-               tensorboard: bool = True, restart_step: Optional[int] = None):
+               tensorboard: bool = True, restart_step: Optional[int] = None,
+               flush_seconds: float = FLUSH_SECONDS):
     self._enabled = enabled
     self._jsonl = None
     self._tensorboard = None
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    paths.makedirs(workdir)
+    self._jsonl = paths.Appender(paths.join(workdir, 'metrics.jsonl'),
+                                 flush_seconds)
     if tensorboard:
       try:
-        self._tensorboard = TensorBoardWriter(os.path.join(workdir, 'tb'))
+        self._tensorboard = TensorBoardWriter(paths.join(workdir, 'tb'),
+                                              flush_seconds)
         if restart_step is not None:
           self._tensorboard.restart(restart_step)
       except ImportError:
@@ -121,10 +142,15 @@ class MetricWriter:
     self._jsonl.write(json.dumps(
         {'step': int(step), **{k: _json_safe(v) for k, v in values.items()}})
                       + '\n')
-    self._jsonl.flush()
     if self._tensorboard is not None:
       self._tensorboard.scalars(step, {
           k: v for k, v in values.items() if isinstance(v, (int, float))})
+
+  def flush(self) -> None:
+    """Makes everything written so far durable (uploads on gs://)."""
+    for handle in (self._jsonl, self._tensorboard):
+      if handle is not None:
+        handle.flush()
 
   def close(self) -> None:
     for handle in (self._jsonl, self._tensorboard):

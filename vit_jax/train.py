@@ -15,7 +15,6 @@ This module never imports TensorFlow (the data pipeline, imported inside
 
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -33,6 +32,7 @@ from vit_jax import checkpoint
 from vit_jax import config as config_lib
 from vit_jax import losses
 from vit_jax import metric_writer
+from vit_jax import paths
 from vit_jax import sharding
 from vit_jax import weights
 from vit_jax import workdir as workdir_lib
@@ -218,10 +218,9 @@ def _every(step: int, period: Optional[int], total_steps: int) -> bool:
 
 
 def _has_checkpoints(directory: str) -> bool:
-  """Whether `directory` holds finished step directories (read-only)."""
-  if not os.path.isdir(directory):
-    return False
-  return any(name.isdigit() for name in os.listdir(directory))
+  """Whether `directory` holds step directories (read-only; on gs:// an
+  unfinished one counts too: then the fresh state is made after locking)."""
+  return any(name.isdigit() for name in paths.listdir(directory))
 
 
 def _fresh_state(config, run: build.Run) -> State:
@@ -265,11 +264,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir's identity (`workdir.check_config`; `allow_changes` lists keys
   that may differ from its config.json) and the `init_from` weights. Then
   the workdir is locked and config.json written. Raises `Preempted` after
-  saving when SIGTERM stopped the run.
+  saving when SIGTERM stopped the run. `workdir` is local or gs://
+  (`vit_jax.paths`; checked first).
   """
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
 
+  paths.check_supported(workdir)
   config = config_lib.resolve(config)
   run = build.build_run(config, data)
   evaluators = evaluate.build_evaluators(config, build.eval_functions(run),
@@ -281,14 +282,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   is_main = jax.process_index() == 0
   if is_main:
     workdir_lib.check_config(workdir, config, allow_changes)
-  checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  checkpoint_dir = paths.join(workdir, 'checkpoints')
   fresh = None
   if not _has_checkpoints(checkpoint_dir):
     fresh = _fresh_state(config, run)  # init_from is read before any write
 
   lock = None
   if is_main:
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     lock = workdir_lib.Lock(workdir, warn=_say)
     lock.acquire()
   checkpointer = writer = None
@@ -420,6 +421,7 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
       # Evaluation time does not count against train/img_per_sec.
       window_start += time.monotonic() - eval_start
       if save_now:
+        writer.flush()  # the rows up to a saved step are never lost
         checkpointer.save(step, state, {'step': step, 'seed': config.seed})
       if stop:
         logging.warning('Stopped at step %d on request (SIGTERM).', step)
@@ -445,6 +447,6 @@ def _flops(lowered) -> Optional[float]:
 
 def read_metrics(workdir: str):
   """The rows of a workdir's metrics.jsonl (for tests and analysis)."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = paths.read_text(paths.join(workdir, 'metrics.jsonl'))
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
 

@@ -12,9 +12,8 @@ unexpected or misshapen raises an error that lists it.
 another training run of this package (`checkpoint.restore_params`).
 """
 
-import json
+import io
 import logging
-import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from vit_jax import checkpoint
 from vit_jax import models
+from vit_jax import paths
 from vit_jax.models import common
 
 FlatParams = Dict[str, np.ndarray]
@@ -471,12 +471,19 @@ def load_npz(path, name: str = 'vit', image_size: Optional[ImageSize] = None,
   too. Other arguments as for `from_timm`.
   """
   model = _build(name, model_kwargs)
-  with np.load(path, allow_pickle=False) as archive:
-    raw = {key: archive[key] for key in archive.files}
+  raw = _read_npz(path)
   renamed = {_rename_npz(key, name): value for key, value in raw.items()}
   flat = flatten(common.unstack_blocks(unflatten(renamed)))
   return _fit_to_model(flat, name, model, image_size,
                        f'npz checkpoint {path}')
+
+
+def _read_npz(path) -> Dict[str, np.ndarray]:
+  """The arrays of an .npz file, local or on gs:// (`vit_jax.paths`)."""
+  if isinstance(path, str) and not paths.is_local(path):
+    path = io.BytesIO(paths.read_bytes(path))
+  with np.load(path, allow_pickle=False) as archive:
+    return {key: archive[key] for key in archive.files}
 
 
 INIT_KINDS = ('own', 'npz', 'timm')
@@ -494,24 +501,26 @@ def load_init_params(kind: str, path: str, name: str,
   posemb='sincos2d')`), 'npz' (Google's original / big_vision layout),
   'timm' (a .safetensors or .npz file of a timm state dict). The head is
   replaced and the position embedding resampled as for `from_timm`.
+  `path` may be local or gs:// (`vit_jax.paths`).
   """
   common.check_choice('init_from kind', kind, INIT_KINDS)
+  paths.check_supported(path)
   if kind == 'npz':
     return load_npz(path, name, image_size=image_size, **model_kwargs)
   if kind == 'timm':
     if path.endswith('.safetensors'):
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-      state_dict = load_file(path)
+      from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+      state_dict = (safetensors_numpy.load_file(path) if paths.is_local(path)
+                    else safetensors_numpy.load(paths.read_bytes(path)))
     else:
-      with np.load(path, allow_pickle=False) as archive:
-        state_dict = {key: archive[key] for key in archive.files}
+      state_dict = _read_npz(path)
     return from_timm(state_dict, name, image_size=image_size, **model_kwargs)
   model = models.get_model(name, **model_kwargs)
-  candidate = os.path.join(path, 'checkpoints')
-  if os.path.isdir(candidate):
+  candidate = paths.join(path, 'checkpoints')
+  if paths.isdir(candidate):
     workdir, directory = path, candidate
   else:
-    workdir, directory = os.path.dirname(os.path.abspath(path)), path
+    workdir, directory = paths.parent(path), path
   params = models.convert_params(_run_model_name(workdir), name,
                                  checkpoint.restore_params(directory))
   flat = flatten(common.unstack_blocks(params))
@@ -522,14 +531,13 @@ def load_init_params(kind: str, path: str, name: str,
 def _run_model_name(workdir: str) -> str:
   """The model family of the training run in `workdir`, from the
   config.json that every run writes there."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  path = paths.join(workdir, 'config.json')
+  config = paths.read_json(path)
+  if config is None:
     raise FileNotFoundError(
         f'{path} not found: init_from kind \'own\' needs the source run\'s '
         f'config.json (written by every training run) to know its model '
         f'family; give the run\'s workdir or its checkpoints/ directory.')
-  with open(path) as f:
-    config = json.load(f)
   try:
     return config['model']['name']
   except (KeyError, TypeError) as error:

@@ -15,7 +15,9 @@ change where or how fast the run goes, not what it computes.
 `truncate_metrics` drops rows past the step a resumed run restarts from,
 so each (step, metric) appears once.
 
-Everything here is done by the main process only (process 0).
+Everything here is done by the main process only (process 0). DIR may be
+local or `gs://bucket/dir`: every read and write goes through
+`vit_jax.paths`.
 """
 
 import json
@@ -27,6 +29,7 @@ import traceback
 from typing import Any, Dict, List, Optional, Sequence
 
 from vit_jax import config as config_lib
+from vit_jax import paths
 
 CONFIG = 'config.json'
 HISTORY = 'config_history'
@@ -53,21 +56,6 @@ class WorkdirLockedError(RuntimeError):
 
 class ConfigMismatchError(ValueError):
   """A rerun's config differs from the workdir's."""
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------
@@ -97,14 +85,14 @@ def check_config(workdir: str, config, allow_changes: Sequence[str] = ()
   allowed differences ({} for a new workdir or an identical config);
   raises ConfigMismatchError listing the others.
   """
-  old = _read_json(os.path.join(workdir, CONFIG))
+  old = paths.read_json(paths.join(workdir, CONFIG))
   if old is None:
     return {}
   try:
     old = config_lib.to_json_dict(config_lib.resolve(old))
   except ValueError as error:
     raise ConfigMismatchError(
-        f'{os.path.join(workdir, CONFIG)} is not a valid config of this '
+        f'{paths.join(workdir, CONFIG)} is not a valid config of this '
         f'version of vit_jax ({error}); use a new workdir.') from None
   new = config_lib.to_json_dict(config)
   differences = config_differences(old, new)
@@ -123,24 +111,26 @@ def check_config(workdir: str, config, allow_changes: Sequence[str] = ()
 
 def write_config(workdir: str, config) -> None:
   """Writes config.json, keeping the previous one in config_history/."""
-  path = os.path.join(workdir, CONFIG)
+  path = paths.join(workdir, CONFIG)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = f.read()
+  try:
+    previous = paths.read_text(path)
+  except FileNotFoundError:
+    previous = None
+  if previous is not None:
     if previous == text:
       return
-    history = os.path.join(workdir, HISTORY)
-    os.makedirs(history, exist_ok=True)
+    history = paths.join(workdir, HISTORY)
+    paths.makedirs(history)
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    _write_atomic(os.path.join(history, f'config.{stamp}.json'), previous)
-  _write_atomic(path, text)
+    paths.write_atomic(paths.join(history, f'config.{stamp}.json'), previous)
+  paths.write_atomic(path, text)
 
 
 def read_config(workdir: str):
   """The resolved config of a workdir's run (for evaluation and analysis)."""
-  path = os.path.join(workdir, CONFIG)
-  data = _read_json(path)
+  path = paths.join(workdir, CONFIG)
+  data = paths.read_json(path)
   if data is None:
     raise FileNotFoundError(f'{path} does not exist: not a workdir written '
                             f'by vit_jax.main (or pass --config).')
@@ -164,54 +154,67 @@ def _pid_alive(pid: int) -> bool:
 class Lock:
   """`DIR/lock`, held while a trainer runs in DIR (a context manager).
 
-  Created with O_EXCL, so of two trainers starting together one wins. A
-  lock left by a dead process is taken over with a warning: on this host
-  when its pid is gone, from another host when its heartbeat (the file's
+  Created only if absent, so of two trainers starting together one wins:
+  locally with O_EXCL; on gs:// by an upload conditioned on the object not
+  existing (`ifGenerationMatch=0`), which GCS applies atomically. A lock
+  left by a dead process is taken over with a warning: on this host when
+  its pid is gone, from another host when its heartbeat (the lock's
   modification time, refreshed every LOCK_HEARTBEAT_SECONDS by a
-  background thread) is older than LOCK_STALE_SECONDS.
+  background thread rewriting it) is older than LOCK_STALE_SECONDS.
+
+  Taking over, the heartbeat and the release are compare-and-swaps on the
+  version that was read (`vit_jax.paths.write_if_version`,
+  `remove_if_version`). On gs:// these are conditioned on the object's
+  generation, so when two trainers take over one stale lock at once only
+  one succeeds (the other is refused as by a live lock), and a holder never
+  overwrites or deletes a lock that someone else has taken since. A
+  holder whose heartbeat finds its lock taken warns (once); it does not
+  stop. Staleness compares the object's last upload time (GCS's clock)
+  with this host's clock, so clocks must agree to well within
+  LOCK_STALE_SECONDS. Locally the compare and the swap are two steps (a
+  check, then os.replace / os.remove): a race between two trainers taking
+  over the same stale lock within that instant is possible there, as
+  before.
   """
 
   def __init__(self, workdir: str, warn=print):
-    self.path = os.path.join(workdir, LOCK)
+    self.path = paths.join(workdir, LOCK)
     self._warn = warn
     self._stop = threading.Event()
     self._thread = None
-    self._held = False
+    self._version: Optional[str] = None  # of our lock, while held
+    self._text = ''
 
-  def _holder(self) -> Optional[Dict[str, Any]]:
+  @staticmethod
+  def _parse(data: bytes) -> Dict[str, Any]:
     try:
-      with open(self.path) as f:
-        return json.load(f)
-    except FileNotFoundError:
-      return None
+      holder = json.loads(data)
     except ValueError:  # being written, or garbled
       return {}
+    return holder if isinstance(holder, dict) else {}
 
   def _stale(self, holder: Dict[str, Any]) -> bool:
-    if not holder:
-      age = time.time() - os.path.getmtime(self.path)
-      return age > LOCK_STALE_SECONDS
-    if holder.get('host') == socket.gethostname():
+    if holder and holder.get('host') == socket.gethostname():
       return not _pid_alive(int(holder.get('pid', -1)))
-    try:
-      age = time.time() - os.path.getmtime(self.path)
-    except FileNotFoundError:
+    modified = paths.mtime(self.path)
+    if modified is None:
       return True
-    return age > LOCK_STALE_SECONDS
+    return time.time() - modified > LOCK_STALE_SECONDS
 
   def acquire(self) -> None:
     me = {'host': socket.gethostname(), 'pid': os.getpid(),
           'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+    self._text = json.dumps(me)
     for _ in range(3):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        holder = self._holder()
-        if holder is None:
+      version = paths.write_if_version(self.path, self._text, None)
+      if version is None:
+        data, current = paths.read_versioned(self.path)
+        if data is None:
           continue  # released meanwhile
+        holder = self._parse(data)
         if not self._stale(holder):
           raise WorkdirLockedError(
-              f'{os.path.dirname(self.path)} is in use by another trainer: '
+              f'{paths.parent(self.path)} is in use by another trainer: '
               f'host {holder.get("host")!r}, pid {holder.get("pid")} '
               f'(since {holder.get("started")}). Stop it first; a lock of a '
               f'dead process is taken over automatically (on another host '
@@ -219,14 +222,11 @@ class Lock:
         self._warn(f'Taking over the stale lock of host '
                    f'{holder.get("host")!r}, pid {holder.get("pid")} '
                    f'(the process is gone).')
-        try:
-          os.remove(self.path)
-        except FileNotFoundError:
-          pass
-        continue
-      with os.fdopen(fd, 'w') as f:
-        json.dump(me, f)
-      self._held = True
+        version = paths.write_if_version(self.path, self._text, current)
+        if version is None:
+          continue  # another trainer changed it meanwhile: look again
+      self._version = version
+      self._stop.clear()
       self._thread = threading.Thread(target=self._heartbeat, daemon=True)
       self._thread.start()
       return
@@ -236,20 +236,26 @@ class Lock:
   def _heartbeat(self) -> None:
     while not self._stop.wait(LOCK_HEARTBEAT_SECONDS):
       try:
-        os.utime(self.path)
-      except OSError:
-        pass
+        version = paths.write_if_version(self.path, self._text, self._version)
+      except Exception:  # pylint: disable=broad-except
+        continue  # a transient storage error: the next beat tries again
+      if version is None:
+        self._warn(f'{self.path} was taken over by another trainer while '
+                   f'this one ran (no heartbeat for '
+                   f'{LOCK_STALE_SECONDS:.0f}s?); two trainers may now '
+                   f'write {paths.parent(self.path)}.')
+        self._version = None
+        return
+      self._version = version
 
   def release(self) -> None:
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
-    if self._held:
-      self._held = False
-      try:
-        os.remove(self.path)
-      except FileNotFoundError:
-        pass
+      self._thread = None
+    if self._version is not None:
+      version, self._version = self._version, None
+      paths.remove_if_version(self.path, version)
 
   def __enter__(self):
     self.acquire()
@@ -268,15 +274,19 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
 
   A resumed run restarts after its checkpoint's step and logs the steps
   past it again; without this they would appear twice. The file is
-  rewritten atomically. A torn last line (a crash mid-write) is dropped.
+  rewritten atomically (on gs://, on condition that nobody appended
+  meanwhile, else again). A torn last line (a crash mid-write) is dropped.
   """
-  path = os.path.join(workdir, METRICS)
-  if not os.path.exists(path):
-    return 0
-  kept: List[str] = []
+  path = paths.join(workdir, METRICS)
   dropped = 0
-  with open(path) as f:
-    for line in f:
+
+  def drop_rows(content: Optional[bytes]) -> Optional[bytes]:
+    nonlocal dropped
+    dropped = 0
+    if content is None:
+      return None
+    kept: List[str] = []
+    for line in content.decode('utf-8').splitlines(keepends=True):
       try:
         row = json.loads(line)
       except ValueError:
@@ -286,25 +296,23 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
         kept.append(json.dumps(row) + '\n')
       else:
         dropped += 1
-  if dropped:
-    _write_atomic(path, ''.join(kept))
+    return ''.join(kept).encode('utf-8') if dropped else None
+
+  paths.update(path, drop_rows)
   return dropped
 
 
 def mark_started(workdir: str) -> None:
   for name in (DONE, ERROR):
-    try:
-      os.remove(os.path.join(workdir, name))
-    except FileNotFoundError:
-      pass
+    paths.remove(paths.join(workdir, name))
 
 
 def mark_done(workdir: str, step: int) -> None:
-  _write_atomic(os.path.join(workdir, DONE), json.dumps(
+  paths.write_atomic(paths.join(workdir, DONE), json.dumps(
       {'step': step, 'time': time.strftime('%Y-%m-%d %H:%M:%S')}) + '\n')
 
 
 def mark_failed(workdir: str, error: BaseException) -> None:
   text = ''.join(traceback.format_exception(type(error), error,
                                             error.__traceback__))
-  _write_atomic(os.path.join(workdir, ERROR), text)
+  paths.write_atomic(paths.join(workdir, ERROR), text)

@@ -21,11 +21,11 @@ For example, few-shot evaluation on digits every 320 steps:
         shots=(1, 5, 10, 25), seeds=(0, 1, 2), l2_reg=16.0)
 """
 
-import os
 from typing import Any, List, NamedTuple, Optional
 
 import ml_collections
 
+from vit_jax import paths
 from vit_jax.models import common
 
 # Each kind's fields and defaults; None for 'split' / 'batch_size' means the
@@ -126,7 +126,7 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
                          f'{config.objective!r}.')
       evaluator = reconstruction.ReconstructionEvaluator(
           fns.reconstruction, fns.reconstruction_images, config.data, entry['split'] or eval_split, batch_size, mesh,
-          plots_dir=os.path.join(workdir, 'plots') if workdir else None,
+          plots_dir=paths.join(workdir, 'plots') if workdir else None,
           num_images=entry['num_images'], value_range=entry['value_range'],
           prefix=entry['prefix'])
     scheduled.append(Scheduled(name, entry['every_steps'], evaluator))

@@ -10,10 +10,10 @@ DIR/metrics.jsonl and DIR/tb, as the training run does; reconstruction
 grids go to DIR/plots. Without --config the workdir's config.json is used.
 A workdir still being trained is only read: the checkpoints are opened
 read-only and only finished ones are listed; nothing is created in a
-directory that is not a workdir. Multi-host: as vit_jax.main.
+directory that is not a workdir. DIR may be local or gs://
+(`vit_jax.paths`). Multi-host: as vit_jax.main.
 """
 
-import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -28,6 +28,7 @@ from vit_jax import cli  # --config, --workdir, multi-host flags
 from vit_jax import config as config_lib
 from vit_jax import evaluate
 from vit_jax import metric_writer
+from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 
 _STEP = flags.DEFINE_string(
@@ -61,8 +62,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
                      ) -> Dict[int, Dict[str, float]]:
   """Runs the evaluators on the chosen checkpoints; {step: metrics}."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
-  checkpoint_dir = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(checkpoint_dir):
+  paths.check_supported(workdir)
+  checkpoint_dir = paths.join(workdir, 'checkpoints')
+  if not paths.isdir(checkpoint_dir):
     raise FileNotFoundError(f'{workdir} is not a training workdir: it has no '
                             f'checkpoints/ directory.')
   config = config_lib.resolve(config)

@@ -13,7 +13,6 @@ accelerator hosts).
 """
 
 import math
-import os
 import struct
 import zlib
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import paths
 from vit_jax import sharding
 
 ROWS = ('original', 'masked', 'reconstruction', 'pasted')
@@ -51,13 +51,10 @@ def write_png(path: str, image: np.ndarray) -> None:
   # Each scanline is prefixed with its filter type, 0 (none).
   raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)
   header = struct.pack('>IIBBBBB', width, height, 8, color_type, 0, 0, 0)
-  tmp_path = path + '.tmp'
-  with open(tmp_path, 'wb') as f:
-    f.write(b'\x89PNG\r\n\x1a\n')
-    f.write(_chunk(b'IHDR', header))
-    f.write(_chunk(b'IDAT', zlib.compress(raw.tobytes(), 9)))
-    f.write(_chunk(b'IEND', b''))
-  os.replace(tmp_path, path)  # never a half-written plot
+  paths.write_atomic(path, b''.join([  # never a half-written plot
+      b'\x89PNG\r\n\x1a\n', _chunk(b'IHDR', header),
+      _chunk(b'IDAT', zlib.compress(raw.tobytes(), 9)),
+      _chunk(b'IEND', b'')]))
 
 
 def image_grid(rows: Sequence[np.ndarray], value_range=(-1.0, 1.0),
@@ -175,6 +172,6 @@ class ReconstructionEvaluator:
         sum(self._value_range) / 2)  # removed patches: mid grey
     grid = image_grid([images, shown['masked'], shown['reconstruction'],
                        shown['pasted']], self._value_range)
-    os.makedirs(self._plots_dir, exist_ok=True)
-    write_png(os.path.join(self._plots_dir, f'reconstruction_{step}.png'),
+    paths.makedirs(self._plots_dir)
+    write_png(paths.join(self._plots_dir, f'reconstruction_{step}.png'),
               grid)
