@@ -3,7 +3,6 @@ and TPU VM back ends (the SLURM one: tests/test_slurm.py)."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,6 @@ from vit_jax.launch import record as record_lib
 from vit_jax.launch import slurm
 from vit_jax.launch import status as status_lib
 from vit_jax.launch import sweep as sweep_lib
-from vit_jax.launch import tpu_vm
 
 from tiny import ROOT, multihost_reference_params, override, tiny_config
 
@@ -426,23 +424,24 @@ def test_tpu_vm_dry_run_prints_the_gcloud_commands(tmp_path):
   assert result.returncode == 2 and 'gs://BUCKET' in result.stderr
 
 
-def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir):
+def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir, gcs):
   """A run on a 2-worker TPU VM (2 JAX processes x 4 CPU devices through
-  the stand-in gcloud) ends with the params of one process fed the same
-  global batches."""
+  the stand-in gcloud), its sweep on gs:// (the GCS emulator), ends with
+  the params of one process fed the same global batches."""
   fixed = tiny_fixed(data_dir, total_steps=3, eval_every_steps=3,
                      **{'checkpoint.every_steps': 3})
   sweep_file = write_sweep(tmp_path / 'tpu.py', [{'lr': 1e-3}], fixed)
-  sweep_dir = tmp_path / 'sweep'
+  sweep_dir = f'gs://{gcs.bucket}/tpu-sweep'
+  logs = tmp_path / 'logs'
   calls = tmp_path / 'gcloud.jsonl'
   env = dict(os.environ, PATH=f'{FAKE_GCLOUD}:{os.environ["PATH"]}',
              FAKE_TPU_ROOT=str(tmp_path / 'vms'), FAKE_GCLOUD_LOG=str(calls),
              XLA_FLAGS='--xla_force_host_platform_device_count=4 '
              '--xla_backend_optimization_level=0')
   result = launch(f'--sweep={sweep_file}', *_tpu_flags(
-      sweep_dir, f'--tpu_python={sys.executable}',
-      '--tpu_allow_local_sweep_dir'), env=env)
-  log = (sweep_dir / 'logs' / 'lr=0.001.log').read_text()
+      sweep_dir, f'--tpu_python={sys.executable}'), f'--logs={logs}',
+                  env=env)
+  log = (logs / 'lr=0.001.log').read_text()
   assert result.returncode == 0, result.stdout + result.stderr + log
   verbs = [json.loads(line)[3] for line in calls.read_text().splitlines()]
   assert verbs == ['scp', 'ssh', 'ssh']  # code, unpack, the run
@@ -451,13 +450,14 @@ def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir):
     assert (tmp_path / 'vms' / 'vm-a' / worker / 'vit_jax' / 'vit_jax' /
             'main.py').exists()
   assert statuses(sweep_dir)['lr=0.001']['state'] == 'done'
+  assert record_lib.read(sweep_dir)['runs'][0]['workdir'] == (
+      f'{sweep_dir}/lr=0.001')
 
   config = override(tiny_config(data_dir), {
       k: v for k, v in fixed.items() if not k.startswith('evals')})
   config.lr = 1e-3
   expected = multihost_reference_params(config, processes=2)
-  got = checkpoint.restore_params(str(sweep_dir / 'lr=0.001' /
-                                      'checkpoints'), 3)
+  got = checkpoint.restore_params(f'{sweep_dir}/lr=0.001/checkpoints', 3)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected),
                   strict=True):
     np.testing.assert_allclose(a, b, atol=1e-5)

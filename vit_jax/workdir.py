@@ -265,6 +265,17 @@ class Lock:
     self.release()
 
 
+def lock_holder(workdir: str) -> Optional[Dict[str, Any]]:
+  """The live trainer holding `workdir` ({"host", "pid", "started"}), or
+  None: no lock, or a stale one (the rules of `Lock`)."""
+  lock = Lock(workdir)
+  data, _ = paths.read_versioned(lock.path)
+  if data is None:
+    return None
+  holder = Lock._parse(data)  # pylint: disable=protected-access
+  return None if lock._stale(holder) else holder  # pylint: disable=protected-access
+
+
 # ----------------------------------------------------------------------------
 # Metrics and outcome.
 

@@ -26,6 +26,7 @@ from typing import Any, Dict, List
 from absl import app
 from absl import flags
 
+from vit_jax import paths
 from vit_jax.launch import local
 from vit_jax.launch import record as record_lib
 from vit_jax.launch import slurm
@@ -68,14 +69,10 @@ def _default_code_dir() -> str:
   return os.path.dirname(package)
 
 
-def _is_remote(path: str) -> bool:
-  return '://' in path
-
-
 def _log_dir(sweep_dir: str) -> str:
   if _LOG_DIR.value:
     return _LOG_DIR.value
-  if _is_remote(sweep_dir):
+  if not paths.is_local(sweep_dir):
     _usage(f'--sweep_dir={sweep_dir} is on cloud storage: give --logs, '
            f'a local or shared folder for the run logs.')
   return os.path.join(sweep_dir, 'logs')
@@ -84,8 +81,11 @@ def _log_dir(sweep_dir: str) -> str:
 def _sweep_dir() -> str:
   if not _SWEEP_DIR.value:
     _usage('--sweep_dir is required.')
-  value = _SWEEP_DIR.value
-  return value if _is_remote(value) else os.path.abspath(value)
+  try:
+    paths.check_supported(_SWEEP_DIR.value)
+  except ValueError as error:
+    _usage(f'--sweep_dir: {error}')
+  return paths.absolute(_SWEEP_DIR.value)
 
 
 def _settings(backend_cls, stored: Dict[str, Any] = None) -> Dict[str, Any]:
@@ -113,7 +113,7 @@ def _statuses(record) -> List[status_lib.RunStatus]:
 def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
   """Launches the runs that are neither done nor running."""
   statuses = {s.name: s for s in _statuses(record)} if (
-      record_lib.path(sweep_dir).exists()) else {}
+      paths.exists(record_lib.path(sweep_dir))) else {}
   runs = [run for run in record['runs']
           if statuses.get(run['name']) is None or
           statuses[run['name']].state not in ('done', 'running')]

@@ -17,8 +17,7 @@ import sys
 import time
 from typing import Optional
 
-from etils import epath
-
+from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 
 EXIT_PREEMPTED = 3  # train.EXIT_PREEMPTED (not imported: no JAX here)
@@ -45,12 +44,10 @@ def record(workdir: str, status: int, log_path: Optional[str],
   if written."""
   if status in (0, EXIT_PREEMPTED):
     return False
-  path = epath.Path(workdir) / workdir_lib.ERROR
-  try:
-    if path.exists() and path.stat().mtime >= since - 1:
-      return False  # the trainer's own traceback
-  except OSError:
-    pass
+  path = paths.join(workdir, workdir_lib.ERROR)
+  written = paths.mtime(path)
+  if written is not None and written >= since - 1:
+    return False  # the trainer's own traceback
   cause = (f'killed by signal {-status}' if status < 0 else
            f'killed by signal {status - 128}' if status > 128 else
            f'exit status {status}')
@@ -60,8 +57,8 @@ def record(workdir: str, status: int, log_path: Optional[str],
   text = (f'The run failed ({cause}); the trainer wrote no error. Written '
           f'by the launcher at {time.strftime("%Y-%m-%d %H:%M:%S")}. The '
           f'end of its log {log_path}:\n{tail or "(empty)"}\n')
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(text)
+  paths.makedirs(workdir)
+  paths.write_atomic(path, text)
   return True
 
 

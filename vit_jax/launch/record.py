@@ -13,13 +13,11 @@ neither the sweep file nor the flags of the launch.
 """
 
 import json
-import os
 import subprocess
 import time
 from typing import Any, Dict, List, Optional
 
-from etils import epath
-
+from vit_jax import paths
 from vit_jax.launch import sweep as sweep_lib
 
 FILE = 'sweep.json'
@@ -51,35 +49,28 @@ def new(sweep: sweep_lib.Sweep, code_dir: str, backend: str,
   }
 
 
-def path(sweep_dir: str) -> epath.Path:
-  return epath.Path(sweep_dir) / FILE
+def path(sweep_dir: str) -> str:
+  return paths.join(sweep_dir, FILE)
 
 
 def read(sweep_dir: str) -> Dict[str, Any]:
-  file = path(sweep_dir)
-  if not file.exists():
+  record = paths.read_json(path(sweep_dir))
+  if record is None:
     raise FileNotFoundError(
-        f'{file} does not exist: {sweep_dir} is not a sweep directory '
-        f'(launch one with --sweep=FILE --sweep_dir={sweep_dir}).')
-  return json.loads(file.read_text())
+        f'{path(sweep_dir)} does not exist: {sweep_dir} is not a sweep '
+        f'directory (launch one with --sweep=FILE --sweep_dir={sweep_dir}).')
+  return record
 
 
 def read_if_exists(sweep_dir: str) -> Optional[Dict[str, Any]]:
-  return read(sweep_dir) if path(sweep_dir).exists() else None
+  return paths.read_json(path(sweep_dir))
 
 
 def write(sweep_dir: str, record: Dict[str, Any]) -> None:
-  """Writes sweep.json (atomically on a local disk)."""
-  directory = epath.Path(sweep_dir)
-  directory.mkdir(parents=True, exist_ok=True)
-  text = json.dumps(record, indent=2, sort_keys=True, default=str) + '\n'
-  target = directory / FILE
-  if os.path.isabs(str(target)) or '://' not in str(target):
-    tmp = directory / f'{FILE}.tmp-{os.getpid()}'
-    tmp.write_text(text)
-    os.replace(str(tmp), str(target))
-  else:
-    target.write_text(text)
+  """Writes sweep.json (atomically; one upload on gs://)."""
+  paths.makedirs(sweep_dir)
+  paths.write_atomic(path(sweep_dir), json.dumps(
+      record, indent=2, sort_keys=True, default=str) + '\n')
 
 
 def add_submission(sweep_dir: str, record: Dict[str, Any],

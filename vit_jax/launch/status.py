@@ -17,13 +17,10 @@ for that submission.
 import dataclasses
 import json
 import math
-import os
-import socket
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from etils import epath
-
+from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 
 STATES = ('pending', 'running', 'done', 'failed', 'preempted')
@@ -41,52 +38,21 @@ class RunStatus:
   scheduler: Optional[str] = None  # the scheduler's own state, if any
 
 
-def _read(path: epath.Path) -> Optional[str]:
+def _read(path: str) -> Optional[str]:
   try:
-    return path.read_text()
-  except (FileNotFoundError, OSError):
+    return paths.read_text(path)
+  except FileNotFoundError:
     return None
 
 
-def _mtime(path: epath.Path) -> Optional[float]:
-  try:
-    return path.stat().mtime
-  except (FileNotFoundError, OSError):
-    return None
+def lock_holder(workdir: str) -> Optional[Dict[str, Any]]:
+  """The live trainer holding `workdir`, or None (`workdir.lock_holder`)."""
+  return workdir_lib.lock_holder(workdir)
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def lock_holder(workdir) -> Optional[Dict[str, Any]]:
-  """The live trainer holding `workdir` ({"host", "pid", ...}), or None
-  (no lock, or a stale one: the rules of `workdir.Lock`)."""
-  path = epath.Path(workdir) / workdir_lib.LOCK
-  text = _read(path)
-  if text is None:
-    return None
-  try:
-    holder = json.loads(text)
-  except ValueError:
-    holder = {}
-  if holder.get('host') == socket.gethostname() and 'pid' in holder:
-    return holder if _pid_alive(int(holder['pid'])) else None
-  mtime = _mtime(path)
-  if mtime is not None and time.time() - mtime < workdir_lib.LOCK_STALE_SECONDS:
-    return holder
-  return None
-
-
-def last_metrics(workdir: epath.Path, metric: str):
+def last_metrics(workdir: str, metric: str):
   """(last logged step, latest value of `metric`) from metrics.jsonl."""
-  text = _read(epath.Path(workdir) / workdir_lib.METRICS) or ''
+  text = _read(paths.join(str(workdir), workdir_lib.METRICS)) or ''
   step = value = None
   for line in text.splitlines():
     try:
@@ -105,16 +71,20 @@ def run_status(run: Mapping[str, Any], metric: str,
                submitted: Optional[float] = None) -> RunStatus:
   """One run's state. `scheduler`: 'PENDING' / 'RUNNING' or None (not in
   the scheduler); `submitted`: when the run was last submitted."""
-  workdir = epath.Path(run['workdir'])
-  done = _read(workdir / workdir_lib.DONE)
-  error_text = _read(workdir / workdir_lib.ERROR)
-  started = _mtime(workdir / workdir_lib.CONFIG)
+  workdir = run['workdir']
+
+  def file(name):
+    return paths.join(workdir, name)
+
+  done = _read(file(workdir_lib.DONE))
+  error_text = _read(file(workdir_lib.ERROR))
+  started = paths.mtime(file(workdir_lib.CONFIG))
   step, value = last_metrics(workdir, metric)
   error_line = None
   if error_text:
     lines = [line for line in error_text.splitlines() if line.strip()]
     error_line = lines[-1].strip() if lines else None
-  error_time = _mtime(workdir / workdir_lib.ERROR) if error_text else None
+  error_time = paths.mtime(file(workdir_lib.ERROR)) if error_text else None
 
   if done is not None:
     state = 'done'
@@ -138,8 +108,8 @@ def run_status(run: Mapping[str, Any], metric: str,
 
   wall = None
   if started is not None:
-    ends = [t for t in (_mtime(workdir / workdir_lib.DONE), error_time,
-                        _mtime(workdir / workdir_lib.METRICS)) if t]
+    ends = [t for t in (paths.mtime(file(workdir_lib.DONE)), error_time,
+                        paths.mtime(file(workdir_lib.METRICS))) if t]
     end = time.time() if state == 'running' else max(ends, default=started)
     wall = max(0.0, end - started)
   return RunStatus(name=run['name'], state=state, step=step,

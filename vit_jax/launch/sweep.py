@@ -46,6 +46,7 @@ from ml_collections import config_flags
 from vit_jax import build
 from vit_jax import config as config_lib
 from vit_jax import optim
+from vit_jax import paths
 
 SWEEP_KEYS = ('config', 'runs', 'fixed', 'metric')
 DEFAULT_METRIC = 'val/accuracy'
@@ -330,7 +331,7 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
       raise ValueError(f'{where}: an override does not survive the command '
                        f'line (parsed as {differences}); use a value of the '
                        f'recipe\'s type.')
-    workdir = join(sweep_dir, name)
+    workdir = paths.join(sweep_dir, name)
     args = ['-m', 'vit_jax.main', f'--config={recipe}',
             f'--workdir={workdir}', *override_flags]
     runs.append(Run(index=i, name=name, overrides=dict(overrides),
@@ -339,6 +340,3 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
   return Sweep(file=path, arg=arg, source=source, config=recipe, fixed=fixed,
                metric=metric, runs=runs)
 
-
-def join(directory: str, name: str) -> str:
-  return directory.rstrip('/') + '/' + name

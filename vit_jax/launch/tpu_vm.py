@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from absl import flags
 
+from vit_jax import paths
 from vit_jax.launch import local
 
 _NAMES = flags.DEFINE_list('tpu_names', [], 'tpu_vm: the TPU VMs (existing, '
@@ -126,7 +127,7 @@ class TpuVmBackend:
                        'TPU VMs to run on.')
     if not settings['zone']:
       raise ValueError('--tpu_zone is required for --backend=tpu_vm.')
-    if '://' not in sweep_dir and not settings.get('allow_local_sweep_dir'):
+    if paths.is_local(sweep_dir) and not settings.get('allow_local_sweep_dir'):
       raise ValueError(
           f'--sweep_dir={sweep_dir} is local, but TPU VM workers write the '
           f'workdirs: use cloud storage, e.g. --sweep_dir=gs://BUCKET/DIR.')
