@@ -269,6 +269,29 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path,
   assert saved == [last_logged] and last_logged >= 5
 
 
+def test_sigterm_during_start_up_stops_cleanly(tmp_path, data_dir):
+  """SIGTERM while the run starts (its lock taken, nothing trained yet):
+  exit status 3, no error recorded, the lock released; a rerun finishes."""
+  workdir = str(tmp_path / 'early')
+  flags = [f'--config.data.data_dir={data_dir}', '--config.total_steps=4',
+           '--config.schedule.warmup_steps=2', '--config.log_every_steps=2']
+  process = _main(workdir, *flags)
+  deadline = time.time() + 180
+  while not os.path.exists(os.path.join(workdir, 'lock')):
+    assert process.poll() is None, process.communicate()[0]
+    assert time.time() < deadline, 'no lock in time'
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode == train.EXIT_PREEMPTED, output
+  for name in ('error', 'done', 'lock'):
+    assert not os.path.exists(os.path.join(workdir, name)), name
+  process = _main(workdir, *flags)
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode == 0, output
+  assert os.path.exists(os.path.join(workdir, 'done'))
+
+
 def _free_port():
   with socket.socket() as sock:
     sock.bind(('localhost', 0))

@@ -264,9 +264,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir's identity (`workdir.check_config`; `allow_changes` lists keys
   that may differ from its config.json) and the `init_from` weights. Then
   the workdir is locked and config.json written. Raises `Preempted` after
-  saving when SIGTERM stopped the run. `workdir` is local or gs://
-  (`vit_jax.paths`; checked first).
+  saving when SIGTERM stopped the run; SIGTERM is caught from the start,
+  and one during start-up stops the run before its first step. `workdir`
+  is local or gs:// (`vit_jax.paths`; checked first).
   """
+  with Preemption() as preemption:
+    return _train_and_evaluate(config, workdir, allow_changes, preemption)
+
+
+def _train_and_evaluate(config, workdir, allow_changes, preemption):
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
 
@@ -320,7 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer = metric_writer.MetricWriter(workdir, enabled=is_main,
                                         restart_step=start_step + 1)
     last_metrics, stopped_at = _loop(config, run, evaluators, state,
-                                     start_step, checkpointer, writer)
+                                     start_step, checkpointer, writer,
+                                     preemption)
     checkpointer.close()  # waits for the last save; raises if it failed
     checkpointer = None
   except BaseException as error:  # record it, keep the last good checkpoint
@@ -344,9 +351,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
-          checkpointer, writer) -> Tuple[Dict[str, float], Optional[int]]:
+          checkpointer, writer, preemption: Preemption
+          ) -> Tuple[Dict[str, float], Optional[int]]:
   """Steps start_step+1 .. total_steps; (last metrics, step stopped at on
   SIGTERM or None)."""
+  if preemption.any_process():  # during start-up: nothing new to save
+    logging.warning('Stopped at step %d on request (SIGTERM), before '
+                    'training.', start_step)
+    return {}, start_step
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
 
@@ -370,65 +382,64 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
   pending = None  # (step, metrics) whose loss is not checked yet
   stopped_at = None
 
-  with Preemption() as preemption:
-    for step in range(start_step + 1, total_steps + 1):
-      batch = sharding.global_batch(next(train_batches), run.mesh)
-      if step_fn is None:  # lower once: the program and its FLOP count
-        lowered = train_step.lower(state, batch, seed_key)
-        flops_per_step = _flops(lowered)
-        step_fn = lowered.compile()
-      state, metrics = step_fn(state, batch, seed_key)
-      window_steps += 1
-      # The previous step's loss is checked while this one runs, so the
-      # device always has a step queued; a NaN is reported with its step.
-      if pending is not None:
-        _check_finite(*pending)
-      pending = (step, metrics)
-      checkpointer.check_save()  # a failed async save stops the run now
-      stop = preemption.any_process()
-      log_now = _every(step, config.log_every_steps, total_steps) or stop
-      save_now = _every(step, config.checkpoint.every_steps,
-                        total_steps) or stop
-      due = [] if stop else [e for e in evaluators
-                             if _every(step, e.every_steps, total_steps)]
-      if log_now or save_now or due:
-        loss = _check_finite(step, metrics)  # nothing non-finite is saved
-        pending = None
-      if log_now:
-        elapsed = time.monotonic() - window_start
-        img_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
-        last_metrics = {
-            **{k: float(np.asarray(v)) for k, v in metrics.items()},
-            'train/img_per_sec': img_per_sec,
-            'compute/flops': float(flops_per_step or 0.0) * step,
-            'compute/images_seen': float(step * config.batch_size)}
-        writer.write(step, last_metrics)
-        if progress:
-          progress.update(step, loss, img_per_sec)
-        window_start, window_steps = time.monotonic(), 0
-      eval_start = time.monotonic()
-      try:
-        with preemption.evaluation():
-          for scheduled in due:
-            results = scheduled.evaluator.run(state['params'], step)
-            writer.write(step, results)
-            last_metrics.update(results)
-            if progress:
-              progress.message(f'step {step}: ' + evaluate.summary(results))
-      except EvaluationInterrupted:
-        logging.warning('Evaluation at step %d cut short by SIGTERM.', step)
-        stop = save_now = True
-      # Evaluation time does not count against train/img_per_sec.
-      window_start += time.monotonic() - eval_start
-      if save_now:
-        writer.flush()  # the rows up to a saved step are never lost
-        checkpointer.save(step, state, {'step': step, 'seed': config.seed})
-      if stop:
-        logging.warning('Stopped at step %d on request (SIGTERM).', step)
-        stopped_at = step
-        break
+  for step in range(start_step + 1, total_steps + 1):
+    batch = sharding.global_batch(next(train_batches), run.mesh)
+    if step_fn is None:  # lower once: the program and its FLOP count
+      lowered = train_step.lower(state, batch, seed_key)
+      flops_per_step = _flops(lowered)
+      step_fn = lowered.compile()
+    state, metrics = step_fn(state, batch, seed_key)
+    window_steps += 1
+    # The previous step's loss is checked while this one runs, so the
+    # device always has a step queued; a NaN is reported with its step.
     if pending is not None:
       _check_finite(*pending)
+    pending = (step, metrics)
+    checkpointer.check_save()  # a failed async save stops the run now
+    stop = preemption.any_process()
+    log_now = _every(step, config.log_every_steps, total_steps) or stop
+    save_now = _every(step, config.checkpoint.every_steps,
+                      total_steps) or stop
+    due = [] if stop else [e for e in evaluators
+                           if _every(step, e.every_steps, total_steps)]
+    if log_now or save_now or due:
+      loss = _check_finite(step, metrics)  # nothing non-finite is saved
+      pending = None
+    if log_now:
+      elapsed = time.monotonic() - window_start
+      img_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
+      last_metrics = {
+          **{k: float(np.asarray(v)) for k, v in metrics.items()},
+          'train/img_per_sec': img_per_sec,
+          'compute/flops': float(flops_per_step or 0.0) * step,
+          'compute/images_seen': float(step * config.batch_size)}
+      writer.write(step, last_metrics)
+      if progress:
+        progress.update(step, loss, img_per_sec)
+      window_start, window_steps = time.monotonic(), 0
+    eval_start = time.monotonic()
+    try:
+      with preemption.evaluation():
+        for scheduled in due:
+          results = scheduled.evaluator.run(state['params'], step)
+          writer.write(step, results)
+          last_metrics.update(results)
+          if progress:
+            progress.message(f'step {step}: ' + evaluate.summary(results))
+    except EvaluationInterrupted:
+      logging.warning('Evaluation at step %d cut short by SIGTERM.', step)
+      stop = save_now = True
+    # Evaluation time does not count against train/img_per_sec.
+    window_start += time.monotonic() - eval_start
+    if save_now:
+      writer.flush()  # the rows up to a saved step are never lost
+      checkpointer.save(step, state, {'step': step, 'seed': config.seed})
+    if stop:
+      logging.warning('Stopped at step %d on request (SIGTERM).', step)
+      stopped_at = step
+      break
+  if pending is not None:
+    _check_finite(*pending)
   return last_metrics, stopped_at
 
 
