@@ -323,7 +323,7 @@ def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
   assert done_marks == {n: (sweep_dir / n / 'done').stat().st_mtime
                         for n in names[:3]}
   assert launch('resume', f'--sweep_dir={sweep_dir}', check=0).stdout.endswith(
-      'Nothing to launch: every run is done or running.\n')
+      'Nothing to launch: every run is done, running or queued.\n')
 
   # A launcher killed (SIGKILL) while its second run trains.
   sweep_file = write_sweep(tmp_path / 'three.py', [

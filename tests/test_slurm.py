@@ -81,6 +81,9 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
       'device_count=8', 'device_count=4')}
   _launch(slurm_cluster, 'resume', f'--sweep_dir={sweep_dir}',
           env=four_devices)
+  # Queued or running in SLURM: a second resume submits nothing.
+  again = _launch(slurm_cluster, 'resume', f'--sweep_dir={sweep_dir}')
+  assert 'Nothing to launch' in again.stdout, again.stdout
   record = record_lib.read(str(sweep_dir))
   assert [s['runs'] for s in record['submissions']] == [names, [names[2]]]
   got = _wait_settled(slurm_cluster, sweep_dir)

@@ -111,19 +111,24 @@ def _statuses(record) -> List[status_lib.RunStatus]:
 
 
 def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
-  """Launches the runs that are neither done nor running."""
+  """Launches the runs that are neither done, running nor queued."""
   statuses = {s.name: s for s in _statuses(record)} if (
       paths.exists(record_lib.path(sweep_dir))) else {}
-  runs = [run for run in record['runs']
-          if statuses.get(run['name']) is None or
-          statuses[run['name']].state not in ('done', 'running')]
-  skipped = {name: s.state for name, s in statuses.items()
-             if s.state in ('done', 'running')}
+
+  def busy(name):
+    status = statuses.get(name)
+    return status is not None and (
+        status.state in ('done', 'running') or
+        status.scheduler in ('PENDING', 'RUNNING'))
+
+  runs = [run for run in record['runs'] if not busy(run['name'])]
+  skipped = {name: (s.state if s.state != 'pending' else 'queued')
+             for name, s in statuses.items() if busy(name)}
   if skipped:
     print(f'Not relaunched: {len(skipped)} runs '
           f'({", ".join(f"{n}: {s}" for n, s in skipped.items())}).')
   if not runs:
-    print('Nothing to launch: every run is done or running.')
+    print('Nothing to launch: every run is done, running or queued.')
     return 0
   log_dir = _log_dir(sweep_dir)
   backend = backend_cls(settings)
