@@ -14,6 +14,7 @@ import pytest
 
 from vit_jax import checkpoint
 from vit_jax.launch import failure
+from vit_jax.launch import local
 from vit_jax.launch import record as record_lib
 from vit_jax.launch import slurm
 from vit_jax.launch import status as status_lib
@@ -275,6 +276,34 @@ def test_slurm_dry_run_prints_the_scripts(tmp_path, data_dir):
 # The local back end, for real.
 
 
+def test_local_slots_get_disjoint_gpus(monkeypatch):
+  gpus = [str(i) for i in range(8)]
+  assert local.device_slots(2, gpus, None) == [
+      {'CUDA_VISIBLE_DEVICES': '0,1,2,3'}, {'CUDA_VISIBLE_DEVICES': '4,5,6,7'}]
+  assert local.device_slots(3, gpus, 2) == [
+      {'CUDA_VISIBLE_DEVICES': '0,1'}, {'CUDA_VISIBLE_DEVICES': '2,3'},
+      {'CUDA_VISIBLE_DEVICES': '4,5'}]
+  assert local.device_slots(2, [], None) == [{}, {}]  # CPUs: one run a slot
+  with pytest.raises(ValueError, match='do not fit the 8 visible GPUs'):
+    local.device_slots(3, gpus, 4)
+  with pytest.raises(ValueError, match='no GPU is visible'):
+    local.device_slots(1, [], 1)
+  with pytest.raises(ValueError, match='at least 1'):
+    local.device_slots(0, gpus, None)
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,5')
+  assert local.visible_gpus() == ['2', '5']
+  assert local.device_slots(2, local.visible_gpus(), None) == [
+      {'CUDA_VISIBLE_DEVICES': '2'}, {'CUDA_VISIBLE_DEVICES': '5'}]
+
+
+def start_launcher(sweep_file, sweep_dir):
+  """`python -m vit_jax.launch` (local back end) in the background."""
+  return subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
+       f'--sweep_dir={sweep_dir}'], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+
+
 def wait_for_training(workdir, launcher, timeout=300):
   """Until the run in `workdir` has logged a training step."""
   deadline = time.time() + timeout
@@ -333,10 +362,7 @@ def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
                                       eval_every_steps=200,
                                       **{'checkpoint.every_steps': 100}))
   sweep_dir = tmp_path / 'killed'
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
-       f'--sweep_dir={sweep_dir}'], cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+  process = start_launcher(sweep_file, sweep_dir)
   second = sweep_dir / 'lr=0.002'
   wait_for_training(second, process)
   process.kill()
@@ -356,17 +382,15 @@ def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
              for s in statuses(sweep_dir).values())
 
 
-def test_cancel_stops_a_local_sweep_and_resume_continues(tmp_path, data_dir):
+def test_cancel_stops_a_local_sweep_cleanly(tmp_path, data_dir):
+  """`cancel`: the launcher passes SIGTERM on; the run saves and stops."""
   sweep_file = write_sweep(tmp_path / 'one.py', [{'lr': 1e-3}],
                            tiny_fixed(data_dir, total_steps=5000,
                                       log_every_steps=10,
                                       eval_every_steps=5000,
                                       **{'checkpoint.every_steps': 5000}))
   sweep_dir = tmp_path / 'sweep'
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
-       f'--sweep_dir={sweep_dir}'], cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+  process = start_launcher(sweep_file, sweep_dir)
   workdir = sweep_dir / 'lr=0.001'
   wait_for_training(workdir, process)
   assert statuses(sweep_dir)['lr=0.001']['state'] == 'running'

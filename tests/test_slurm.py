@@ -157,3 +157,27 @@ def test_slurm_cancel_saves_and_resume_continues(slurm_cluster, tmp_path,
                                        ).all_steps()
   assert len(steps) == 1 and got['step'] <= steps[0] < 5000  # saved on TERM
   assert 'requeued' not in _logs(sweep_dir)
+
+
+def test_slurm_time_limit_saves_and_requeues(slurm_cluster, tmp_path,
+                                            data_dir):
+  """--slurm_time=1 (minute) with the early signal 50 s before: the run
+  saves, its task requeues itself, and the next attempt resumes."""
+  fixed = tiny_fixed(data_dir, total_steps=100000, log_every_steps=10,
+                     eval_every_steps=100000,
+                     **{'checkpoint.every_steps': 100000})
+  sweep_file = write_sweep(tmp_path / 'long.py', [{'lr': 1e-3}], fixed)
+  sweep_dir = tmp_path / 'sweep'
+  _launch(slurm_cluster, f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
+          '--backend=slurm', '--slurm_time=1', '--slurm_signal_seconds=50')
+  deadline = time.time() + 300
+  while 'Resuming from step' not in _logs(sweep_dir):
+    assert time.time() < deadline, (_logs(sweep_dir),
+                                    slurm_cluster.log_tails())
+    time.sleep(1)
+  _launch(slurm_cluster, 'cancel', f'--sweep_dir={sweep_dir}')
+  logs = _logs(sweep_dir)
+  assert '=== requeued' in logs and 'attempt 2' in logs, logs
+  first_attempt = logs.split('attempt 2')[0]
+  assert 'exited with status 3' in first_attempt, first_attempt
+  assert 'DUE TO TIME LIMIT' not in logs
