@@ -357,10 +357,10 @@ def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
   # A launcher killed (SIGKILL) while its second run trains.
   sweep_file = write_sweep(tmp_path / 'three.py', [
       {'lr': 1e-3}, {'lr': 2e-3}, {'lr': 3e-3}],
-                           tiny_fixed(data_dir, total_steps=200,
-                                      log_every_steps=10,
-                                      eval_every_steps=200,
-                                      **{'checkpoint.every_steps': 100}))
+                           tiny_fixed(data_dir, total_steps=100,
+                                      log_every_steps=5,
+                                      eval_every_steps=100,
+                                      **{'checkpoint.every_steps': 50}))
   sweep_dir = tmp_path / 'killed'
   process = start_launcher(sweep_file, sweep_dir)
   second = sweep_dir / 'lr=0.002'
@@ -378,7 +378,7 @@ def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
   assert 'started lr=0.001' not in result.stdout
   assert 'Resuming from step' in (sweep_dir / 'logs' /
                                   'lr=0.002.log').read_text()
-  assert all(s['state'] == 'done' and s['step'] == 200
+  assert all(s['state'] == 'done' and s['step'] == 100
              for s in statuses(sweep_dir).values())
 
 

@@ -134,50 +134,37 @@ def test_slurm_requeued_run_resumes_bit_identically(slurm_cluster, tmp_path,
     np.testing.assert_array_equal(a, b)
 
 
-def test_slurm_cancel_saves_and_resume_continues(slurm_cluster, tmp_path,
-                                                 data_dir):
-  fixed = tiny_fixed(data_dir, total_steps=5000, log_every_steps=10,
-                     eval_every_steps=5000,
-                     **{'checkpoint.every_steps': 5000})
-  sweep_file = write_sweep(tmp_path / 'long.py', [{'lr': 1e-3}], fixed)
-  sweep_dir = tmp_path / 'sweep'
-  _launch(slurm_cluster, f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
-          '--backend=slurm')
-  workdir = str(sweep_dir / 'lr=0.001')
-  deadline = time.time() + 600
-  while not status_lib.last_metrics(workdir, 'train/loss')[0]:
-    assert time.time() < deadline, _logs(sweep_dir)
-    time.sleep(0.5)
-  assert _statuses(slurm_cluster, sweep_dir)['lr=0.001']['state'] == 'running'
-  result = _launch(slurm_cluster, 'cancel', f'--sweep_dir={sweep_dir}')
-  assert 'Sent SIGTERM to 1 running runs' in result.stdout
-  got = _wait_settled(slurm_cluster, sweep_dir)['lr=0.001']
-  assert got['state'] == 'preempted', (got, _logs(sweep_dir))
-  steps = checkpoint.TrainCheckpointer(os.path.join(workdir, 'checkpoints')
-                                       ).all_steps()
-  assert len(steps) == 1 and got['step'] <= steps[0] < 5000  # saved on TERM
-  assert 'requeued' not in _logs(sweep_dir)
-
-
 def test_slurm_time_limit_saves_and_requeues(slurm_cluster, tmp_path,
                                             data_dir):
-  """--slurm_time=1 (minute) with the early signal 50 s before: the run
-  saves, its task requeues itself, and the next attempt resumes."""
+  """--slurm_time=2 (minutes) with the early signal 60 s before: the run
+  saves, its task requeues itself, and the next attempt resumes. Then
+  `cancel`: the run saves and stops, preempted, not requeued."""
   fixed = tiny_fixed(data_dir, total_steps=100000, log_every_steps=10,
                      eval_every_steps=100000,
                      **{'checkpoint.every_steps': 100000})
   sweep_file = write_sweep(tmp_path / 'long.py', [{'lr': 1e-3}], fixed)
   sweep_dir = tmp_path / 'sweep'
   _launch(slurm_cluster, f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
-          '--backend=slurm', '--slurm_time=1', '--slurm_signal_seconds=50')
-  deadline = time.time() + 300
+          '--backend=slurm', '--slurm_time=2', '--slurm_signal_seconds=60')
+  # The signal comes 60-90 s into an attempt (slurmctld looks every
+  # ~30 s); attempt 2 is cancelled as soon as it has resumed, well before.
+  deadline = time.time() + 400
   while 'Resuming from step' not in _logs(sweep_dir):
     assert time.time() < deadline, (_logs(sweep_dir),
                                     slurm_cluster.log_tails())
     time.sleep(1)
-  _launch(slurm_cluster, 'cancel', f'--sweep_dir={sweep_dir}')
+  result = _launch(slurm_cluster, 'cancel', f'--sweep_dir={sweep_dir}')
+  assert 'Sent SIGTERM to 1 running runs' in result.stdout
+  got = _wait_settled(slurm_cluster, sweep_dir)['lr=0.001']
   logs = _logs(sweep_dir)
-  assert '=== requeued' in logs and 'attempt 2' in logs, logs
-  first_attempt = logs.split('attempt 2')[0]
+  assert got['state'] == 'preempted', (got, logs)
+  assert logs.count('=== requeued') == 1 and 'attempt 3' not in logs, logs
+  first_attempt, second_attempt = logs.split('attempt 2')
   assert 'exited with status 3' in first_attempt, first_attempt
+  assert 'exited with status 3' in second_attempt, second_attempt
   assert 'DUE TO TIME LIMIT' not in logs
+  # Saved on the signal: the checkpoint is at the last step reached.
+  workdir = os.path.join(str(sweep_dir), 'lr=0.001')
+  steps = checkpoint.TrainCheckpointer(os.path.join(workdir, 'checkpoints')
+                                       ).all_steps()
+  assert steps and got['step'] <= steps[-1] < 100000
