@@ -101,9 +101,13 @@ def _settings(backend_cls, stored: Dict[str, Any] = None) -> Dict[str, Any]:
 
 
 def _statuses(record) -> List[status_lib.RunStatus]:
-  backend_cls = BACKENDS[record['backend']]
   submissions = record_lib.latest_submissions(record)
-  scheduler = backend_cls.scheduler_states(record, submissions)
+  scheduler = {}  # each run asked of the back end it was last submitted to
+  for name, backend_cls in BACKENDS.items():
+    mine = {run: submission for run, submission in submissions.items()
+            if submission.get('backend', record['backend']) == name}
+    if mine:
+      scheduler.update(backend_cls.scheduler_states(record, mine))
   return [status_lib.run_status(
       run, record['metric'], scheduler=scheduler.get(run['name']),
       submitted=submissions.get(run['name'], {}).get('time'))
@@ -136,10 +140,14 @@ def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
     print(backend.describe(record, runs, log_dir))
     return 0
   record['backend'], record['settings'] = backend_cls.name, settings
-  submission = backend.submit(record, runs, log_dir)
+  try:
+    submission = backend.submit(record, runs, log_dir)
+  except (OSError, RuntimeError) as error:
+    print(f'vit_jax.launch: {error}', file=sys.stderr)
+    return EXIT_FAILED
   record_lib.add_submission(sweep_dir, record, {
-      'backend': backend_cls.name, 'runs': [run['name'] for run in runs],
-      **submission})
+      'backend': backend_cls.name, 'settings': settings,
+      'runs': [run['name'] for run in runs], **submission})
   results = backend.wait(record, runs, log_dir)
   if results is None:  # a scheduler took the runs
     print(f'Submitted {len(runs)} runs; watch them with: python -m '
@@ -213,8 +221,12 @@ def status() -> int:
 
 def cancel() -> int:
   record = record_lib.read(_sweep_dir())
-  backend_cls = BACKENDS[record['backend']]
-  backend_cls.cancel(record, record_lib.latest_submissions(record))
+  submissions = record_lib.latest_submissions(record)
+  for name, backend_cls in BACKENDS.items():
+    mine = {run: submission for run, submission in submissions.items()
+            if submission.get('backend', record['backend']) == name}
+    if mine or name == record['backend']:
+      backend_cls.cancel(record, mine)
   return 0
 
 

@@ -6,7 +6,8 @@
                "total_steps"}],                   resolved and validated
      "code_dir", "code_version": {"commit", "dirty"},
      "backend", "settings",                       back end and its flags
-     "submissions": [{"time", "runs": [names], ...}]}  every launch/resume
+     "submissions": [{"time", "backend", "settings", "runs": [names],
+                      ...}]}                      every launch / resume
 
 `status`, `resume` and `cancel` work from this file alone, so they need
 neither the sweep file nor the flags of the launch.

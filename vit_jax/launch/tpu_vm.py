@@ -206,7 +206,8 @@ class TpuVmBackend:
     if local.cancel_launchers(record, submissions, say):
       return
     from vit_jax.launch import status as status_lib  # pylint: disable=g-import-not-at-top
-    backend = cls(record['settings'])
+    latest = list(submissions.values())[-1] if submissions else {}
+    backend = cls(latest.get('settings', record['settings']))
     for run in record['runs']:
       if status_lib.lock_holder(run['workdir']) is None:
         continue
