@@ -4,8 +4,10 @@
 
 1,797 real 8x8 grey-scale images, 10 classes, with fixed train / test
 splits (`vit_jax/data/digits.py`), prepared locally as a TFDS dataset: no
-network. Trains to about 97% test accuracy (bar: 95%) in about 2 minutes
-on 2 CPU cores. ARG picks the pooling: cls (default), gap or map.
+network. Trains to about 96-97% test accuracy (bar: 95%; 0.964 on
+2026-12-01 with TensorFlow 2.20, 0.969 with an earlier set of packages) in
+about 2 minutes on 2 CPU cores. ARG picks the pooling: cls (default), gap
+or map.
 """
 
 import ml_collections
