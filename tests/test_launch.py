@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vit_jax import checkpoint
+from vit_jax import workdir as workdir_lib
 from vit_jax.launch import failure
 from vit_jax.launch import local
 from vit_jax.launch import record as record_lib
@@ -367,7 +368,7 @@ def test_local_sweep_failure_resume_and_kill(tmp_path, data_dir):
   process.kill()
   process.wait()
   deadline = time.time() + 300
-  while status_lib.lock_holder(str(second)) is not None:  # it saves
+  while workdir_lib.lock_holder(str(second)) is not None:  # it saves
     assert time.time() < deadline
     time.sleep(0.2)
   got = statuses(sweep_dir)

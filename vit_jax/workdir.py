@@ -141,7 +141,7 @@ def read_config(workdir: str):
 # The lock.
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -195,7 +195,7 @@ class Lock:
 
   def _stale(self, holder: Dict[str, Any]) -> bool:
     if holder and holder.get('host') == socket.gethostname():
-      return not _pid_alive(int(holder.get('pid', -1)))
+      return not pid_alive(int(holder.get('pid', -1)))
     modified = paths.mtime(self.path)
     if modified is None:
       return True
@@ -272,8 +272,9 @@ def lock_holder(workdir: str) -> Optional[Dict[str, Any]]:
   data, _ = paths.read_versioned(lock.path)
   if data is None:
     return None
-  holder = Lock._parse(data)  # pylint: disable=protected-access
-  return None if lock._stale(holder) else holder  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  holder = Lock._parse(data)
+  return None if lock._stale(holder) else holder
 
 
 # ----------------------------------------------------------------------------

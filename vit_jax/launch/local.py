@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from absl import flags
 
+from vit_jax import workdir as workdir_lib
 from vit_jax.launch import failure
 
 _PARALLEL = flags.DEFINE_integer(
@@ -235,15 +236,9 @@ class LocalBackend:
 
 
 def _launcher_alive(submission: Mapping[str, Any]) -> bool:
-  if submission.get('host') != socket.gethostname():
+  if submission.get('host') != socket.gethostname() or 'pid' not in submission:
     return False
-  try:
-    os.kill(int(submission['pid']), 0)
-  except (ProcessLookupError, KeyError, ValueError):
-    return False
-  except PermissionError:
-    return True
-  return True
+  return workdir_lib.pid_alive(int(submission['pid']))
 
 
 def launcher_states(record, submissions) -> Dict[str, str]:
@@ -261,15 +256,14 @@ def cancel_launchers(record, submissions, say=print) -> List[int]:
   for pid in pids:
     os.kill(pid, signal.SIGTERM)
     say(f'Sent SIGTERM to launcher pid {pid}.')
-  from vit_jax.launch import status as status_lib  # pylint: disable=g-import-not-at-top
   signalled = []
   deadline = time.time() + 10
   for run in record['runs']:
-    holder = status_lib.lock_holder(run['workdir'])
+    holder = workdir_lib.lock_holder(run['workdir'])
     while (holder and pids and time.time() < deadline and
            holder.get('host') == socket.gethostname()):
       time.sleep(0.5)  # the launcher is passing the signal on
-      holder = status_lib.lock_holder(run['workdir'])
+      holder = workdir_lib.lock_holder(run['workdir'])
     if holder and holder.get('host') == socket.gethostname():
       try:
         os.kill(int(holder['pid']), signal.SIGTERM)

@@ -45,11 +45,6 @@ def _read(path: str) -> Optional[str]:
     return None
 
 
-def lock_holder(workdir: str) -> Optional[Dict[str, Any]]:
-  """The live trainer holding `workdir`, or None (`workdir.lock_holder`)."""
-  return workdir_lib.lock_holder(workdir)
-
-
 def last_metrics(workdir: str, metric: str):
   """(last logged step, latest value of `metric`) from metrics.jsonl."""
   text = _read(paths.join(str(workdir), workdir_lib.METRICS)) or ''
@@ -92,7 +87,7 @@ def run_status(run: Mapping[str, Any], metric: str,
       step = json.loads(done).get('step', step)
     except ValueError:
       pass
-  elif lock_holder(workdir) is not None:
+  elif workdir_lib.lock_holder(workdir) is not None:
     state = 'running'
   elif error_text is not None and (
       submitted is None or error_time is None or error_time >= submitted):

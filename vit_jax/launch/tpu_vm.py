@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from absl import flags
 
 from vit_jax import paths
+from vit_jax import workdir as workdir_lib
 from vit_jax.launch import local
 
 _NAMES = flags.DEFINE_list('tpu_names', [], 'tpu_vm: the TPU VMs (existing, '
@@ -205,11 +206,10 @@ class TpuVmBackend:
     """SIGTERM to a live launcher here; else pkill on the VMs."""
     if local.cancel_launchers(record, submissions, say):
       return
-    from vit_jax.launch import status as status_lib  # pylint: disable=g-import-not-at-top
     latest = list(submissions.values())[-1] if submissions else {}
     backend = cls(latest.get('settings', record['settings']))
     for run in record['runs']:
-      if status_lib.lock_holder(run['workdir']) is None:
+      if workdir_lib.lock_holder(run['workdir']) is None:
         continue
       for name in backend.settings['names']:
         subprocess.run(ssh(backend.settings, name, stop_command(run)),
