@@ -3,6 +3,7 @@ fixture: slurm-wlm 22.05 and munge, tests/slurm_cluster.py)."""
 
 import json
 import os
+import re
 import sys
 import time
 import subprocess
@@ -158,13 +159,82 @@ def test_slurm_time_limit_saves_and_requeues(slurm_cluster, tmp_path,
   got = _wait_settled(slurm_cluster, sweep_dir)['lr=0.001']
   logs = _logs(sweep_dir)
   assert got['state'] == 'preempted', (got, logs)
-  assert logs.count('=== requeued') == 1 and 'attempt 3' not in logs, logs
-  first_attempt, second_attempt = logs.split('attempt 2')
-  assert 'exited with status 3' in first_attempt, first_attempt
-  assert 'exited with status 3' in second_attempt, second_attempt
+  attempts = re.split(r'attempt \d+\n', logs)[1:]
+  assert 'exited with status 3' in attempts[0], attempts[0]
+  assert '=== requeued' in attempts[0], attempts[0]
+  assert 'Resuming from step' in attempts[1], attempts[1]
+  assert 'exited with status 3' in attempts[1], attempts[1]
+  # Under load attempt 2's early signal can come before the cancel does;
+  # then attempt 3 sees the cancel's mark and does not start.
+  for later in attempts[2:]:
+    assert 'cancelled (launch cancel), not started' in later, later
+    assert 'Resuming from step' not in later, later
+  assert logs.count('Resuming from step') == 1, logs
   assert 'DUE TO TIME LIMIT' not in logs
   # Saved on the signal: the checkpoint is at the last step reached.
   workdir = os.path.join(str(sweep_dir), 'lr=0.001')
   steps = checkpoint.TrainCheckpointer(os.path.join(workdir, 'checkpoints')
                                        ).all_steps()
   assert steps and got['step'] <= steps[-1] < 100000
+
+
+_SAVING_TRAINER = '''
+import signal, sys, time
+def stop(*_):
+  print('saving', flush=True)
+  time.sleep(2)
+  sys.exit(3)
+signal.signal(signal.SIGTERM, stop)
+print('training', flush=True)
+while True:
+  time.sleep(0.1)
+'''
+
+
+def _stand_in_array(cluster, tmp_path, name):
+  """Submits the back end's batch script for one run whose command is a
+  stand-in trainer (saves on SIGTERM, exits 3); (task, log path)."""
+  from vit_jax.launch import slurm as slurm_lib  # pylint: disable=g-import-not-at-top
+  log_dir = tmp_path / 'logs'
+  log_dir.mkdir(exist_ok=True)
+  run = {'index': 0, 'name': name, 'workdir': str(tmp_path / name),
+         'args': ['-c', _SAVING_TRAINER]}
+  settings = {'python': sys.executable, 'nodes': 1, 'signal_seconds': 60}
+  script = slurm_lib.batch_script({'code_dir': ROOT, 'sweep_file': 'x.py'},
+                                  [run], settings, str(log_dir), 0, [0], name)
+  job = cluster.sbatch(script)
+  return job, f'{job}_0', log_dir / f'slurm-{job}_0.log'
+
+
+def _wait_for(path, text, timeout=60):
+  deadline = time.time() + timeout
+  while not (path.exists() and text in path.read_text()):
+    assert time.time() < deadline, path.read_text() if path.exists() else ''
+    time.sleep(0.2)
+
+
+def test_slurm_cancel_wins_over_the_early_signal(slurm_cluster, tmp_path):
+  """The time-limit signal (USR1) and then a cancel (TERM) in one attempt:
+  the run saves once and is not requeued. A task requeued before its
+  array's cancel mark was written does not start again."""
+  job, task, log = _stand_in_array(slurm_cluster, tmp_path, 'race')
+  _wait_for(log, 'training')
+  slurm_cluster.run('scancel', '--batch', '--signal=USR1', task)
+  _wait_for(log, 'saving')
+  slurm_cluster.run('scancel', '--batch', '--signal=TERM', task)
+  states = slurm_cluster.wait_ended(job)
+  text = log.read_text()
+  assert 'exited with status 3' in text and '=== requeued' not in text, text
+  assert slurm_cluster.show_job(task)['Restarts'] == '0', states
+
+  # Without the TERM the same signal requeues the task; a cancel mark
+  # written meanwhile (as `launch cancel` does first) stops attempt 2.
+  job, task, log = _stand_in_array(slurm_cluster, tmp_path, 'marked')
+  _wait_for(log, 'training')
+  slurm_cluster.run('scancel', '--batch', '--signal=USR1', task)
+  _wait_for(log, '=== requeued')
+  (tmp_path / 'logs' / f'cancelled-{job}').write_text('now\n')
+  _wait_for(log, 'not started')
+  slurm_cluster.wait_ended(job)
+  text = log.read_text()
+  assert text.count('training') == 1 and 'attempt 2' in text, text

@@ -11,7 +11,11 @@ each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
   its own task with `scontrol requeue`; the requeued task resumes from
   that checkpoint. A node failure requeues the task too (`--requeue`).
 - SIGTERM to the batch shell (`scancel`, or the time limit reached
-  without the early signal) is passed on too, without requeueing.
+  without the early signal) is passed on too, without requeueing, even
+  when the early signal came first.
+- `cancel` first writes `LOG_DIR/cancelled-<array job>`: an attempt of
+  that array that was requeued just before the cancel exits at once, and
+  no attempt requeues itself once it exists. `resume` submits new arrays.
 - Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues;
   `LOG_DIR/<run name>.log` links to a run's latest one.
 
@@ -146,13 +150,22 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
       f'ln -sfn "slurm-$TASK.log" {shlex.quote(log_dir)}/"$RUN.log"',
       'echo "=== $(date \'+%F %T\') $TASK run $RUN on $(hostname)," '
       '"attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"',
+      '# `launch cancel` writes this file before it signals: an attempt',
+      '# requeued just before then does not start, nor requeue again.',
+      f'CANCELLED={shlex.quote(log_dir)}/cancelled-$SLURM_ARRAY_JOB_ID',
+      'if [ -e "$CANCELLED" ]; then',
+      '  echo "=== $TASK run $RUN cancelled (launch cancel), not started"',
+      '  exit 0',
+      'fi',
       'requeue=0',
+      'stop=0',
       '# Before the time limit (B:USR1 reaches this shell only): the run',
       '# saves on SIGTERM (its srun task alone gets it), then the task is',
       '# requeued. The traps keep this shell alive while the run saves.',
       'trap \'requeue=1; scancel --signal=TERM "$TASK"\' USR1',
-      '# scancel, `launch cancel`, or the time limit itself: save, no requeue.',
-      'trap \'scancel --signal=TERM "$TASK"\' TERM',
+      '# scancel, `launch cancel`, or the time limit itself: save, no',
+      '# requeue, even when the early signal came first.',
+      'trap \'stop=1; scancel --signal=TERM "$TASK"\' TERM',
       'srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${COMMAND[@]}" &',
       'child=$!',
       '# `wait` returns early when a trap runs; wait until the run ends.',
@@ -166,7 +179,8 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
       '# it had a workdir) goes to WORKDIR/error, for `status`.',
       f'{python} -m vit_jax.launch.failure "$WORKDIR" "$status" "$LOG" '
       '"$START"',
-      'if [ "$requeue" = 1 ] && [ "$status" = 3 ]; then',
+      'if [ "$requeue" = 1 ] && [ "$stop" = 0 ] && [ "$status" = 3 ] &&',
+      '   [ ! -e "$CANCELLED" ]; then',
       '  scontrol requeue "$TASK" && echo "=== requeued $TASK"',
       'fi',
       'exit "$status"',
@@ -293,6 +307,13 @@ class SlurmBackend:
     if not job_ids:
       say('No SLURM jobs recorded for this sweep.')
       return
+    for submission in submissions.values():
+      for job in submission.get('jobs', []):
+        # Read by the batch script: no new attempt, no requeue.
+        marker = os.path.join(os.path.dirname(job['script']),
+                              f'cancelled-{job["job_id"]}')
+        with open(marker, 'w') as f:
+          f.write(time.strftime('%Y-%m-%d %H:%M:%S\n'))
     queue = cls._queue(job_ids)
     pending = sorted(task for task, state in queue.items()
                      if state in _QUEUED)
