@@ -55,7 +55,8 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
   config.wd = 1e-4
   config.grad_clip_norm = 1.0
   config.schedule = ml_collections.ConfigDict({
-      'warmup_steps': 50, 'decay': 'cosine', 'cooldown_steps': 0})
+      'warmup_steps': 50, 'decay': 'cosine', 'cooldown_steps': 0,
+      'cooldown_shape': 'linear'})
 
   # Start from other weights, e.g. an MAE run's encoder (configs/
   # mae_digits.py; with model.posemb='sincos2d'); None: random init.
@@ -67,7 +68,11 @@ def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
   config.eval_every_steps = 320
   config.checkpoint = ml_collections.ConfigDict({
       'every_steps': 320, 'keep_last': 2, 'keep_every': placeholder(int),
-      'async_save': True})
+      'keep_steps': (), 'async_save': True})
+  # A cooldown branch of another run (vit_jax/branch.py): None, a run of
+  # its own.
+  config.branch = ml_collections.ConfigDict({
+      'trunk': placeholder(str), 'step': placeholder(int)})
 
   # Few-shot linear evaluation of the pre-logits representation (big_vision's
   # standardized protocol, vit_jax/evaluate/fewshot.py) on digits itself.

@@ -60,13 +60,21 @@ def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
   config.grad_clip_norm = 1.0
   config.schedule = ml_collections.ConfigDict({
       'warmup_steps': 10_000, 'decay': 'rsqrt', 'timescale': 10_000,
-      'cooldown_steps': 50_000})
+      'cooldown_steps': 50_000, 'cooldown_shape': 'linear'})
 
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
   config.log_every_steps = 100
   config.eval_every_steps = 10_000
   config.checkpoint = ml_collections.ConfigDict({
-      'every_steps': 5_000, 'keep_last': 3, 'keep_every': 100_000})
+      'every_steps': 5_000, 'keep_last': 3, 'keep_every': 100_000,
+      'keep_steps': ()})
+  # Cooldown branches (vit_jax/branch.py): the rsqrt schedule's value does
+  # not depend on total_steps, so one long run without cooldown (the
+  # trunk) gives a compute point per branch: `branch.trunk` its workdir,
+  # `branch.step` the step, with total_steps and schedule.cooldown_steps
+  # of the branch (vit_jax.launch.sweep.branches builds these runs).
+  config.branch = ml_collections.ConfigDict({
+      'trunk': placeholder(str), 'step': placeholder(int)})
 
   # Few-shot linear evaluation (Scaling ViT Sec. 2 / App., the big_vision
   # suite): 1..25 shots, 3 seeds, strength 2^10, big_vision's defaults

@@ -170,6 +170,51 @@ def test_commands_parse_to_the_validated_configs(tmp_path, data_dir):
       record['code_version']['commit']) == 40
 
 
+def test_branches_and_per_run_recipes(tmp_path, data_dir):
+  """The shipped scaling sweep: a run's own recipe names it; branches
+  are named after their trunk, point at its workdir, and make it keep
+  their steps; SLURM submits them after their trunks."""
+  sweep_dir = str(tmp_path / 'sd')
+  loaded = sweep_lib.load('configs/sweeps/digits_scaling.py:small',
+                          sweep_dir, ROOT)
+  names = [run.name for run in loaded.runs]
+  assert names == ['recipe=vit-xxs', 'recipe=vit-xxs,branch=40+13',
+                   'recipe=vit-xxs,branch=80+27', 'recipe=vit-s',
+                   'recipe=vit-s,branch=40+13', 'recipe=vit-s,branch=80+27']
+  trunk, branch = loaded.runs[3], loaded.runs[5]
+  assert trunk.after is None and trunk.total_steps == 160
+  assert '--config.checkpoint.keep_steps=(40, 80)' in trunk.args
+  assert branch.after == {'run': 'recipe=vit-s', 'workdir': trunk.workdir,
+                          'step': 80}
+  assert branch.total_steps == 107  # 80 / (1 - 0.25)
+  for arg in ['--config=configs/digits_scaling.py:vit/s',
+              f'--config.branch.trunk={trunk.workdir}',
+              '--config.branch.step=80',
+              '--config.schedule.cooldown_steps=27']:
+    assert arg in branch.args, (arg, branch.args)
+
+  result = launch('--sweep=configs/sweeps/digits_scaling.py:small',
+                  f'--sweep_dir={sweep_dir}', '--backend=slurm',
+                  '--slurm_max_array_size=100', '--dry_run', check=0)
+  scripts = result.stdout.split('#!/bin/bash\n')[1:]
+  assert len(scripts) == 2
+  assert '--dependency' not in scripts[0] and 'branch=' not in scripts[0]
+  assert ('#SBATCH --dependency=afterany:<task of recipe=vit-s>:<task of '
+          'recipe=vit-xxs>') in scripts[1].splitlines()
+
+  trunk_runs = [{'lr': 1e-3}]
+  for runs, message in [
+      (sweep_lib.branches({'lr': 2e-3}, [4], 0.5), 'not in the sweep'),
+      (trunk_runs + sweep_lib.branches(trunk_runs[0], [4], 0.5),
+       "does not depend on total_steps"),  # digits.py: cosine
+  ]:
+    sweep_file = write_sweep(tmp_path / 'b.py', runs, tiny_fixed(data_dir))
+    with pytest.raises(ValueError, match=message):
+      sweep_lib.load(sweep_file, sweep_dir, ROOT)
+  with pytest.raises(ValueError, match=r'cooldown_fraction.*\(0, 1\)'):
+    sweep_lib.branches({}, [4], 1.0)
+
+
 # ----------------------------------------------------------------------------
 # Status from workdirs.
 

@@ -167,6 +167,31 @@ def test_schedule_is_jit_traceable():
                              schedule_values(schedule, range(21)), rtol=1e-6)
 
 
+def test_one_minus_sqrt_cooldown_and_length_free_decays():
+  """The 1-sqrt cooldown of Hagele et al. 2024 over the last 40 of 100
+  steps; before it a constant or rsqrt schedule does not depend on the
+  run's length (what cooldown branches rely on)."""
+  def make(decay, total, cooldown, shape='1-sqrt'):
+    return optim.make_schedule(make_config(
+        lr=0.5, schedule=ml_collections.ConfigDict(
+            {'warmup_steps': 10, 'decay': decay, 'timescale': 30,
+             'cooldown_steps': cooldown, 'cooldown_shape': shape})), total)
+  schedule = make('constant', 100, 40)
+  for step in (60, 70, 90, 99, 100):
+    q = (100 - step) / 40
+    assert float(schedule(step)) == pytest.approx(
+        0.5 * (1 - math.sqrt(1 - q)), abs=1e-7)
+  assert float(make('constant', 100, 40, 'linear')(70)) == pytest.approx(
+      0.5 * 30 / 40)
+  for decay in optim.LENGTH_FREE_DECAYS:
+    long, short = make(decay, 1000, 0), make(decay, 100, 40)
+    steps = jnp.arange(61)
+    np.testing.assert_array_equal(jax.vmap(long)(steps),
+                                  jax.vmap(short)(steps))
+  with pytest.raises(ValueError, match=r"'sqrt'.*'linear', '1-sqrt'"):
+    make('constant', 100, 40, 'sqrt')
+
+
 def test_schedule_bad_inputs():
   with pytest.raises(ValueError, match=r"'cosin'.*'cosine', 'linear'"):
     optim.make_schedule(make_config(schedule=ml_collections.ConfigDict(

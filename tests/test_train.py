@@ -14,9 +14,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vit_jax import build, checkpoint, optim, sharding, train
+from vit_jax import build, checkpoint, compute, optim, sharding, train
 from vit_jax import config as config_lib
-from vit_jax import workdir as workdir_lib
 from vit_jax.evaluate import representations
 from vit_jax.evaluate import fewshot_evaluator
 
@@ -48,6 +47,24 @@ def test_run_writes_the_workdir(tmp_path, data_dir):
     assert row['compute/images_seen'] == row['step'] * 32
   assert 0 < train_rows[0]['compute/flops'] < train_rows[1]['compute/flops']
   assert train_rows[1]['compute/flops'] == 2 * train_rows[0]['compute/flops']
+  assert 0 < train_rows[0]['compute/device_seconds'] < train_rows[1][
+      'compute/device_seconds']
+  assert all('compute/mfu' not in r for r in rows)  # CPU: no known peak
+  summary = compute.read_summary(workdir)
+  assert summary['flops_per_step'] * 10 == summary['flops'] == (
+      train_rows[1]['compute/flops'])
+  assert summary['device_seconds'] == train_rows[1]['compute/device_seconds']
+  assert (summary['step'], summary['images_seen'], summary['devices']) == (
+      10, 320, jax.device_count())
+  # A training step costs about 3 forward passes (forward, backward) of
+  # the batch: 2.7 in XLA's count of this model.
+  assert 2 * 32 * summary['flops_per_image'] < summary['flops_per_step'] < (
+      4 * 32 * summary['flops_per_image'])
+  # Patch embedding (4x4x1 -> 32), position embeddings (4 + 1 tokens),
+  # class token and head (32 -> 10) are not body.
+  assert summary['params'] - summary['params_body'] == (
+      (16 * 32 + 32) + 5 * 32 + 32 + (32 * 10 + 10))
+  assert summary['flop_convention'] == 'a multiply-add is 2 FLOPs'
   val = [r for r in rows if 'val/accuracy' in r]
   assert [r['step'] for r in val] == [10]
   assert val[0]['val/count'] == 360  # the whole test split, once
@@ -414,3 +431,48 @@ def test_cluster_auto_detection(env, expected, monkeypatch):
   for name, value in env.items():
     monkeypatch.setenv(name, value)
   assert cli._auto_detectable_cluster() == expected
+
+
+def test_cooldown_branch_matches_a_run_from_scratch(tmp_path, data_dir):
+  """A trunk without cooldown (constant lr after warmup, dropout on) keeps
+  step 6; a branch from it with a 1-sqrt cooldown of 4 steps ends
+  bit-identical to a 10-step run from scratch with that schedule. Bad
+  branches are refused before anything is written."""
+  common = {'model.dropout': 0.1, 'schedule.decay': 'constant',
+            'eval_every_steps': None, 'checkpoint.every_steps': 100,
+            'schedule.cooldown_shape': '1-sqrt'}
+  trunk = str(tmp_path / 'trunk')
+  train.train_and_evaluate(tiny_config(
+      data_dir, total_steps=12, **common,
+      **{'checkpoint.keep_last': 1, 'checkpoint.keep_steps': (6,)}), trunk)
+  assert sorted(os.listdir(os.path.join(trunk, 'checkpoints'))) == ['12', '6']
+  cooled = {'total_steps': 10, 'schedule.cooldown_steps': 4, **common}
+  scratch = str(tmp_path / 'scratch')
+  train.train_and_evaluate(tiny_config(data_dir, **cooled), scratch)
+  branch = str(tmp_path / 'branch')
+  train.train_and_evaluate(tiny_config(
+      data_dir, **cooled, **{'branch.trunk': trunk, 'branch.step': 6}),
+                           branch)
+  _assert_trees_equal(_params(branch, 10), _params(scratch, 10))
+  rows = train.read_metrics(branch)
+  assert [r['step'] for r in rows if 'train/loss' in r] == [10]
+  # Its compute counts the trunk's first 6 steps too.
+  summary = compute.read_summary(branch)
+  assert summary['flops_per_step'] == pytest.approx(
+      compute.read_summary(trunk)['flops_per_step'], rel=1e-3)
+  assert rows[-1]['compute/flops'] == summary['flops'] == (
+      summary['flops_per_step'] * 10)
+
+  for overrides, message in [
+      ({'lr': 1e-2}, "differ in lr"),
+      ({'branch.step': 5}, 'did not keep it'),
+      ({'branch.step': 14, 'total_steps': 20}, "the trunk's cooldown"),
+      ({'schedule.decay': 'cosine'}, "does not depend on total_steps"),
+      ({'branch.step': 8}, 'past the start of this run'),
+      ({'branch.trunk': str(tmp_path / 'nowhere')}, 'has no config.json')]:
+    config = tiny_config(data_dir, **{**cooled, 'branch.trunk': trunk,
+                                      'branch.step': 6, **overrides})
+    bad = str(tmp_path / 'bad')
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(config, bad)
+    assert not os.path.exists(bad)

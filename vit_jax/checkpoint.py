@@ -8,7 +8,7 @@ Pretrained-weight import (timm, `.npz`) and `config.init_from` are in
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -26,7 +26,8 @@ class TrainCheckpointer:
   Each checkpoint holds two items: 'state' (params, optimizer state, step:
   any pytree of jax arrays, sharded as it is) and 'data' (JSON: the data
   iterator's position, so a resumed run sees the same batches). Retention:
-  the last `keep_last` plus every step divisible by `keep_every`.
+  the last `keep_last` plus every step divisible by `keep_every` and the
+  steps in `keep_steps`.
   Orbax writes into a temporary directory and renames it when complete, so
   an interrupted save never looks like a checkpoint; a checkpoint that is
   there but unreadable (corrupt) is skipped with a warning on restore.
@@ -38,12 +39,14 @@ class TrainCheckpointer:
 
   def __init__(self, directory: str, keep_last: int = 3,
                keep_every: Optional[int] = None, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, keep_steps: Sequence[int] = ()):
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._ocp = ocp
     policies = [ocp.checkpoint_managers.LatestN(keep_last)]
     if keep_every:
       policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+    if keep_steps:  # e.g. the steps cooldown branches start from
+      policies.append(ocp.checkpoint_managers.CustomSteps(list(keep_steps)))
     # read_only: for evaluating a workdir that a run may still be writing:
     # never creates, deletes or cleans up anything there.
     options = ocp.CheckpointManagerOptions(
@@ -136,15 +139,22 @@ class TrainCheckpointer:
     self._manager.reload()
     self.moved_aside.extend(steps)
 
-  def restore(self, step: int, abstract_state: Any) -> Any:
-    """The state saved at `step` (see `restore_latest` for the argument)."""
+  def restore(self, step: int, abstract_state: Any, with_data: bool = False
+              ) -> Any:
+    """The state saved at `step` (see `restore_latest` for the argument);
+    with_data: (state, data_state)."""
     steps = self.all_steps()
     if step not in steps:
       raise ValueError(f'No checkpoint at step {step} in {self.directory}; '
                        f'steps there: {steps}')
     args = self._ocp.args
-    return self._manager.restore(step, args=args.Composite(
-        state=args.StandardRestore(abstract_state)))['state']
+    items = {'state': args.StandardRestore(abstract_state)}
+    if with_data:
+      items['data'] = args.JsonRestore()
+    restored = self._manager.restore(step, args=args.Composite(**items))
+    if with_data:
+      return restored['state'], dict(restored['data'])
+    return restored['state']
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -152,6 +162,16 @@ class TrainCheckpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def has_step(directory: str, step: int) -> bool:
+  """Whether `directory` holds the finished checkpoint of `step`, without
+  orbax: locally a step directory appears only when complete (renamed
+  from a temporary one); on gs:// orbax marks it with a commit file."""
+  step_dir = paths.join(directory, str(step))
+  if paths.is_local(directory):
+    return paths.isdir(step_dir)
+  return paths.exists(paths.join(step_dir, 'commit_success.txt'))
 
 
 def restore_params(directory: str, step: Optional[int] = None

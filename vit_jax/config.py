@@ -14,7 +14,7 @@ Sections and who owns their fields (defaults live in one place each):
               (`vit_jax.models.MODELS[name]`)
   optimizer   `name` + `vit_jax.optim.OPTIMIZER_OPTIONS[name]`
   schedule    `vit_jax.optim.SCHEDULE_DEFAULTS`
-  checkpoint, mesh, init_from   SECTION_DEFAULTS here
+  checkpoint, mesh, init_from, branch   SECTION_DEFAULTS here
   evals       free names, each entry checked by `vit_jax.evaluate`
               (`EVAL_FIELDS[kind]`)
 
@@ -63,13 +63,17 @@ TOP_LEVEL_DEFAULTS: Dict[str, Any] = {
     'grad_clip_norm': None,        # None or 0: no clipping
     'log_every_steps': 50,
     'eval_every_steps': None,      # None: no 'val' classifier evaluation
+    'peak_flops_per_device': None,  # None: vit_jax.compute.PEAK_FLOPS
 }
 
 SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'checkpoint': {'every_steps': 1000, 'keep_last': 3, 'keep_every': None,
-                   'async_save': True},
+                   'keep_steps': (), 'async_save': True},
     'mesh': {'data': -1, 'fsdp': 1},
     'init_from': {'kind': 'own', 'path': None},
+    # A cooldown branch: start from the checkpoint of run `trunk` (a
+    # workdir) at `step` (vit_jax/train.py, `_branch_state`).
+    'branch': {'trunk': None, 'step': None},
 }
 
 SECTIONS = ('data', 'model', 'optimizer', 'schedule', 'evals',
@@ -181,12 +185,52 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
     resolved[section] = _fill(sections[section], defaults, f'{section}.')
   common.check_choice('init_from.kind', resolved['init_from']['kind'],
                       weights.INIT_KINDS)
+  common.check_choice('schedule.cooldown_shape',
+                      resolved['schedule']['cooldown_shape'],
+                      optim.COOLDOWN_SHAPES)
+  keep_steps = resolved['checkpoint']['keep_steps'] or ()
+  if (not isinstance(keep_steps, (list, tuple)) or
+      not all(isinstance(s, int) and s > 0 for s in keep_steps)):
+    raise ValueError(f'config.checkpoint.keep_steps must be a tuple of '
+                     f'positive steps, got {keep_steps!r}.')
+  resolved['checkpoint']['keep_steps'] = tuple(sorted(set(keep_steps)))
+  _check_branch(resolved)
 
   evals = {}
   for entry_name, entry in sections['evals'].items():
     evals[entry_name] = evaluate.resolve_entry(entry_name, entry)
   resolved['evals'] = evals
   return ml_collections.ConfigDict(resolved)
+
+
+def _check_branch(resolved: Dict[str, Any]) -> None:
+  """A branch's own settings: a step inside the run, before its cooldown,
+  and a decay that does not depend on the run's length."""
+  branch = resolved['branch']
+  trunk, step = branch['trunk'], branch['step']
+  if trunk is None and step is None:
+    return
+  if not trunk or not isinstance(trunk, str):
+    raise ValueError(f'config.branch.trunk must name the trunk run\'s '
+                     f'workdir when branch.step is set, got {trunk!r}.')
+  if not isinstance(step, int) or step < 1:
+    raise ValueError(f'config.branch.step must be a positive step of the '
+                     f'trunk run, got {step!r}.')
+  schedule = resolved['schedule']
+  if schedule['decay'] not in optim.LENGTH_FREE_DECAYS:
+    raise ValueError(
+        f'config.branch needs a schedule whose value does not depend on '
+        f'total_steps: schedule.decay {schedule["decay"]!r} does; valid '
+        f'choices: {list(optim.LENGTH_FREE_DECAYS)}.')
+  cooldown_start = resolved['total_steps'] - schedule['cooldown_steps']
+  if step > cooldown_start:
+    raise ValueError(
+        f'config.branch.step ({step}) is past the start of this run\'s '
+        f'cooldown (total_steps {resolved["total_steps"]} - '
+        f'cooldown_steps {schedule["cooldown_steps"]} = {cooldown_start}).')
+  if resolved['init_from']['path']:
+    raise ValueError('config.branch and config.init_from.path are both '
+                     'set; a branch starts from its trunk\'s checkpoint.')
 
 
 def to_json_dict(config: Any) -> Dict[str, Any]:

@@ -29,7 +29,8 @@ state and runs under `jax.jit` with sharded parameters.
 Config fields read (defaults where absent):
   lr              1e-3
   schedule        warmup_steps=0, decay='cosine', timescale=10_000,
-                  cooldown_steps=0, end_lr_fraction=0.0
+                  cooldown_steps=0, cooldown_shape='linear',
+                  end_lr_fraction=0.0
   optimizer       name='adamw' plus the options of that optimizer, see
                   OPTIMIZER_OPTIONS (a plain string is taken as the name)
   wd              0.0
@@ -63,8 +64,17 @@ SCHEDULE_DEFAULTS: Mapping[str, Any] = {
     'decay': 'cosine',
     'timescale': 10_000,
     'cooldown_steps': 0,
+    'cooldown_shape': 'linear',
     'end_lr_fraction': 0.0,
 }
+# How the cooldown goes to zero over its c steps (q = (T - s) / c, from 1
+# to 0): 'linear' q; '1-sqrt' 1 - sqrt(1 - q) (Hagele et al. 2024, "Scaling
+# Laws and Compute-Optimal Training Beyond Fixed Training Durations").
+COOLDOWN_SHAPES = ('linear', '1-sqrt')
+# Decays whose value at a step does not depend on total_steps: a run with
+# one of them (and its cooldown not started) can be branched into shorter
+# runs with their own cooldowns (config.branch, vit_jax/train.py).
+LENGTH_FREE_DECAYS = ('constant', 'rsqrt')
 
 OPTIMIZERS = ('adamw', 'adafactor', 'sgd')
 # The options each optimizer reads from `config.optimizer`, with defaults.
@@ -161,9 +171,9 @@ def make_schedule(config: ml_collections.ConfigDict,
                   (= sqrt(timescale / (timescale + d)), 1 at the end of
                   warmup; the inverse-square-root decay of Zhai et al. 2021,
                   Sec. 3.5, there with a linear cooldown)
-    cooldown(s) = clip((T - s) / c, 0, 1)   for c > 0, else 1
-                  (linear to zero over the last c steps: 1 at s = T - c,
-                  1/c at s = T - 1, 0 at s = T).
+    cooldown(s), with q = clip((T - s) / c, 0, 1), for c > 0 (else 1):
+      'linear':   q               (1 at s = T - c, 1/c at T - 1, 0 at T)
+      '1-sqrt':   1 - sqrt(1 - q) (the cooldown of Hagele et al. 2024)
 
   During warmup decay(s) is 1, so the schedule is continuous at s = w.
   Steps past T get 0 when c > 0 (else the end value f of the decay).
@@ -192,6 +202,9 @@ def make_schedule(config: ml_collections.ConfigDict,
         f'warmup_steps ({warmup_steps}) + cooldown_steps ({cooldown_steps}) '
         f'= {warmup_steps + cooldown_steps} exceeds total_steps '
         f'({total_steps}).')
+  cooldown_shape = options['cooldown_shape']
+  common.check_choice('schedule cooldown_shape', cooldown_shape,
+                      COOLDOWN_SHAPES)
   end_fraction = _as_non_negative('config.schedule.end_lr_fraction',
                                   options['end_lr_fraction'])
   timescale = _as_non_negative('config.schedule.timescale',
@@ -218,8 +231,10 @@ def make_schedule(config: ml_collections.ConfigDict,
       factor = jnp.where(step < warmup_steps,
                          jnp.maximum(step, 0.0) / warmup_steps, factor)
     if cooldown_steps > 0:
-      factor = factor * jnp.clip((total_steps - step) / cooldown_steps,
-                                 0.0, 1.0)
+      remaining = jnp.clip((total_steps - step) / cooldown_steps, 0.0, 1.0)
+      if cooldown_shape == '1-sqrt':
+        remaining = 1.0 - jnp.sqrt(1.0 - remaining)
+      factor = factor * remaining
     return (peak_lr * factor).astype(jnp.float32)
 
   return schedule

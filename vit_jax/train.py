@@ -27,8 +27,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from vit_jax import branch as branch_lib
 from vit_jax import build
 from vit_jax import checkpoint
+from vit_jax import compute
 from vit_jax import config as config_lib
 from vit_jax import losses
 from vit_jax import metric_writer
@@ -223,6 +225,16 @@ def _has_checkpoints(directory: str) -> bool:
   return any(name.isdigit() for name in paths.listdir(directory))
 
 
+def _start_state(config, run: build.Run
+                 ) -> Tuple[int, State, Dict[str, Any]]:
+  """(step, state, data state) a run without checkpoints starts from: its
+  trunk's at the branch step (`vit_jax.branch`), else a fresh state."""
+  if config.branch.trunk:
+    state, data_state = branch_lib.restore(config, run.abstract_state)
+    return int(config.branch.step), state, data_state
+  return 0, _fresh_state(config, run), {}
+
+
 def _fresh_state(config, run: build.Run) -> State:
   """The initial state: random init, then `init_from`'s params if set."""
   rng = jax.random.PRNGKey(config.seed)
@@ -291,7 +303,8 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
   checkpoint_dir = paths.join(workdir, 'checkpoints')
   fresh = None
   if not _has_checkpoints(checkpoint_dir):
-    fresh = _fresh_state(config, run)  # init_from is read before any write
+    # init_from / the branch's trunk are read before any write.
+    fresh = _start_state(config, run)
 
   lock = None
   if is_main:
@@ -303,6 +316,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
     checkpointer = checkpoint.TrainCheckpointer(
         checkpoint_dir, keep_last=config.checkpoint.keep_last,
         keep_every=config.checkpoint.keep_every,
+        keep_steps=config.checkpoint.keep_steps,
         async_save=config.checkpoint.async_save)
     restored = checkpointer.restore_latest(run.abstract_state)
     if restored is not None:
@@ -313,8 +327,13 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
                            if checkpointer.moved_aside else '') + '.')
       logging.info('Data position: %s.', data_state)
     else:
-      start_step = 0
-      state = fresh if fresh is not None else _fresh_state(config, run)
+      start_step, state, data_state = (
+          fresh if fresh is not None else _start_state(config, run))
+      if start_step:
+        _say(f'Branching from step {start_step} of '
+             f'{config.branch.trunk} (cooldown of '
+             f'{config.schedule.cooldown_steps} steps to step '
+             f'{config.total_steps}).')
     del fresh
     if is_main:  # the run is known to start: it is this workdir's now
       workdir_lib.write_config(workdir, config)
@@ -327,7 +346,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
                                         restart_step=start_step + 1)
     last_metrics, stopped_at = _loop(config, run, evaluators, state,
                                      start_step, checkpointer, writer,
-                                     preemption)
+                                     preemption, workdir, data_state)
     checkpointer.close()  # waits for the last save; raises if it failed
     checkpointer = None
   except BaseException as error:  # record it, keep the last good checkpoint
@@ -351,10 +370,12 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
 
 
 def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
-          checkpointer, writer, preemption: Preemption
+          checkpointer, writer, preemption: Preemption, workdir: str,
+          data_state: Mapping[str, Any]
           ) -> Tuple[Dict[str, float], Optional[int]]:
   """Steps start_step+1 .. total_steps; (last metrics, step stopped at on
-  SIGTERM or None)."""
+  SIGTERM or None). `data_state`: the restored checkpoint's (its
+  device-seconds so far)."""
   if preemption.any_process():  # during start-up: nothing new to save
     logging.warning('Stopped at step %d on request (SIGTERM), before '
                     'training.', start_step)
@@ -379,6 +400,13 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
   step_fn, flops_per_step = None, None
   last_metrics: Dict[str, float] = {}
   window_start, window_steps = time.monotonic(), 0
+  devices = jax.device_count()
+  peak = config.peak_flops_per_device or compute.peak_flops(
+      jax.devices()[0].device_kind)
+  # Devices x seconds of training steps (evaluation excluded), over resumes.
+  device_seconds = float(data_state.get('device_seconds', 0.0))
+  is_main = jax.process_index() == 0
+  keep_steps = set(config.checkpoint.keep_steps)  # branch points
   pending = None  # (step, metrics) whose loss is not checked yet
   stopped_at = None
 
@@ -388,6 +416,10 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
       lowered = train_step.lower(state, batch, seed_key)
       flops_per_step = _flops(lowered)
       step_fn = lowered.compile()
+      if is_main:
+        _write_compute_summary(config, run, workdir, state, flops_per_step,
+                               devices, peak)
+      window_start = time.monotonic()  # not counting the compilation
     state, metrics = step_fn(state, batch, seed_key)
     window_steps += 1
     # The previous step's loss is checked while this one runs, so the
@@ -398,24 +430,32 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
     checkpointer.check_save()  # a failed async save stops the run now
     stop = preemption.any_process()
     log_now = _every(step, config.log_every_steps, total_steps) or stop
-    save_now = _every(step, config.checkpoint.every_steps,
-                      total_steps) or stop
+    save_now = (_every(step, config.checkpoint.every_steps, total_steps)
+                or step in keep_steps or stop)
     due = [] if stop else [e for e in evaluators
                            if _every(step, e.every_steps, total_steps)]
     if log_now or save_now or due:
       loss = _check_finite(step, metrics)  # nothing non-finite is saved
       pending = None
-    if log_now:
+    if log_now or save_now:
       elapsed = time.monotonic() - window_start
+      device_seconds += devices * elapsed
+    if log_now:
       img_per_sec = window_steps * config.batch_size / max(elapsed, 1e-9)
       last_metrics = {
           **{k: float(np.asarray(v)) for k, v in metrics.items()},
           'train/img_per_sec': img_per_sec,
           'compute/flops': float(flops_per_step or 0.0) * step,
-          'compute/images_seen': float(step * config.batch_size)}
+          'compute/images_seen': float(step * config.batch_size),
+          'compute/device_seconds': device_seconds}
+      utilisation = compute.mfu(float(flops_per_step or 0.0) * window_steps,
+                                elapsed, devices, peak)
+      if utilisation is not None:
+        last_metrics['compute/mfu'] = utilisation
       writer.write(step, last_metrics)
       if progress:
         progress.update(step, loss, img_per_sec)
+    if log_now or save_now:
       window_start, window_steps = time.monotonic(), 0
     eval_start = time.monotonic()
     try:
@@ -433,14 +473,37 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
     window_start += time.monotonic() - eval_start
     if save_now:
       writer.flush()  # the rows up to a saved step are never lost
-      checkpointer.save(step, state, {'step': step, 'seed': config.seed})
+      checkpointer.save(step, state, {'step': step, 'seed': config.seed,
+                                      'device_seconds': device_seconds})
     if stop:
       logging.warning('Stopped at step %d on request (SIGTERM).', step)
       stopped_at = step
       break
   if pending is not None:
     _check_finite(*pending)
+  if is_main and step_fn is not None:
+    final = stopped_at or total_steps
+    compute.write_summary(workdir, {
+        'step': final, 'images_seen': final * config.batch_size,
+        'flops': float(flops_per_step or 0.0) * final,
+        'device_seconds': device_seconds})
   return last_metrics, stopped_at
+
+
+def _write_compute_summary(config, run: build.Run, workdir: str,
+                           state: State, flops_per_step: Optional[float],
+                           devices: int, peak: Optional[float]) -> None:
+  """WORKDIR/summary.json's static facts (`vit_jax.compute`)."""
+  params, body = compute.param_counts(state['params'])
+  abstract = {'params': run.abstract_state['params']}
+  compute.write_summary(workdir, {
+      'params': params, 'params_body': body,
+      'flops_per_image': compute.forward_flops_per_image(
+          run.model, run.image_shape, abstract),
+      'flops_per_step': flops_per_step, 'batch_size': config.batch_size,
+      'devices': devices, 'device_kind': jax.devices()[0].device_kind,
+      'peak_flops_per_device': peak, 'family': config.model.name,
+      'variant': config.model.get('variant')})
 
 
 def _flops(lowered) -> Optional[float]:

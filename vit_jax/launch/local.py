@@ -14,6 +14,9 @@ in the terminal reaches the launcher only) and get SIGTERM if the launcher
 dies without cleaning up (Linux's parent-death signal), so no trainer is
 left orphaned.
 
+A cooldown branch (`sweep.branches`) starts once its trunk's checkpoint at
+the branch step exists; until then the slots take other runs.
+
 `ProcessRunner` is shared with the TPU VM back end, whose slots are VMs.
 """
 
@@ -30,6 +33,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from absl import flags
 
+from vit_jax import checkpoint
+from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.launch import failure
 
@@ -91,6 +96,19 @@ class ProcessRunner:
         else:
           process.send_signal(signal.SIGTERM)
 
+  @staticmethod
+  def _startable(run, queue, running) -> bool:
+    """A run without a trunk, or a branch whose trunk's checkpoint
+    exists, or whose trunk is neither queued nor running here (then the
+    branch starts and says what is missing)."""
+    after = run.get('after')
+    if not after or checkpoint.has_step(
+        paths.join(after['workdir'], 'checkpoints'), after['step']):
+      return True
+    waiting = {r['name'] for r in queue} | {
+        entry[1]['name'] for entry in running.values()}
+    return after['run'] not in waiting
+
   def run(self, runs: Sequence[Mapping[str, Any]]) -> Dict[str, int]:
     """Runs them all (or until SIGINT / SIGTERM); {name: exit status}."""
     os.makedirs(self._log_dir, exist_ok=True)
@@ -112,7 +130,12 @@ class ProcessRunner:
     try:
       while (queue and not self._stopping) or running:
         while queue and free and not self._stopping:
-          run, slot = queue.pop(0), free.pop(0)
+          ready = [run for run in queue
+                   if self._startable(run, queue, running)]
+          if not ready:
+            break  # branches wait for their trunks' checkpoints
+          run, slot = ready[0], free.pop(0)
+          queue.remove(run)
           log_path = os.path.join(self._log_dir, f'{run["name"]}.log')
           log = open(log_path, 'ab')
           log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} '

@@ -19,6 +19,10 @@ each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
 - Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues;
   `LOG_DIR/<run name>.log` links to a run's latest one.
 
+Cooldown branches (`sweep.branches`) go in arrays of their own, submitted
+after their trunks' with `--dependency=afterany:<trunk tasks>`: they start
+once the trunks have ended (SLURM cannot wait for a checkpoint file).
+
 Arrays are limited by the cluster's MaxArraySize (task ids must be below
 it): a sweep with more runs is submitted as several arrays, each with its
 offset. A throttle `%N` (`--slurm_throttle`) caps the runs of each array
@@ -106,8 +110,10 @@ def array_spec(task_ids: Sequence[int], throttle: Optional[int]) -> str:
 
 def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
                  settings: Mapping[str, Any], log_dir: str, offset: int,
-                 task_ids: Sequence[int], name: str) -> str:
-  """The sbatch script of one array: the runs with index offset + task."""
+                 task_ids: Sequence[int], name: str,
+                 dependency: Optional[str] = None) -> str:
+  """The sbatch script of one array: the runs with index offset + task;
+  `dependency`: sbatch's --dependency (branches wait for their trunks)."""
   options = [
       f'--job-name={name}',
       f'--array={array_spec(task_ids, settings.get("throttle"))}',
@@ -118,6 +124,8 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
       f'--nodes={settings["nodes"]}',
       '--ntasks-per-node=1',
   ]
+  if dependency:
+    options.append(f'--dependency={dependency}')
   for key, option in (('partition', 'partition'), ('time', 'time'),
                       ('gpus_per_node', 'gpus-per-node'),
                       ('cpus_per_task', 'cpus-per-task'), ('mem', 'mem')):
@@ -222,13 +230,35 @@ class SlurmBackend:
   def __init__(self, settings: Mapping[str, Any]):
     self.settings = dict(settings)
 
-  def _scripts(self, record, runs, log_dir: str) -> List[tuple]:
+  def _scripts(self, record, runs, log_dir: str,
+               submitted: Optional[Mapping[str, str]] = None
+               ) -> List[tuple]:
+    """(offset, task ids, script) of each array: the runs without a
+    trunk first, then the cooldown branches, each array of branches
+    depending (afterany) on its trunks' tasks among `submitted` ({run
+    name: 'JOB_TASK'}; None: a placeholder, for --dry_run)."""
     size = self.settings.get('max_array_size') or max_array_size()
     name = 'vit_jax-' + os.path.splitext(
         os.path.basename(record.get('sweep_file') or 'sweep'))[0]
-    return [(offset, tasks, batch_script(record, runs, self.settings,
-                                         log_dir, offset, tasks, name))
-            for offset, tasks in chunks([run['index'] for run in runs], size)]
+    trunks = [run for run in runs if not run.get('after')]
+    branches = [run for run in runs if run.get('after')]
+    scripts = []
+    for group in (trunks, branches):
+      for offset, tasks in chunks([run['index'] for run in group], size):
+        dependency = None
+        if group is branches:
+          by_index = {run['index']: run for run in group}
+          trunk_names = sorted({by_index[offset + t]['after']['run']
+                                for t in tasks})
+          if submitted is None:
+            waits = [f'<task of {n}>' for n in trunk_names]
+          else:
+            waits = [submitted[n] for n in trunk_names if n in submitted]
+          dependency = 'afterany:' + ':'.join(waits) if waits else None
+        scripts.append((offset, tasks, batch_script(
+            record, group, self.settings, log_dir, offset, tasks, name,
+            dependency)))
+    return scripts
 
   def describe(self, record, runs, log_dir: str) -> str:
     parts = []
@@ -244,8 +274,15 @@ class SlurmBackend:
     stamp = time.strftime('%Y%m%d-%H%M%S')
     by_index = {run['index']: run['name'] for run in runs}
     jobs = []
-    for i, (offset, tasks, script) in enumerate(
-        self._scripts(record, runs, log_dir)):
+    submitted: Dict[str, str] = {}  # run name: its 'JOB_TASK'
+    trunks = [run for run in runs if not run.get('after')]
+    branches = [run for run in runs if run.get('after')]
+
+    def arrays():  # the trunks' first: the branches' depend on them
+      yield from self._scripts(record, trunks, log_dir, submitted)
+      yield from self._scripts(record, branches, log_dir, submitted)
+
+    for i, (offset, tasks, script) in enumerate(arrays()):
       path = os.path.join(log_dir, f'sbatch-{stamp}-{i}.sh')
       with open(path, 'w') as f:
         f.write(script)
@@ -259,6 +296,7 @@ class SlurmBackend:
       job_id = result.stdout.strip().split(';')[0]
       jobs.append({'job_id': job_id, 'script': path, 'offset': offset,
                    'tasks': {str(t): by_index[offset + t] for t in tasks}})
+      submitted.update({by_index[offset + t]: f'{job_id}_{t}' for t in tasks})
       print(f'Submitted array job {job_id}: {len(tasks)} runs ({path}).')
     return {'jobs': jobs}
 

@@ -104,6 +104,45 @@ def product(*run_lists: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
   return runs
 
 
+class Trunk(dict):
+  """The overrides of the run a branch starts from (`branches`); the
+  loader turns it into that run's workdir."""
+
+  def __repr__(self):
+    return f'sweep.Trunk({dict(self)!r})'
+
+
+def branches(trunk: Mapping[str, Any], steps: Sequence[int],
+             cooldown_fraction: float, shape: str = 'linear'
+             ) -> List[Dict[str, Any]]:
+  """Cooldown branches of the run `trunk` (its overrides, also a run of
+  the sweep) at each of `steps` (vit_jax/branch.py).
+
+  The branch at S cools down over L steps, L the `cooldown_fraction` of
+  its own length: total_steps = round(S / (1 - f)), L = total_steps - S,
+  with `shape` 'linear' or '1-sqrt'. The trunk needs a schedule whose
+  value does not depend on its length ('constant' or 'rsqrt') and no
+  cooldown before max(steps); the loader adds the steps to its
+  `checkpoint.keep_steps`. A branch is named `<trunk name>,branch=S+L`
+  and is launched once the trunk's checkpoint at S exists.
+  """
+  if not 0 < cooldown_fraction < 1:
+    raise ValueError(f'cooldown_fraction must be in (0, 1), got '
+                     f'{cooldown_fraction!r}.')
+  _check_list('steps', steps)
+  runs = []
+  for step in steps:
+    if not isinstance(step, int) or step < 1:
+      raise ValueError(f'branch steps must be positive integers, got '
+                       f'{step!r}.')
+    total = int(round(step / (1.0 - cooldown_fraction)))
+    runs.append({**trunk, 'branch.trunk': Trunk(trunk), 'branch.step': step,
+                 'total_steps': total,
+                 'schedule.cooldown_steps': total - step,
+                 'schedule.cooldown_shape': shape})
+  return runs
+
+
 def _check_list(key: str, options: Any) -> None:
   if isinstance(options, (str, bytes)) or not isinstance(
       options, (list, tuple, range)):
@@ -144,12 +183,40 @@ def _short_keys(keys: Iterable[str]) -> Dict[str, str]:
   return short
 
 
+_BRANCH_KEYS = ('branch.trunk', 'branch.step', 'total_steps',
+                'schedule.cooldown_steps', 'schedule.cooldown_shape')
+
+
+def _is_branch(run: Mapping[str, Any]) -> bool:
+  return isinstance(run.get('branch.trunk'), Trunk)
+
+
+def _name_items(run: Mapping[str, Any]) -> Dict[str, Any]:
+  """The overrides a run's name is made of (a branch: its trunk's)."""
+  if _is_branch(run):
+    return dict(run['branch.trunk'])
+  return dict(run)
+
+
 def run_names(runs: Sequence[Mapping[str, Any]]) -> List[str]:
-  short = _short_keys(k for run in runs for k in run)
+  """Each run's name (see the module doc); a run's own recipe ('config'
+  key) is named by its ARG, or its file's name without '.py'."""
+  short = _short_keys(k for run in runs for k in _name_items(run))
+  short['config'] = 'recipe'
   names = []
   for run in runs:
-    name = ','.join(f'{short[k]}={_format_value(v)}' for k, v in run.items())
-    names.append(name or 'default')
+    parts = []
+    for key, value in _name_items(run).items():
+      if key == 'config':
+        path, arg = split_spec(value)
+        value = arg if arg is not None else os.path.splitext(
+            os.path.basename(path))[0]
+      parts.append(f'{short[key]}={_format_value(value)}')
+    name = ','.join(parts) or 'default'
+    if _is_branch(run):
+      step, total = run['branch.step'], run['total_steps']
+      name += f',branch={step}+{total - step}'
+    names.append(name)
   return names
 
 
@@ -166,6 +233,9 @@ class Run:
   workdir: str
   args: List[str]  # after `python`: ['-m', 'vit_jax.main', ...]
   total_steps: int
+  # A branch: {'run': trunk name, 'workdir': its workdir, 'step': S}; the
+  # launchers start it once that checkpoint exists.
+  after: Optional[Dict[str, Any]] = None
 
   def to_json(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -251,6 +321,51 @@ def _parse_command_config(config_spec: str, override_flags: List[str]):
   return values.config
 
 
+def _recipe(path: str, recipe: str, code_dir: str):
+  """(the recipe's spec with its path in `code_dir`, its config)."""
+  if not isinstance(recipe, str):
+    raise ValueError(f'{path}: a recipe must be \'FILE[:ARG]\', got '
+                     f'{recipe!r}.')
+  recipe_path, recipe_arg = split_spec(recipe)
+  recipe_file = os.path.join(code_dir, recipe_path)
+  if not os.path.isfile(recipe_file):
+    raise FileNotFoundError(f'{path}: recipe {recipe_path!r} not found in '
+                            f'{code_dir}.')
+  local_spec = (f'{recipe_file}:{recipe_arg}' if recipe_arg is not None
+                else recipe_file)
+  return local_spec, _parse_command_config(local_spec, [])
+
+
+def _resolve_branches(path: str, run_dicts: List[Mapping[str, Any]],
+                      names: List[str], sweep_dir: str):
+  """Branch runs point at their trunk's workdir; trunks keep the
+  branch steps' checkpoints. (new run dicts, each run's `after`)."""
+  run_dicts = [dict(run) for run in run_dicts]
+  after: List[Optional[Dict[str, Any]]] = [None] * len(run_dicts)
+  keep: Dict[int, set] = {}
+  for i, run in enumerate(run_dicts):
+    if not _is_branch(run):
+      continue
+    trunk = dict(run['branch.trunk'])
+    matches = [j for j, other in enumerate(run_dicts)
+               if not _is_branch(other) and dict(other) == trunk]
+    if not matches:
+      raise ValueError(f'{path}: run {i} ({names[i]}) branches from a run '
+                       f'that is not in the sweep: {trunk}; add the trunk '
+                       f'to the runs.')
+    j = matches[0]
+    workdir = paths.join(sweep_dir, names[j])
+    run['branch.trunk'] = workdir
+    after[i] = {'run': names[j], 'workdir': workdir,
+                'step': run['branch.step']}
+    keep.setdefault(j, set()).add(run['branch.step'])
+  for j, steps in keep.items():
+    existing = tuple(run_dicts[j].get('checkpoint.keep_steps', ()))
+    run_dicts[j]['checkpoint.keep_steps'] = tuple(
+        sorted(set(existing) | steps))
+  return run_dicts, after
+
+
 def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
   """Loads, expands and validates `FILE[:ARG]`; nothing is written.
 
@@ -280,7 +395,9 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
     if not isinstance(run, Mapping):
       raise ValueError(f'{path}: run {i} must be a dict of overrides, got '
                        f'{run!r}.')
-    shared = sorted(set(run) & set(fixed))
+    # A branch sets its own length and cooldown over the fixed ones.
+    shared = sorted(set(run) & set(fixed) -
+                    (set(_BRANCH_KEYS) if _is_branch(run) else set()))
     if shared:
       raise ValueError(f'{path}: run {i} overrides {shared}, which '
                        f'\'fixed\' sets for every run.')
@@ -294,17 +411,16 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
           f'its own overrides.')
     seen[name] = i
 
-  recipe_path, recipe_arg = split_spec(recipe)
-  recipe_file = os.path.join(code_dir, recipe_path)
-  if not os.path.isfile(recipe_file):
-    raise FileNotFoundError(f'{path}: recipe {recipe_path!r} not found in '
-                            f'{code_dir}.')
-  local_spec = (f'{recipe_file}:{recipe_arg}' if recipe_arg is not None
-                else recipe_file)
-  base = _parse_command_config(local_spec, [])
+  run_dicts, after = _resolve_branches(path, run_dicts, names, sweep_dir)
+  bases = {}
   runs = []
   for i, (name, overrides) in enumerate(zip(names, run_dicts)):
     where = f'{path}: run {i} ({name})'
+    overrides = dict(overrides)
+    run_recipe = overrides.pop('config', recipe)
+    if run_recipe not in bases:
+      bases[run_recipe] = _recipe(path, run_recipe, code_dir)
+    local_spec, base = bases[run_recipe]
     everything = {**fixed, **overrides}
     expected = config_dict.ConfigDict(base.to_dict())
     for key, value in everything.items():
@@ -332,11 +448,13 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
                        f'line (parsed as {differences}); use a value of the '
                        f'recipe\'s type.')
     workdir = paths.join(sweep_dir, name)
-    args = ['-m', 'vit_jax.main', f'--config={recipe}',
+    args = ['-m', 'vit_jax.main', f'--config={run_recipe}',
             f'--workdir={workdir}', *override_flags]
-    runs.append(Run(index=i, name=name, overrides=dict(overrides),
+    if run_recipe != recipe:
+      overrides = {'config': run_recipe, **overrides}
+    runs.append(Run(index=i, name=name, overrides=overrides,
                     workdir=workdir, args=args,
-                    total_steps=int(resolved.total_steps)))
+                    total_steps=int(resolved.total_steps), after=after[i]))
   return Sweep(file=path, arg=arg, source=source, config=recipe, fixed=fixed,
                metric=metric, runs=runs)
 
