@@ -1,0 +1,356 @@
+"""`python -m vit_jax.scaling`: scaling laws of a sweep's runs.
+
+    python -m vit_jax.scaling --workdirs='SWEEP_DIR/*' \
+        --metric=fewshot/digits/10shot[,val/loss] --x=compute/flops \
+        --out=DIR [--form=auto|saturating|power_offset|power]
+        [--bootstrap=200] [--holdout_fraction=0.2 | --holdout_threshold=X]
+
+Reads every workdir the patterns match (`--workdirs` is repeatable and
+never split on commas: run names contain them), takes each family's
+frontier of each metric (as an error: 1 - accuracy) against x, fits a law
+on it and prints it with bootstrap confidence intervals and an
+extrapolation check (fitted on the frontier below a threshold, scored on
+the points above). Writes to DIR: error_vs_<x>.{png,svg,csv} (a panel per
+metric), the same against parameters and images seen (--also_x), and
+fits.json (every law, its intervals, frontier and check).
+
+--form=auto (the default) fits Zhai et al.'s saturating law
+a (x + d)^-b + c and falls back to c + a x^-b, then a x^-b, for a family
+whose frontier has too few points for it (4, 3, 2) or where it does not
+converge or ends degenerate; each fallback is printed. A named form is
+fitted as named.
+
+Exit status: 0 done (warnings on stderr: points skipped because a value
+is not positive on a log axis, families too small to fit); 2 bad input,
+one line on stderr and nothing written: a pattern that matches no
+workdir, a metric no run has (the available ones are listed), too few
+points for the form in every family (how many it needs), no positive
+point to plot.
+"""
+
+import json
+import math
+import sys
+from typing import Any, Dict, List, Optional
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from vit_jax import paths
+from vit_jax.scaling import fits as fits_lib
+from vit_jax.scaling import frontiers as frontier_lib
+from vit_jax.scaling import plots
+from vit_jax.scaling import runs as runs_lib
+
+EXIT_USAGE = 2
+
+_WORKDIRS = flags.DEFINE_multi_string(
+    'workdirs', None, 'Glob pattern of workdirs (local or gs://), e.g. '
+    "'SWEEP_DIR/*'; repeat the flag for several (not split on commas).")
+_METRIC = flags.DEFINE_multi_string(
+    'metric', None, 'Metric(s) to fit, e.g. fewshot/digits/10shot or '
+    'val/loss; repeatable or comma-separated. Accuracies become errors '
+    '(1 - value).')
+_X = flags.DEFINE_enum('x', 'compute/flops', list(runs_lib.X_COLUMNS),
+                       'The x axis of the laws.')
+_FORM = flags.DEFINE_enum(
+    'form', frontier_lib.AUTO, [frontier_lib.AUTO, *fits_lib.FORMS],
+    "The law: 'auto' is saturating with fallback to power_offset, then "
+    'power (see --helpfull / the module docstring).')
+_BOOTSTRAP = flags.DEFINE_integer(
+    'bootstrap', 200, 'Bootstrap resamples for confidence intervals (0: '
+    'none).')
+_CONFIDENCE = flags.DEFINE_float('confidence', 0.95,
+                                 'Confidence level of the intervals.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap.')
+_HOLDOUT_FRACTION = flags.DEFINE_float(
+    'holdout_fraction', 0.2, 'Extrapolation check: hold out this fraction '
+    'of each frontier (its largest x, at least one point); 0: no check.')
+_HOLDOUT_THRESHOLD = flags.DEFINE_float(
+    'holdout_threshold', None, 'Extrapolation check: fit below this x, '
+    'score at and above it (instead of --holdout_fraction).')
+_EXTRAPOLATE = flags.DEFINE_float(
+    'extrapolate', 10.0, 'Plots extend each law (dashed) to this many times '
+    'the largest x fitted.')
+_ALSO_X = flags.DEFINE_list(
+    'also_x', ['params', 'compute/images_seen'], 'Further x axes to plot '
+    '(their laws fitted, without bootstrap); skipped with a warning when '
+    'the workdirs lack them.')
+_OUT = flags.DEFINE_string('out', None, 'Output directory (local or gs://).')
+
+# Letters for x in printed formulas.
+_SYMBOLS = {'compute': 'C', 'params': 'N', 'params_body': 'N',
+            'images_seen': 'D', 'device_seconds': 'T'}
+
+
+class UsageError(ValueError):
+  """Bad input: exit status 2."""
+
+
+def _warn(message: str) -> None:
+  print(f'vit_jax.scaling: warning: {message}', file=sys.stderr, flush=True)
+
+
+def _json_safe(value: Any) -> Any:
+  """NaN / inf as None, numpy scalars as Python numbers, recursively."""
+  if isinstance(value, dict):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    value = float(value)
+    return value if math.isfinite(value) else None
+  if isinstance(value, np.bool_):
+    return bool(value)
+  return value
+
+
+def _threshold(x: np.ndarray) -> Optional[float]:
+  """The extrapolation check's threshold for one frontier, or None."""
+  if _HOLDOUT_THRESHOLD.value is not None:
+    return _HOLDOUT_THRESHOLD.value
+  fraction = _HOLDOUT_FRACTION.value
+  if fraction <= 0 or x.size == 0:
+    return None
+  ordered = np.sort(x)
+  held = max(1, int(round(fraction * x.size)))
+  return float(ordered[max(0, x.size - held)])
+
+
+def _analyse(table, metric: str, x: str, form: str, with_errors: bool
+             ) -> Dict[str, Any]:
+  """Frontiers, fits, bootstraps and extrapolation checks of one metric
+  against x; raises UsageError when nothing can be fitted."""
+  usable, skipped = frontier_lib.points(table, x, metric)
+  skipped_line = frontier_lib.describe_skipped(skipped, x, metric)
+  if usable.empty:
+    raise UsageError(f'No point of {metric} against {x} can go on log axes. '
+                     f'{skipped_line}')
+  fronts = frontier_lib.frontier(table, x, metric, form)
+  fitted = {f: front for f, front in fronts.items() if front.fit is not None}
+  if not fitted:
+    reasons = '; '.join(f'{family}: {" ".join(front.notes)}'
+                        for family, front in fronts.items())
+    raise UsageError(f'Too few points to fit {metric} against {x} in any '
+                     f'family ({reasons}).')
+  result = {'metric': metric, 'x': x, 'frontiers': fronts,
+            'skipped': skipped, 'skipped_line': skipped_line,
+            'bootstraps': {}, 'checks': {}}
+  if not with_errors:
+    return result
+  for family, front in fitted.items():
+    fx = front.frontier['x'].to_numpy()
+    fy = front.frontier['y'].to_numpy()
+    if _BOOTSTRAP.value > 0:
+      result['bootstraps'][(metric, family)] = fits_lib.bootstrap(
+          fx, fy, front.fit.form, n=_BOOTSTRAP.value, seed=_SEED.value,
+          confidence=_CONFIDENCE.value, fitted=front.fit)
+    threshold = _threshold(fx)
+    if threshold is None:
+      continue
+    try:
+      result['checks'][family] = fits_lib.validate_extrapolation(
+          fx, fy, front.fit.form, threshold)
+    except ValueError as error:
+      if flags.FLAGS['holdout_threshold'].present:
+        raise UsageError(f'Extrapolation check of {metric} ({family}): '
+                         f'{error}') from None
+      result['checks'][family] = f'skipped: {error}'
+  return result
+
+
+def _interval_text(boot: fits_lib.Bootstrap) -> str:
+  parts = [f'{name} [{low:.4g}, {high:.4g}]'
+           for name, (low, high) in boot.intervals.items()]
+  return (f'{boot.confidence:.0%} CI from {boot.n_requested} resamples '
+          f'({boot.n_ok} fitted): ' + ', '.join(parts))
+
+
+def _report(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+  """Prints one metric's laws; returns their fits.json records."""
+  metric, x = result['metric'], result['x']
+  column = runs_lib.x_column(x)
+  symbol = _SYMBOLS.get(column, 'x')
+  value = ('error = 1 - value' if runs_lib.is_accuracy(metric)
+           else 'value as logged')
+  print(f'{metric} ({value}) vs {x}:')
+  records = []
+  for family, front in result['frontiers'].items():
+    record = {
+        'metric': metric, 'x': x, 'family': family,
+        'error': '1 - value' if runs_lib.is_accuracy(metric) else 'value',
+        'n_points': len(front.points),
+        'n_runs': int(front.points['workdir'].nunique()),
+        'frontier': front.frontier[['run', 'workdir', 'step', 'x', 'y']
+                                  ].to_dict('records'),
+        'notes': front.notes,
+    }
+    records.append(record)
+    if front.fit is None:
+      print(f'  {family}: no law ({" ".join(front.notes)})')
+      continue
+    law = front.fit
+    record.update(form=law.form, formula=law.formula(symbol, 'error'),
+                  params=law.params, residual=law.residual,
+                  converged=law.converged, message=law.message)
+    status = ('converged' if law.converged else
+              f'NOT CONVERGED ({law.message})')
+    print(f'  {family}: {law.form}: {law.formula(symbol, "error")}')
+    print(f'      frontier of {len(front.frontier)} points from '
+          f'{front.frontier["workdir"].nunique()} runs (of '
+          f'{record["n_runs"]} runs, {record["n_points"]} points); '
+          f'log-RMSE {law.residual:.4g}; {status}')
+    boot = result['bootstraps'].get((metric, family))
+    if boot is not None:
+      print(f'      {_interval_text(boot)}')
+      record['bootstrap'] = {'n': boot.n_requested, 'n_fitted': boot.n_ok,
+                             'confidence': boot.confidence,
+                             'intervals': boot.intervals}
+    check = result['checks'].get(family)
+    if isinstance(check, fits_lib.Extrapolation):
+      print(f'      extrapolation: fitted on {check.n_fit} points with '
+            f'{symbol} < {check.threshold:.4g}, log-RMSE {check.log_rmse:.4g} '
+            f'(max {check.max_log_error:.4g}) on {check.n_holdout} held-out '
+            f'points')
+      record['extrapolation'] = {
+          'threshold': check.threshold, 'n_fit': check.n_fit,
+          'n_holdout': check.n_holdout, 'log_rmse': check.log_rmse,
+          'max_log_error': check.max_log_error,
+          'params': check.fit.params}
+    elif check is not None:
+      print(f'      extrapolation check {check}')
+      record['extrapolation'] = {'skipped': check}
+    for note in front.notes:
+      print(f'      note: {note}')
+  return records
+
+
+def _metrics() -> List[str]:
+  names = [name.strip() for value in _METRIC.value or []
+           for name in value.split(',') if name.strip()]
+  return list(dict.fromkeys(names))
+
+
+def run() -> None:
+  """The command, from the flags; raises UsageError / ValueError on bad
+  input before writing anything."""
+  if not _WORKDIRS.value:
+    raise UsageError('--workdirs is required (a glob pattern of workdirs).')
+  metrics = _metrics()
+  if not metrics:
+    raise UsageError('--metric is required, e.g. --metric=val/loss.')
+  if not _OUT.value:
+    raise UsageError('--out is required (a directory for plots and '
+                     'fits.json).')
+  paths.check_supported(_OUT.value)
+  table = runs_lib.load_runs(_WORKDIRS.value)
+  infos = table.attrs['runs']
+  states = {s: sum(info['state'] == s for info in infos)
+            for s in runs_lib.STATES}
+  branches = sum(info['is_branch'] for info in infos)
+  counts = [f'{n} {state}' for state, n in states.items() if n]
+  if branches:
+    counts.append(f'{branches} cooldown branches')
+  print(f'{len(infos)} runs ({", ".join(counts)}), {len(table)} evaluation '
+        f'points.')
+  empty = [info['run'] for info in infos if not info['eval_points']]
+  if empty:
+    _warn(f'no evaluation logged yet in {len(empty)} run(s): '
+          f'{", ".join(empty)}')
+
+  x = _X.value
+  results = [_analyse(table, metric, x, _FORM.value, True)
+             for metric in metrics]
+  extra = []
+  for other in _ALSO_X.value:
+    try:
+      if runs_lib.x_column(other) == runs_lib.x_column(x):
+        continue
+    except ValueError as error:
+      raise UsageError(f'--also_x: {error}') from None
+    try:
+      extra.append((other, [_analyse(table, metric, other, _FORM.value, False)
+                            for metric in metrics]))
+    except ValueError as error:
+      _warn(f'no plot against {other}: {error}')
+
+  # Everything is known to work: report and write.
+  for result in results + [r for _, other in extra for r in other]:
+    if result['skipped_line']:
+      _warn(result['skipped_line'])
+    for family, front in result['frontiers'].items():
+      if front.fit is None:
+        _warn(f'{result["metric"]} vs {result["x"]}: no law for {family}: '
+              f'{" ".join(front.notes)}')
+  records = []
+  for result in results:
+    records += _report(result)
+  out = _OUT.value
+  all_families = table['family'].unique()
+  colors = plots.family_colors(all_families)
+  bootstraps = {}
+  for result in results:
+    bootstraps.update(result['bootstraps'])
+  written = plots.plot({r['metric']: r['frontiers'] for r in results}, x, out,
+                       bootstraps=bootstraps,
+                       extrapolate=_EXTRAPOLATE.value, colors=colors)
+  for other, other_results in extra:
+    written += plots.plot({r['metric']: r['frontiers'] for r in other_results},
+                          other, out, extrapolate=_EXTRAPOLATE.value,
+                          colors=colors)
+    for result in other_results:
+      for family, front in result['frontiers'].items():
+        record = {'metric': result['metric'], 'x': other, 'family': family,
+                  'n_points': len(front.points), 'notes': front.notes,
+                  'frontier': front.frontier[
+                      ['run', 'workdir', 'step', 'x', 'y']].to_dict('records')}
+        if front.fit is not None:
+          record.update(form=front.fit.form, params=front.fit.params,
+                        formula=front.fit.formula(
+                            _SYMBOLS.get(runs_lib.x_column(other), 'x'),
+                            'error'),
+                        residual=front.fit.residual,
+                        converged=front.fit.converged,
+                        message=front.fit.message)
+        records.append(record)
+  summary = {
+      'workdirs': list(_WORKDIRS.value), 'metrics': metrics, 'x': x,
+      'form': _FORM.value, 'bootstrap': _BOOTSTRAP.value,
+      'confidence': _CONFIDENCE.value, 'runs': infos, 'fits': records,
+      'skipped': [{'metric': r['metric'], 'x': r['x'], **row}
+                  for r in results
+                  for row in r['skipped'].to_dict('records')],
+  }
+  fits_path = paths.join(out, 'fits.json')
+  paths.write_atomic(fits_path, json.dumps(_json_safe(summary), indent=2,
+                                           sort_keys=True))
+  written.append(fits_path)
+  print(f'Wrote {", ".join(written)}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'vit_jax.scaling: unexpected arguments {argv[1:]}',
+          file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  try:
+    run()
+  except ValueError as error:
+    print(f'vit_jax.scaling: {error}', file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _parse(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    print(f'vit_jax.scaling: bad command line: {error} (--helpfull lists the '
+          f'flags)', file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse)

@@ -1,0 +1,198 @@
+"""Scaling plots: error against x on log-log axes, one panel per metric.
+
+Each panel shows, per family (one colour each): the points of every run
+(a thin line through a run's evaluations; hollow markers for unfinished
+runs, crosses for failed ones), the family's frontier (large markers), the
+law fitted to it (solid over the fitted x range), its extrapolation beyond
+the largest fitted x (dashed, up to `extrapolate` times it) and the
+bootstrap confidence band of the law. Figures are drawn without pyplot
+(no global matplotlib state is touched; PNG through Agg) and written as PNG
+and SVG, with a CSV of exactly what is drawn, through `vit_jax.paths` (the
+output directory may be gs://).
+
+CSV columns: panel (the metric), family, series ('run', 'frontier', 'fit',
+'extrapolation'), run, step, state, x, y, y_low, y_high (the band, on fit
+and extrapolation rows when a bootstrap was given).
+"""
+
+import io
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import matplotlib
+from matplotlib import colors as colors_lib
+from matplotlib import figure as figure_lib
+from matplotlib import lines
+import numpy as np
+import pandas as pd
+
+from vit_jax import paths
+from vit_jax.scaling import fits as fits_lib
+from vit_jax.scaling import frontiers as frontier_lib
+from vit_jax.scaling import runs as runs_lib
+
+CSV_COLUMNS = ('panel', 'family', 'series', 'run', 'step', 'state', 'x', 'y',
+               'y_low', 'y_high')
+_CURVE_POINTS = 200
+
+
+def family_colors(families: Sequence[str]) -> Dict[str, str]:
+  """A fixed colour per family (sorted), the same in every figure."""
+  cycle = matplotlib.colormaps['tab10'].colors
+  return {family: colors_lib.to_hex(cycle[i % len(cycle)])
+          for i, family in enumerate(sorted(set(families)))}
+
+
+def _curve_rows(panel, family, fitted: fits_lib.Fit,
+                band: Optional[fits_lib.Bootstrap], extrapolate: float
+                ) -> List[Dict]:
+  low, high = fitted.x_range
+  rows = []
+  for series, start, stop in (('fit', low, high),
+                              ('extrapolation', high, high * extrapolate)):
+    if stop <= start:
+      continue
+    x = np.geomspace(start, stop, _CURVE_POINTS // 2)
+    y = fitted.predict(x)
+    y_low, y_high = (band.band(x) if band is not None
+                     else (np.full(x.shape, np.nan),) * 2)
+    rows += [{'panel': panel, 'family': family, 'series': series, 'x': xi,
+              'y': yi, 'y_low': lo, 'y_high': hi}
+             for xi, yi, lo, hi in zip(x, y, y_low, y_high)]
+  return rows
+
+
+def plot_rows(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
+              bootstraps: Optional[Mapping] = None,
+              extrapolate: float = 10.0) -> pd.DataFrame:
+  """What a figure draws, as the CSV's rows.
+
+  Args:
+    panels: {metric: {family: Frontier}}.
+    bootstraps: {(metric, family): fits.Bootstrap} for the bands.
+    extrapolate: the dashed part runs to this many times the largest
+      fitted x.
+  """
+  bootstraps = bootstraps or {}
+  rows = []
+  for panel, families in panels.items():
+    for family, front in families.items():
+      for kind, frame in (('run', front.points), ('frontier', front.frontier)):
+        for record in frame.sort_values(['workdir', 'step']).itertuples():
+          rows.append({'panel': panel, 'family': family, 'series': kind,
+                       'run': record.run, 'step': record.step,
+                       'state': record.state, 'x': record.x, 'y': record.y})
+      if front.fit is not None:
+        rows += _curve_rows(panel, family, front.fit,
+                            bootstraps.get((panel, family)), extrapolate)
+  return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
+                metric: str, extrapolate: float) -> None:
+  for family, group in rows.groupby('family', sort=True):
+    color = colors[family]
+    for (run, state), run_rows in group[group['series'] == 'run'].groupby(
+        ['run', 'state'], sort=True):
+      run_rows = run_rows.sort_values('step')
+      marker = {'failed': 'x'}.get(state, 'o')
+      face = 'none' if state == 'unfinished' else color
+      ax.plot(run_rows['x'], run_rows['y'], '-', color=color, alpha=0.35,
+              linewidth=0.8, marker=marker, markersize=3,
+              markerfacecolor=face, markeredgecolor=color)
+    front = group[group['series'] == 'frontier'].sort_values('x')
+    ax.plot(front['x'], front['y'], 'o', color=color, markersize=6,
+            markeredgecolor='black', markeredgewidth=0.7, zorder=3)
+    for series, style in (('fit', '-'), ('extrapolation', '--')):
+      curve = group[group['series'] == series].sort_values('x')
+      if curve.empty:
+        continue
+      ax.plot(curve['x'], curve['y'], style, color=color, linewidth=1.8,
+              zorder=4)
+      if curve['y_low'].notna().any():
+        ax.fill_between(curve['x'], curve['y_low'], curve['y_high'],
+                        color=color, alpha=0.15, linewidth=0)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel(x_label)
+  ax.set_ylabel(runs_lib.error_label(metric))
+  ax.set_title(metric)
+  ax.grid(True, which='both', alpha=0.25)
+  handles = [lines.Line2D([], [], color=colors[f], marker='o',
+                          linestyle='-', label=f)
+             for f in sorted(rows['family'].unique())]
+  handles += [
+      lines.Line2D([], [], color='gray', marker='o', markeredgecolor='black',
+                   linestyle='none', label='frontier'),
+      lines.Line2D([], [], color='gray', linestyle='-', label='fit'),
+      lines.Line2D([], [], color='gray', linestyle='--',
+                   label=f'extrapolation (to {extrapolate:g}x)'),
+  ]
+  states = set(rows['state'].dropna())
+  if 'unfinished' in states:
+    handles.append(lines.Line2D([], [], color='gray', marker='o',
+                                markerfacecolor='none', linestyle='none',
+                                label='unfinished run'))
+  if 'failed' in states:
+    handles.append(lines.Line2D([], [], color='gray', marker='x',
+                                linestyle='none', label='failed run'))
+  ax.legend(handles=handles, fontsize='small', loc='best')
+
+
+def _write_figure(figure, stem: str) -> List[str]:
+  written = []
+  for extension in ('png', 'svg'):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=extension, dpi=120)
+    path = f'{stem}.{extension}'
+    paths.write_atomic(path, buffer.getvalue())
+    written.append(path)
+  return written
+
+
+def plot(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
+         x: str, out_dir: str, name: Optional[str] = None,
+         bootstraps: Optional[Mapping] = None, extrapolate: float = 10.0,
+         colors: Optional[Dict[str, str]] = None) -> List[str]:
+  """Writes one figure (a panel per metric) as PNG, SVG and CSV.
+
+  Args:
+    panels: {metric: {family: Frontier}} (`frontiers.frontier`).
+    x: the x axis ('compute/flops', 'params', ... or a column).
+    out_dir: the output directory (local or gs://; created if local).
+    name: the files' name without extension (default error_vs_<column>).
+    bootstraps: {(metric, family): fits.Bootstrap}, for the bands.
+    extrapolate: the dashed part runs to this many times the largest
+      fitted x.
+    colors: {family: colour} (default `family_colors` of the families).
+
+  Returns:
+    The paths written.
+
+  Raises:
+    ValueError: nothing to draw (no panel has a point).
+  """
+  column = runs_lib.x_column(x)
+  rows = plot_rows(panels, bootstraps, extrapolate)
+  if rows.empty:
+    raise ValueError(f'Nothing to plot against {x}: no point has both values '
+                     f'positive.')
+  colors = colors or family_colors(rows['family'].unique())
+  stem = paths.join(out_dir, name or f'error_vs_{column}')
+  paths.makedirs(out_dir)
+  metrics = [m for m in panels if (rows['panel'] == m).any()]
+  columns = min(3, len(metrics))
+  count = -(-len(metrics) // columns)
+  # A bare Figure (no pyplot): no global backend or figure state, so
+  # importing or calling this in a notebook changes nothing there. PNG is
+  # rendered by Agg.
+  figure = figure_lib.Figure(figsize=(5.2 * columns, 4.2 * count))
+  axes = figure.subplots(count, columns, squeeze=False)
+  for ax, metric in zip(axes.flat, metrics):
+    _draw_panel(ax, rows[rows['panel'] == metric], colors,
+                runs_lib.X_LABELS.get(column, column), metric, extrapolate)
+  for ax in list(axes.flat)[len(metrics):]:
+    ax.set_visible(False)
+  figure.tight_layout()
+  written = _write_figure(figure, stem)
+  paths.write_atomic(f'{stem}.csv', rows.to_csv(index=False))
+  return written + [f'{stem}.csv']
