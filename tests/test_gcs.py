@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, paths, train, weights
+from vit_jax import checkpoint, compute, paths, train, weights
 from vit_jax import workdir as workdir_lib
 
 from tiny import ROOT
@@ -216,7 +216,9 @@ def test_train_resume_and_evaluate_a_gcs_workdir(gcs, data_dir, tmp_path):
 
   names = paths.listdir(workdir)
   assert names == ['checkpoints', 'config.json', 'config_history', 'done',
-                   'metrics.jsonl', 'tb'], names
+                   'metrics.jsonl', 'summary.json', 'tb'], names
+  summary = compute.read_summary(workdir)
+  assert (summary['step'], summary['images_seen']) == (15, 15 * 32)
   assert workdir_lib.read_config(workdir).total_steps == 15
   (previous,) = paths.listdir(paths.join(workdir, 'config_history'))
   assert json.loads(paths.read_text(paths.join(

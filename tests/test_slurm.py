@@ -56,24 +56,34 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
     slurm_cluster, tmp_path, data_dir):
   """3 runs in one job array; the third fails in the trainer (its batch of
   36 does not split over 8 devices): `status` says 2 done, 1 failed with
-  its error line; `resume` on a 4-device machine reruns only it."""
+  its error line; `resume` on a 4-device machine reruns only it. A
+  cooldown branch of the first, in an array of its own, waits for it
+  (`--dependency=afterany`) and starts from its checkpoint."""
   runs = sweep_lib.zipped(lr=[1e-3, 2e-3, 3e-3], batch_size=[32, 32, 36])
-  fixed = tiny_fixed(data_dir)
+  runs += sweep_lib.branches(runs[0], [2], cooldown_fraction=0.5)
+  fixed = tiny_fixed(data_dir, **{'schedule.decay': 'constant'})
   del fixed['batch_size']
   sweep_file = write_sweep(tmp_path / 'three.py', runs, fixed)
   sweep_dir = tmp_path / 'sweep'
   result = _launch(slurm_cluster, f'--sweep={sweep_file}',
                    f'--sweep_dir={sweep_dir}', '--backend=slurm',
                    '--slurm_throttle=2', '--slurm_time=10')
-  assert 'Submitted array job' in result.stdout
+  assert result.stdout.count('Submitted array job') == 2, result.stdout
+  record = record_lib.read(str(sweep_dir))
+  trunks, branches = record['submissions'][0]['jobs']
+  with open(branches['script']) as f:
+    assert f'#SBATCH --dependency=afterany:{trunks["job_id"]}_0\n' in f.read()
   got = _wait_settled(slurm_cluster, sweep_dir)
   names = list(got)
-  assert [got[n]['state'] for n in names] == ['done', 'done', 'failed'], (
-      got, _logs(sweep_dir))
+  assert names[3] == 'lr=0.001,batch_size=32,branch=2+2'
+  assert [got[n]['state'] for n in names] == [
+      'done', 'done', 'failed', 'done'], (got, _logs(sweep_dir))
   assert 'divisible' in got[names[2]]['error'], got[names[2]]
-  assert all(got[n]['step'] == 4 for n in names[:2])
+  assert all(got[n]['step'] == 4 for n in (names[:2] + names[3:]))
+  assert 'Branching from step 2 of' in (
+      sweep_dir / 'logs' / f'{names[3]}.log').read_text()
   table = _launch(slurm_cluster, 'status', f'--sweep_dir={sweep_dir}').stdout
-  assert table.splitlines()[-1] == '2 done, 1 failed'
+  assert table.splitlines()[-1] == '3 done, 1 failed'
   # Each run's latest log, by name.
   assert 'lr=0.002' in (sweep_dir / 'logs' /
                         'lr=0.002,batch_size=32.log').read_text()
@@ -91,7 +101,7 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
   assert all(s['state'] == 'done' and s['step'] == 4 for s in got.values()), (
       got, _logs(sweep_dir))
   table = _launch(slurm_cluster, 'status', f'--sweep_dir={sweep_dir}').stdout
-  assert table.splitlines()[-1] == '3 done'
+  assert table.splitlines()[-1] == '4 done'
 
 
 def test_slurm_requeued_run_resumes_bit_identically(slurm_cluster, tmp_path,
