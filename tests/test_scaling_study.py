@@ -1,16 +1,19 @@
 """The digits scaling study, shrunk (configs/sweeps/digits_scaling.py:small:
 two ViT sizes, two cooldown branches each) end to end: the local launcher
-runs trunks and branches, `python -m vit_jax.scaling` fits and plots."""
+runs trunks and branches (and is killed on the way: `resume` finishes the
+sweep), `python -m vit_jax.scaling` fits and plots."""
 
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 
+from vit_jax import workdir as workdir_lib
 from vit_jax.launch import record as record_lib
 
-from test_launch import ROOT, statuses
+from test_launch import ROOT, statuses, wait_for_training
 
 
 def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
@@ -26,11 +29,32 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
       f'  sweep["fixed"]["data.data_dir"] = {data_dir!r}\n'
       '  return sweep\n')
   sweep_dir = tmp_path / 'study'
-  result = subprocess.run(
+  # The launcher killed (SIGKILL) while the second trunk trains: its runs
+  # get SIGTERM (the parent-death signal), save and stop.
+  launcher = subprocess.Popen(
       [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
        f'--sweep_dir={sweep_dir}', '--parallel=2'], cwd=ROOT,
-      capture_output=True, text=True, timeout=900)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  killed = sweep_dir / 'recipe=vit-s'
+  wait_for_training(killed, launcher)
+  launcher.kill()
+  launcher.wait()
+  deadline = time.time() + 300
+  while workdir_lib.lock_holder(str(killed)) is not None:  # it saves
+    assert time.time() < deadline
+    time.sleep(0.2)
+  got = statuses(sweep_dir)
+  assert got['recipe=vit-s']['state'] == 'preempted', got
+  done = {name: (sweep_dir / name / 'done').stat().st_mtime
+          for name, s in got.items() if s['state'] == 'done'}
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.launch', 'resume',
+       f'--sweep_dir={sweep_dir}'], cwd=ROOT, capture_output=True,
+      text=True, timeout=900)
   assert result.returncode == 0, result.stdout + result.stderr
+  assert not any(f'started {name} ' in result.stdout for name in done)
+  assert 'Resuming from step' in (
+      sweep_dir / 'logs' / 'recipe=vit-s.log').read_text()
   got = statuses(sweep_dir)
   assert sorted(got) == [
       'recipe=vit-s', 'recipe=vit-s,branch=40+13', 'recipe=vit-s,branch=80+27',
