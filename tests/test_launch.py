@@ -32,7 +32,7 @@ def tiny_fixed(data_dir, **more):
           'model.num_heads': 2, 'model.dropout': 0.0,
           'model.stochastic_depth': 0.0, 'batch_size': 32, 'total_steps': 4,
           'schedule.warmup_steps': 2, 'log_every_steps': 2,
-          'eval_every_steps': 4, 'checkpoint.every_steps': 2,
+          'eval_every_steps': 4, 'checkpoint.every_steps': 4,
           'evals.fewshot.shots': (1, 5), 'evals.fewshot.seeds': (0,),
           **more}
 
@@ -511,3 +511,15 @@ def test_shipped_sweeps_validate(tmp_path, spec):
   loaded = sweep_lib.load(os.path.join(ROOT, spec), str(tmp_path), ROOT)
   assert len(loaded.runs) == 6
   assert loaded.runs[0].name == 'pool_type=cls,lr=0.001'
+
+
+def test_the_digits_scaling_study_validates(tmp_path):
+  """The README's study: 4 ViT and 2 Mixer trunks, 3 branches each."""
+  loaded = sweep_lib.load(
+      os.path.join(ROOT, 'configs/sweeps/digits_scaling.py'), str(tmp_path),
+      ROOT)
+  assert len(loaded.runs) == 24
+  assert [run.name for run in loaded.runs[-4:]] == [
+      'recipe=mixer-m', 'recipe=mixer-m,branch=60+20',
+      'recipe=mixer-m,branch=120+40', 'recipe=mixer-m,branch=240+80']
+  assert [run.total_steps for run in loaded.runs[:4]] == [480, 80, 160, 320]

@@ -29,11 +29,14 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
       f'  sweep["fixed"]["data.data_dir"] = {data_dir!r}\n'
       '  return sweep\n')
   sweep_dir = tmp_path / 'study'
+  # One CPU device per run (the suite's 8 virtual ones only slow start-up).
+  env = dict(os.environ, XLA_FLAGS=os.environ['XLA_FLAGS'].replace(
+      'device_count=8', 'device_count=1'))
   # The launcher killed (SIGKILL) while the second trunk trains: its runs
   # get SIGTERM (the parent-death signal), save and stop.
   launcher = subprocess.Popen(
       [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
-       f'--sweep_dir={sweep_dir}', '--parallel=2'], cwd=ROOT,
+       f'--sweep_dir={sweep_dir}', '--parallel=2'], cwd=ROOT, env=env,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   killed = sweep_dir / 'recipe=vit-s'
   wait_for_training(killed, launcher)
@@ -49,7 +52,7 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
           for name, s in got.items() if s['state'] == 'done'}
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.launch', 'resume',
-       f'--sweep_dir={sweep_dir}'], cwd=ROOT, capture_output=True,
+       f'--sweep_dir={sweep_dir}'], cwd=ROOT, env=env, capture_output=True,
       text=True, timeout=900)
   assert result.returncode == 0, result.stdout + result.stderr
   assert not any(f'started {name} ' in result.stdout for name in done)

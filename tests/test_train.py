@@ -249,6 +249,14 @@ def test_bad_config_is_a_clear_error(overrides, pattern, data_dir):
     build.validate(config_lib.resolve(tiny_config(data_dir, **overrides)), 8)
 
 
+# tests/tiny.py's model and a small few-shot evaluation, as flags.
+_TINY_FLAGS = ('--config.model.patch_size=4', '--config.model.width=32',
+               '--config.model.depth=2', '--config.model.mlp_dim=64',
+               '--config.model.num_heads=2', '--config.batch_size=32',
+               '--config.evals.fewshot.shots=(1,)',
+               '--config.evals.fewshot.seeds=(0,)')
+
+
 def _main(workdir, *flags, env=None, **popen):
   command = [sys.executable, '-m', 'vit_jax.main',
              '--config=configs/digits.py', f'--workdir={workdir}', *flags]
@@ -291,7 +299,8 @@ def test_sigterm_during_start_up_stops_cleanly(tmp_path, data_dir):
   exit status 3, no error recorded, the lock released; a rerun finishes."""
   workdir = str(tmp_path / 'early')
   flags = [f'--config.data.data_dir={data_dir}', '--config.total_steps=4',
-           '--config.schedule.warmup_steps=2', '--config.log_every_steps=2']
+           '--config.schedule.warmup_steps=2', '--config.log_every_steps=2',
+           *_TINY_FLAGS]
   process = _main(workdir, *flags)
   deadline = time.time() + 180
   while not os.path.exists(os.path.join(workdir, 'lock')):
