@@ -177,12 +177,11 @@ def test_branches_and_per_run_recipes(tmp_path, data_dir):
   loaded = sweep_lib.load('configs/sweeps/digits_scaling.py:small',
                           sweep_dir, ROOT)
   names = [run.name for run in loaded.runs]
-  assert names == ['recipe=vit-xxs', 'recipe=vit-xxs,branch=40+13',
-                   'recipe=vit-xxs,branch=80+27', 'recipe=vit-s',
-                   'recipe=vit-s,branch=40+13', 'recipe=vit-s,branch=80+27']
-  trunk, branch = loaded.runs[3], loaded.runs[5]
+  assert names == ['recipe=vit-xxs', 'recipe=vit-xxs,branch=80+27',
+                   'recipe=vit-s', 'recipe=vit-s,branch=80+27']
+  trunk, branch = loaded.runs[2], loaded.runs[3]
   assert trunk.after is None and trunk.total_steps == 160
-  assert '--config.checkpoint.keep_steps=(40, 80)' in trunk.args
+  assert '--config.checkpoint.keep_steps=(80,)' in trunk.args
   assert branch.after == {'run': 'recipe=vit-s', 'workdir': trunk.workdir,
                           'step': 80}
   assert branch.total_steps == 107  # 80 / (1 - 0.25)

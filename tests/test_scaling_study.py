@@ -1,5 +1,5 @@
 """The digits scaling study, shrunk (configs/sweeps/digits_scaling.py:small:
-two ViT sizes, two cooldown branches each) end to end: the local launcher
+two ViT sizes, a cooldown branch of each) end to end: the local launcher
 runs trunks and branches (and is killed on the way: `resume` finishes the
 sweep), `python -m vit_jax.scaling` fits and plots."""
 
@@ -60,8 +60,7 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
       sweep_dir / 'logs' / 'recipe=vit-s.log').read_text()
   got = statuses(sweep_dir)
   assert sorted(got) == [
-      'recipe=vit-s', 'recipe=vit-s,branch=40+13', 'recipe=vit-s,branch=80+27',
-      'recipe=vit-xxs', 'recipe=vit-xxs,branch=40+13',
+      'recipe=vit-s', 'recipe=vit-s,branch=80+27', 'recipe=vit-xxs',
       'recipe=vit-xxs,branch=80+27']
   assert all(s['state'] == 'done' for s in got.values()), got
   # A branch starts only once its trunk's checkpoint exists, and from it.
@@ -69,7 +68,7 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
   assert 'Branching from step 80 of' in log, log
   record = record_lib.read(str(sweep_dir))
   assert [run['after'] and run['after']['step'] for run in record['runs']
-          ] == [None, 40, 80, None, 40, 80]
+          ] == [None, 80, None, 80]
 
   out = tmp_path / 'plots'
   result = subprocess.run(
@@ -78,7 +77,7 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
        '--x=compute/flops', f'--out={out}', '--bootstrap=20'],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr
-  assert '6 runs (6 done, 4 cooldown branches)' in result.stdout, result.stdout
+  assert '4 runs (4 done, 2 cooldown branches)' in result.stdout, result.stdout
   for stem in ('error_vs_compute', 'error_vs_params', 'error_vs_images_seen'):
     for extension in ('png', 'svg', 'csv'):
       assert (out / f'{stem}.{extension}').stat().st_size > 0

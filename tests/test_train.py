@@ -277,7 +277,7 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path,
   workdir = str(tmp_path / 'preempted')
   process = _main(workdir, f'--config.data.data_dir={data_dir}',
                   '--config.total_steps=100000', '--config.log_every_steps=5',
-                  '--config.checkpoint.every_steps=100000')
+                  '--config.checkpoint.every_steps=100000', *_TINY_FLAGS)
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 180
   while not (os.path.exists(metrics) and os.path.getsize(metrics)):

@@ -12,7 +12,8 @@ Each size trains a 480-step trunk at constant learning rate (evaluated at
 240, each cooling down linearly over the last 25% of its length (20, 40
 and 80 steps): 4 compute points with a cooldown per size, from one run
 and three short ones. ARG 'small' is the version CI runs end to end: two
-ViT sizes, 160-step trunks, branches at 40 and 80.
+ViT sizes, 160-step trunks evaluated every 40 steps, one branch each (at
+step 80, to step 107): two branches.
 """
 
 from vit_jax.launch import sweep
@@ -26,9 +27,10 @@ def get_sweep(arg=None):
     steps, fixed = [60, 120, 240], {}
   elif arg == 'small':
     sizes = {'vit': ['xxs', 's']}
-    steps = [40, 80]
-    fixed = {'total_steps': 160, 'eval_every_steps': 80,
-             'evals.fewshot.every_steps': 80, 'checkpoint.every_steps': 80}
+    steps = [80]
+    fixed = {'total_steps': 160, 'eval_every_steps': 40,
+             'evals.fewshot.every_steps': 160, 'evals.fewshot.seeds': (0,),
+             'checkpoint.every_steps': 80}
   else:
     raise ValueError(f'Unknown ARG {arg!r}; valid: None, \'small\'.')
   runs = []
