@@ -79,8 +79,9 @@ def restore(config: Any, abstract_state: Any
   trunk, step = config.branch.trunk, config.branch.step
   check_compatible(config, trunk_config(trunk))
   directory = paths.join(trunk, 'checkpoints')
-  steps = (checkpoint.TrainCheckpointer(directory, read_only=True).all_steps()
-           if paths.isdir(directory) else [])
+  reader = (checkpoint.TrainCheckpointer(directory, read_only=True)
+            if paths.isdir(directory) else None)
+  steps = reader.all_steps() if reader is not None else []
   if step not in steps:
     if not steps or max(steps) < step:
       why = (f'the trunk has not reached step {step} yet (its checkpoints: '
@@ -91,14 +92,8 @@ def restore(config: Any, abstract_state: Any
              f'checkpoint.keep_steps in the trunk to include {step}')
     raise ValueError(f'config.branch: no checkpoint of step {step} in '
                      f'{directory}: {why}.')
-  reader = checkpoint.TrainCheckpointer(directory, read_only=True)
   try:
     return reader.restore(step, abstract_state, with_data=True)
   finally:
     reader.close()
 
-
-def ready(trunk: str, step: int) -> bool:
-  """Whether the trunk's checkpoint at `step` is complete (cheap: for
-  launchers deciding when to start a branch)."""
-  return checkpoint.has_step(paths.join(trunk, 'checkpoints'), step)
