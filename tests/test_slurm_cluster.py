@@ -262,7 +262,10 @@ def test_time_limit_signal_lets_the_job_requeue_itself(slurm_cluster,
         (tmp_path / f'started_{task}').read_text().strip().split('=')[1],
         '%Y-%m-%dT%H:%M:%S'))  # whole seconds, local time as slurmctld's
     before_limit = 60 - (float(log[1].split()[1]) - started)
-    assert 0 < before_limit <= 55 + 2, (before_limit, log)
+    # No later than 55 s before the limit. slurmctld may send it earlier:
+    # under load in CI it came 0.9 s after StartTime, so only "before the
+    # limit" is a fact the launcher can rely on.
+    assert 0 < before_limit <= 60 + 1, (before_limit, log)
     # The child got no USR1; the requeue sent it SIGTERM.
     assert _signals(tmp_path / f'child_{task}.log') == ['SIGTERM']
     task_id = slurm_cluster.show_job(f'{array}_{task}')
