@@ -1,8 +1,13 @@
 """The golden cases of make_golden.py, as `get_model` kwargs of this package."""
 
+import functools
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from vit_jax import models
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
 
@@ -29,3 +34,22 @@ def load(case):
     outputs = {k[len('out/'):]: archive[k] for k in archive.files
                if k.startswith('out/')}
   return state_dict, outputs
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(family, train, **kwargs):
+  """One compiled forward per model and mode (compiling dominates on a
+  small CPU). In train mode the updated 'batch_stats' come back too."""
+  model = models.get_model(family, **kwargs)
+  if train:
+    return jax.jit(lambda variables, images: model.apply(
+        variables, images, train=True, mutable=['batch_stats']))
+  return jax.jit(lambda variables, images: model.apply(variables, images))
+
+
+def forward(family, golden_kwargs, variables, images, train=False,
+            **overrides):
+  """get_model(family, **golden_kwargs, **overrides).apply(variables,
+  images), jitted once per model and mode."""
+  return _jitted_apply(family, train, **dict(golden_kwargs, **overrides))(
+      variables, jnp.asarray(images))

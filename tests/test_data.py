@@ -608,7 +608,7 @@ def test_mixup_and_cutmix_alternate_per_batch(digits_dir):
 
 @pytest.mark.parametrize('recipe', ['vit_i1k', 'vit_i21k', 'scaling_vit',
                                     'mixer_i1k', 'swin_i1k', 'mae_i1k',
-                                    'finetune'])
+                                    'convmixer_i1k', 'xcit_i1k', 'finetune'])
 def test_every_recipes_preprocessing_runs_on_an_encoded_image(recipe):
   from tiny import load_config  # pylint: disable=g-import-not-at-top
   from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top

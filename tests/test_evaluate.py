@@ -48,7 +48,7 @@ def test_pre_logits_is_the_classifiers_representation(pool_type):
   images = _images()
   params = _init(model, images)
   _, aux = model.apply({'params': params}, images, train=False)
-  got = representations.representation_fn(model)(params, images)
+  got = representations.representation_fn(model)({'params': params}, images)
   np.testing.assert_array_equal(got, aux['pre_logits'])
   assert got.shape == (6, 32)
 
@@ -61,7 +61,7 @@ def test_intermediate_layers_are_captured_and_pooled():
   # The final LayerNorm's output is aux['encoded']: the capture of a module
   # path and an aux key must agree, both averaged over the tokens.
   by_module = representations.representation_fn(model, 'encoder_norm')
-  np.testing.assert_allclose(by_module(params, images),
+  np.testing.assert_allclose(by_module({'params': params}, images),
                              aux['encoded'].mean(axis=1), rtol=1e-6)
   # The last block's output is what the final LayerNorm normalises.
   block = representations.representation_fn(model, 'encoder/block_1')
@@ -69,7 +69,8 @@ def test_intermediate_layers_are_captured_and_pooled():
                          capture_intermediates=True,
                          mutable=['intermediates'])
   block_out, _ = state['intermediates']['encoder']['block_1']['__call__'][0]
-  np.testing.assert_allclose(block(params, images), block_out.mean(axis=1),
+  np.testing.assert_allclose(block({'params': params}, images),
+                             block_out.mean(axis=1),
                              rtol=1e-6)
   normed = (block_out - block_out.mean(-1, keepdims=True)) / np.sqrt(
       block_out.var(-1, keepdims=True) + 1e-6)
@@ -83,13 +84,13 @@ def test_swin_stage_outputs_are_representations():
   params = _init(model, images)
   _, aux = model.apply({'params': params}, images, train=False)
   stage = representations.representation_fn(model, 'stage_0')
-  np.testing.assert_allclose(stage(params, images),
+  np.testing.assert_allclose(stage({'params': params}, images),
                              aux['stage_features'][0].mean(axis=(1, 2)),
                              rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match=r"aux\['stage_features'\] of Swin "
                      r'is a (list|tuple), not an array'):
-    representations.representation_fn(model, 'stage_features')(params,
-                                                               images)
+    representations.representation_fn(model, 'stage_features')(
+        {'params': params}, images)
 
 
 def test_unknown_layer_names_the_valid_ones():
@@ -98,8 +99,8 @@ def test_unknown_layer_names_the_valid_ones():
   params = _init(model, images)
   with pytest.raises(ValueError, match=r"'encoder/block_9'.*valid: \["
                      r"'encoded', 'pre_logits'.*'encoder/block_1'"):
-    representations.representation_fn(model, 'encoder/block_9')(params,
-                                                                 images)
+    representations.representation_fn(model, 'encoder/block_9')(
+        {'params': params}, images)
 
 
 def test_mae_representation_is_its_unmasked_encoder():
@@ -114,10 +115,12 @@ def test_mae_representation_is_its_unmasked_encoder():
   encoder, select_params = models.classifier_view('mae', model)
   cls = representations.representation_fn(encoder, 'pre_logits',
                                           select_params)
-  np.testing.assert_allclose(cls(params, images), latent[:, 0], atol=1e-5)
+  np.testing.assert_allclose(cls({'params': params}, images), latent[:, 0],
+                             atol=1e-5)
   tokens = representations.representation_fn(encoder, 'encoder_norm',
                                              select_params)
-  np.testing.assert_allclose(tokens(params, images), latent.mean(axis=1),
+  np.testing.assert_allclose(tokens({'params': params}, images),
+                             latent.mean(axis=1),
                              atol=1e-5)  # token order does not matter
 
 
@@ -125,7 +128,8 @@ def test_representations_skip_padding_and_match_on_eight_devices():
   model = models.get_model('vit', **VIT)
   images = np.asarray(_images(40))
   params = _init(model, images)
-  expected = representations.representation_fn(model)(params, images)
+  expected = representations.representation_fn(model)({'params': params},
+                                                      images)
   labels = np.arange(40) % 10
   batches = []
   for start in range(0, 40, 16):  # 16 + 16 + 8 real rows, padded to 16
@@ -142,7 +146,7 @@ def test_representations_skip_padding_and_match_on_eight_devices():
   assert mesh.size == 8
   features, ids = representations.compute_representations(
       representations.make_encoder(representations.representation_fn(model),
-                                   mesh), params, batches, mesh)
+                                   mesh), {'params': params}, batches, mesh)
   assert features.shape == (40, 32)
   np.testing.assert_array_equal(ids, labels)
   np.testing.assert_allclose(features, expected, atol=1e-5)
@@ -183,13 +187,13 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
       sharding.make_mesh(-1, 1), shots=(1, 5), seeds=(0, 3), l2_reg=0.5,
       l2_reg_candidates=(0.1, 10.0), batch_size=32,
       iterator_fn=_synthetic_iterator(splits), num_classes_fn=lambda c: 10)
-  metrics = evaluator.run(params, step=7)
+  metrics = evaluator.run({'params': params}, step=7)
   assert sorted(metrics) == sorted(
       f'fewshot/{d}/{k}shot{s}' for d in ('toy', 'toy2') for k in (1, 5)
       for s in ('', '_std'))
   features_fn = representations.representation_fn(model)
-  x_train = np.asarray(features_fn(params, splits['train'][0]))
-  x_test = np.asarray(features_fn(params, splits['test'][0]))
+  x_train = np.asarray(features_fn({'params': params}, splits['train'][0]))
+  x_test = np.asarray(features_fn({'params': params}, splits['test'][0]))
   one = fewshot.fewshot_metrics('toy', x_train, splits['train'][1], x_test,
                                 splits['test'][1], 10, l2_reg=0.5, shots=[1],
                                 seeds=[0, 3])
@@ -206,7 +210,7 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
       sharding.make_mesh(-1, 1), shots=(5,), seeds=(0, 3), l2_reg=0.5,
       protocol='raw', batch_size=32, iterator_fn=_synthetic_iterator(splits),
       num_classes_fn=lambda c: 10)
-  raw_metrics = raw_evaluator.run(params)
+  raw_metrics = raw_evaluator.run({'params': params})
   raw = fewshot.fewshot_metrics('toy', x_train, splits['train'][1], x_test,
                                 splits['test'][1], 10, l2_reg=0.5, shots=[5],
                                 seeds=[0, 3], protocol='raw')

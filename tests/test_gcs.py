@@ -249,7 +249,7 @@ def test_train_resume_and_evaluate_a_gcs_workdir(gcs, data_dir, tmp_path):
   if model.get('variant') is None:
     model.pop('variant', None)
   loaded = weights.load_init_params('own', workdir, name, image_size=8,
-                                    **model)
+                                    **model)['params']
   saved = checkpoint.restore_params(paths.join(workdir, 'checkpoints'))
   for got, expected in zip(jax.tree.leaves(loaded), jax.tree.leaves(saved),
                            strict=True):

@@ -205,7 +205,7 @@ def test_drop_path_keeps_expectation():
 def test_bfloat16_compute_close_to_float32(case):
   name, kwargs = golden_cases.MODEL_KWARGS[case]
   state_dict, outputs = golden_cases.load(case)
-  params = weights.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)['params']
   images = jnp.asarray(outputs['images'])
   f32, _ = get_model(name, **kwargs).apply({'params': params}, images)
   bf16, aux = get_model(name, **dict(kwargs, dtype=jnp.bfloat16)).apply(

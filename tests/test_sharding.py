@@ -14,7 +14,7 @@ from vit_jax.models import get_model
 def vit_map():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_map']
   state_dict, outputs = golden_cases.load('vit_map')
-  params = weights.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)['params']
   images = np.concatenate([outputs['images'], -outputs['images'][:, ::-1],
                            outputs['images'][..., ::-1]], 0)[:8]
   images = np.concatenate([images, images[:8 - len(images)] * 0.5])

@@ -31,7 +31,7 @@ GOLDEN_KWARGS = dict(patch_size=2, width=8, depths=(2, 2, 2, 1),
 @pytest.fixture(scope='module')
 def golden():
   state_dict, outputs = golden_cases.load('swin')
-  params = weights.from_timm(state_dict, 'swin', **GOLDEN_KWARGS)
+  params = weights.from_timm(state_dict, 'swin', **GOLDEN_KWARGS)['params']
   return state_dict, outputs, params
 
 
@@ -108,7 +108,7 @@ def test_timm_buffers_skipped_unknown_entries_named(golden):
                                                          np.float32)
   with_buffers['layers.0.blocks.0.attn.relative_position_index'] = (
       swin.relative_position_index((4, 4)).astype(np.int64))
-  params = weights.from_timm(with_buffers, 'swin', **GOLDEN_KWARGS)
+  params = weights.from_timm(with_buffers, 'swin', **GOLDEN_KWARGS)['params']
   logits, _ = _forward(params, outputs['images'])
   np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
   # A Swin V2 parameter is not silently dropped.
@@ -135,13 +135,13 @@ def test_import_resolution_inferred_or_checked(golden):
 
 def test_no_head_or_new_head(golden):
   state_dict, _, params = golden
-  headless = weights.from_timm(state_dict, 'swin',
-                                  **dict(GOLDEN_KWARGS, num_classes=0))
+  headless = weights.from_timm(
+      state_dict, 'swin', **dict(GOLDEN_KWARGS, num_classes=0))['params']
   assert 'head' not in headless
   assert set(headless) == set(params) - {'head'}
   new_head = weights.from_timm(
       state_dict, 'swin', **dict(GOLDEN_KWARGS, num_classes=3,
-                                 head_bias_init=-2.0))
+                                 head_bias_init=-2.0))['params']
   assert not new_head['head']['kernel'].any()
   assert new_head['head']['kernel'].shape == (64, 3)
   np.testing.assert_array_equal(new_head['head']['bias'], -2.0)

@@ -367,14 +367,16 @@ def test_two_processes_match_one(tmp_path, data_dir):
       representations.representation_fn(model), fewshot_config['datasets'], sharding.make_mesh(-1, 1),
       shots=fewshot_config['shots'], seeds=fewshot_config['seeds'],
       l2_reg=fewshot_config['l2_reg'],
-      l2_reg_candidates=fewshot_config['l2_reg_candidates']).run(multihost)
+      l2_reg_candidates=fewshot_config['l2_reg_candidates']).run(
+          {'params': multihost})
   assert sorted(one_process) == sorted(k for k in final if 'fewshot/' in k)
   for name, value in one_process.items():  # a flipped borderline example
     assert final[name] == pytest.approx(value, abs=1 / 360), name
 
 
 RECIPES = ['digits', 'vit_i1k', 'vit_i21k', 'scaling_vit', 'mixer_i1k',
-           'swin_i1k', 'mae_i1k', 'mae_digits', 'finetune']
+           'swin_i1k', 'mae_i1k', 'mae_digits', 'convmixer_i1k', 'xcit_i1k',
+           'finetune']
 
 TINY_MODELS = {
     'vit': dict(variant=None, patch_size=4, width=32, depth=2, mlp_dim=64,
@@ -383,6 +385,10 @@ TINY_MODELS = {
                   tokens_mlp_dim=16, channels_mlp_dim=64),
     'swin': dict(variant=None, patch_size=2, width=16, depths=(2, 2),
                  num_heads=(2, 4), window_size=2),
+    'convmixer': dict(variant=None, patch_size=4, width=16, depth=2,
+                      kernel_size=3),
+    'xcit': dict(variant=None, patch_size=4, width=16, depth=1, num_heads=2,
+                 class_attention_depth=1),
     'mae': dict(variant=None, patch_size=4, width=32, depth=2, mlp_dim=64,
                 num_heads=2, decoder_width=16, decoder_depth=1,
                 decoder_num_heads=2, num_channels=1),

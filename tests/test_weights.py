@@ -31,7 +31,7 @@ def test_from_timm_matches_timm(case, scan):
   name, kwargs = golden_cases.MODEL_KWARGS[case]
   kwargs = dict(kwargs, scan=scan)
   state_dict, outputs = golden_cases.load(case)
-  params = weights.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)['params']
   logits, aux = _forward(name, kwargs, params, outputs['images'])
   assert np.abs(outputs['logits']).max() > 0.1  # not a trivial comparison
   np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
@@ -48,7 +48,7 @@ def test_load_npz_matches_timm(case, filename):
   name, kwargs = golden_cases.MODEL_KWARGS[case]
   _, outputs = golden_cases.load(case)
   path = os.path.join(golden_cases.GOLDEN_DIR, filename)
-  params = weights.load_npz(path, name, **kwargs)
+  params = weights.load_npz(path, name, **kwargs)['params']
   logits, _ = _forward(name, kwargs, params, outputs['images'])
   np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
 
@@ -56,7 +56,8 @@ def test_load_npz_matches_timm(case, filename):
 def test_posemb_resampling_matches_timm():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
   state_dict, outputs = golden_cases.load('vit_cls')
-  params = weights.from_timm(state_dict, name, image_size=48, **kwargs)
+  params = weights.from_timm(state_dict, name, image_size=48,
+                             **kwargs)['params']
   assert params['pos_embed'].shape == (1, 1 + 36, 64)
   np.testing.assert_allclose(params['pos_embed'], outputs['pos_embed_48'],
                              atol=1e-5, rtol=0)
@@ -80,7 +81,7 @@ def test_new_num_classes_replaces_head_keeps_representation():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_map']
   state_dict, outputs = golden_cases.load('vit_map')
   kwargs = dict(kwargs, num_classes=3, head_bias_init=-2.0)
-  params = weights.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)['params']
   assert params['head']['kernel'].shape == (64, 3)
   assert not params['head']['kernel'].any()
   np.testing.assert_array_equal(params['head']['bias'], [-2.0] * 3)
@@ -94,7 +95,7 @@ def test_no_head_returns_representation():
   name, kwargs = golden_cases.MODEL_KWARGS['mixer']
   state_dict, outputs = golden_cases.load('mixer')
   kwargs = dict(kwargs, num_classes=0)
-  params = weights.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)['params']
   assert 'head' not in params
   features, _ = _forward(name, kwargs, params, outputs['images'])
   np.testing.assert_allclose(features, outputs['pre_logits'], atol=TOL)
@@ -116,11 +117,11 @@ def test_npz_pre_logits_dropped_with_new_head(tmp_path):
     weights.load_npz(with_pre_logits, name, **kwargs)
   # Kept when the model has one.
   params = weights.load_npz(with_pre_logits, name, representation_size=64,
-                               **kwargs)
+                               **kwargs)['params']
   np.testing.assert_array_equal(params['pre_logits']['kernel'], 1.0)
   # Dropped together with the head for a new task (ViT paper, Sec. 3.1).
   params = weights.load_npz(with_pre_logits, name,
-                               **dict(kwargs, num_classes=7))
+                               **dict(kwargs, num_classes=7))['params']
   assert 'pre_logits' not in params
   assert params['head']['kernel'].shape == (64, 7)
 
@@ -149,14 +150,15 @@ def test_unknown_timm_entries_are_named():
 
 def test_unknown_family_lists_valid_ones():
   with pytest.raises(ValueError,
-                     match=r"'resnet'.*\['vit', 'mixer', 'swin'\]"):
+                     match=r"'resnet'.*\['vit', 'mixer', 'swin', "
+                     r".*'convmixer'.*\]"):
     weights.from_timm({}, 'resnet')
 
 
 def test_wrong_channel_count_is_a_clear_error():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_gap']
   state_dict, outputs = golden_cases.load('vit_gap')
-  params = weights.from_timm(state_dict, name, **kwargs)
+  params = weights.from_timm(state_dict, name, **kwargs)['params']
   gray = outputs['images'][..., :1]
   with pytest.raises(ValueError, match=r'Images have 1 channels.*expects 3'):
     _forward(name, kwargs, params, gray)
@@ -169,7 +171,7 @@ def test_load_init_params_reads_timm_files_and_resamples(tmp_path):
   np.savez(path, **state_dict)
   params = weights.load_init_params('timm', str(path), name,
                                        image_size=(48, 48),
-                                       **dict(kwargs, num_classes=4))
+                                       **dict(kwargs, num_classes=4))['params']
   np.testing.assert_allclose(params['pos_embed'], outputs['pos_embed_48'],
                              atol=1e-5)
   assert params['head']['kernel'].shape == (64, 4)
@@ -254,7 +256,7 @@ def test_load_init_params_own_converts_by_the_source_config(tmp_path):
   # The workdir or its checkpoints/ directory.
   for path in (workdir, workdir / 'checkpoints'):
     loaded = weights.load_init_params('own', str(path), 'vit',
-                                      image_size=16, **vit_kwargs)
+                                      image_size=16, **vit_kwargs)['params']
     for name in mae.ENCODER_PARAM_NAMES:
       for got, expected in zip(jax.tree.leaves(loaded[name]),
                                jax.tree.leaves(params[name]), strict=True):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vit_jax import checkpoint
 from vit_jax import losses
 from vit_jax import models
 from vit_jax import optim
@@ -43,13 +44,20 @@ def build_model(model_config):
 
 
 def make_init_fn(model, tx, image_shape: Tuple[int, ...]):
-  """init_fn(rng) -> the initial train state (jit it with out_shardings)."""
+  """init_fn(rng) -> the initial train state (jit it with out_shardings):
+  {'params', 'opt_state', 'step'}, plus 'batch_stats' for models with
+  BatchNorm (`checkpoint.MODEL_STATE_KEYS`)."""
   def init_fn(rng):
     images = jnp.zeros((1, *image_shape), jnp.float32)
     rngs = {'params': rng, 'mask': rng, 'dropout': rng}
-    params = model.init(rngs, images)['params']
-    return {'params': params, 'opt_state': tx.init(params),
-            'step': jnp.zeros((), jnp.int32)}
+    variables = model.init(rngs, images)
+    params = variables['params']
+    state = {'params': params, 'opt_state': tx.init(params),
+             'step': jnp.zeros((), jnp.int32)}
+    for key in checkpoint.MODEL_STATE_KEYS:
+      if key in variables:
+        state[key] = variables[key]
+    return state
   return init_fn
 
 
@@ -127,14 +135,17 @@ def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
 
 
 class EvalFunctions(NamedTuple):
-  """The trained model seen by evaluators; all jittable.
+  """The trained model seen by evaluators; all jittable. Each takes the
+  model's variables (`checkpoint.variables_of(state)`: {'params'}, plus
+  'batch_stats', the running averages, for models with BatchNorm), which
+  evaluators receive as `run(variables, step)`.
 
-  predict: (params, images) -> logits [B, K]; None for MAE runs.
+  predict: (variables, images) -> logits [B, K]; None for MAE runs.
   example_loss: (logits, labels) -> [B], the training objective's loss
     without label smoothing (so `val/loss` is the loss being trained).
   representation: layer -> ((params, images) -> features [B, D]), see
     `vit_jax.evaluate.representations.representation_fn`.
-  reconstruction: for MAE runs, (params, images) -> (per-example masked
+  reconstruction: for MAE runs, (variables, images) -> (per-example masked
     patch loss [B], predicted patches, mask); None otherwise.
   reconstruction_images: (images, pred, mask, fill_value) -> {'masked',
     'reconstruction', 'pasted'} numpy images, for plots; None unless MAE.
@@ -155,8 +166,8 @@ def eval_functions(run: Run) -> EvalFunctions:
                                              select_params)
 
   if config.objective == 'mae':
-    def reconstruction(params, images):
-      _, aux = model.apply({'params': params}, images, train=False)
+    def reconstruction(variables, images):
+      _, aux = model.apply(variables, images, train=False)
       target = mae.patchify(images, model.patch_size)
       per_example = jax.vmap(lambda p, t, m: mae.reconstruction_loss(
           p[None], t[None], m[None], model.norm_pix_loss))(
@@ -170,8 +181,8 @@ def eval_functions(run: Run) -> EvalFunctions:
     return EvalFunctions(None, None, representation, reconstruction,
                          reconstruction_images)
 
-  def predict(params, images):
-    logits, _ = model.apply({'params': params}, images, train=False)
+  def predict(variables, images):
+    logits, _ = model.apply(variables, images, train=False)
     return logits
   return EvalFunctions(predict, losses.LOSSES[config.loss], representation,
                        None, None)

@@ -1,6 +1,7 @@
 """Orbax training checkpoints only: the train state and the data iterator's
 position, saved periodically and restored to resume a run (`TrainCheckpointer`),
-and a run's params read back as numpy (`restore_params`).
+and a run's variables read back as numpy (`restore_variables`,
+`restore_params`).
 
 Pretrained-weight import (timm, `.npz`) and `config.init_from` are in
 `vit_jax.weights`.
@@ -174,9 +175,29 @@ def has_step(directory: str, step: int) -> bool:
   return paths.exists(paths.join(step_dir, 'commit_success.txt'))
 
 
+# Train-state entries that are model variables besides 'params' (Flax
+# collections): BatchNorm's running averages.
+MODEL_STATE_KEYS = ('batch_stats',)
+
+
+def variables_of(state: Mapping[str, Any]) -> Dict[str, Any]:
+  """The model's variables in a train state: {'params'} plus the
+  collections of MODEL_STATE_KEYS it has (what inference applies)."""
+  return {'params': state['params'],
+          **{key: state[key] for key in MODEL_STATE_KEYS if key in state}}
+
+
 def restore_params(directory: str, step: Optional[int] = None
                    ) -> Dict[str, Any]:
   """The params of a training checkpoint (latest step unless given), as numpy."""
+  return restore_variables(directory, step)['params']
+
+
+def restore_variables(directory: str, step: Optional[int] = None
+                      ) -> Dict[str, Any]:
+  """The model variables of a training checkpoint (latest step unless
+  given), as numpy: {'params'} plus 'batch_stats' where the model has
+  BatchNorm (`variables_of`)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   directory = paths.absolute(directory)
   if not paths.isdir(directory):  # never created by reading
@@ -203,4 +224,4 @@ def restore_params(directory: str, step: Optional[int] = None
         manager.item_metadata(step)['state'])
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))
-  return jax.tree.map(np.asarray, restored['state']['params'])
+  return jax.tree.map(np.asarray, variables_of(restored['state']))

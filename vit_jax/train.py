@@ -3,8 +3,9 @@
     config -> mesh, model, optimizer, input -> jitted sharded train_step
            -> metrics.jsonl / tb / checkpoints / evaluators in the workdir
 
-The train state is a plain dict pytree {'params', 'opt_state', 'step'},
-sharded over the ('data', 'fsdp') mesh of `vit_jax.sharding`. Steps are
+The train state is a plain dict pytree {'params', 'opt_state', 'step'}
+(plus 'batch_stats', BatchNorm's running averages, for models that have
+them), sharded over the ('data', 'fsdp') mesh of `vit_jax.sharding`. Steps are
 deterministic functions of (state, batch, seed): the dropout / masking key
 of step t is fold_in(seed key, t), so a resumed run computes exactly what an
 uninterrupted one does.
@@ -62,16 +63,31 @@ class Preempted(Exception):
 # Losses.
 
 
+def _apply_train(model, params, model_state, images, rngs):
+  """A train-mode forward: (outputs, updated model state). `model_state`
+  holds the mutable collections ({'batch_stats': ...} or {}); with
+  BatchNorm the batch's statistics update the running averages."""
+  variables = {'params': params, **model_state}
+  if not model_state:
+    return model.apply(variables, images, train=True, rngs=rngs), model_state
+  outputs, updated = model.apply(variables, images, train=True, rngs=rngs,
+                                 mutable=list(model_state))
+  return outputs, dict(updated)
+
+
 def make_loss_fn(model, config) -> Callable[..., jax.Array]:
-  """loss_fn(params, batch, rng) -> scalar, for the configured objective."""
+  """loss_fn(params, model_state, batch, rng) -> (scalar, new model state),
+  for the configured objective; model_state: the state's mutable model
+  collections (`checkpoint.MODEL_STATE_KEYS`), {} for most models."""
   objective = config.get('objective', 'supervised')
   common.check_choice('objective', objective, config_lib.OBJECTIVES)
   if objective == 'mae':
-    def mae_loss(params, batch, rng):
+    def mae_loss(params, model_state, batch, rng):
       mask_rng, dropout_rng = jax.random.split(rng)
-      loss, _ = model.apply({'params': params}, batch['image'], train=True,
-                            rngs={'mask': mask_rng, 'dropout': dropout_rng})
-      return loss
+      (loss, _), model_state = _apply_train(
+          model, params, model_state, batch['image'],
+          {'mask': mask_rng, 'dropout': dropout_rng})
+      return loss, model_state
     return mae_loss
 
   loss_name = config.get('loss', 'softmax_xent')
@@ -79,10 +95,11 @@ def make_loss_fn(model, config) -> Callable[..., jax.Array]:
   example_loss = losses.LOSSES[loss_name]
   label_smoothing = config.get('label_smoothing', 0.0)
 
-  def supervised_loss(params, batch, rng):
-    logits, _ = model.apply({'params': params}, batch['image'], train=True,
-                            rngs={'dropout': rng})
-    return jnp.mean(example_loss(logits, batch['labels'], label_smoothing))
+  def supervised_loss(params, model_state, batch, rng):
+    (logits, _), model_state = _apply_train(
+        model, params, model_state, batch['image'], {'dropout': rng})
+    return (jnp.mean(example_loss(logits, batch['labels'], label_smoothing)),
+            model_state)
   return supervised_loss
 
 
@@ -108,32 +125,41 @@ def make_train_step(loss_fn, tx, schedule, grad_accum_steps: int = 1):
   With grad_accum_steps > 1 the batch is split into that many microbatches
   whose gradients are averaged (lax.scan), which equals the full-batch
   gradient up to float rounding; activations of one microbatch at a time.
+  BatchNorm's running averages (state['batch_stats'], where the model has
+  them) are updated with each (micro)batch's statistics over all devices,
+  microbatches in turn, as a framework accumulating gradients would.
   """
-  grad_fn = jax.value_and_grad(loss_fn)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state: State, batch, rng):
     step_rng = jax.random.fold_in(rng, state['step'])
     params = state['params']
+    model_state = {key: state[key] for key in checkpoint.MODEL_STATE_KEYS
+                   if key in state}
     if grad_accum_steps == 1:
-      loss, grads = grad_fn(params, batch, step_rng)
+      (loss, model_state), grads = grad_fn(params, model_state, batch,
+                                           step_rng)
     else:
       def accumulate(carry, inputs):
         index, microbatch = inputs
-        micro_loss, micro_grads = grad_fn(
-            params, microbatch, jax.random.fold_in(step_rng, index))
-        loss_sum, grad_sum = carry
+        loss_sum, grad_sum, micro_state = carry
+        (micro_loss, micro_state), micro_grads = grad_fn(
+            params, micro_state, microbatch,
+            jax.random.fold_in(step_rng, index))
         return (loss_sum + micro_loss,
-                jax.tree.map(jnp.add, grad_sum, micro_grads)), None
+                jax.tree.map(jnp.add, grad_sum, micro_grads),
+                micro_state), None
       zeros = jax.tree.map(jnp.zeros_like, params)
-      (loss, grads), _ = jax.lax.scan(
-          accumulate, (jnp.zeros((), jnp.float32), zeros),
+      (loss, grads, model_state), _ = jax.lax.scan(
+          accumulate, (jnp.zeros((), jnp.float32), zeros, model_state),
           (jnp.arange(grad_accum_steps),
            _microbatches(batch, grad_accum_steps)))
       loss = loss / grad_accum_steps
       grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
     updates, opt_state = tx.update(grads, state['opt_state'], params)
     new_state = {'params': optax.apply_updates(params, updates),
-                 'opt_state': opt_state, 'step': state['step'] + 1}
+                 'opt_state': opt_state, 'step': state['step'] + 1,
+                 **model_state}
     # Loss, gradients and updates finite => the new params are (from finite
     # ones): what `_check_finite` needs to keep non-finite state unsaved.
     metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),
@@ -246,12 +272,16 @@ def _fresh_state(config, run: build.Run) -> State:
     model_kwargs.pop('dtype', None)
     if model_kwargs.get('variant') is None:
       model_kwargs.pop('variant', None)
-    params = weights.load_init_params(
+    variables = weights.load_init_params(
         init_from.kind, init_from.path, name,
         image_size=run.image_shape[:2], **model_kwargs)
-    params = jax.tree.map(lambda x, ref: np.asarray(x, ref.dtype), params,
-                          state['params'])
-    state['params'] = jax.device_put(params, run.state_shardings['params'])
+    # Params, and BatchNorm's running averages where the source has them.
+    for key, tree in variables.items():
+      if key not in state:
+        continue
+      tree = jax.tree.map(lambda x, ref: np.asarray(x, ref.dtype), tree,
+                          state[key])
+      state[key] = jax.device_put(tree, run.state_shardings[key])
     state['opt_state'] = jax.jit(
         run.tx.init, out_shardings=run.state_shardings['opt_state'])(
             state['params'])
@@ -461,7 +491,8 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
     try:
       with preemption.evaluation():
         for scheduled in due:
-          results = scheduled.evaluator.run(state['params'], step)
+          results = scheduled.evaluator.run(checkpoint.variables_of(state),
+                                            step)
           writer.write(step, results)
           last_metrics.update(results)
           if progress:
@@ -495,7 +526,7 @@ def _write_compute_summary(config, run: build.Run, workdir: str,
                            devices: int, peak: Optional[float]) -> None:
   """WORKDIR/summary.json's static facts (`vit_jax.compute`)."""
   params, body = compute.param_counts(state['params'])
-  abstract = {'params': run.abstract_state['params']}
+  abstract = checkpoint.variables_of(run.abstract_state)
   compute.write_summary(workdir, {
       'params': params, 'params_body': body,
       'flops_per_image': compute.forward_flops_per_image(

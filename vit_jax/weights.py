@@ -8,8 +8,15 @@ position embedding is resampled to the target resolution, the head is
 replaced when the number of classes changes, and anything still missing,
 unexpected or misshapen raises an error that lists it.
 
-`load_init_params` is `config.init_from`: either importer, or the params of
-another training run of this package (`checkpoint.restore_params`).
+Importers return Flax variables: {'params': ...}, plus {'batch_stats':
+...} for families with BatchNorm (XCiT, ConvMixer), so
+`model.apply(variables, images, train=False)` works as they come. In the
+flat '/'-joined form used while converting, a variable of another
+collection than 'params' is named '<collection>:<path>' (e.g.
+'batch_stats:stem/bn/mean').
+
+`load_init_params` is `config.init_from`: either importer, or the variables
+of another training run of this package (`checkpoint.restore_variables`).
 """
 
 import io
@@ -30,7 +37,7 @@ FlatParams = Dict[str, np.ndarray]
 ImageSize = Union[int, Tuple[int, int]]
 
 # Families whose checkpoints can be imported here.
-IMPORTABLE = ('vit', 'mixer', 'swin')
+IMPORTABLE = ('vit', 'mixer', 'swin', 'convmixer', 'xcit')
 
 
 # ----------------------------------------------------------------------------
@@ -265,8 +272,127 @@ _TIMM_SWIN_RULES = [
     (r'^head\.(fc\.)?bias$', 'head/bias', _same),
 ]
 
+# timm's ConvMixer is nested nn.Sequentials: stem.{0: conv, 2: BatchNorm};
+# blocks.i.{0.fn.{0: depthwise conv, 2: BatchNorm}, 1: pointwise conv,
+# 3: BatchNorm} (1, 2 inside: the activations, without weights). Depthwise
+# weights [D, 1, k, k] become feature-group kernels [k, k, 1, D] through
+# `_conv`. BatchNorm running averages go to the 'batch_stats' collection.
+_CONVMIXER_NORMS = [
+    (r'^stem\.2\.', 'embed_norm/'),
+    (r'^blocks\.(\d+)\.0\.fn\.2\.', r'block_\1/norm1/'),
+    (r'^blocks\.(\d+)\.3\.', r'block_\1/norm2/'),
+]
+
+_TIMM_CONVMIXER_RULES = [
+    (r'^stem\.0\.weight$', 'patch_embed/kernel', _conv),
+    (r'^stem\.0\.bias$', 'patch_embed/bias', _same),
+    (r'^blocks\.(\d+)\.0\.fn\.0\.weight$', r'block_\1/depthwise/kernel', _conv),
+    (r'^blocks\.(\d+)\.0\.fn\.0\.bias$', r'block_\1/depthwise/bias', _same),
+    (r'^blocks\.(\d+)\.1\.weight$', r'block_\1/pointwise/kernel', _conv),
+    (r'^blocks\.(\d+)\.1\.bias$', r'block_\1/pointwise/bias', _same),
+    *[rule for prefix, path in _CONVMIXER_NORMS for rule in [
+        (prefix + r'weight$', path + 'scale', _same),
+        (prefix + r'bias$', path + 'bias', _same),
+        (prefix + r'running_mean$', 'batch_stats:' + path + 'mean', _same),
+        (prefix + r'running_var$', 'batch_stats:' + path + 'var', _same),
+        (prefix + r'num_batches_tracked$', '', _buffer)]],
+    (r'^head\.weight$', 'head/kernel', _linear),
+    (r'^head\.bias$', 'head/bias', _same),
+]
+
+_XCIT_BLOCK = r'^blocks\.(\d+)\.'
+_XCIT_CLASS_BLOCK = r'^cls_attn_blocks\.(\d+)\.'
+
+# timm's Xcit (and the authors' layout: 'pos_embeder.', fused class-attention
+# qkv). Its BatchNorm running averages go to the 'batch_stats' collection.
+_TIMM_XCIT_RULES = [
+    (r'^cls_token$', 'cls_token', _same),
+    # Convolution + BatchNorm pairs at every other index of timm's
+    # Sequential (the GELUs between them hold nothing).
+    *[(rf'^patch_embed\.proj\.{2 * layer}\.0\.weight$',
+       f'patch_embed/conv_{layer}/kernel', _conv) for layer in range(4)],
+    *[(rf'^patch_embed\.proj\.{2 * layer}\.1\.{timm_name}$',
+       f'{collection}patch_embed/bn_{layer}/{name}', transform)
+      for layer in range(4)
+      for timm_name, collection, name, transform in (
+          ('weight', '', 'scale', _same), ('bias', '', 'bias', _same),
+          ('running_mean', 'batch_stats:', 'mean', _same),
+          ('running_var', 'batch_stats:', 'var', _same),
+          ('num_batches_tracked', '', '', _buffer))],
+    # The Fourier features' 1x1 convolution [D, 64, 1, 1] -> Dense [64, D].
+    (r'^pos_embed(er)?\.token_projection\.weight$', 'pos_embed/kernel',
+     lambda w, model: w[:, :, 0, 0].T),
+    (r'^pos_embed(er)?\.token_projection\.bias$', 'pos_embed/bias', _same),
+    # XCiT layers: timm's norm1 / norm3 / norm2 and gamma1 / gamma3 / gamma2
+    # belong to the attention / LPI / MLP branches.
+    (_XCIT_BLOCK + r'norm1\.weight$', r'block_\1/norm_attn/scale', _same),
+    (_XCIT_BLOCK + r'norm1\.bias$', r'block_\1/norm_attn/bias', _same),
+    (_XCIT_BLOCK + r'norm3\.weight$', r'block_\1/norm_lpi/scale', _same),
+    (_XCIT_BLOCK + r'norm3\.bias$', r'block_\1/norm_lpi/bias', _same),
+    (_XCIT_BLOCK + r'norm2\.weight$', r'block_\1/norm_mlp/scale', _same),
+    (_XCIT_BLOCK + r'norm2\.bias$', r'block_\1/norm_mlp/bias', _same),
+    (_XCIT_BLOCK + r'gamma1$', r'block_\1/gamma_attn', _same),
+    (_XCIT_BLOCK + r'gamma3$', r'block_\1/gamma_lpi', _same),
+    (_XCIT_BLOCK + r'gamma2$', r'block_\1/gamma_mlp', _same),
+    (_XCIT_BLOCK + r'attn\.temperature$', r'block_\1/attn/temperature',
+     lambda t, model: t.reshape(-1)),  # [heads, 1, 1] -> [heads]
+    (_XCIT_BLOCK + r'attn\.qkv\.weight$', r'block_\1/attn/{}/kernel',
+     _split(('query', 'key', 'value'), _heads_in)),
+    (_XCIT_BLOCK + r'attn\.qkv\.bias$', r'block_\1/attn/{}/bias',
+     _split(('query', 'key', 'value'), _heads_bias)),
+    (_XCIT_BLOCK + r'attn\.proj\.weight$', r'block_\1/attn/out/kernel',
+     _heads_out),
+    (_XCIT_BLOCK + r'attn\.proj\.bias$', r'block_\1/attn/out/bias', _same),
+    (_XCIT_BLOCK + r'local_mp\.(conv[12])\.weight$',
+     r'block_\1/lpi/\2/kernel', _conv),  # depthwise [D, 1, 3, 3]
+    (_XCIT_BLOCK + r'local_mp\.(conv[12])\.bias$', r'block_\1/lpi/\2/bias',
+     _same),
+    (_XCIT_BLOCK + r'local_mp\.bn\.weight$', r'block_\1/lpi/bn/scale',
+     _same),
+    (_XCIT_BLOCK + r'local_mp\.bn\.bias$', r'block_\1/lpi/bn/bias', _same),
+    (_XCIT_BLOCK + r'local_mp\.bn\.running_mean$',
+     r'batch_stats:block_\1/lpi/bn/mean', _same),
+    (_XCIT_BLOCK + r'local_mp\.bn\.running_var$',
+     r'batch_stats:block_\1/lpi/bn/var', _same),
+    (_XCIT_BLOCK + r'local_mp\.bn\.num_batches_tracked$', '', _buffer),
+    (_XCIT_BLOCK + r'mlp\.(fc[12])\.weight$', r'block_\1/mlp/\2/kernel',
+     _linear),
+    (_XCIT_BLOCK + r'mlp\.(fc[12])\.bias$', r'block_\1/mlp/\2/bias', _same),
+    # Class-attention layers.
+    (_XCIT_CLASS_BLOCK + r'(norm[12])\.weight$', r'class_block_\1/\2/scale',
+     _same),
+    (_XCIT_CLASS_BLOCK + r'(norm[12])\.bias$', r'class_block_\1/\2/bias',
+     _same),
+    (_XCIT_CLASS_BLOCK + r'(gamma[12])$', r'class_block_\1/\2', _same),
+    *[(_XCIT_CLASS_BLOCK + rf'attn\.{letter}\.weight$',
+       rf'class_block_\1/attn/{name}/kernel', _heads_in)
+      for letter, name in (('q', 'query'), ('k', 'key'), ('v', 'value'))],
+    *[(_XCIT_CLASS_BLOCK + rf'attn\.{letter}\.bias$',
+       rf'class_block_\1/attn/{name}/bias', _heads_bias)
+      for letter, name in (('q', 'query'), ('k', 'key'), ('v', 'value'))],
+    (_XCIT_CLASS_BLOCK + r'attn\.qkv\.weight$',
+     r'class_block_\1/attn/{}/kernel',
+     _split(('query', 'key', 'value'), _heads_in)),
+    (_XCIT_CLASS_BLOCK + r'attn\.qkv\.bias$', r'class_block_\1/attn/{}/bias',
+     _split(('query', 'key', 'value'), _heads_bias)),
+    (_XCIT_CLASS_BLOCK + r'attn\.proj\.weight$',
+     r'class_block_\1/attn/out/kernel', _heads_out),
+    (_XCIT_CLASS_BLOCK + r'attn\.proj\.bias$', r'class_block_\1/attn/out/bias',
+     _same),
+    (_XCIT_CLASS_BLOCK + r'mlp\.(fc[12])\.weight$',
+     r'class_block_\1/mlp/\2/kernel', _linear),
+    (_XCIT_CLASS_BLOCK + r'mlp\.(fc[12])\.bias$',
+     r'class_block_\1/mlp/\2/bias', _same),
+    (r'^norm\.weight$', 'norm/scale', _same),
+    (r'^norm\.bias$', 'norm/bias', _same),
+    (r'^head\.weight$', 'head/kernel', _linear),
+    (r'^head\.bias$', 'head/bias', _same),
+]
+
 _TIMM_RULES = {'vit': _TIMM_VIT_RULES, 'mixer': _TIMM_MIXER_RULES,
-               'swin': _TIMM_SWIN_RULES}
+               'swin': _TIMM_SWIN_RULES,
+               'convmixer': _TIMM_CONVMIXER_RULES,
+               'xcit': _TIMM_XCIT_RULES}
 
 
 def _apply_rules(source: Mapping[str, np.ndarray], rules, model,
@@ -337,38 +463,75 @@ def _rename_npz(name: str, family: str) -> str:
 # Fitting converted parameters to a model.
 
 
+COLLECTION_SEPARATOR = ':'
+
+
+def flatten_variables(variables: Mapping[str, Any]) -> FlatParams:
+  """{'params': tree, 'batch_stats': tree} -> flat paths; a collection
+  other than 'params' prefixes its paths with '<collection>:'."""
+  flat = {}
+  for collection, tree in variables.items():
+    prefix = '' if collection == 'params' else (collection
+                                               + COLLECTION_SEPARATOR)
+    flat.update(flatten(tree, prefix))
+  return flat
+
+
+def unflatten_variables(flat: Mapping[str, Any]) -> Dict[str, Any]:
+  """Inverse of `flatten_variables`; always has 'params'."""
+  by_collection: Dict[str, Dict[str, Any]] = {'params': {}}
+  for path, value in flat.items():
+    collection, sep, rest = path.partition(COLLECTION_SEPARATOR)
+    if sep:
+      by_collection.setdefault(collection, {})[rest] = value
+    else:
+      by_collection['params'][path] = value
+  return {collection: unflatten(entries)
+          for collection, entries in by_collection.items()}
+
+
 def _expected_shapes(model, image_size: Tuple[int, int],
                      channels: int) -> Dict[str, Tuple[int, ...]]:
   unrolled = model.clone(scan=False) if getattr(model, 'scan', False) else model
   images = jax.ShapeDtypeStruct((1, *image_size, channels), jnp.float32)
   variables = jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), images)
   return {path: tuple(leaf.shape)
-          for path, leaf in flatten(variables['params']).items()}
+          for path, leaf in flatten_variables(variables).items()}
 
 
-def _input_channels(loaded: FlatParams) -> int:
-  """The image channels `loaded` was trained on: the input dimension of its
-  convolution (the patch embedding), the only 4-D parameter of every family
-  here (HWIO). 3 when there is none: the missing kernel is then reported
-  with the other missing parameters."""
-  channels = {np.shape(value)[2] for value in loaded.values()
-              if np.ndim(value) == 4}
+def _input_channels(loaded: FlatParams, model,
+                    image_size: Tuple[int, int]) -> int:
+  """The image channels `loaded` was trained on: read from the parameters
+  that take the images (those whose shape follows the number of channels,
+  e.g. the patch embedding's kernel). 3 when `loaded` has none of them:
+  they are then reported with the other missing parameters."""
+  grey = _expected_shapes(model, image_size, 1)
+  pair = _expected_shapes(model, image_size, 2)
+  channels = set()
+  for path, shape in grey.items():
+    if path in loaded and pair.get(path) != shape:
+      axis = next(i for i, (a, b) in enumerate(zip(shape, pair[path]))
+                  if a != b)
+      if np.ndim(loaded[path]) == len(shape):
+        channels.add(np.shape(loaded[path])[axis])
   if len(channels) > 1:
-    raise ValueError(f'The checkpoint\'s convolution kernels disagree on the '
-                     f'number of input channels: {sorted(channels)}.')
+    raise ValueError(f'The checkpoint\'s input layers disagree on the '
+                     f'number of image channels: {sorted(channels)}.')
   return channels.pop() if channels else 3
 
 
 def _fit_to_model(loaded: FlatParams, name: str, model,
                   image_size: Optional[ImageSize],
                   source_name: str) -> Dict[str, Any]:
-  """Checks, resamples and completes `loaded` for `model` (of family `name`);
-  returns params."""
+  """Checks, resamples and completes `loaded` (flat, see
+  `flatten_variables`) for `model` (of family `name`); returns its
+  variables."""
   if image_size is None:
     image_size = models.checkpoint_image_size(name, model, loaded)
   elif isinstance(image_size, int):
     image_size = (image_size, image_size)
-  expected = _expected_shapes(model, image_size, _input_channels(loaded))
+  expected = _expected_shapes(model, image_size,
+                              _input_channels(loaded, model, image_size))
   loaded = dict(loaded)
 
   if 'pos_embed' in loaded and 'pos_embed' in expected:
@@ -420,10 +583,12 @@ def _fit_to_model(loaded: FlatParams, name: str, model,
         f'The {source_name} does not fit the model (wrong variant or '
         f'options?). ' + '; '.join(problems))
 
-  params = unflatten({p: np.asarray(v, np.float32) for p, v in loaded.items()})
+  variables = unflatten_variables(
+      {p: np.asarray(v, np.float32) for p, v in loaded.items()})
   if getattr(model, 'scan', False):
-    params = common.stack_blocks(params)
-  return params
+    variables = {collection: common.stack_blocks(tree)
+                 for collection, tree in variables.items()}
+  return variables
 
 
 def _build(name: str, model_kwargs: Mapping[str, Any]):
@@ -436,7 +601,7 @@ def _build(name: str, model_kwargs: Mapping[str, Any]):
 def from_timm(state_dict: Mapping[str, Any], name: str,
               image_size: Optional[ImageSize] = None,
               **model_kwargs) -> Dict[str, Any]:
-  """Converts a timm state dict (names -> arrays) to this package's params.
+  """Converts a timm state dict (names -> arrays) to this package's variables.
 
   Args:
     state_dict: timm parameter names to numpy arrays (e.g. read with
@@ -451,8 +616,9 @@ def from_timm(state_dict: Mapping[str, Any], name: str,
       head with a zero-initialised one).
 
   Returns:
-    params for `get_model(name, **model_kwargs)` (scanned layout if the
-    kwargs ask for scan=True).
+    variables for `get_model(name, **model_kwargs)`: {'params': ...}, plus
+    'batch_stats' (timm's BatchNorm running averages) for the families
+    with BatchNorm; scanned layout if the kwargs ask for scan=True.
   """
   model = _build(name, model_kwargs)
   converted = _apply_rules(state_dict, _TIMM_RULES[name], model,
@@ -468,7 +634,7 @@ def load_npz(path, name: str = 'vit', image_size: Optional[ImageSize] = None,
   MultiHeadDotProductAttention_1/query/kernel', 'MixerBlock_0/token_mixing/
   Dense_0/kernel', ...) to arrays; big_vision's layout (scanned
   'Transformer/encoderblock', 'MAPHead_0', top-level 'pos_embedding') is read
-  too. Other arguments as for `from_timm`.
+  too. Other arguments and the returned variables as for `from_timm`.
   """
   model = _build(name, model_kwargs)
   raw = _read_npz(path)
@@ -492,7 +658,8 @@ INIT_KINDS = ('own', 'npz', 'timm')
 def load_init_params(kind: str, path: str, name: str,
                      image_size: Optional[ImageSize] = None,
                      **model_kwargs) -> Dict[str, Any]:
-  """Params to start training from, fitted to `get_model(name, **kwargs)`.
+  """Variables to start training from, fitted to `get_model(name, **kwargs)`
+  ({'params'}, plus 'batch_stats' for families with BatchNorm).
 
   kind: 'own' (a vit_jax training run: its workdir, or the workdir's
   checkpoints/ directory; the run's model family, read from the workdir's
@@ -521,9 +688,13 @@ def load_init_params(kind: str, path: str, name: str,
     workdir, directory = path, candidate
   else:
     workdir, directory = paths.parent(path), path
-  params = models.convert_params(_run_model_name(workdir), name,
-                                 checkpoint.restore_params(directory))
-  flat = flatten(common.unstack_blocks(params))
+  source = checkpoint.restore_variables(directory)
+  variables = {'params': models.convert_params(
+      _run_model_name(workdir), name, source.pop('params'))}
+  if _run_model_name(workdir) == name:  # the same family: its statistics too
+    variables.update(source)
+  flat = flatten_variables({collection: common.unstack_blocks(tree)
+                            for collection, tree in variables.items()})
   return _fit_to_model(flat, name, model, image_size,
                        f'checkpoint {directory}')
 

@@ -1,6 +1,6 @@
 """Evaluators run during training and on finished or running workdirs.
 
-Every evaluator has `run(params, step) -> {metric name: value}`. The
+Every evaluator has `run(variables, step) -> {metric name: value}`. The
 training loop runs each one every `every_steps` steps and at the last step;
 `python -m vit_jax.evaluate` runs them on a workdir's checkpoints.
 
@@ -53,7 +53,7 @@ EVAL_KINDS = tuple(EVAL_FIELDS)
 class Scheduled(NamedTuple):
   name: str
   every_steps: Optional[int]  # None: only at the last step
-  evaluator: Any  # has run(params, step) -> dict
+  evaluator: Any  # has run(variables, step) -> dict
 
 
 def resolve_entry(name: str, entry) -> dict:

@@ -91,7 +91,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
       state = checkpointer.restore(ckpt_step, run.abstract_state)
       results[ckpt_step] = {}
       for scheduled in evaluators:
-        metrics = scheduled.evaluator.run(state['params'], ckpt_step)
+        metrics = scheduled.evaluator.run(checkpoint.variables_of(state),
+                                          ckpt_step)
         writer.write(ckpt_step, metrics)
         results[ckpt_step].update(metrics)
         if jax.process_index() == 0:

@@ -35,10 +35,10 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array,
 
 
 class ClassificationEvaluator:
-  """`run(params, step=None) -> {'val/accuracy', 'val/top5', 'val/loss',
+  """`run(variables, step=None) -> {'val/accuracy', 'val/top5', 'val/loss',
   'val/count'}`; `prefix` names the metric group ('val' by default).
 
-  predict_fn(params, images) -> logits and example_loss(logits, labels) ->
+  predict_fn(variables, images) -> logits and example_loss(logits, labels) ->
   [B] come from `vit_jax.build.eval_functions`; `val/loss` is the mean of
   the latter, the loss the run trains (softmax or sigmoid cross-entropy).
   """
@@ -57,14 +57,14 @@ class ClassificationEvaluator:
     self._mesh = mesh
     self._prefix = prefix
 
-    def eval_step(params, batch):
-      logits = predict_fn(params, batch['image'])
+    def eval_step(variables, batch):
+      logits = predict_fn(variables, batch['image'])
       return batch_sums(logits, batch['labels'], batch['mask'], example_loss)
 
     self._eval_step = jax.jit(eval_step,
                               out_shardings=sharding.replicated(mesh))
 
-  def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
+  def run(self, variables, step: Optional[int] = None) -> Dict[str, float]:
     del step
     totals = None
     batches = self._iterator_fn(
@@ -73,7 +73,7 @@ class ClassificationEvaluator:
         process_count=jax.process_count())
     for local_batch in batches:
       batch = sharding.global_batch(local_batch, self._mesh)
-      sums = self._eval_step(params, batch)
+      sums = self._eval_step(variables, batch)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
       raise ValueError(f'Split {self._split!r} of {self._data_config.name!r} '

@@ -3,7 +3,7 @@
     evaluator = FewShotEvaluator(features_fn, datasets, mesh,
                                  shots=(1, 5, 10, 25), seeds=(0, 1, 2),
                                  l2_reg=16.0)
-    metrics = evaluator.run(params)  # {'fewshot/<dataset>/<k>shot': ...}
+    metrics = evaluator.run(variables)  # {'fewshot/<dataset>/<k>shot': ...}
 
 Per evaluation, each dataset's train and test representations are computed
 once (sharded over the mesh, `representations.py`) and every (k, seed)
@@ -65,10 +65,11 @@ def dataset_entry(key: str, entry: Mapping[str, Any],
 
 
 class FewShotEvaluator:
-  """`run(params, step=None) -> {'<prefix>/<dataset>/<k>shot': mean, ..._std}`.
+  """`run(variables, step=None) -> {'<prefix>/<dataset>/<k>shot': mean,
+  ..._std}`.
 
   Args:
-    features_fn: (params, images) -> features [B, D], jittable: the
+    features_fn: (variables, images) -> features [B, D], jittable: the
       representation to evaluate (`vit_jax.build.eval_functions(run)
       .representation(layer)`; any family, an MAE through its encoder).
     datasets: {metric name: {name, train_split, test_split, pp, data_dir,
@@ -149,12 +150,12 @@ class FewShotEvaluator:
       pp = f'{pp}|onehot({num_classes})'
     return {**config, 'pp_eval': pp}, num_classes
 
-  def _encode(self, params, data_config, split):
+  def _encode(self, variables, data_config, split):
     batches = self._iterator_fn(data_config, split, self._batch_size,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
     return representations.compute_representations(
-        self._encoder, params, batches, self._mesh)
+        self._encoder, variables, batches, self._mesh)
 
   def check(self) -> None:
     """Raises ValueError unless every train split can give max(shots)-shot.
@@ -205,15 +206,15 @@ class FewShotEvaluator:
           f'but {short.size} of {num_classes} classes have fewer ({shown}'
           f'{more}); {advice}.')
 
-  def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
+  def run(self, variables, step: Optional[int] = None) -> Dict[str, float]:
     del step
     metrics = {}
     for key, entry in self._datasets.items():
       start = time.monotonic()
       data_config, num_classes = self._data_config(entry)
-      x_train, y_train = self._encode(params, data_config,
+      x_train, y_train = self._encode(variables, data_config,
                                       entry['train_split'])
-      x_test, y_test = self._encode(params, data_config, entry['test_split'])
+      x_test, y_test = self._encode(variables, data_config, entry['test_split'])
       encoded = time.monotonic()
       for k in self._shots:
         select = self._l2_reg_candidates is not None and k >= 2

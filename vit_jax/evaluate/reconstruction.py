@@ -1,6 +1,6 @@
 """MAE evaluation: reconstruction loss on a split, and a reconstruction grid.
 
-`ReconstructionEvaluator.run(params, step)` returns `<prefix>/loss`, the
+`ReconstructionEvaluator.run(variables, step)` returns `<prefix>/loss`, the
 masked-patch loss over the whole split (fixed masks: `mae.EVAL_MASK_SEED`,
 so values compare across steps), and writes
 `<workdir>/plots/reconstruction_<step>.png`: one column per image of the
@@ -89,10 +89,10 @@ def image_grid(rows: Sequence[np.ndarray], value_range=(-1.0, 1.0),
 
 
 class ReconstructionEvaluator:
-  """`run(params, step) -> {'<prefix>/loss': ...}`, plus the PNG grid.
+  """`run(variables, step) -> {'<prefix>/loss': ...}`, plus the PNG grid.
 
   Args:
-    reconstruction_fn: (params, images) -> (per-example masked-patch loss
+    reconstruction_fn: (variables, images) -> (per-example masked-patch loss
       [B], predicted patches, mask) under the fixed evaluation masks;
       `vit_jax.build.eval_functions(run).reconstruction` for an MAE run.
     images_fn: (images, pred, mask, fill_value) -> {'masked',
@@ -129,20 +129,20 @@ class ReconstructionEvaluator:
     self._value_range = tuple(value_range)
     self._prefix = prefix
 
-    def eval_step(params, batch):
-      per_example, _, _ = reconstruction_fn(params, batch['image'])  # [B]
+    def eval_step(variables, batch):
+      per_example, _, _ = reconstruction_fn(variables, batch['image'])  # [B]
       return {'loss': (per_example * batch['mask']).sum(),
               'count': batch['mask'].sum()}
 
-    def predict(params, batch):  # for the plot: one batch, gathered
-      _, pred, mask = reconstruction_fn(params, batch['image'])
+    def predict(variables, batch):  # for the plot: one batch, gathered
+      _, pred, mask = reconstruction_fn(variables, batch['image'])
       return pred, mask
 
     replicated = sharding.replicated(mesh)
     self._eval_step = jax.jit(eval_step, out_shardings=replicated)
     self._predict = jax.jit(predict, out_shardings=replicated)
 
-  def run(self, params, step: Optional[int] = None) -> Dict[str, float]:
+  def run(self, variables, step: Optional[int] = None) -> Dict[str, float]:
     plot = bool(self._plots_dir) and step is not None
     totals = None
     batches = self._iterator_fn(self._data_config, self._split,
@@ -152,11 +152,11 @@ class ReconstructionEvaluator:
     for local_batch in batches:
       batch = sharding.global_batch(local_batch, self._mesh)
       if totals is None and plot:  # every process takes part; 0 draws
-        pred, mask = self._predict(params, batch)
+        pred, mask = self._predict(variables, batch)
         if jax.process_index() == 0:
           self._plot(step, local_batch['image'], np.asarray(pred),
                      np.asarray(mask), int(local_batch['mask'].sum()))
-      sums = self._eval_step(params, batch)
+      sums = self._eval_step(variables, batch)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
       raise ValueError(f'Split {self._split!r} is empty.')

@@ -2,7 +2,7 @@
 
     encode = make_encoder(representation_fn(model, 'pre_logits'), mesh)
     features, label_ids = compute_representations(
-        encode, params, batches, mesh)   # numpy [n, D], [n]
+        encode, variables, batches, mesh)   # numpy [n, D], [n]
 
 The representation is named by `layer`:
   'pre_logits'  `aux['pre_logits']`, the vector the classifier head reads
@@ -68,7 +68,9 @@ def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
 
 def representation_fn(model: nn.Module, layer: str = 'pre_logits',
                       select_params: Optional[Callable] = None) -> FeaturesFn:
-  """features_fn(params, images [B, H, W, C]) -> float32 [B, D] (jittable).
+  """features_fn(variables, images [B, H, W, C]) -> float32 [B, D]
+  (jittable); `variables` as `model.apply` takes them ({'params'}, plus
+  'batch_stats' for models with BatchNorm: the running averages are used).
 
   `model` follows the classifier contract (`logits, aux = apply(...)`);
   `select_params` maps the trained params to its params (for an MAE,
@@ -81,8 +83,10 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits',
     raise ValueError(f'layer must be an aux key or a module path, got '
                      f'{layer!r}.')
 
-  def features_fn(params, images):
-    variables = {'params': select_params(params) if select_params else params}
+  def features_fn(variables, images):
+    variables = dict(variables)
+    if select_params:
+      variables['params'] = select_params(variables['params'])
     is_layer = lambda module, method: (  # noqa: E731
         method == '__call__' and _module_path(module) == layer)
     (_, aux), state = model.apply(variables, images, train=False,
@@ -114,7 +118,7 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits',
 
 
 def compute_representations(
-    encode: Callable, params, batches: Iterable[Mapping[str, Any]],
+    encode: Callable, variables, batches: Iterable[Mapping[str, Any]],
     mesh) -> Tuple[np.ndarray, np.ndarray]:
   """Features and class ids of every real example of `batches`, in order.
 
@@ -133,7 +137,7 @@ def compute_representations(
   label_ids = [[] for _ in range(num_processes)]
   for local_batch in batches:
     batch = sharding.global_batch(local_batch, mesh)
-    batch_features, batch_ids, mask = encode(params, batch)
+    batch_features, batch_ids, mask = encode(variables, batch)
     # The global batch is the processes' parts in process order.
     parts = zip(*(np.split(np.asarray(x), num_processes)
                   for x in (batch_features, batch_ids, mask)))
@@ -149,8 +153,9 @@ def compute_representations(
 
 
 def make_encoder(features_fn: FeaturesFn, mesh) -> Callable:
-  """jit of (params, batch) -> (features, class ids, mask), replicated out."""
-  def run(params, batch):
-    return (features_fn(params, batch['image']),
+  """jit of (variables, batch) -> (features, class ids, mask), replicated
+  out."""
+  def run(variables, batch):
+    return (features_fn(variables, batch['image']),
             jnp.argmax(batch['labels'], axis=-1), batch['mask'])
   return jax.jit(run, out_shardings=sharding.replicated(mesh))

@@ -15,20 +15,26 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 
+from vit_jax.models import convmixer
 from vit_jax.models import mae
 from vit_jax.models import mixer
 from vit_jax.models import swin
 from vit_jax.models import vit
+from vit_jax.models import xcit
+from vit_jax.models.convmixer import ConvMixer
 from vit_jax.models.mae import MAE
 from vit_jax.models.mixer import Mixer
 from vit_jax.models.swin import Swin
 from vit_jax.models.vit import ViT
+from vit_jax.models.xcit import XCiT
 
 MODELS = {
     'vit': ViT,
     'mixer': Mixer,
     'mae': MAE,
     'swin': Swin,
+    'xcit': XCiT,
+    'convmixer': ConvMixer,
 }
 
 
@@ -55,6 +61,8 @@ _CHECKPOINT_IMAGE_SIZE: Dict[str, Callable[..., Tuple[int, int]]] = {
     'mixer': mixer.checkpoint_image_size,
     'mae': vit.checkpoint_image_size,
     'swin': swin.checkpoint_image_size,
+    'xcit': xcit.checkpoint_image_size,
+    'convmixer': convmixer.checkpoint_image_size,
 }
 
 # (source family, target family) -> function of the source params giving

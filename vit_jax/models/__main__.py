@@ -27,6 +27,12 @@ ZOO: List[Tuple[str, str, dict]] = [
     # Swin with window 7, for 224 px (the 384 px models take window_size=12;
     # the listing runs every row at one --resolution).
     *[('swin', v, {}) for v in ('T/4', 'S/4', 'B/4', 'L/4')],
+    # XCiT SIZE+DEPTH/PATCH: the paper's models at patch 16 and two at 8.
+    *[('xcit', v, {}) for v in (
+        'N12/16', 'T12/16', 'S12/16', 'T24/16', 'S24/16', 'M24/16', 'L24/16',
+        'T12/8', 'S24/8')],
+    # ConvMixer WIDTH/DEPTH with the paper's kernel and patch sizes.
+    *[('convmixer', v, {}) for v in ('1536/20', '768/32', '1024/20')],
     # MAE pre-training (encoder on 25% of patches + the paper's 512-wide,
     # 8-block decoder); without a 'mask' rng, apply masks with a fixed seed.
     *[('mae', v, {}) for v in ('B/16', 'L/16', 'H/14')],
@@ -44,7 +50,9 @@ def count_params(model, resolution: int = 224, channels: int = 3) -> int:
   images = jax.ShapeDtypeStruct((1, resolution, resolution, channels),
                                 jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
-  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
+  # Parameters only: BatchNorm's running averages ('batch_stats') are not.
+  return int(sum(np.prod(leaf.shape)
+                 for leaf in jax.tree.leaves(shapes['params'])))
 
 
 def count_flops(model, resolution: int = 224, channels: int = 3) -> float:
@@ -67,10 +75,10 @@ def zoo_rows(entries: Iterable[Tuple[str, str, dict]],
 
 
 def format_table(rows: Sequence[ZooRow], resolution: int) -> str:
-  lines = [f'{"model":<8} {"variant":<8} {"params":>15} '
+  lines = [f'{"model":<10} {"variant":<8} {"params":>15} '
            f'{"GFLOPs@" + str(resolution):>12}']
   for row in rows:
-    lines.append(f'{row.family:<8} {row.variant:<8} {row.params:>15,} '
+    lines.append(f'{row.family:<10} {row.variant:<8} {row.params:>15,} '
                  f'{row.gflops:>12.2f}')
   return '\n'.join(lines)
 

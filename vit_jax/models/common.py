@@ -155,6 +155,54 @@ class Mlp(nn.Module):
     return nn.Dropout(self.dropout)(outputs, deterministic)
 
 
+class BatchNorm(nn.Module):
+  """Batch normalisation over every axis but the last (Ioffe and Szegedy
+  2015), with PyTorch's conventions so timm weights and statistics carry
+  over: `momentum` weighs the new batch (running = (1 - m) running + m
+  batch), the running variance is updated with the unbiased batch variance
+  and normalisation uses the biased one.
+
+  Parameters 'scale', 'bias'; running averages 'mean', 'var' in the
+  'batch_stats' collection, which the train state carries
+  (`vit_jax.train`). With train=True the batch's statistics normalise and,
+  when 'batch_stats' is mutable, update the running averages; under `jit`
+  with a sharded batch they are statistics over the global batch (all
+  devices, all processes). With train=False the running averages are used.
+  """
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
+    features = inputs.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros,
+                                 (features,), jnp.float32)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
+                                jnp.float32)
+    if train:
+      axes = tuple(range(inputs.ndim - 1))
+      values = inputs.astype(jnp.float32)
+      mean = values.mean(axes)
+      var = jnp.square(values - mean).mean(axes)
+      if self.is_mutable_collection('batch_stats') and (
+          not self.is_initializing()):
+        count = int(np.prod([inputs.shape[a] for a in axes]))
+        unbiased = var * (count / max(count - 1, 1))
+        running_mean.value = ((1 - self.momentum) * running_mean.value
+                              + self.momentum * mean)
+        running_var.value = ((1 - self.momentum) * running_var.value
+                             + self.momentum * unbiased)
+    else:
+      mean, var = running_mean.value, running_var.value
+    multiplier = scale * jax.lax.rsqrt(var + self.epsilon)
+    shift = bias - mean * multiplier
+    return (inputs * multiplier.astype(self.dtype)
+            + shift.astype(self.dtype)).astype(self.dtype)
+
+
 # `attention_impl` values: None (choose, see `attention_backend`) or forced.
 ATTENTION_IMPLS = (None, 'xla', 'cudnn')
 
@@ -278,7 +326,7 @@ def run_blocks(block_cls, block_kwargs: Mapping[str, Any], tokens: jax.Array,
     block_cls = nn.remat(block_cls, prevent_cse=not scan)
   if scan:
     scanned_cls = nn.scan(
-        block_cls, variable_axes={'params': 0},
+        block_cls, variable_axes={'params': 0, 'batch_stats': 0},
         split_rngs={'params': True, 'dropout': True}, in_axes=0,
         length=depth)
     tokens, _ = scanned_cls(name='blocks', **block_kwargs)(
