@@ -1,8 +1,10 @@
-"""Pretrained weights: import of timm state dicts and of the `.npz` files of
-Google's original ViT / Mixer code (and big_vision), onto this package's
-parameter layout.
+"""Pretrained weights: import of timm state dicts, of Hugging Face
+transformers' ViT / ViTMAE state dicts and of the `.npz` files of Google's
+original ViT / Mixer code (and big_vision), onto this package's parameter
+layout. (`vit_jax.pretrained` fetches timm's checkpoints from the Hub by
+name.)
 
-Both importers end in the same place (`_fit_to_model`): the converted flat
+All importers end in the same place (`_fit_to_model`): the converted flat
 parameters are checked against the shapes the target model expects, the
 position embedding is resampled to the target resolution, the head is
 replaced when the number of classes changes, and anything still missing,
@@ -395,6 +397,107 @@ _TIMM_RULES = {'vit': _TIMM_VIT_RULES, 'mixer': _TIMM_MIXER_RULES,
                'xcit': _TIMM_XCIT_RULES}
 
 
+# ----------------------------------------------------------------------------
+# Hugging Face transformers state dicts (ViT, ViTMAE) -> flat parameters.
+#
+# Two generations of names, both read: the checkpoints on the Hub (and
+# transformers 4.x) say 'encoder.layer.N.attention.attention.query',
+# 'attention.output.dense', 'intermediate.dense', 'output.dense';
+# transformers 5.x's modules say 'layers.N.attention.q_proj', 'o_proj',
+# 'mlp.fc1', 'mlp.fc2' (and write the older names back when saving). ViTModel
+# has no 'vit.' prefix, ViTForImageClassification and ViTMAE* have one.
+
+def _decoder_heads_in(w, model):  # [out=D, in=D] -> [D, heads, hd]
+  return w.T.reshape(w.shape[1], model.decoder_num_heads, -1)
+
+
+def _decoder_heads_bias(b, model):  # [D] -> [heads, hd]
+  return b.reshape(model.decoder_num_heads, -1)
+
+
+def _decoder_heads_out(w, model):  # [D_out, D_in] -> [heads, hd, D_out]
+  return w.T.reshape(model.decoder_num_heads, -1, w.shape[0])
+
+
+# (older name, transformers 5.x name, ours) of a block's linear layers.
+_HF_BLOCK_LINEARS = (
+    ('attention.attention.query', 'attention.q_proj', 'attn/query'),
+    ('attention.attention.key', 'attention.k_proj', 'attn/key'),
+    ('attention.attention.value', 'attention.v_proj', 'attn/value'),
+    ('attention.output.dense', 'attention.o_proj', 'attn/out'),
+    ('intermediate.dense', 'mlp.fc1', 'mlp/fc1'),
+    ('output.dense', 'mlp.fc2', 'mlp/fc2'),
+)
+
+
+def _hf_block_rules(block: str, path: str, heads_in, heads_bias, heads_out):
+  """Rules for the transformer blocks matched by `block` (a regex with the
+  block index as group 1), to `path` (a template with \\1)."""
+  rules = [(block + r'layernorm_before\.weight$', path + 'norm1/scale', _same),
+           (block + r'layernorm_before\.bias$', path + 'norm1/bias', _same),
+           (block + r'layernorm_after\.weight$', path + 'norm2/scale', _same),
+           (block + r'layernorm_after\.bias$', path + 'norm2/bias', _same)]
+  for older, newer, ours in _HF_BLOCK_LINEARS:
+    if ours == 'attn/out':
+      kernel, bias = heads_out, _same
+    elif ours.startswith('attn/'):
+      kernel, bias = heads_in, heads_bias
+    else:
+      kernel, bias = _linear, _same
+    for name in (older, newer):
+      rules.append((block + re.escape(name) + r'\.weight$',
+                    path + ours + '/kernel', kernel))
+      rules.append((block + re.escape(name) + r'\.bias$', path + ours + '/bias',
+                    bias))
+  return rules
+
+
+_HF_ENCODER = r'^(?:vit\.)?'  # ViTModel: no prefix; the others: 'vit.'
+
+_HF_EMBEDDING_RULES = [
+    (_HF_ENCODER + r'embeddings\.cls_token$', 'cls_token', _same),
+    (_HF_ENCODER + r'embeddings\.patch_embeddings\.projection\.weight$',
+     'patch_embed/kernel', _conv),
+    (_HF_ENCODER + r'embeddings\.patch_embeddings\.projection\.bias$',
+     'patch_embed/bias', _same),
+    *_hf_block_rules(_HF_ENCODER + r'(?:encoder\.layer|layers)\.(\d+)\.',
+                     r'encoder/block_\1/', _heads_in, _heads_bias, _heads_out),
+    (_HF_ENCODER + r'layernorm\.weight$', 'encoder_norm/scale', _same),
+    (_HF_ENCODER + r'layernorm\.bias$', 'encoder_norm/bias', _same),
+]
+
+_HF_VIT_RULES = [
+    *_HF_EMBEDDING_RULES,
+    (_HF_ENCODER + r'embeddings\.position_embeddings$', 'pos_embed', _same),
+    # ViTModel's pooler: the tanh pre-logits layer of the original ViT.
+    (_HF_ENCODER + r'pooler\.dense\.weight$', 'pre_logits/kernel', _linear),
+    (_HF_ENCODER + r'pooler\.dense\.bias$', 'pre_logits/bias', _same),
+    (r'^classifier\.weight$', 'head/kernel', _linear),
+    (r'^classifier\.bias$', 'head/bias', _same),
+]
+
+_HF_MAE_RULES = [
+    *_HF_EMBEDDING_RULES,
+    # Fixed sin-cos tables that HF stores: `vit_jax.models.mae` computes them.
+    (_HF_ENCODER + r'embeddings\.position_embeddings$', '', _buffer),
+    (r'^decoder\.decoder_pos_embed$', '', _buffer),
+    (r'^decoder\.mask_token$', 'mask_token', _same),
+    (r'^decoder\.decoder_embed\.weight$', 'decoder_embed/kernel', _linear),
+    (r'^decoder\.decoder_embed\.bias$', 'decoder_embed/bias', _same),
+    *_hf_block_rules(r'^decoder\.decoder_layers\.(\d+)\.',
+                     r'decoder/block_\1/', _decoder_heads_in,
+                     _decoder_heads_bias, _decoder_heads_out),
+    (r'^decoder\.decoder_norm\.weight$', 'decoder_norm/scale', _same),
+    (r'^decoder\.decoder_norm\.bias$', 'decoder_norm/bias', _same),
+    (r'^decoder\.decoder_pred\.weight$', 'decoder_pred/kernel', _linear),
+    (r'^decoder\.decoder_pred\.bias$', 'decoder_pred/bias', _same),
+]
+
+# Family -> rules: 'vit' for ViTModel / ViTForImageClassification, 'mae' for
+# ViTMAEForPreTraining.
+_HF_RULES = {'vit': _HF_VIT_RULES, 'mae': _HF_MAE_RULES}
+
+
 def _apply_rules(source: Mapping[str, np.ndarray], rules, model,
                  source_name: str) -> FlatParams:
   """Renames (and reshapes) every source entry by the first matching rule."""
@@ -504,7 +607,10 @@ def _input_channels(loaded: FlatParams, model,
   """The image channels `loaded` was trained on: read from the parameters
   that take the images (those whose shape follows the number of channels,
   e.g. the patch embedding's kernel). 3 when `loaded` has none of them:
-  they are then reported with the other missing parameters."""
+  they are then reported with the other missing parameters. A model that
+  fixes its channels (MAE's `num_channels`) takes only those."""
+  if hasattr(model, 'num_channels'):
+    return model.num_channels
   grey = _expected_shapes(model, image_size, 1)
   pair = _expected_shapes(model, image_size, 2)
   channels = set()
@@ -626,6 +732,45 @@ def from_timm(state_dict: Mapping[str, Any], name: str,
   return _fit_to_model(converted, name, model, image_size, 'timm state dict')
 
 
+HF_IMPORTABLE = tuple(_HF_RULES)
+
+
+def from_hf(state_dict: Mapping[str, Any], name: str,
+            image_size: Optional[ImageSize] = None,
+            **model_kwargs) -> Dict[str, Any]:
+  """Converts a Hugging Face transformers state dict to this package's
+  variables.
+
+  Args:
+    state_dict: transformers parameter names to numpy arrays (e.g. a
+      checkpoint's model.safetensors read with
+      `safetensors.numpy.load_file`), in the names of the Hub's checkpoints
+      ('vit.encoder.layer.0.attention.attention.query.weight') or of
+      transformers 5.x's modules ('vit.layers.0.attention.q_proj.weight').
+    name: one of HF_IMPORTABLE: 'vit' (ViTModel, whose pooler becomes the
+      pre-logits layer: pass representation_size=hidden_size; or
+      ViTForImageClassification, whose classifier becomes the head) or
+      'mae' (ViTMAEForPreTraining; its fixed sin-cos tables are dropped).
+    image_size: as for `from_timm`.
+    **model_kwargs: as for `get_model(name, ...)`. transformers' ViTs are
+      class-token models (pool_type='cls', the default), with their
+      config's layer_norm_eps: 1e-12 by default and in Google's ViT
+      checkpoints (this package's default is 1e-6); ViTMAE checkpoints
+      use 1e-6.
+
+  Returns:
+    variables for `get_model(name, **model_kwargs)`: {'params': ...}.
+  """
+  if name not in _HF_RULES:
+    raise ValueError(f'Cannot import Hugging Face checkpoints for model '
+                     f'{name!r}; valid models: {list(HF_IMPORTABLE)}')
+  model = models.get_model(name, **model_kwargs)
+  converted = _apply_rules(state_dict, _HF_RULES[name], model,
+                           'Hugging Face state dict')
+  return _fit_to_model(converted, name, model, image_size,
+                       'Hugging Face state dict')
+
+
 def load_npz(path, name: str = 'vit', image_size: Optional[ImageSize] = None,
              **model_kwargs) -> Dict[str, Any]:
   """Reads a `.npz` checkpoint of Google's original ViT / Mixer code.
@@ -688,10 +833,11 @@ def load_init_params(kind: str, path: str, name: str,
     workdir, directory = path, candidate
   else:
     workdir, directory = paths.parent(path), path
+  source_name = _run_model_name(workdir)  # before reading checkpoints
   source = checkpoint.restore_variables(directory)
-  variables = {'params': models.convert_params(
-      _run_model_name(workdir), name, source.pop('params'))}
-  if _run_model_name(workdir) == name:  # the same family: its statistics too
+  variables = {'params': models.convert_params(source_name, name,
+                                               source.pop('params'))}
+  if source_name == name:  # the same family: its statistics too
     variables.update(source)
   flat = flatten_variables({collection: common.unstack_blocks(tree)
                             for collection, tree in variables.items()})
