@@ -11,8 +11,8 @@ A tiny ViTMAE with random weights is built (32 px images, 8 px patches, a
 500 KB). Its state dict (HF names), the images, a fixed masking noise and
 HF's outputs (loss, mask, per-patch predictions) are saved, once with plain
 and once with per-patch normalised pixel targets (`norm_pix_loss`).
-tests/test_mae.py maps the weights onto `vit_jax.models.mae.MAE` with a
-mapping of its own and compares.
+tests/test_mae.py maps the weights onto `vit_jax.models.mae.MAE` with
+`vit_jax.weights.from_hf` and compares.
 """
 
 import os

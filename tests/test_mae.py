@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import golden_cases
+from vit_jax import weights
 from vit_jax.models import common
 from vit_jax.models import get_model
 from vit_jax.models import mae
@@ -33,78 +34,11 @@ def _load_golden():
   return state_dict, outputs
 
 
-# -- The HF -> our names mapping, written here for the comparison. --
-
-class _Consumed(dict):
-  """A state dict that remembers which names were read."""
-
-  def __init__(self, *args):
-    super().__init__(*args)
-    self.read = set()
-
-  def __getitem__(self, name):
-    self.read.add(name)
-    return super().__getitem__(name)
-
-
-def _hf_block(sd, prefix, heads):
-  def linear(name):
-    return {'kernel': sd[f'{name}.weight'].T, 'bias': sd[f'{name}.bias']}
-
-  def norm(name):
-    return {'scale': sd[f'{name}.weight'], 'bias': sd[f'{name}.bias']}
-
-  attn = {}
-  for ours, theirs in (('query', 'q_proj'), ('key', 'k_proj'),
-                       ('value', 'v_proj')):
-    weight = sd[f'{prefix}.attention.{theirs}.weight']  # [out D, in D]
-    attn[ours] = {'kernel': weight.T.reshape(weight.shape[1], heads, -1),
-                  'bias': sd[f'{prefix}.attention.{theirs}.bias'].reshape(
-                      heads, -1)}
-  weight = sd[f'{prefix}.attention.o_proj.weight']
-  attn['out'] = {'kernel': weight.T.reshape(heads, -1, weight.shape[0]),
-                 'bias': sd[f'{prefix}.attention.o_proj.bias']}
-  return {'norm1': norm(f'{prefix}.layernorm_before'), 'attn': attn,
-          'norm2': norm(f'{prefix}.layernorm_after'),
-          'mlp': {'fc1': linear(f'{prefix}.mlp.fc1'),
-                  'fc2': linear(f'{prefix}.mlp.fc2')}}
-
-
-def _hf_to_params(state_dict, kwargs):
-  """HF ViTMAEForPreTraining state dict -> MAE params (all names used)."""
-  sd = _Consumed(state_dict)
-  linear = lambda n: {'kernel': sd[f'{n}.weight'].T,  # noqa: E731
-                      'bias': sd[f'{n}.bias']}
-  norm = lambda n: {'scale': sd[f'{n}.weight'],  # noqa: E731
-                    'bias': sd[f'{n}.bias']}
-  params = {
-      'patch_embed': {
-          'kernel': sd['vit.embeddings.patch_embeddings.projection.weight']
-                    .transpose(2, 3, 1, 0),  # [D, C, p, p] -> HWIO
-          'bias': sd['vit.embeddings.patch_embeddings.projection.bias']},
-      'cls_token': sd['vit.embeddings.cls_token'],
-      'encoder': {f'block_{i}': _hf_block(sd, f'vit.layers.{i}',
-                                          kwargs['num_heads'])
-                  for i in range(kwargs['depth'])},
-      'encoder_norm': norm('vit.layernorm'),
-      'decoder_embed': linear('decoder.decoder_embed'),
-      'mask_token': sd['decoder.mask_token'],
-      'decoder': {f'block_{i}': _hf_block(sd, f'decoder.decoder_layers.{i}',
-                                          kwargs['decoder_num_heads'])
-                  for i in range(kwargs['decoder_depth'])},
-      'decoder_norm': norm('decoder.decoder_norm'),
-      'decoder_pred': linear('decoder.decoder_pred'),
-  }
-  fixed = {'vit.embeddings.position_embeddings', 'decoder.decoder_pos_embed'}
-  unused = set(state_dict) - sd.read - fixed
-  assert not unused, f'HF weights without a counterpart: {sorted(unused)}'
-  return jax.tree.map(jnp.asarray, params)
-
-
 @pytest.fixture(scope='module')
 def golden():
   state_dict, outputs = _load_golden()
-  return state_dict, outputs, _hf_to_params(state_dict, GOLDEN_KWARGS)
+  params = weights.from_hf(state_dict, 'mae', **GOLDEN_KWARGS)['params']
+  return state_dict, outputs, jax.tree.map(jnp.asarray, params)
 
 
 _RUNS = {}
@@ -145,6 +79,29 @@ def test_matches_hf_scanned(golden):
                     jnp.asarray(outputs['noise']))
   np.testing.assert_allclose(aux['pred'], outputs['pred'], atol=TOL, rtol=0)
   np.testing.assert_allclose(loss, outputs['loss'], atol=TOL, rtol=0)
+
+
+def test_from_hf_reads_saved_and_hub_names(golden):
+  """`save_pretrained` writes transformers' older names back (the pairs
+  recorded by make_golden_hf_vit.py), the decoder's blocks as
+  'decoder.decoder_encoder.layer.N'; the checkpoints on the Hub (written
+  by transformers 4) say 'decoder.decoder_layers.N'."""
+  state_dict, _, params = golden
+  path = os.path.join(golden_cases.GOLDEN_DIR, 'vit_hf.npz')
+  with np.load(path) as archive:
+    saved_names = dict(zip(archive['mae_names/module'].astype(str),
+                           archive['mae_names/hub'].astype(str)))
+  saved = {saved_names[name]: value for name, value in state_dict.items()}
+  assert 'decoder.decoder_encoder.layer.1.intermediate.dense.weight' in saved
+  hub = {name.replace('decoder.decoder_encoder.layer.',
+                      'decoder.decoder_layers.'): value
+         for name, value in saved.items()}
+  assert 'vit.encoder.layer.1.attention.attention.query.weight' in hub
+  for layout in (saved, hub):
+    loaded = weights.from_hf(layout, 'mae', **GOLDEN_KWARGS)['params']
+    for got, expected in zip(jax.tree.leaves(loaded),
+                             jax.tree.leaves(params), strict=True):
+      np.testing.assert_array_equal(got, expected)
 
 
 def test_position_embeddings_match_hf(golden):

@@ -3,6 +3,9 @@
 Convention, everywhere in vit_jax: FLOPs are XLA's count (its cost
 analysis of the lowered, unpartitioned program), in which a multiply-add
 is 2 FLOPs. Papers quoting "FLOPs" often mean multiply-adds: half these.
+The zoo listing alone counts analytically (`vit_jax.models.counts`: the
+same convention, matrix products and convolutions only, a little below
+XLA's count).
 
 Per run the trainer writes `WORKDIR/summary.json` (`write_summary`):
 

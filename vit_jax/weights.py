@@ -484,7 +484,9 @@ _HF_MAE_RULES = [
     (r'^decoder\.mask_token$', 'mask_token', _same),
     (r'^decoder\.decoder_embed\.weight$', 'decoder_embed/kernel', _linear),
     (r'^decoder\.decoder_embed\.bias$', 'decoder_embed/bias', _same),
-    *_hf_block_rules(r'^decoder\.decoder_layers\.(\d+)\.',
+    # 'decoder_encoder.layer': how transformers 5.x's save_pretrained
+    # writes 'decoder_layers' back (and reads it again).
+    *_hf_block_rules(r'^decoder\.decoder_(?:layers|encoder\.layer)\.(\d+)\.',
                      r'decoder/block_\1/', _decoder_heads_in,
                      _decoder_heads_bias, _decoder_heads_out),
     (r'^decoder\.decoder_norm\.weight$', 'decoder_norm/scale', _same),

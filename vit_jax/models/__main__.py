@@ -1,21 +1,37 @@
-"""The model zoo: `python -m vit_jax.models [--family vit] [--resolution 224]`.
+"""The model zoo: `python -m vit_jax.models [--family F] [--filter PATTERN]
+[--resolution 224] [--pretrained]`.
 
 Prints every named variant with its parameter count and GFLOPs per image,
-both from shapes alone: parameters via `jax.eval_shape`, FLOPs via XLA's
-cost analysis of the lowered (not compiled, not run) forward pass. XLA counts
-a multiply-add as two FLOPs; papers quoting "FLOPs" often mean
-multiply-adds, half these numbers.
+both counted analytically from the sizes (`vit_jax.models.counts`): the
+whole zoo in well under a second. FLOPs are the forward pass's matrix
+products and convolutions, a multiply-add counted as two FLOPs as XLA
+counts it (papers quoting "FLOPs" often mean multiply-adds, half these
+numbers); XLA's cost analysis (`summary.json`), which also counts
+elementwise work (GELU, softmax, norms), is 0.6-13% higher at 224 px, most
+for the narrowest models (tests/test_counts.py checks the two against each
+other). `count_params` and `count_flops` below are the
+slow references: `jax.eval_shape` and XLA's cost analysis of the lowered
+forward pass.
+
+`--filter` keeps the rows whose name 'FAMILY VARIANT' (e.g. 'vit B/16')
+contains PATTERN, or, when PATTERN has a glob character (* ? [), whose name
+or variant matches it: `--filter 'vit B/*'`, `--filter '*/14'`.
+`--pretrained` prints the timm architectures `vit_jax.pretrained` can load
+instead (`pretrained.supported_table()`).
 """
 
 import argparse
+import fnmatch
+import importlib
 import sys
-from typing import Iterable, List, NamedTuple, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import models
+from vit_jax.models import counts
 
 # (family, variant, extra get_model kwargs): the rows of the listing.
 ZOO: List[Tuple[str, str, dict]] = [
@@ -47,6 +63,8 @@ class ZooRow(NamedTuple):
 
 
 def count_params(model, resolution: int = 224, channels: int = 3) -> int:
+  """Parameters of `model` from `jax.eval_shape` of its init (the slow
+  reference for `counts.param_count`)."""
   images = jax.ShapeDtypeStruct((1, resolution, resolution, channels),
                                 jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
@@ -56,7 +74,9 @@ def count_params(model, resolution: int = 224, channels: int = 3) -> int:
 
 
 def count_flops(model, resolution: int = 224, channels: int = 3) -> float:
-  """FLOPs of one image's inference forward pass (XLA cost analysis)."""
+  """FLOPs of one image's inference forward pass, XLA's cost analysis of
+  the lowered program (seconds per model; the reference for
+  `counts.forward_flops`, which leaves elementwise work out)."""
   images = jax.ShapeDtypeStruct((1, resolution, resolution, channels),
                                 jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
@@ -66,12 +86,27 @@ def count_flops(model, resolution: int = 224, channels: int = 3) -> float:
 
 def zoo_rows(entries: Iterable[Tuple[str, str, dict]],
              resolution: int = 224) -> List[ZooRow]:
+  """Analytic rows (`vit_jax.models.counts`); a size the resolution does
+  not fit raises the model's ValueError."""
   rows = []
   for family, variant, kwargs in entries:
     model = models.get_model(family, variant=variant, **kwargs)
-    rows.append(ZooRow(family, variant, count_params(model, resolution),
-                       count_flops(model, resolution) / 1e9))
+    tally = counts.model_tally(model, resolution)
+    rows.append(ZooRow(family, variant, tally.params, tally.flops / 1e9))
   return rows
+
+
+def matches(pattern: Optional[str], family: str, variant: str) -> bool:
+  """Whether `--filter PATTERN` keeps the row 'FAMILY VARIANT': a substring
+  of that name, or with a glob character, a glob over the name or the
+  variant alone (case-sensitive: ViT's g and G differ)."""
+  if pattern is None:
+    return True
+  name = f'{family} {variant}'
+  if any(char in pattern for char in '*?['):
+    return (fnmatch.fnmatchcase(name, pattern)
+            or fnmatch.fnmatchcase(variant, pattern))
+  return pattern in name
 
 
 def format_table(rows: Sequence[ZooRow], resolution: int) -> str:
@@ -83,17 +118,57 @@ def format_table(rows: Sequence[ZooRow], resolution: int) -> str:
   return '\n'.join(lines)
 
 
+def _print_pretrained(parser: argparse.ArgumentParser) -> None:
+  # Imported only here: the zoo itself needs nothing outside models/.
+  try:
+    pretrained = importlib.import_module('vit_jax.pretrained')
+  except ModuleNotFoundError as error:
+    if error.name != 'vit_jax.pretrained':
+      raise  # a dependency of the module, not the module, is missing.
+    parser.error('--pretrained needs the module vit_jax.pretrained, which '
+                 'this installation lacks.')
+  print(pretrained.supported_table())
+
+
 def main(argv: Sequence[str]) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n\n')[0].replace('\n', ' '))
   parser.add_argument('--family', choices=sorted(models.MODELS),
                       help='list only this family')
-  parser.add_argument('--resolution', type=int, default=224)
+  parser.add_argument(
+      '--filter', metavar='PATTERN',
+      help="list only rows whose 'FAMILY VARIANT' name contains PATTERN, "
+      "or with * ? [, whose name or variant matches it as a glob: "
+      "'vit B/*', '*/14', 'B/16'")
+  parser.add_argument('--resolution', type=int, default=224,
+                      help='image side in pixels (default 224)')
+  parser.add_argument('--pretrained', action='store_true',
+                      help='print the timm architectures '
+                      'vit_jax.pretrained can load, instead of the zoo')
   args = parser.parse_args(argv)
-  entries = [e for e in ZOO if args.family in (None, e[0])]
-  print(format_table([], args.resolution))
-  for entry in entries:  # a row at a time: the big variants take seconds.
-    print(format_table(zoo_rows([entry], args.resolution),
-                       args.resolution).splitlines()[1], flush=True)
+  if args.pretrained:
+    if args.family or args.filter:
+      parser.error('--family and --filter select zoo rows; with '
+                   '--pretrained, filter its lines with grep.')
+    _print_pretrained(parser)
+    return
+  if args.resolution < 1:
+    parser.error(f'--resolution must be positive, got {args.resolution}.')
+  entries = [entry for entry in ZOO if args.family in (None, entry[0])
+             and matches(args.filter, entry[0], entry[1])]
+  if not entries:
+    parser.error(
+        f'no zoo row matches --family={args.family} --filter={args.filter!r}'
+        f"; rows are named 'FAMILY VARIANT', e.g. 'vit B/16'.")
+  rows, skipped = [], []
+  for entry in entries:
+    try:
+      rows.extend(zoo_rows([entry], args.resolution))
+    except ValueError as error:  # e.g. Swin's windows do not tile it.
+      skipped.append(f'{entry[0]} {entry[1]}: {error}')
+  print(format_table(rows, args.resolution))
+  for line in skipped:
+    print(f'skipped {line}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -229,11 +229,18 @@ class Attention(nn.Module):
   itself goes through `jax.nn.dot_product_attention`: `implementation=None`
   picks cuDNN flash attention where it applies (see `attention_backend`),
   XLA otherwise; 'xla' or 'cudnn' force one.
+
+  With `capture_weights` set and the 'intermediates' collection mutable,
+  the probabilities are computed explicitly (einsum and softmax) and sown
+  as 'intermediates' / 'attention', float32 [B, heads, Nq, Nk], before any
+  dropout (`vit_jax.attention_maps`); otherwise the fused path runs as it
+  would without the flag.
   """
   num_heads: int
   dropout: float = 0.0  # attention-probability dropout; needs the XLA path.
   dtype: Dtype = jnp.float32
   implementation: Optional[str] = None
+  capture_weights: bool = False
 
   @nn.compact
   def __call__(self, queries: jax.Array, keys_values: jax.Array,
@@ -250,11 +257,16 @@ class Attention(nn.Module):
     query = project('query')(queries)  # [B, Nq, H, hd]
     key = project('key')(keys_values)  # [B, Nk, H, hd]
     value = project('value')(keys_values)  # [B, Nk, H, hd]
-    if self.dropout > 0.0 and not deterministic:
+    capture = (self.capture_weights
+               and self.is_mutable_collection('intermediates'))
+    if capture or (self.dropout > 0.0 and not deterministic):
       logits = jnp.einsum('bqhd,bkhd->bhqk', query, key) / np.sqrt(head_dim)
       if bias is not None:
         logits = logits + bias
-      probs = jax.nn.softmax(logits.astype(jnp.float32)).astype(self.dtype)
+      probs = jax.nn.softmax(logits.astype(jnp.float32))  # [B, H, Nq, Nk]
+      if capture:
+        self.sow('intermediates', 'attention', probs)
+      probs = probs.astype(self.dtype)
       probs = nn.Dropout(self.dropout)(probs, deterministic)
       attended = jnp.einsum('bhqk,bkhd->bqhd', probs, value)
     else:
@@ -312,15 +324,22 @@ class MAPHead(nn.Module):
 
 def run_blocks(block_cls, block_kwargs: Mapping[str, Any], tokens: jax.Array,
                depth: int, stochastic_depth: float, scan: bool,
-               remat: bool) -> jax.Array:
+               remat: bool,
+               block_overrides: Optional[Mapping[int, Mapping[str, Any]]]
+               = None) -> jax.Array:
   """Applies `depth` blocks to `tokens`; call it inside a compact method,
   whose module becomes the blocks' parent.
 
   Each block maps (tokens, drop-path rate) -> (tokens, None). Unrolled blocks
   are named `block_{i}`; with `scan` one scanned module `blocks` holds every
   parameter with a leading depth axis (see `stack_blocks`). Drop-path rates
-  grow linearly with depth either way.
+  grow linearly with depth either way. `block_overrides` {i: kwargs}
+  changes block i's attributes (unrolled blocks only).
   """
+  block_overrides = block_overrides or {}
+  if scan and block_overrides:
+    raise ValueError(f'Per-block settings {dict(block_overrides)} need '
+                     f'unrolled blocks (scan=False).')
   rates = stochastic_depth_rates(stochastic_depth, depth)
   if remat:
     block_cls = nn.remat(block_cls, prevent_cse=not scan)
@@ -333,7 +352,8 @@ def run_blocks(block_cls, block_kwargs: Mapping[str, Any], tokens: jax.Array,
         tokens, jnp.asarray(rates))
     return tokens
   for index in range(depth):
-    tokens, _ = block_cls(name=f'block_{index}', **block_kwargs)(
+    kwargs = {**block_kwargs, **block_overrides.get(index, {})}
+    tokens, _ = block_cls(name=f'block_{index}', **kwargs)(
         tokens, float(rates[index]))
   return tokens
 

@@ -52,6 +52,7 @@ class EncoderBlock(nn.Module):
   layer_norm_eps: float = 1e-6
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None
+  capture_attention: bool = False  # sow the attention probabilities
 
   @nn.compact
   def __call__(self, tokens: jax.Array, drop_path_rate) -> Any:  # [B, N, D]
@@ -59,7 +60,8 @@ class EncoderBlock(nn.Module):
                           name='norm1')(tokens)
     attended = common.Attention(
         self.num_heads, dropout=self.attention_dropout, dtype=self.dtype,
-        implementation=self.attention_impl, name='attn')(
+        implementation=self.attention_impl,
+        capture_weights=self.capture_attention, name='attn')(
             normed, normed, self.deterministic)
     attended = nn.Dropout(self.dropout)(attended, self.deterministic)
     tokens = tokens + common.drop_path(attended, drop_path_rate,
@@ -93,6 +95,7 @@ class Encoder(nn.Module):
   scan: bool = False
   remat: bool = False
   attention_impl: Optional[str] = None
+  capture_attention: Tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
@@ -101,9 +104,11 @@ class Encoder(nn.Module):
         attention_dropout=self.attention_dropout, deterministic=deterministic,
         layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
         attention_impl=self.attention_impl)
+    overrides = {index: {'capture_attention': True}
+                 for index in self.capture_attention}
     return common.run_blocks(EncoderBlock, block_kwargs, tokens,
                              self.depth, self.stochastic_depth, self.scan,
-                             self.remat)
+                             self.remat, overrides)
 
 
 class ViT(nn.Module):
@@ -129,6 +134,11 @@ class ViT(nn.Module):
     scan / remat: scan over blocks / rematerialise blocks, for deep models.
     attention_impl: None (cuDNN flash attention on GPU in half precision,
       XLA otherwise; `common.attention_backend`), 'xla' or 'cudnn'.
+    capture_attention: indices of blocks whose attention probabilities are
+      sown as 'intermediates' (encoder/block_i/attn/attention, [B, heads,
+      N, N]) when that collection is mutable; those blocks then compute
+      them explicitly instead of the fused path. Unrolled blocks only.
+      See `vit_jax.attention_maps`.
   """
   patch_size: int
   width: int
@@ -149,6 +159,7 @@ class ViT(nn.Module):
   scan: bool = False
   remat: bool = False
   attention_impl: Optional[str] = None
+  capture_attention: Tuple[int, ...] = ()
 
   @classmethod
   def from_variant(cls, variant: str, **kwargs) -> 'ViT':
@@ -165,6 +176,16 @@ class ViT(nn.Module):
     if self.fc_norm and self.pool_type != 'gap':
       raise ValueError(f'fc_norm=True applies to pool_type="gap" only, got '
                        f'pool_type={self.pool_type!r}.')
+    bad = [index for index in self.capture_attention
+           if not isinstance(index, int) or not 0 <= index < self.depth]
+    if bad:
+      raise ValueError(f'capture_attention names blocks {bad}; valid blocks: '
+                       f'0..{self.depth - 1}.')
+    if self.capture_attention and self.scan:
+      raise ValueError(f'capture_attention={tuple(self.capture_attention)} '
+                       f'needs unrolled blocks: build the model with '
+                       f'scan=False (common.unstack_blocks converts the '
+                       f'params).')
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
@@ -198,6 +219,7 @@ class ViT(nn.Module):
         stochastic_depth=self.stochastic_depth,
         layer_norm_eps=self.layer_norm_eps, dtype=self.dtype, scan=self.scan,
         remat=self.remat, attention_impl=self.attention_impl,
+        capture_attention=tuple(self.capture_attention),
         name='encoder')(tokens, deterministic)  # [B, N, D]
 
     norm = functools.partial(nn.LayerNorm, self.layer_norm_eps,

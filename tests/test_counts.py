@@ -1,0 +1,318 @@
+"""Analytic parameter and FLOP counts (vit_jax/models/counts.py) and the zoo
+listing built on them (`python -m vit_jax.models`).
+
+The references: `jax.eval_shape` for parameters; the traced program
+(jaxpr) for the matrix products and convolutions, counted as XLA counts
+them, which the analytic count must equal exactly; XLA's cost analysis
+for the total, which adds elementwise work; published figures at
+standard sizes.
+"""
+
+import math
+import sys
+import types
+
+import flax.linen as nn
+import jax
+from jax.extend import core as jax_core
+import jax.numpy as jnp
+import pytest
+
+from vit_jax.models import __main__ as zoo
+from vit_jax.models import counts
+from vit_jax.models import get_model
+
+# ----------------------------------------------------------------------------
+# The reference count of the traced program.
+
+
+def _conv_flops(params, lhs_shape, rhs_shape):
+  """2 x multiply-adds of a convolution, taps on padding left out (XLA)."""
+  numbers = params['dimension_numbers']
+  assert set(params['lhs_dilation']) == {1}, params
+  assert set(params['rhs_dilation']) == {1}, params
+  assert params['batch_group_count'] == 1, params
+  taps = 1
+  for axis, padding, stride in zip(range(2, len(lhs_shape)),
+                                   params['padding'],
+                                   params['window_strides']):
+    taps *= counts.valid_taps(lhs_shape[numbers.lhs_spec[axis]],
+                              rhs_shape[numbers.rhs_spec[axis]], stride,
+                              tuple(padding))
+  batch = lhs_shape[numbers.lhs_spec[0]]
+  out_features = rhs_shape[numbers.rhs_spec[0]]
+  in_per_group = rhs_shape[numbers.rhs_spec[1]]
+  return 2 * batch * out_features * in_per_group * taps
+
+
+def _jaxpr_matmul_flops(jaxpr):
+  total = 0
+  for eqn in jaxpr.eqns:
+    shapes = [var.aval.shape for var in eqn.invars]
+    if eqn.primitive.name == 'dot_general':
+      (_, rhs_contract), (_, rhs_batch) = eqn.params['dimension_numbers']
+      free = [size for axis, size in enumerate(shapes[1])
+              if axis not in rhs_contract and axis not in rhs_batch]
+      total += 2 * math.prod(shapes[0]) * math.prod(free)
+    elif eqn.primitive.name == 'conv_general_dilated':
+      total += _conv_flops(eqn.params, *shapes)
+    repeats = eqn.params['length'] if eqn.primitive.name == 'scan' else 1
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      total += repeats * _jaxpr_matmul_flops(sub)
+  return total
+
+
+def _abstract(model, size):
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), images), images
+
+
+def traced_matmul_flops(model, size):
+  """Matrix-product and convolution FLOPs of the traced forward pass."""
+  variables, images = _abstract(model, size)
+  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, images)
+  return _jaxpr_matmul_flops(jaxpr.jaxpr)
+
+
+def eval_shape_params(model, size):
+  variables, _ = _abstract(model, size)
+  return sum(math.prod(leaf.shape)
+             for leaf in jax.tree.leaves(variables['params']))
+
+
+def _xla_flops(function, *shapes):
+  args = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+  return jax.jit(function).lower(*args).cost_analysis()['flops']
+
+
+def _conv(stride, padding, groups=1):
+  return lambda images, kernel: jax.lax.conv_general_dilated(
+      images, kernel, (stride, stride), padding,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+
+
+@pytest.mark.parametrize('function,shapes', [
+    (lambda a, b: jnp.einsum('bnhi,bnhj->bhij', a, b),
+     [(2, 10, 3, 8), (2, 10, 3, 8)]),
+    (lambda a, b: a @ b, [(5, 7, 16), (16, 9)]),
+    (_conv(1, 'SAME'), [(1, 9, 7, 3), (5, 5, 3, 4)]),
+    (_conv(1, 'SAME'), [(1, 8, 8, 3), (4, 4, 3, 2)]),
+    (_conv(2, ((1, 1), (1, 1))), [(2, 9, 8, 3), (3, 3, 3, 4)]),
+    (_conv(4, 'VALID'), [(1, 16, 16, 3), (4, 4, 3, 6)]),
+    (_conv(1, ((1, 1), (1, 1)), groups=6), [(1, 5, 5, 6), (3, 3, 1, 6)]),
+])
+def test_traced_count_is_xlas_count_of_products(function, shapes):
+  """The reference agrees exactly with XLA on programs of products only."""
+  args = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+  jaxpr = jax.make_jaxpr(function)(*args)
+  assert _jaxpr_matmul_flops(jaxpr.jaxpr) == _xla_flops(function, *shapes)
+
+
+# Every family and option at small sizes: parameters and FLOPs exact.
+VIT = dict(patch_size=8, width=64, depth=1, mlp_dim=128, num_heads=4,
+           num_classes=10)
+OPTIONS = {
+    'vit_map_representation': (
+        'vit', dict(VIT, pool_type='map', representation_size=24), 32),
+    'vit_gap_fc_norm_sincos': (
+        'vit', dict(VIT, pool_type='gap', fc_norm=True, posemb='sincos2d'),
+        32),
+    'vit_none': ('vit', dict(VIT, pool_type='none', representation_size=32),
+                 32),
+    'vit_scan': ('vit', dict(VIT, depth=2, scan=True), 32),
+    'mae_mask_ratio': ('mae', dict(patch_size=8, width=64, depth=1,
+                                   mlp_dim=128, num_heads=4,
+                                   decoder_width=32, decoder_depth=2,
+                                   decoder_num_heads=2, mask_ratio=0.6), 32),
+    'xcit_p16_cls_norm': ('xcit', dict(patch_size=16, width=64, depth=1,
+                                       num_heads=4, num_classes=10,
+                                       tokens_norm=False), 48),
+    'convmixer_even_kernel': ('convmixer', dict(
+        width=64, depth=1, kernel_size=4, patch_size=4, num_classes=0), 32),
+}
+
+# One model of each family, wide enough for the matrix products to
+# dominate, and XLA's total over the analytic count at most (measured with
+# jax 0.10.2 on CPU: vit 1.012, mixer 1.044, swin 1.029, mae 1.017, xcit
+# 1.017, convmixer 1.097, its GELU after every convolution being ~66 FLOPs
+# an element; 0.02 added). The excess is the elementwise work the analytic
+# count leaves out.
+WIDE = {
+    'vit': ('vit', dict(patch_size=8, width=1024, depth=1, mlp_dim=4096,
+                        num_heads=8, num_classes=10), 32, 1.03),
+    'mixer': ('mixer', dict(patch_size=8, width=1024, depth=1,
+                            tokens_mlp_dim=512, channels_mlp_dim=4096,
+                            num_classes=10), 64, 1.06),
+    # Shifted windows in stage 0, one window the size of the map in stage
+    # 1, one clamped to the map (8 -> 4) in stage 2.
+    'swin': ('swin', dict(patch_size=2, width=256, depths=(2, 2, 1),
+                          num_heads=(4, 8, 16), window_size=8,
+                          num_classes=10), 32, 1.05),
+    'mae': ('mae', dict(patch_size=8, width=1024, depth=1, mlp_dim=4096,
+                        num_heads=8, decoder_width=512, decoder_depth=1,
+                        decoder_num_heads=8), 32, 1.04),
+    'xcit': ('xcit', dict(patch_size=8, width=1024, depth=1, num_heads=8,
+                          num_classes=10), 32, 1.04),
+    'convmixer': ('convmixer', dict(width=1024, depth=1, kernel_size=3,
+                                    patch_size=4, num_classes=10), 32, 1.12),
+}
+
+
+@pytest.mark.parametrize('case', sorted(OPTIONS) + sorted(WIDE))
+def test_counts_equal_the_traced_program(case):
+  family, kwargs, size = (OPTIONS[case] if case in OPTIONS
+                          else WIDE[case][:3])
+  model = get_model(family, **kwargs)
+  assert counts.param_count(model, size) == eval_shape_params(model, size)
+  assert counts.forward_flops(model, size) == traced_matmul_flops(model,
+                                                                  size)
+
+
+@pytest.mark.parametrize('case', sorted(WIDE))
+def test_xla_counts_the_products_plus_elementwise_work(case):
+  family, kwargs, size, most = WIDE[case]
+  model = get_model(family, **kwargs)
+  ratio = zoo.count_flops(model, size) / counts.forward_flops(model, size)
+  print(f'{case}: XLA / analytic = {ratio:.4f}')
+  assert 1.0 <= ratio <= most
+
+
+# ----------------------------------------------------------------------------
+# Published figures.
+
+
+@pytest.mark.parametrize('family,variant,size,gmacs,rel', [
+    # timm's vit_base_patch16_224: 17.58 GMACs (the ViT paper: 17.6).
+    ('vit', 'B/16', 224, 17.58, 0.002),
+    # timm's mixer_b16_224: 12.6 GMACs.
+    ('mixer', 'B/16', 224, 12.6, 0.002),
+    # The Swin paper's Table 1: T, S, B at 224 px 4.5, 8.7, 15.4 G; B and L
+    # at 384 px (window 12) 47.0 and 103.9 G.
+    ('swin', 'T/4', 224, 4.5, 0.01),
+    ('swin', 'S/4', 224, 8.7, 0.01),
+    ('swin', 'B/4', 224, 15.4, 0.01),
+    ('swin', 'B/4', 384, 47.0, 0.01),
+    ('swin', 'L/4', 384, 103.9, 0.01),
+    # The XCiT paper's models at 224 px (their counts take the padding of
+    # the convolutions too): T12/16 1.2, S12/16 4.8, S24/16 9.1, M24/16
+    # 16.2, T12/8 4.8 G.
+    ('xcit', 'T12/16', 224, 1.2, 0.03),
+    ('xcit', 'S12/16', 224, 4.8, 0.01),
+    ('xcit', 'S24/16', 224, 9.1, 0.01),
+    ('xcit', 'M24/16', 224, 16.2, 0.01),
+    ('xcit', 'T12/8', 224, 4.8, 0.01),
+])
+def test_flops_match_published_multiply_adds(family, variant, size, gmacs,
+                                             rel):
+  kwargs = dict(window_size=12) if size == 384 else {}
+  model = get_model(family, variant=variant, **kwargs)
+  assert counts.forward_flops(model, size) / 2 / 1e9 == pytest.approx(
+      gmacs, rel=rel)
+
+
+@pytest.mark.parametrize('family,variant,expected', [
+    ('vit', 'Ti/16', 5_717_416),
+    ('vit', 'B/16', 86_567_656),
+    ('vit', 'G/14', 1_844_440_680),
+    ('mixer', 'L/16', 208_196_168),
+    ('swin', 'L/4', 196_532_476),
+    ('xcit', 'S24/16', 47_671_384),
+    ('convmixer', '1536/20', 51_625_960),
+])
+def test_param_counts_match_published(family, variant, expected):
+  assert counts.param_count(get_model(family, variant=variant)) == expected
+
+
+def test_valid_taps_leave_padding_out():
+  assert counts.valid_taps(8, 3, 1, (1, 1)) == 3 * 8 - 2
+  assert counts.valid_taps(8, 3, 2, (1, 1)) == 3 * 4 - 1
+  assert counts.valid_taps(224, 16, 16) == 224
+  assert counts.valid_taps(4, 9, 1, counts.same_padding(9)) == 16
+  assert counts.same_padding(4) == (1, 2)
+
+
+def test_unknown_model_is_named():
+  with pytest.raises(ValueError, match=r'No analytic count for Dense; '
+                     r"counted: \['ViT', 'Mixer'"):
+    counts.forward_flops(nn.Dense(3))
+
+
+# ----------------------------------------------------------------------------
+# The listing.
+
+
+def _rows(capsys):
+  lines = capsys.readouterr().out.strip().splitlines()
+  return lines[0].split(), [line.split()[:2] for line in lines[1:]]
+
+
+def test_listing_prints_the_whole_zoo(capsys):
+  zoo.main([])
+  header, rows = _rows(capsys)
+  assert header == ['model', 'variant', 'params', 'GFLOPs@224']
+  assert rows == [[family, variant] for family, variant, _ in zoo.ZOO]
+
+
+@pytest.mark.parametrize('pattern,expected', [
+    ('vit B/*', ['vit B/32', 'vit B/16', 'vit B/8']),
+    ('B/16', ['vit B/16', 'mixer B/16', 'mae B/16']),
+    ('*/8', ['vit B/8', 'xcit T12/8', 'xcit S24/8']),
+    ('g/14', ['vit g/14']),
+    ('convmixer 7*', ['convmixer 768/32']),
+])
+def test_listing_filter(capsys, pattern, expected):
+  zoo.main(['--filter', pattern])
+  _, rows = _rows(capsys)
+  assert [' '.join(row) for row in rows] == expected
+
+
+def test_listing_filter_and_family_combine(capsys):
+  zoo.main(['--family', 'mae', '--filter', '/16', '--resolution', '112'])
+  header, rows = _rows(capsys)
+  assert header[-1] == 'GFLOPs@112'
+  assert rows == [['mae', 'B/16'], ['mae', 'L/16']]
+
+
+def test_listing_filter_without_a_match_is_an_error(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    zoo.main(['--filter', 'resnet'])
+  assert exit_info.value.code == 2
+  assert ("no zoo row matches --family=None --filter='resnet'; rows are "
+          "named 'FAMILY VARIANT', e.g. 'vit B/16'"
+          in capsys.readouterr().err)
+
+
+def test_listing_skips_rows_the_resolution_does_not_fit(capsys):
+  zoo.main(['--family', 'swin', '--resolution', '384'])
+  captured = capsys.readouterr()
+  assert captured.out.strip().splitlines() == [
+      'model      variant           params   GFLOPs@384']
+  assert captured.err.count('skipped swin') == 4
+  assert 'not divisible by the window size 7' in captured.err
+
+
+def test_listing_pretrained_prints_the_supported_table(capsys, monkeypatch):
+  fake = types.ModuleType('vit_jax.pretrained')
+  fake.supported_table = lambda: 'timm name  family  variant'
+  monkeypatch.setitem(sys.modules, 'vit_jax.pretrained', fake)
+  zoo.main(['--pretrained'])
+  assert capsys.readouterr().out == 'timm name  family  variant\n'
+
+
+def test_listing_pretrained_takes_no_zoo_filter(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    zoo.main(['--pretrained', '--filter', 'vit'])
+  assert exit_info.value.code == 2
+  assert ('--family and --filter select zoo rows'
+          in capsys.readouterr().err)
+
+
+def test_listing_pretrained_without_the_module_is_an_error(capsys,
+                                                           monkeypatch):
+  monkeypatch.setitem(sys.modules, 'vit_jax.pretrained', None)
+  with pytest.raises(SystemExit) as exit_info:
+    zoo.main(['--pretrained'])
+  assert exit_info.value.code == 2
+  assert ('--pretrained needs the module vit_jax.pretrained'
+          in capsys.readouterr().err)

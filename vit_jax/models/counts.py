@@ -1,0 +1,336 @@
+"""Parameters and forward FLOPs of every family, counted from sizes alone.
+
+    param_count(model, image_size)    the 'params' collection's size
+    forward_flops(model, image_size)  one image's inference forward pass
+    model_tally(model, image_size)    both, as a Tally
+
+Each family's count walks its layers in the order of the model's
+`__call__`, so a row of the zoo listing (`python -m vit_jax.models`)
+takes microseconds, where lowering a model for XLA's cost analysis takes
+seconds.
+
+FLOPs follow the convention of `vit_jax.compute`: a multiply-add is 2
+FLOPs. Counted exactly: every dense layer, the attention products (q.k and
+probs.v; XCiT's [hd, hd] cross-covariance and its product with the
+values) and every convolution, where only the kernel taps that fall inside
+the input count, as XLA counts them (taps on zero padding multiply
+nothing; papers usually count them, which adds 0.1-0.3% to XCiT's totals
+at 224 px and 0.6-1.9% to ConvMixer's). Left out: elementwise work (bias
+and residual adds, norms, softmax, GELU, LayerScale, position
+embeddings), gathers, sorts and the MAE loss, as in the papers' counts.
+XLA's cost analysis counts those too, so its total is higher: at the
+zoo's 224 px sizes by 0.6-13%, most for narrow models (XCiT-N12/16,
+width 128: 13%; ViT-B/16: 1.6%): the exact GELU alone is ~66 FLOPs an
+element to XLA (its erf becomes a polynomial), about 16 / width of the
+MLP's products. tests/test_counts.py checks the products exactly against
+the traced program, and the total against XLA's.
+
+BatchNorm's running averages ('batch_stats') are not parameters.
+"""
+
+import math
+from typing import Callable, Dict, Tuple, Type, Union
+
+import flax.linen as nn
+
+from vit_jax.models import convmixer
+from vit_jax.models import mae
+from vit_jax.models import mixer
+from vit_jax.models import swin
+from vit_jax.models import vit
+from vit_jax.models import xcit
+
+Pair = Tuple[int, int]
+
+
+def _pair(image_size: Union[int, Pair]) -> Pair:
+  if isinstance(image_size, int):
+    return (image_size, image_size)
+  height, width = image_size
+  return (int(height), int(width))
+
+
+def _check_divisible(image_size: Pair, patch_size: int, family: str) -> Pair:
+  height, width = image_size
+  if height % patch_size or width % patch_size:
+    raise ValueError(f'{family}: image size {height}x{width} is not '
+                     f'divisible by the patch size {patch_size}.')
+  return (height // patch_size, width // patch_size)
+
+
+def valid_taps(size: int, kernel: int, stride: int = 1,
+               padding: Pair = (0, 0)) -> int:
+  """Kernel taps inside the input, summed over the outputs of one axis."""
+  low, high = padding
+  outputs = (size + low + high - kernel) // stride + 1
+  return sum(max(0, min(kernel, low + size - o * stride)
+                    - max(0, low - o * stride)) for o in range(outputs))
+
+
+def same_padding(kernel: int) -> Pair:
+  """'SAME' padding at stride 1, lax's rule: kernel - 1 in all, the odd
+  one after."""
+  return ((kernel - 1) // 2, kernel // 2)
+
+
+class Tally:
+  """Running totals of parameters and FLOPs; one method per kind of layer.
+
+  `tokens` is how many vectors a layer is applied to (for one image).
+  """
+
+  def __init__(self):
+    self.params = 0
+    self.flops = 0
+
+  def param(self, count: int) -> None:
+    self.params += count
+
+  def norm(self, width: int) -> None:
+    """LayerNorm or BatchNorm: scale and bias (no FLOPs counted)."""
+    self.params += 2 * width
+
+  def dense(self, tokens: int, fan_in: int, fan_out: int,
+            bias: bool = True) -> None:
+    self.params += fan_in * fan_out + (fan_out if bias else 0)
+    self.flops += 2 * tokens * fan_in * fan_out
+
+  def conv(self, grid: Pair, kernel: int, in_channels: int,
+           out_channels: int, stride: int = 1, padding: Pair = (0, 0),
+           groups: int = 1, bias: bool = True) -> Pair:
+    """A 2-D convolution (`padding`: one (low, high) pair for both axes);
+    returns the output grid."""
+    per_group = in_channels // groups
+    self.params += (kernel * kernel * per_group * out_channels
+                    + (out_channels if bias else 0))
+    taps = [valid_taps(side, kernel, stride, padding) for side in grid]
+    self.flops += 2 * taps[0] * taps[1] * per_group * out_channels
+    return tuple((side + sum(padding) - kernel) // stride + 1
+                 for side in grid)
+
+  def mlp(self, tokens: int, width: int, hidden: int) -> None:
+    self.dense(tokens, width, hidden)
+    self.dense(tokens, hidden, width)
+
+  def attention(self, queries: int, keys: int, width: int) -> None:
+    """Multi-head attention (`common.Attention`): projections, q.k and
+    probs.v (2 x queries x keys x width multiply-adds over all heads)."""
+    self.dense(queries, width, width)  # query
+    self.dense(keys, width, width)  # key
+    self.dense(keys, width, width)  # value
+    self.flops += 2 * 2 * queries * keys * width
+    self.dense(queries, width, width)  # out
+
+  def head(self, tokens: int, width: int, num_classes) -> None:
+    if num_classes:
+      self.dense(tokens, width, num_classes)
+
+
+def _encoder_blocks(tally: Tally, tokens: int, width: int, depth: int,
+                    mlp_dim: int) -> None:
+  """`vit.Encoder`: pre-norm attention and MLP blocks."""
+  for _ in range(depth):
+    tally.norm(width)
+    tally.attention(tokens, tokens, width)
+    tally.norm(width)
+    tally.mlp(tokens, width, mlp_dim)
+
+
+def _vit(model: vit.ViT, image_size: Pair, channels: int) -> Tally:
+  tally = Tally()
+  grid_h, grid_w = _check_divisible(image_size, model.patch_size, 'ViT')
+  patches = grid_h * grid_w
+  width = model.width
+  tally.conv(image_size, model.patch_size, channels, width,
+             stride=model.patch_size)
+  tokens = patches + (model.pool_type == 'cls')
+  if model.pool_type == 'cls':
+    tally.param(width)  # cls_token
+  if model.posemb == 'learn':
+    tally.param(tokens * width)
+  _encoder_blocks(tally, tokens, width, model.depth, model.mlp_dim)
+  tally.norm(width)  # encoder_norm, or fc_norm after pooling
+  pooled = 1
+  if model.pool_type == 'map':
+    tally.param(width)  # probe
+    tally.attention(1, tokens, width)
+    tally.norm(width)
+    tally.mlp(1, width, model.mlp_dim)
+  elif model.pool_type == 'none':
+    pooled = tokens
+  if model.representation_size:
+    tally.dense(pooled, width, model.representation_size)
+    width = model.representation_size
+  tally.head(pooled, width, model.num_classes)
+  return tally
+
+
+def _mixer(model: mixer.Mixer, image_size: Pair, channels: int) -> Tally:
+  tally = Tally()
+  grid_h, grid_w = _check_divisible(image_size, model.patch_size, 'Mixer')
+  patches = grid_h * grid_w
+  width = model.width
+  tally.conv(image_size, model.patch_size, channels, width,
+             stride=model.patch_size)
+  for _ in range(model.depth):
+    tally.norm(width)
+    tally.mlp(width, patches, model.tokens_mlp_dim)  # per channel, over S
+    tally.norm(width)
+    tally.mlp(patches, width, model.channels_mlp_dim)
+  tally.norm(width)
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
+def _swin(model: swin.Swin, image_size: Pair, channels: int) -> Tally:
+  tally = Tally()
+  geometry = swin.stage_geometry(image_size, model.patch_size,
+                                 len(model.depths), model.window_size)
+  width = model.width
+  tally.conv(image_size, model.patch_size, channels, width,
+             stride=model.patch_size)
+  tally.norm(width)  # embed_norm
+  for stage, (depth, heads) in enumerate(zip(model.depths,
+                                             model.num_heads)):
+    feature, window, _ = geometry[stage]
+    tokens = feature[0] * feature[1]
+    if stage > 0:
+      tally.norm(4 * width)
+      tally.dense(tokens, 4 * width, 2 * width, bias=False)
+      width *= 2
+    window_area = window[0] * window[1]
+    for _ in range(depth):
+      tally.norm(width)
+      tally.param((2 * window[0] - 1) * (2 * window[1] - 1) * heads)
+      # Attention within each window: keys are the window's tokens.
+      tally.dense(tokens, width, 3 * width)  # query, key, value
+      tally.flops += 2 * 2 * tokens * window_area * width
+      tally.dense(tokens, width, width)  # out
+      tally.norm(width)
+      tally.mlp(tokens, width, int(width * model.mlp_ratio))
+  tally.norm(width)  # final_norm
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
+def _mae(model: mae.MAE, image_size: Pair, channels: int) -> Tally:
+  del channels  # the model's own num_channels
+  tally = Tally()
+  grid_h, grid_w = _check_divisible(image_size, model.patch_size, 'MAE')
+  patches = grid_h * grid_w
+  kept = mae.num_visible(patches, model.mask_ratio)
+  p, width = model.patch_size, model.width
+  # The kept patches, side by side in a strip, through the patch embedding.
+  tally.conv((p, kept * p), p, model.num_channels, width, stride=p)
+  tally.param(width)  # cls_token
+  _encoder_blocks(tally, kept + 1, width, model.depth, model.mlp_dim)
+  tally.norm(width)  # encoder_norm
+  decoder_width = model.decoder_width
+  tally.dense(kept + 1, width, decoder_width)  # decoder_embed
+  tally.param(decoder_width)  # mask_token
+  _encoder_blocks(tally, patches + 1, decoder_width, model.decoder_depth,
+                  model.decoder_mlp_dim or 4 * decoder_width)
+  tally.norm(decoder_width)  # decoder_norm
+  # decoder_pred runs on every token, the class token's output is dropped.
+  tally.dense(patches + 1, decoder_width, p * p * model.num_channels)
+  return tally
+
+
+def _xcit(model: xcit.XCiT, image_size: Pair, channels: int) -> Tally:
+  tally = Tally()
+  grid_h, grid_w = _check_divisible(image_size, model.patch_size, 'XCiT')
+  width = model.width
+  num_layers = int(math.log2(model.patch_size))
+  grid, in_channels = image_size, channels
+  for layer in range(num_layers):  # ConvPatchEmbed
+    out_channels = width // 2 ** (num_layers - 1 - layer)
+    grid = tally.conv(grid, 3, in_channels, out_channels, stride=2,
+                      padding=(1, 1), bias=False)
+    tally.norm(out_channels)
+    in_channels = out_channels
+  patches = grid_h * grid_w
+  tally.dense(patches, 2 * xcit.FOURIER_HIDDEN, width)  # pos_embed
+  head_dim = width // model.num_heads
+  mlp_dim = int(width * model.mlp_ratio)
+  for _ in range(model.depth):
+    tally.norm(width)
+    tally.dense(patches, width, 3 * width)  # query, key, value
+    tally.param(model.num_heads)  # temperature
+    # Per head [hd, N] x [N, hd], then [hd, hd] x [hd, N]: linear in N.
+    tally.flops += 2 * 2 * patches * width * head_dim
+    tally.dense(patches, width, width)  # out
+    tally.param(width)  # gamma_attn
+    tally.norm(width)  # norm_lpi
+    for _ in range(2):  # LPI: depthwise 3x3 conv1, conv2 (BN between)
+      tally.conv((grid_h, grid_w), 3, width, width, padding=(1, 1),
+                 groups=width)
+    tally.norm(width)  # lpi/bn
+    tally.param(width)  # gamma_lpi
+    tally.norm(width)  # norm_mlp
+    tally.mlp(patches, width, mlp_dim)
+    tally.param(width)  # gamma_mlp
+  tally.param(width)  # cls_token
+  for _ in range(model.class_attention_depth):
+    tally.norm(width)
+    tally.attention(1, patches + 1, width)  # only the class token queries
+    tally.param(width)  # gamma1
+    tally.norm(width)
+    tally.mlp(1, width, mlp_dim)  # the class token only
+    tally.param(width)  # gamma2
+  tally.norm(width)
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
+def _convmixer(model: convmixer.ConvMixer, image_size: Pair,
+               channels: int) -> Tally:
+  tally = Tally()
+  grid = _check_divisible(image_size, model.patch_size, 'ConvMixer')
+  width, kernel = model.width, model.kernel_size
+  tally.conv(image_size, model.patch_size, channels, width,
+             stride=model.patch_size)
+  tally.norm(width)  # embed_norm
+  for _ in range(model.depth):
+    tally.conv(grid, kernel, width, width, padding=same_padding(kernel),
+               groups=width)  # depthwise
+    tally.norm(width)
+    tally.conv(grid, 1, width, width)  # pointwise
+    tally.norm(width)
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
+_FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
+    vit.ViT: _vit,
+    mixer.Mixer: _mixer,
+    swin.Swin: _swin,
+    mae.MAE: _mae,
+    xcit.XCiT: _xcit,
+    convmixer.ConvMixer: _convmixer,
+}
+
+
+def model_tally(model: nn.Module, image_size: Union[int, Pair] = 224,
+                channels: int = 3) -> Tally:
+  """Parameters and forward FLOPs of `model` on images of `image_size`
+  (a side or (height, width)) with `channels` channels (an MAE uses its
+  own `num_channels`)."""
+  count = _FAMILIES.get(type(model))
+  if count is None:
+    raise ValueError(f'No analytic count for {type(model).__name__}; '
+                     f'counted: {[cls.__name__ for cls in _FAMILIES]}')
+  return count(model, _pair(image_size), channels)
+
+
+def param_count(model: nn.Module, image_size: Union[int, Pair] = 224,
+                channels: int = 3) -> int:
+  """The model's parameters at this resolution (ViT's learned position
+  embedding, Mixer's token MLP and Swin's clamped windows depend on it)."""
+  return model_tally(model, image_size, channels).params
+
+
+def forward_flops(model: nn.Module, image_size: Union[int, Pair] = 224,
+                  channels: int = 3) -> int:
+  """FLOPs of one image's inference forward pass (matrix products and
+  convolutions, 2 per multiply-add; see the module docstring)."""
+  return model_tally(model, image_size, channels).flops

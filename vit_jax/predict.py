@@ -1,0 +1,623 @@
+"""Classify image files with a trained run or with pretrained weights.
+
+    python -m vit_jax.predict --workdir=DIR IMAGE_OR_FOLDER... [--top_k=5]
+        [--csv=PATH] [--attention_plot] [--checkpoint_step=N]
+    python -m vit_jax.predict --pretrained=NAME IMAGE_OR_FOLDER... [...]
+
+--workdir: the run's model (its config.json, or --config as in
+`vit_jax.evaluate`), the variables of its latest (or --checkpoint_step)
+checkpoint, its own evaluation preprocessing (config.data.pp_eval, applied
+with `vit_jax.data.preprocess` to the decoded file) and its dataset's class
+names (TFDS's label names; an image folder's class folders; '0'..'9' for
+digits). --pretrained: `vit_jax.pretrained.load(NAME)`'s model, its
+preprocessing (shorter side resized to image_size / crop_pct, centre
+crop, mean / std normalisation) and its label names (for a 1000-class head
+without names, ImageNet-1k's WordNet ids from TFDS's imagenet2012 label
+file).
+
+Each IMAGE is printed with its top-k classes and probabilities (sigmoid
+for runs trained with 'sigmoid_xent', softmax otherwise). A FOLDER is
+batch mode: its images (recursively, in sorted order) go to a CSV (--csv,
+default predictions.csv): path, then the name and probability of each of
+the top k. --attention_plot (ViT only) writes the images with their
+attention rollout and each block's class-token attention
+(`vit_jax.attention_maps`) to WORKDIR/plots/attention_<step>.png, or
+--plot_dir/attention_<NAME>.png for --pretrained.
+
+Exit status: 0 done; 1 an error (a missing path, a file that is not an
+image or does not decode, an unusable run: one line naming it); 2 a bad
+command line.
+"""
+
+import csv
+import importlib.util
+import io
+import math
+import os
+import re
+import sys
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import attention_maps
+from vit_jax import build
+from vit_jax import checkpoint
+from vit_jax import config as config_lib
+from vit_jax import paths
+from vit_jax import workdir as workdir_lib
+from vit_jax.models import vit
+
+# What TensorFlow's decode_image reads.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.gif', '.bmp')
+INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3',
+                  'lanczos5', 'mitchellcubic', 'gaussian')
+CROP_MODES = ('center', 'squash')  # timm's eval crop modes supported here
+# TFDS's imagenet2012 class file: WordNet ids in ImageNet-1k's label order.
+IMAGENET_LABELS = os.path.join('datasets', 'imagenet2012', 'labels.txt')
+DEFAULT_CSV = 'predictions.csv'
+
+
+class Predictor(NamedTuple):
+  """A classifier ready for files.
+
+  model, variables: `logits, aux = model.apply(variables, images)`.
+  preprocess: encoded file bytes -> float32 [H, W, C], the model's input.
+  class_names: one per output.
+  multilabel: sigmoid probabilities (else softmax).
+  family: the model family ('vit', ...).
+  description: what was loaded, for messages.
+  plot_name: the suffix of the attention plot's file name.
+  plots_dir: where plots go by default (None: must be given).
+  """
+  model: Any
+  variables: Any
+  preprocess: Callable[[bytes], np.ndarray]
+  class_names: List[str]
+  multilabel: bool
+  family: str
+  description: str
+  plot_name: str
+  plots_dir: Optional[str]
+
+
+# ----------------------------------------------------------------------------
+# Inputs.
+
+
+def _folder_images(folder: str) -> List[str]:
+  """IMAGE_EXTENSIONS files under `folder`, sorted, hidden ones left out."""
+  found = []
+  for name in paths.listdir(folder):
+    path = paths.join(folder, name)
+    if name.startswith('.'):
+      continue
+    if paths.isdir(path):
+      found.extend(_folder_images(path))
+    elif name.lower().endswith(IMAGE_EXTENSIONS):
+      found.append(path)
+  return found
+
+
+def list_images(inputs: Sequence[str]) -> Tuple[List[str], bool]:
+  """(image paths, whether any input was a folder).
+
+  Folders are searched recursively for IMAGE_EXTENSIONS files (sorted);
+  files are taken as given. Raises FileNotFoundError naming every missing
+  input, ValueError naming folders without images and files that are not
+  intact images (`sources.image_file_looks_intact`: signature and end
+  marker).
+  """
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top  (TF)
+  if not inputs:
+    raise ValueError('No images given: name image files or folders.')
+  missing = [path for path in inputs if not paths.exists(path)]
+  if missing:
+    raise FileNotFoundError(f'No such file or folder: {", ".join(missing)}')
+  images, empty, folder_given = [], [], False
+  for path in inputs:
+    if paths.isdir(path):
+      folder_given = True
+      found = _folder_images(path)
+      if not found:
+        empty.append(path)
+      images.extend(found)
+    else:
+      images.append(path)
+  if empty:
+    raise ValueError(f'No image files ({", ".join(IMAGE_EXTENSIONS)}) in '
+                     f'folder {", ".join(empty)}.')
+  broken = [path for path in images
+            if not sources.image_file_looks_intact(path)]
+  if broken:
+    shown = ', '.join(broken[:10])
+    more = f' and {len(broken) - 10} more' if len(broken) > 10 else ''
+    raise ValueError(f'Not a readable image file (PNG, JPEG, GIF or BMP, '
+                     f'complete): {shown}{more}.')
+  return images, folder_given
+
+
+# ----------------------------------------------------------------------------
+# Preprocessing.
+
+
+def spec_preprocess(spec: str, channels: int) -> Callable[[bytes], Any]:
+  """File bytes -> float32 [H, W, C]: decoded with `channels` channels,
+  then the preprocessing spec (`vit_jax.data.preprocess`; a dummy label 0
+  feeds ops such as onehot)."""
+  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
+  preprocess_fn = preprocess.build(spec)
+
+  def apply(encoded: bytes):
+    image = tf.io.decode_image(encoded, channels=channels,
+                               expand_animations=False)
+    example = preprocess_fn({'image': image,
+                             'label': tf.constant(0, tf.int64)})
+    return np.asarray(example['image'], np.float32)
+  return apply
+
+
+def pretrained_spec(image_size, crop_pct: float, interpolation: str,
+                    mean: Sequence[float], std: Sequence[float],
+                    crop_mode: str = 'center') -> str:
+  """The preprocessing spec of pretrained weights, as timm evaluates them:
+  resize to floor(size / crop_pct) -- the shorter side for 'center' (a
+  square size only), both sides for 'squash' --, crop the centre
+  `image_size`, scale pixels to [0, 1] and normalise with mean / std."""
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f'Unknown interpolation {interpolation!r}; valid '
+                     f'choices: {list(INTERPOLATIONS)}')
+  if crop_mode not in CROP_MODES:
+    raise ValueError(f'Unknown crop_mode {crop_mode!r}; valid choices: '
+                     f'{list(CROP_MODES)}')
+  if not 0 < crop_pct <= 1:
+    raise ValueError(f'crop_pct must lie in (0, 1], got {crop_pct!r}.')
+  if isinstance(image_size, int):
+    height = width = image_size
+  else:
+    height, width = (int(side) for side in image_size)
+  scaled = (int(math.floor(height / crop_pct)),
+            int(math.floor(width / crop_pct)))
+  if crop_mode == 'squash':
+    resize = f'resize({scaled}, {interpolation!r})'
+  elif height == width:
+    resize = f'resize_small({scaled[0]}, {interpolation!r})'
+  else:
+    raise ValueError(f'crop_mode {crop_mode!r} with a non-square image size '
+                     f'{height}x{width} is not supported (the aspect-keeping '
+                     f'resize it needs has no preprocessing op); supported '
+                     f'here: square sizes, or crop_mode \'squash\'.')
+  mean = [float(m) for m in np.ravel(mean)]
+  std = [float(s) for s in np.ravel(std)]
+  return (f'{resize}|central_crop(({height}, {width}))|value_range(0, 1)|'
+          f'normalize({mean}, {std})')
+
+
+def _decode_error(path: str, error: Exception) -> ValueError:
+  message = re.sub(r'\{\{.*?\}\}|\[Op:\w+\]', '',
+                   getattr(error, 'message', str(error))).strip()
+  return ValueError(f'Cannot decode image file {path}: {message}')
+
+
+# ----------------------------------------------------------------------------
+# Loading a model.
+
+
+def dataset_labels(data_config) -> Tuple[Optional[List[str]], int]:
+  """(class names or None, image channels) of a run's dataset.
+
+  Names: TFDS's label names (read from the builder's code where the
+  dataset is not prepared here), an image folder's class folders, '0'..'9'
+  for digits. Where the dataset cannot be found (an image folder not on
+  this machine), (None, 3) with a warning on stderr.
+  """
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = data.resolve_config(data_config)
+  try:
+    try:
+      builder = sources.get_builder(config)
+    except sources.DatasetNotPreparedError:
+      builder = tfds.builder(config.name, data_dir=config.data_dir)
+    features = builder.info.features
+    names = [str(name) for name in features['label'].names]
+    shape = features['image'].shape
+  except (ValueError, FileNotFoundError, KeyError) as error:
+    message = str(error).strip().splitlines()[0] if str(error) else ''
+    print(f'vit_jax.predict: warning: no class names for dataset '
+          f'{config.name!r} ({message}); showing class indices and '
+          f'decoding images as RGB.', file=sys.stderr)
+    return None, 3
+  channels = int(shape[-1]) if shape and shape[-1] else 3
+  return names, channels
+
+
+def _latest_step(checkpoint_dir: str, step: Optional[int]) -> int:
+  steps = sorted(int(name) for name in paths.listdir(checkpoint_dir)
+                 if name.isdigit()
+                 and checkpoint.has_step(checkpoint_dir, int(name)))
+  if not steps:
+    raise FileNotFoundError(f'No finished checkpoint in {checkpoint_dir}.')
+  if step is None:
+    return steps[-1]
+  if step not in steps:
+    raise ValueError(f'No checkpoint at step {step} in {checkpoint_dir}; '
+                     f'steps there: {steps}')
+  return step
+
+
+def _restore_quietly(checkpoint_dir: str, step: int):
+  """`checkpoint.restore_variables`, without orbax's WARNING lines about
+  the read-only manager it asks for (absl's verbosity is put back)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    return checkpoint.restore_variables(checkpoint_dir, step)
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
+def from_workdir(workdir: str, config=None,
+                 step: Optional[int] = None) -> Predictor:
+  """The classifier of a training workdir at `step` (latest: None); its
+  config.json unless `config` is given."""
+  paths.check_supported(workdir)
+  checkpoint_dir = paths.join(workdir, 'checkpoints')
+  if not paths.isdir(checkpoint_dir):
+    raise FileNotFoundError(f'{workdir} is not a training workdir: it has no '
+                            f'checkpoints/ directory.')
+  config = config_lib.resolve(config if config is not None
+                              else workdir_lib.read_config(workdir))
+  model = build.build_model(config.model)
+  num_classes = getattr(model, 'num_classes', None)
+  if config.objective != 'supervised' or not num_classes:
+    raise ValueError(
+        f'{workdir} is a {config.objective!r} run of a {config.model.name!r} '
+        f'model with {num_classes or "no"} class outputs; predict needs a '
+        f'supervised classifier (objective "supervised", num_classes > 0).')
+  step = _latest_step(checkpoint_dir, step)
+  variables = _restore_quietly(checkpoint_dir, step)
+  names, channels = dataset_labels(config.data)
+  if names is None:
+    names = [str(i) for i in range(num_classes)]
+  if len(names) != num_classes:
+    raise ValueError(f'Dataset {config.data.name!r} has {len(names)} class '
+                     f'names but the model {num_classes} outputs.')
+  return Predictor(
+      model=model, variables=variables,
+      preprocess=spec_preprocess(config.data.pp_eval, channels),
+      class_names=names, multilabel=config.loss == 'sigmoid_xent',
+      family=config.model.name,
+      description=f'{workdir} at step {step}', plot_name=str(step),
+      plots_dir=paths.join(workdir, 'plots'))
+
+
+def imagenet_class_names() -> List[str]:
+  """ImageNet-1k's 1000 classes as WordNet ids ('n01440764', ...), in the
+  label order of TFDS's imagenet2012 (that of the usual 1000-class heads),
+  from the file TFDS installs (found without importing TFDS)."""
+  spec = importlib.util.find_spec('tensorflow_datasets')
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError('tensorflow_datasets is not installed: no '
+                            'ImageNet class names.')
+  path = os.path.join(spec.submodule_search_locations[0], IMAGENET_LABELS)
+  with open(path) as f:
+    names = f.read().split()
+  if len(names) != 1000:
+    raise ValueError(f'{path} lists {len(names)} classes, not 1000.')
+  return names
+
+
+def _plot_name(name: str) -> str:
+  """A local directory's own name, or the Hub name with '/' as '_'."""
+  if os.path.isdir(name):
+    name = os.path.basename(os.path.normpath(name))
+  return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_') or 'pretrained'
+
+
+def from_pretrained(name: str) -> Predictor:
+  """The classifier `vit_jax.pretrained.load(name)` gives."""
+  try:
+    from vit_jax import pretrained  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ValueError(f'--pretrained needs vit_jax.pretrained, which does not '
+                     f'import here: {error}') from None
+  loaded = pretrained.load(name)
+  num_classes = int(loaded.num_classes or 0)
+  if not num_classes:
+    raise ValueError(f'Pretrained {name!r} has no classifier head (it is a '
+                     f'feature extractor); predict needs class outputs.')
+  if loaded.label_names:
+    names = [str(i) if label is None else str(label)
+             for i, label in enumerate(loaded.label_names)]
+  elif num_classes == 1000:
+    names = imagenet_class_names()
+  else:
+    names = [str(i) for i in range(num_classes)]
+  if len(names) != num_classes:
+    raise ValueError(f'Pretrained {name!r} has {len(names)} label names for '
+                     f'{num_classes} outputs.')
+  pre = loaded.preprocessing
+  spec = pretrained_spec(loaded.image_size, pre.crop_pct, pre.interpolation,
+                         pre.mean, pre.std,
+                         getattr(pre, 'crop_mode', 'center'))
+  return Predictor(
+      model=loaded.model, variables=loaded.variables,
+      preprocess=spec_preprocess(spec, 3), class_names=names,
+      multilabel=False, family=loaded.family, description=name,
+      plot_name=_plot_name(name),
+      plots_dir=None)
+
+
+# ----------------------------------------------------------------------------
+# Predicting.
+
+
+class Prediction(NamedTuple):
+  """One image's top-k classes."""
+  path: str
+  top: List[tuple]  # [(class name, probability)], best first
+  class_ids: List[int]
+
+
+def _load_images(predictor: Predictor, image_paths: Sequence[str],
+                 first: Optional[tuple] = None) -> np.ndarray:
+  """The preprocessed images, float32 [n, H, W, C]; each must have the
+  shape of `first` ((path, shape) of the first image), when given."""
+  from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
+  images = []
+  for path in image_paths:
+    try:
+      image = predictor.preprocess(paths.read_bytes(path))
+    except tf.errors.OpError as error:
+      raise _decode_error(path, error) from None
+    first = first or (path, image.shape)
+    if image.shape != first[1]:
+      raise ValueError(
+          f'Image {path} is {list(image.shape)} after preprocessing, '
+          f'{first[0]} {list(first[1])}: the preprocessing must give every '
+          f'image one shape (end it with a resize or crop).')
+    images.append(image)
+  return np.stack(images)
+
+
+def _probabilities_fn(predictor: Predictor):
+  model, multilabel = predictor.model, predictor.multilabel
+
+  def probabilities(variables, images):
+    logits, _ = model.apply(variables, images, train=False)
+    logits = logits.astype(jnp.float32)
+    return jax.nn.sigmoid(logits) if multilabel else jax.nn.softmax(logits)
+  return jax.jit(probabilities)
+
+
+def predict(predictor: Predictor, image_paths: Sequence[str], top_k: int = 5,
+            batch_size: int = 64, keep_images: int = 0
+            ) -> Tuple[List['Prediction'], np.ndarray]:
+  """Top-k predictions of each image, in order.
+
+  Returns:
+    ([Prediction], the first `keep_images` preprocessed images, float32
+    [n, H, W, C]).
+  """
+  num_classes = len(predictor.class_names)
+  if not 1 <= top_k <= num_classes:
+    raise ValueError(f'top_k={top_k} must lie in 1..{num_classes} (the '
+                     f'model\'s classes).')
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+  batch_size = min(batch_size, len(image_paths))
+  probabilities = _probabilities_fn(predictor)
+  variables = jax.device_put(predictor.variables)
+  results, kept, first = [], [], None
+  for start in range(0, len(image_paths), batch_size):
+    batch_paths = list(image_paths[start:start + batch_size])
+    images = _load_images(predictor, batch_paths, first)
+    if start == 0:
+      first = (batch_paths[0], images.shape[1:])
+      _check_fits(predictor, variables, images[:1], batch_paths[0])
+    if len(kept) < keep_images:
+      kept.extend(images[:keep_images - len(kept)])
+    padded = np.zeros((batch_size,) + images.shape[1:], np.float32)
+    padded[:len(images)] = images
+    probs = np.asarray(probabilities(variables, padded))[:len(images)]
+    order = np.argsort(-probs, axis=-1, kind='stable')[:, :top_k]
+    for path, row, ids in zip(batch_paths, probs, order):
+      results.append(Prediction(
+          path, [(predictor.class_names[i], float(row[i])) for i in ids],
+          [int(i) for i in ids]))
+  kept = np.stack(kept) if kept else np.zeros((0,), np.float32)
+  return results, kept
+
+
+def _check_fits(predictor: Predictor, variables, images, path: str) -> None:
+  """A clear error where the preprocessed images do not fit the model."""
+  try:
+    jax.eval_shape(lambda v, x: predictor.model.apply(v, x, train=False),
+                   variables, jnp.asarray(images))
+  except Exception as error:  # pylint: disable=broad-except
+    first_line = str(error).strip().splitlines()[0] if str(error) else (
+        type(error).__name__)
+    raise ValueError(
+        f'Image {path} is {list(images.shape[1:])} after preprocessing, '
+        f'which the model ({predictor.description}) does not take: '
+        f'{first_line}') from None
+
+
+def csv_text(predictions: Sequence[Prediction], top_k: int) -> str:
+  """path, top1, top1_prob, ..., top{k}, top{k}_prob; a row per image."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  header = ['path']
+  for rank in range(1, top_k + 1):
+    header += [f'top{rank}', f'top{rank}_prob']
+  writer.writerow(header)
+  for prediction in predictions:
+    row = [prediction.path]
+    for name, probability in prediction.top:
+      row += [name, f'{probability:.6f}']
+    writer.writerow(row)
+  return buffer.getvalue()
+
+
+def format_prediction(prediction: Prediction) -> str:
+  width = max(len(name) for name, _ in prediction.top)
+  lines = [prediction.path]
+  for rank, (name, probability) in enumerate(prediction.top, 1):
+    lines.append(f'  {rank}. {name:<{width}}  {probability:.4f}')
+  return '\n'.join(lines)
+
+
+def plot_attention(predictor: Predictor, predictions: Sequence[Prediction],
+                   images: np.ndarray, path: str) -> str:
+  """Attention rollout and per-block class-token maps of `images` (the
+  first predictions' images) to the PNG `path`; returns `path`."""
+  maps = attention_maps.attention_maps(predictor.model, predictor.variables,
+                                       images)
+  model = predictor.model
+  class_token, grid = attention_maps.token_layout(model, images.shape[1:])
+  rollout = attention_maps.attention_rollout(maps, class_token=class_token,
+                                             grid_shape=grid)
+  per_block = attention_maps.class_token_maps(maps, class_token=class_token,
+                                              grid_shape=grid)
+  titles = [f'{os.path.basename(p.path)}: {p.top[0][0]} '
+            f'{p.top[0][1]:.2f}' for p in predictions[:len(images)]]
+  attention_maps.plot_attention(path, images, rollout, per_block, titles)
+  return path
+
+
+def check_attention_plot(predictor: Predictor) -> None:
+  if not isinstance(predictor.model, vit.ViT):
+    raise ValueError(f'--attention_plot needs a ViT; {predictor.description} '
+                     f'is a {predictor.family!r} model '
+                     f'({type(predictor.model).__name__}).')
+
+
+def run(predictor: Predictor, inputs: Sequence[str], top_k: int = 5,
+        csv_path: Optional[str] = None, attention_plot: bool = False,
+        plot_dir: Optional[str] = None, plot_images: int = 8,
+        batch_size: int = 64, out=None,
+        listed: Optional[Tuple[List[str], bool]] = None) -> Dict[str, Any]:
+  """The command line's work: predictions printed (single files) or
+  written to CSV (folders, or `csv_path`), and the attention plot.
+
+  Returns {'predictions', 'csv' (path or None), 'plot' (path or None)}.
+  `out`: where the console lines go (sys.stdout). `listed`:
+  `list_images(inputs)`, where the caller has it already.
+  """
+  out = out or sys.stdout
+  if attention_plot:
+    check_attention_plot(predictor)
+    plot_dir = plot_dir or predictor.plots_dir
+    if not plot_dir:
+      raise ValueError('--attention_plot with --pretrained needs --plot_dir '
+                       '(there is no workdir to put the plot in).')
+    if plot_images < 1:
+      raise ValueError(f'plot_images must be >= 1, got {plot_images}.')
+  image_paths, batch_mode = listed or list_images(inputs)
+  predictions, images = predict(predictor, image_paths, top_k, batch_size,
+                                keep_images=plot_images if attention_plot
+                                else 0)
+  if batch_mode and csv_path is None:
+    csv_path = DEFAULT_CSV
+  if csv_path is not None:
+    paths.write_atomic(csv_path, csv_text(predictions, top_k))
+  if batch_mode:
+    print(f'{len(predictions)} images, top-{top_k} predictions of '
+          f'{predictor.description} written to {csv_path}', file=out)
+  else:
+    for prediction in predictions:
+      print(format_prediction(prediction), file=out)
+    if csv_path is not None:
+      print(f'Predictions written to {csv_path}', file=out)
+  plot_path = None
+  if attention_plot:
+    plot_path = plot_attention(
+        predictor, predictions, images,
+        paths.join(plot_dir, f'attention_{predictor.plot_name}.png'))
+    print(f'Attention maps of {len(images)} image(s) written to {plot_path}',
+          file=out)
+  return {'predictions': predictions, 'csv': csv_path, 'plot': plot_path}
+
+
+# ----------------------------------------------------------------------------
+# The command line. Flags are defined only when this module runs as the
+# program, so importing it (tests, other tools) defines none.
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vit_jax import cli  # pylint: disable=g-import-not-at-top
+  return dict(
+      workdir=cli.WORKDIR, config=cli.CONFIG,
+      pretrained=flags.DEFINE_string(
+          'pretrained', None, 'Pretrained weights by name '
+          '(vit_jax.pretrained.load); instead of --workdir.'),
+      top_k=flags.DEFINE_integer('top_k', 5, 'Classes shown per image.'),
+      csv=flags.DEFINE_string(
+          'csv', None, f'CSV of the predictions; with a folder argument '
+          f'{DEFAULT_CSV} by default.'),
+      attention_plot=flags.DEFINE_bool(
+          'attention_plot', False, 'Plot attention rollout and per-block '
+          'maps (ViT) of the first --plot_images images.'),
+      plot_dir=flags.DEFINE_string(
+          'plot_dir', None, 'Where the attention plot goes (default '
+          'WORKDIR/plots; needed with --pretrained).'),
+      plot_images=flags.DEFINE_integer(
+          'plot_images', 8, 'Images in the attention plot.'),
+      checkpoint_step=flags.DEFINE_integer(
+          'checkpoint_step', None, 'Checkpoint of --workdir (latest by '
+          'default).'),
+      batch_size=flags.DEFINE_integer(
+          'batch_size', 64, 'Images per forward pass.'))
+
+
+def main(argv, flag_values) -> None:
+  from vit_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.quiet_logging()
+  values = {name: holder.value for name, holder in flag_values.items()}
+  usage_errors = []
+  if bool(values['workdir']) == bool(values['pretrained']):
+    usage_errors.append('give exactly one of --workdir and --pretrained')
+  if values['pretrained'] and (values['config'] is not None or
+                               values['checkpoint_step'] is not None):
+    usage_errors.append('--config and --checkpoint_step go with --workdir')
+  if (values['pretrained'] and values['attention_plot']
+      and not values['plot_dir']):
+    usage_errors.append('--attention_plot with --pretrained needs --plot_dir')
+  if len(argv) < 2:
+    usage_errors.append('name at least one IMAGE_OR_FOLDER')
+  if usage_errors:
+    print(f'vit_jax.predict: bad command line: {"; ".join(usage_errors)} '
+          f'(usage: python -m vit_jax.predict --workdir=DIR | '
+          f'--pretrained=NAME IMAGE_OR_FOLDER... [--top_k=5] [--csv=PATH] '
+          f'[--attention_plot])', file=sys.stderr)
+    sys.exit(cli.EXIT_USAGE)
+  try:
+    listed = list_images(argv[1:])  # bad paths fail before any loading
+    if values['workdir']:
+      predictor = from_workdir(values['workdir'], values['config'],
+                               values['checkpoint_step'])
+    else:
+      predictor = from_pretrained(values['pretrained'])
+    run(predictor, argv[1:], top_k=values['top_k'], csv_path=values['csv'],
+        attention_plot=values['attention_plot'],
+        plot_dir=values['plot_dir'], plot_images=values['plot_images'],
+        batch_size=values['batch_size'], listed=listed)
+  except (FileNotFoundError, ValueError) as error:
+    print(f'vit_jax.predict: {error}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from vit_jax import cli as _cli  # pylint: disable=g-import-not-at-top
+  _FLAG_VALUES = _define_flags()
+  app.run(lambda argv: main(argv, _FLAG_VALUES),
+          flags_parser=_cli.parse_flags)

@@ -1,0 +1,546 @@
+"""Pretrained models by name: timm's checkpoints on the Hugging Face Hub (or
+a local directory in the same layout), as this package's models.
+
+    pretrained = vit_jax.pretrained.load(
+        'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k')
+    logits, aux = pretrained.model.apply(pretrained.variables, images)
+
+A checkpoint in timm's Hub layout is a directory (a Hub repository) with
+`config.json` and `model.safetensors`. The config names the timm
+`architecture`, the number of classes, the `pretrained_cfg` (input size,
+normalisation, crop, interpolation; optionally `label_names`) and, for
+models built with non-default arguments, the timm `model_args`. `SUPPORTED`
+says how each timm architecture is built here (family, `get_model` kwargs,
+resolution); `model_args` are translated onto those kwargs, and anything
+that this package's families cannot express is an error naming it.
+`weights.from_timm` converts the state dict.
+
+Hub files go through `huggingface_hub.hf_hub_download` and its cache
+(`HF_HUB_CACHE`, default ~/.cache/huggingface/hub). With `HF_HUB_OFFLINE=1`
+nothing is downloaded: a file missing from the cache is an error saying
+so. Both variables are read when `load` runs (huggingface_hub itself reads
+them once, when it is imported).
+"""
+
+import difflib
+import json
+import os
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+
+from vit_jax import models
+from vit_jax import weights
+
+# What timm's data config falls back to (timm.data: IMAGENET_DEFAULT_MEAN,
+# IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT, resolve_data_config).
+DEFAULT_MEAN = (0.485, 0.456, 0.406)
+DEFAULT_STD = (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875
+DEFAULT_INTERPOLATION = 'bicubic'
+DEFAULT_CROP_MODE = 'center'
+
+CONFIG_FILE = 'config.json'
+WEIGHTS_FILE = 'model.safetensors'
+HUB_ORGANISATION = 'timm'
+
+
+class Architecture(NamedTuple):
+  """How a timm architecture is built here."""
+  family: str  # a key of models.MODELS
+  model_kwargs: Mapping[str, Any]  # get_model(family, **model_kwargs)
+  image_size: int  # the resolution the architecture's name is for
+
+
+class Preprocessing(NamedTuple):
+  """The evaluation preprocessing a checkpoint expects (timm's data config):
+  resize the shorter side to image_size / crop_pct with `interpolation`,
+  crop image_size ('center'; 'squash': resize without keeping the aspect
+  ratio), scale to [0, 1], subtract `mean`, divide by `std` (per channel)."""
+  mean: Tuple[float, ...]
+  std: Tuple[float, ...]
+  crop_pct: float
+  interpolation: str
+  crop_mode: str = DEFAULT_CROP_MODE
+
+
+class Pretrained(NamedTuple):
+  """A loaded checkpoint: `model.apply(variables, images)` gives logits."""
+  model: Any  # flax.linen.Module
+  variables: Dict[str, Any]  # {'params'}, plus 'batch_stats' (BatchNorm)
+  family: str
+  model_kwargs: Dict[str, Any]  # get_model(family, **model_kwargs) == model
+  image_size: Tuple[int, int]  # (height, width) the variables are for
+  num_classes: int  # 0: no head (logits are the representation)
+  preprocessing: Preprocessing
+  label_names: Optional[Tuple[Optional[str], ...]]  # per class; None: unknown
+
+
+# ----------------------------------------------------------------------------
+# The supported timm architectures.
+
+
+def _vit(variant: str, image_size: int, pool_type: str = 'cls',
+         **options) -> Architecture:
+  return Architecture('vit', dict(variant=variant, pool_type=pool_type,
+                                  **options), image_size)
+
+
+_VIT_SIZES = {'tiny': 'Ti', 'small': 'S', 'base': 'B', 'large': 'L',
+              'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
+
+# timm's SigLIP So400m image tower (Alabdulmohsin et al. 2023, "Getting ViT
+# in Shape"): a size of no named variant.
+_SO400M = dict(width=1152, depth=27, mlp_dim=4304, num_heads=16)
+
+_XCIT_SIZES = {'nano_12': 'N12', 'tiny_12': 'T12', 'small_12': 'S12',
+               'tiny_24': 'T24', 'small_24': 'S24', 'medium_24': 'M24',
+               'large_24': 'L24'}
+
+SUPPORTED: Dict[str, Architecture] = {
+    # ViT (and AugReg's, Steiner et al. 2021): class token, learned
+    # position embedding.
+    **{f'vit_{size}_patch{patch}_{res}': _vit(f'{_VIT_SIZES[size]}/{patch}',
+                                              res)
+       for size, patch, res in (
+           ('tiny', 16, 224), ('tiny', 16, 384), ('small', 32, 224),
+           ('small', 32, 384), ('small', 16, 224), ('small', 16, 384),
+           ('small', 8, 224), ('base', 32, 224), ('base', 32, 384),
+           ('base', 16, 224), ('base', 16, 384), ('base', 8, 224),
+           ('large', 32, 224), ('large', 32, 384), ('large', 16, 224),
+           ('large', 16, 384), ('large', 14, 224), ('huge', 14, 224),
+           ('giant', 14, 224), ('gigantic', 14, 224))},
+    # DeiT (Touvron et al. 2021) without the distillation token: plain ViTs.
+    **{f'deit_{size}_patch16_{res}': _vit(f'{_VIT_SIZES[size]}/16', res)
+       for size, res in (('tiny', 224), ('small', 224), ('base', 224),
+                         ('base', 384))},
+    # Global average pooling of the normalised tokens, no class token.
+    'vit_base_patch16_gap_224': _vit('B/16', 224, 'gap', num_heads=16,
+                                     fc_norm=False),
+    'vit_huge_patch14_gap_224': _vit('H/14', 224, 'gap', fc_norm=False),
+    'vit_huge_patch16_gap_448': _vit('H/16', 448, 'gap', fc_norm=False),
+    'vit_giant_patch16_gap_224': _vit('g/16', 224, 'gap', fc_norm=False),
+    # SigLIP image towers (Zhai et al. 2023): MAP pooling, no class token.
+    # (timm's SigLIP 2 towers use the tanh GELU, which ViT here does not.)
+    **{f'vit_base_patch16_siglip_{res}': _vit('B/16', res, 'map')
+       for res in (224, 256, 384, 512)},
+    **{f'vit_large_patch16_siglip_{res}': _vit('L/16', res, 'map')
+       for res in (256, 384)},
+    **{f'vit_so400m_patch14_siglip_{res}': Architecture(
+        'vit', dict(_SO400M, patch_size=14, pool_type='map'), res)
+       for res in (224, 378)},
+    # MLP-Mixer.
+    **{f'mixer_{size}{patch}_224': Architecture(
+        'mixer', dict(variant=f'{size.upper()}/{patch}'), 224)
+       for size in ('s', 'b', 'l') for patch in (32, 16)},
+    # Swin: window 7 at 224 px, 12 at 384 px.
+    **{f'swin_{size}_patch4_window{window}_{res}': Architecture(
+        'swin', dict(variant=f'{size[0].upper()}/4', window_size=window), res)
+       for size, window, res in (
+           ('tiny', 7, 224), ('small', 7, 224), ('base', 7, 224),
+           ('base', 12, 384), ('large', 7, 224), ('large', 12, 384))},
+    # XCiT.
+    **{f'xcit_{size}_p{patch}_{res}': Architecture(
+        'xcit', dict(variant=f'{_XCIT_SIZES[size]}/{patch}'), res)
+       for size in _XCIT_SIZES for patch in (16, 8) for res in (224, 384)},
+    # ConvMixer.
+    'convmixer_1536_20': Architecture('convmixer', dict(variant='1536/20'),
+                                      224),
+    'convmixer_768_32': Architecture('convmixer', dict(variant='768/32'), 224),
+    'convmixer_1024_20_ks9_p14': Architecture(
+        'convmixer', dict(variant='1024/20'), 224),
+}
+
+
+def _describe(architecture: Architecture) -> str:
+  kwargs = dict(architecture.model_kwargs)
+  words = [kwargs.pop('variant')] if 'variant' in kwargs else []
+  words += [f'{key}={value}' for key, value in kwargs.items()]
+  return ' '.join(words + [f'{architecture.image_size} px'])
+
+
+def supported_table() -> str:
+  """One line per supported timm architecture: its name, the family here,
+  and the variant, options and resolution it is built with."""
+  width = max(len(name) for name in SUPPORTED)
+  return '\n'.join(
+      f'{name:<{width}}  {architecture.family:<9}  {_describe(architecture)}'
+      for name, architecture in SUPPORTED.items())
+
+
+def _unknown_architecture(architecture: str, source: str) -> ValueError:
+  close = difflib.get_close_matches(architecture, SUPPORTED, n=6, cutoff=0.6)
+  return ValueError(
+      f'Unknown timm architecture {architecture!r} (of {source!r}); close '
+      f'matches: {close or "none"}. All supported architectures: '
+      f'vit_jax.pretrained.SUPPORTED, or `python -m vit_jax.models '
+      f'--pretrained`.')
+
+
+# ----------------------------------------------------------------------------
+# timm's model_args -> get_model kwargs.
+
+# The get_model kwargs that size each family (what a variant stands for).
+_SIZE_FIELDS = {
+    'vit': ('patch_size', 'width', 'depth', 'mlp_dim', 'num_heads'),
+    'mixer': ('patch_size', 'width', 'depth', 'tokens_mlp_dim',
+              'channels_mlp_dim'),
+    'swin': ('patch_size', 'width', 'depths', 'num_heads'),
+    'xcit': ('patch_size', 'width', 'depth', 'num_heads', 'layer_scale_init',
+             'tokens_norm'),
+    'convmixer': ('width', 'depth', 'kernel_size', 'patch_size', 'activation'),
+}
+
+# timm argument -> get_model kwarg, the value as it is.
+_RENAMED = {
+    'vit': {'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
+            'patch_size': 'patch_size'},
+    'mixer': {'embed_dim': 'width', 'num_blocks': 'depth',
+              'patch_size': 'patch_size'},
+    'swin': {'embed_dim': 'width', 'depths': 'depths',
+             'num_heads': 'num_heads', 'patch_size': 'patch_size',
+             'window_size': 'window_size', 'mlp_ratio': 'mlp_ratio'},
+    'xcit': {'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
+             'patch_size': 'patch_size', 'mlp_ratio': 'mlp_ratio',
+             'eta': 'layer_scale_init', 'tokens_norm': 'tokens_norm',
+             'cls_attn_layers': 'class_attention_depth'},
+    'convmixer': {'dim': 'width', 'depth': 'depth',
+                  'kernel_size': 'kernel_size', 'patch_size': 'patch_size',
+                  'act_layer': 'activation'},
+}
+
+# timm arguments this package's family has fixed: the values it accepts.
+_FIXED = {
+    'vit': {'qkv_bias': (True,), 'qk_norm': (False,), 'proj_bias': (True,),
+            'init_values': (None,), 'no_embed_class': (False,),
+            'reg_tokens': (0,), 'pre_norm': (False,), 'final_norm': (True,),
+            'pos_embed': ('learn',), 'act_layer': (None, 'gelu')},
+    'mixer': {'global_pool': ('avg',), 'stem_norm': (False,)},
+    'swin': {'global_pool': ('avg',), 'qkv_bias': (True,),
+             'head_dim': (None,), 'always_partition': (False,)},
+    'xcit': {'global_pool': ('token',), 'qkv_bias': (True,),
+             'use_pos_embed': (True,)},
+    'convmixer': {'global_pool': ('avg',)},
+}
+
+# timm arguments without effect on the weights or on inference here
+# (the channels and classes are read from the weights and config).
+_IGNORED = ('in_chans', 'num_classes', 'img_size', 'dynamic_img_size',
+            'dynamic_img_pad', 'strict_img_size', 'weight_init', 'fix_init',
+            'nlhb')
+
+_VIT_POOLING = {'token': 'cls', 'avg': 'gap', 'map': 'map', '': 'none'}
+
+
+def _explicit(family: str, model_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+  """`model_kwargs` with the variant spelled out as sizes, so that any
+  size can be changed."""
+  kwargs = dict(model_kwargs)
+  if 'variant' in kwargs:
+    model = models.get_model(family, **kwargs)
+    del kwargs['variant']
+    kwargs = {**{field: getattr(model, field)
+                 for field in _SIZE_FIELDS[family]}, **kwargs}
+  return kwargs
+
+
+def _translate_model_args(family: str, model_kwargs: Mapping[str, Any],
+                          model_args: Mapping[str, Any]) -> Dict[str, Any]:
+  """Applies timm's `model_args` (constructor arguments beyond the
+  architecture's own) to the architecture's get_model kwargs."""
+  renamed, fixed = _RENAMED[family], _FIXED[family]
+  special = {'vit': ('mlp_ratio', 'global_pool', 'class_token', 'fc_norm'),
+             'mixer': ('mlp_ratio',)}.get(family, ())
+  for key, value in model_args.items():
+    if key in fixed and value not in fixed[key]:
+      raise ValueError(
+          f'timm model_args {key}={value!r} has no counterpart in this '
+          f'package\'s {family} (it supports {key} in '
+          f'{list(fixed[key])}).')
+    known = (key in renamed or key in fixed or key in special
+             or key in _IGNORED or key.endswith('drop_rate'))
+    if not known:
+      raise ValueError(
+          f'Unsupported timm model_args {key}={value!r} for family '
+          f'{family!r}; supported: '
+          f'{sorted({*renamed, *fixed, *special, *_IGNORED})} (and drop '
+          f'rates).')
+  if not any(key in renamed or key in special for key in model_args):
+    return dict(model_kwargs)
+
+  sizes = _explicit(family, model_kwargs)
+  kwargs = dict(sizes)
+  old_width = kwargs.get('width')
+  for key, value in model_args.items():
+    if key in renamed:
+      kwargs[renamed[key]] = (tuple(value) if isinstance(value, list)
+                              else value)
+  if family == 'swin' and isinstance(kwargs.get('window_size'), tuple):
+    window = set(kwargs['window_size'])
+    if len(window) != 1:
+      raise ValueError(f'timm model_args window_size='
+                       f'{model_args["window_size"]!r}: Swin here has square '
+                       f'windows only.')
+    kwargs['window_size'] = window.pop()
+  if family == 'vit':
+    ratio = model_args.get('mlp_ratio', kwargs['mlp_dim'] / old_width)
+    kwargs['mlp_dim'] = int(kwargs['width'] * ratio)
+    _vit_pooling(kwargs, model_kwargs, model_args)
+  elif family == 'mixer':
+    ratios = model_args.get('mlp_ratio', (
+        kwargs['tokens_mlp_dim'] / old_width,
+        kwargs['channels_mlp_dim'] / old_width))
+    if not isinstance(ratios, (list, tuple)):
+      ratios = (ratios, ratios)
+    kwargs['tokens_mlp_dim'] = int(ratios[0] * kwargs['width'])
+    kwargs['channels_mlp_dim'] = int(ratios[1] * kwargs['width'])
+  fields = _SIZE_FIELDS[family]
+  if 'variant' in model_kwargs and all(kwargs[field] == sizes[field]
+                                       for field in fields):
+    # The variant's own sizes: keep its name.
+    return {**model_kwargs, **{key: value for key, value in kwargs.items()
+                               if key not in fields}}
+  return kwargs
+
+
+def _vit_pooling(kwargs: Dict[str, Any], architecture_kwargs,
+                 model_args) -> None:
+  """timm's global_pool / class_token / fc_norm -> pool_type, fc_norm."""
+  if 'global_pool' in model_args:
+    pool = model_args['global_pool']
+    if pool not in _VIT_POOLING:
+      raise ValueError(f'timm model_args global_pool={pool!r} has no '
+                       f'counterpart in ViT here; supported: '
+                       f'{list(_VIT_POOLING)}.')
+    kwargs['pool_type'] = _VIT_POOLING[pool]
+  class_token = model_args.get('class_token',
+                               architecture_kwargs['pool_type'] == 'cls')
+  if class_token != (kwargs['pool_type'] == 'cls'):
+    raise ValueError(
+        f'timm model_args class_token={class_token} with pool type '
+        f'{kwargs["pool_type"]!r}: ViT here has a class token exactly when '
+        f'it pools by it (global_pool=\'token\').')
+  # timm's fc_norm=None: normalise after pooling when averaging.
+  fc_norm = model_args.get('fc_norm', architecture_kwargs.get('fc_norm'))
+  if fc_norm is None:
+    fc_norm = kwargs['pool_type'] == 'gap'
+  if fc_norm or 'fc_norm' in architecture_kwargs:
+    kwargs['fc_norm'] = fc_norm
+
+
+# ----------------------------------------------------------------------------
+# Files: a local directory or the Hub.
+
+
+def _env_flag(name: str) -> bool:
+  return os.environ.get(name, '').upper() in ('1', 'ON', 'YES', 'TRUE')
+
+
+def _hub_file(repo_id: str, filename: str, revision: Optional[str],
+              cache_dir: Optional[str]) -> str:
+  """The local path of `filename` of Hub repository `repo_id`, downloaded
+  into the cache unless it is there or offline mode is on."""
+  import huggingface_hub  # pylint: disable=g-import-not-at-top
+  from huggingface_hub import constants  # pylint: disable=g-import-not-at-top
+  from huggingface_hub import errors  # pylint: disable=g-import-not-at-top
+  offline = constants.HF_HUB_OFFLINE or _env_flag('HF_HUB_OFFLINE')
+  cache_dir = cache_dir or os.environ.get('HF_HUB_CACHE') or None
+  try:
+    return huggingface_hub.hf_hub_download(
+        repo_id, filename, revision=revision, cache_dir=cache_dir,
+        local_files_only=offline)
+  except errors.LocalEntryNotFoundError as error:
+    cache = cache_dir or constants.HF_HUB_CACHE
+    what = (f'{repo_id}: {filename} (revision {revision or "main"}) is not '
+            f'in the Hugging Face cache {cache}')
+    if offline:
+      raise FileNotFoundError(
+          f'{what} and offline mode is on (HF_HUB_OFFLINE=1): download it '
+          f'once with network access, or unset HF_HUB_OFFLINE.') from error
+    raise FileNotFoundError(
+        f'{what} and could not be downloaded (is the Hub reachable?).'
+    ) from error
+  except errors.EntryNotFoundError as error:
+    raise FileNotFoundError(
+        f'The Hub repository {repo_id} has no {filename} (timm checkpoints '
+        f'are read from {CONFIG_FILE} and {WEIGHTS_FILE}).') from error
+
+
+def _repo_id(name: str) -> str:
+  """'timm/ARCH.TAG', 'ARCH.TAG' or timm's 'hf-hub:timm/ARCH.TAG' -> the
+  Hub repository; anything else is an error."""
+  for prefix in ('hf-hub:', 'hf_hub:'):
+    if name.startswith(prefix):
+      name = name[len(prefix):]
+  parts = name.split('/')
+  if len(parts) == 1:
+    parts = [HUB_ORGANISATION, name]
+  if len(parts) != 2 or not all(parts) or name.startswith(('.', '~')):
+    raise ValueError(
+        f'{name!r} is neither a local directory nor a Hub model name '
+        f'(\'timm/ARCHITECTURE.TAG\', e.g. '
+        f'\'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k\').')
+  return '/'.join(parts)
+
+
+def _read_config(path: str) -> Dict[str, Any]:
+  with open(path) as f:
+    config = json.load(f)
+  if not isinstance(config, dict) or 'architecture' not in config:
+    raise ValueError(f'{path} is not a timm model config: it names no '
+                     f'"architecture".')
+  if 'pretrained_cfg' not in config:  # timm's older, single-dict layout
+    config = {'architecture': config['architecture'],
+              'num_classes': config.get('num_classes'),
+              'label_names': config.get('label_names',
+                                        config.get('labels')),
+              'pretrained_cfg': config}
+  return config
+
+
+# ----------------------------------------------------------------------------
+# Loading.
+
+
+def _preprocessing(pretrained_cfg: Mapping[str, Any]) -> Preprocessing:
+  return Preprocessing(
+      mean=tuple(pretrained_cfg.get('mean') or DEFAULT_MEAN),
+      std=tuple(pretrained_cfg.get('std') or DEFAULT_STD),
+      crop_pct=pretrained_cfg.get('crop_pct') or DEFAULT_CROP_PCT,
+      interpolation=(pretrained_cfg.get('interpolation')
+                     or DEFAULT_INTERPOLATION),
+      crop_mode=pretrained_cfg.get('crop_mode') or DEFAULT_CROP_MODE)
+
+
+def _pair(size) -> Tuple[int, int]:
+  if isinstance(size, int):
+    return (size, size)
+  size = tuple(size)
+  return (size[-2], size[-1])  # [C, H, W] (input_size) or [H, W]
+
+
+def _label_names(config: Mapping[str, Any], num_classes: int
+                 ) -> Optional[Tuple[Optional[str], ...]]:
+  """timm's label_names (a list, or a dict index -> name) per class."""
+  names = (config.get('label_names')
+           or config['pretrained_cfg'].get('label_names'))
+  if not names:
+    return None
+  if isinstance(names, Mapping):
+    by_index = {int(index): name for index, name in names.items()}
+    return tuple(by_index.get(index) for index in range(num_classes))
+  return tuple(names)
+
+
+def resolve_config(config: Mapping[str, Any], source: str = CONFIG_FILE
+                   ) -> Tuple[str, Dict[str, Any], Tuple[int, int]]:
+  """(family, get_model kwargs, (height, width)) of the checkpoint a timm
+  config.json (parsed) describes: its architecture from SUPPORTED, its
+  model_args translated, its number of classes and resolution.
+
+  Raises ValueError for an architecture not in SUPPORTED (naming the
+  close matches and `source`) or model_args no family here can express.
+  """
+  if 'pretrained_cfg' not in config:  # timm's older, single-dict layout
+    config = {'architecture': config.get('architecture'),
+              'pretrained_cfg': config}
+  pretrained_cfg = config['pretrained_cfg']
+  if config['architecture'] not in SUPPORTED:
+    raise _unknown_architecture(config['architecture'], source)
+  architecture = SUPPORTED[config['architecture']]
+  model_args = config.get('model_args') or {}
+  model_kwargs = _translate_model_args(architecture.family,
+                                       architecture.model_kwargs, model_args)
+  num_classes = config.get('num_classes')
+  if num_classes is None:
+    num_classes = pretrained_cfg.get('num_classes',
+                                     model_args.get('num_classes', 1000))
+  model_kwargs['num_classes'] = num_classes
+  if 'img_size' in model_args:
+    size = _pair(model_args['img_size'])
+  elif pretrained_cfg.get('input_size'):
+    size = _pair(pretrained_cfg['input_size'])
+  else:
+    size = _pair(architecture.image_size)
+  return architecture.family, model_kwargs, size
+
+
+def load(name: str, *, num_classes: Optional[int] = None,
+         image_size: Optional[Union[int, Tuple[int, int]]] = None,
+         revision: Optional[str] = None, cache_dir: Optional[str] = None,
+         **model_overrides) -> Pretrained:
+  """A timm checkpoint as a model of this package, with its variables.
+
+  Args:
+    name: a timm model on the Hugging Face Hub,
+      'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k' (the 'timm/' may be
+      left out), or a local directory in the Hub layout (config.json and
+      model.safetensors, as timm writes them).
+    num_classes: outputs of the head; None keeps the checkpoint's. Another
+      number replaces the head by a zero-initialised one (0: no head; the
+      logits are then the representation).
+    image_size: the resolution to run at; None keeps the checkpoint's. A
+      learned position embedding is resampled to it (`weights.from_timm`).
+    revision: a Hub branch, tag or commit (default: 'main').
+    cache_dir: the Hugging Face cache to use (default: HF_HUB_CACHE, else
+      huggingface_hub's default).
+    **model_overrides: get_model kwargs over the architecture's (e.g.
+      dtype=jnp.bfloat16, scan=True, or sizes for a custom model).
+
+  Returns:
+    A `Pretrained`: model, variables, family, model_kwargs, image_size,
+    num_classes, preprocessing, label_names.
+
+  Raises:
+    ValueError: an architecture not in SUPPORTED (with the close matches),
+      or timm model_args this package cannot express.
+    FileNotFoundError: a file neither in the directory nor in the cache
+      (with offline mode on, or the Hub unreachable).
+  """
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  name = os.fspath(name)
+  if os.path.isdir(name):
+    config_path = os.path.join(name, CONFIG_FILE)
+    weights_path = os.path.join(name, WEIGHTS_FILE)
+    for path in (config_path, weights_path):
+      if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'{path} not found: a checkpoint directory in timm\'s Hub '
+            f'layout has {CONFIG_FILE} and {WEIGHTS_FILE}.')
+    fetch = lambda path: path  # noqa: E731
+  else:
+    repo_id = _repo_id(name)
+    organisation, repo_name = repo_id.split('/')
+    architecture = repo_name.split('.')[0]
+    if organisation == HUB_ORGANISATION and architecture not in SUPPORTED:
+      raise _unknown_architecture(architecture, name)  # before downloading
+    config_path, weights_path = CONFIG_FILE, WEIGHTS_FILE
+    fetch = lambda filename: _hub_file(  # noqa: E731
+        repo_id, filename, revision, cache_dir)
+
+  config = _read_config(fetch(config_path))
+  family, model_kwargs, checkpoint_size = resolve_config(config, name)
+  checkpoint_classes = model_kwargs['num_classes']
+  if num_classes is not None:
+    model_overrides['num_classes'] = num_classes
+  if (set(model_overrides) & set(_SIZE_FIELDS[family])
+      or 'variant' in model_overrides):
+    model_kwargs = _explicit(family, model_kwargs)
+    if 'variant' in model_overrides:  # a new variant: its sizes, not ours
+      for field in _SIZE_FIELDS[family]:
+        model_kwargs.pop(field, None)
+  model_kwargs.update(model_overrides)
+  size = checkpoint_size if image_size is None else _pair(image_size)
+
+  state_dict = safetensors_numpy.load_file(fetch(weights_path))
+  variables = weights.from_timm(state_dict, family, image_size=size,
+                                **model_kwargs)
+  final_classes = model_kwargs['num_classes'] or 0
+  return Pretrained(
+      model=models.get_model(family, **model_kwargs),
+      variables=variables,
+      family=family,
+      model_kwargs=model_kwargs,
+      image_size=size,
+      num_classes=final_classes,
+      preprocessing=_preprocessing(config['pretrained_cfg']),
+      label_names=(_label_names(config, final_classes)
+                   if final_classes == checkpoint_classes else None))
