@@ -20,6 +20,7 @@ from vit_jax import checkpoint
 from vit_jax import config as config_lib
 from vit_jax import export
 from vit_jax import models
+from vit_jax import pretrained
 from vit_jax import weights
 from vit_jax import workdir as workdir_lib
 from vit_jax.models import common
@@ -177,9 +178,8 @@ def test_hf_export_has_transformers_layout(tmp_path):
   assert sorted(loaded) == sorted(exported)
   with open(written[1]) as f:
     assert json.load(f) == config
-  from_hf = getattr(weights, 'from_hf', None)
-  if from_hf is not None:  # the importer, where it exists: the round trip
-    _assert_trees_identical(from_hf(loaded, 'vit', **kwargs), variables)
+  _assert_trees_identical(weights.from_hf(loaded, 'vit', **kwargs),
+                          variables)
 
 
 def test_timm_directory_holds_timms_hub_files(tmp_path):
@@ -202,6 +202,12 @@ def test_timm_directory_holds_timms_hub_files(tmp_path):
   loaded = safetensors_numpy.load_file(written[0])
   _assert_trees_identical(weights.from_timm(loaded, family, **kwargs),
                           variables)
+  # The directory is a checkpoint `vit_jax.pretrained.load` reads, the
+  # model built from its config.json alone.
+  again = pretrained.load(str(tmp_path / 'timm'))
+  assert again.family == family and again.num_classes == 10
+  _assert_trees_identical(again.variables, variables)
+  assert pretrained.export is export.export
   # A .safetensors path: the weights alone.
   path = str(tmp_path / 'weights.safetensors')
   assert export.save(exported, path, 'timm') == [path]

@@ -4,6 +4,8 @@ a local directory in the same layout), as this package's models.
     pretrained = vit_jax.pretrained.load(
         'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k')
     logits, aux = pretrained.model.apply(pretrained.variables, images)
+    state_dict = vit_jax.pretrained.export(variables, 'vit', 'timm',
+                                           variant='B/16')
 
 A checkpoint in timm's Hub layout is a directory (a Hub repository) with
 `config.json` and `model.safetensors`. The config names the timm
@@ -29,6 +31,10 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 from vit_jax import models
 from vit_jax import weights
+# Weights out: export(variables, family, format) and save(state, path,
+# format), the inverse of `load` and the importers (`vit_jax.export`).
+from vit_jax.export import export  # pylint: disable=unused-import
+from vit_jax.export import save  # pylint: disable=unused-import
 
 # What timm's data config falls back to (timm.data: IMAGENET_DEFAULT_MEAN,
 # IMAGENET_DEFAULT_STD, DEFAULT_CROP_PCT, resolve_data_config).
