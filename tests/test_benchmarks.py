@@ -1,0 +1,101 @@
+"""benchmarks/train_throughput.py keeps running: a tiny smoke run of two
+families, in a fresh process so that its imports are its own (no
+TensorFlow). Nothing is timed against a threshold; see benchmarks/README.md
+for the figures."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vit_jax import build
+from vit_jax.models import counts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'benchmarks', 'train_throughput.py')
+
+
+def _load_script():
+  """benchmarks/train_throughput.py as a module (benchmarks/ is not a
+  package, and stays off sys.path here)."""
+  spec = importlib.util.spec_from_file_location('train_throughput', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+# Runs the script's main() in a fresh interpreter, then reports whether
+# TensorFlow was imported along the way.
+_RUNNER = """
+import json, sys
+sys.path.insert(0, 'benchmarks')
+import train_throughput
+train_throughput.main(sys.argv[1:])
+print(json.dumps({'tensorflow_imported': 'tensorflow' in sys.modules}))
+"""
+
+POSITIVE = ('compile_s', 'step_s', 'images_per_s', 'model_flops_per_step',
+            'xla_flops_per_step', 'measured_peak_flops', 'mfu_measured',
+            'params', 'global_batch', 'xla_memory_bytes')
+
+
+def _smoke_run(model):
+  """`--tiny --steps=1 --warmup=0` of `model` (comma-separated names) in a
+  fresh interpreter:
+  (its JSON records, its table lines)."""
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  result = subprocess.run(
+      [sys.executable, '-c', _RUNNER, '--tiny', '--steps=1', '--warmup=0',
+       '--batch=1', '--peak_size=64', f'--models={model}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  records = [json.loads(line) for line in lines if line.startswith('{')]
+  table = [line for line in lines if line.startswith('|')]
+  return records, table
+
+
+def test_smoke_run_reports_every_field():
+  """Two families in one process (start-up and compilation dominate)."""
+  models = ['vit_b16', 'mae_l16']
+  records, table = _smoke_run(','.join(models))
+  peak, *results, imports = records
+  assert peak['measured_peak_flops'] > 0
+  assert [record['model'] for record in results] == models
+  for record in results:
+    for key in POSITIVE:
+      assert record[key] > 0, (record['model'], key, record[key])
+    assert record['compute_dtype'] == 'bfloat16'
+    assert record['param_dtype'] == 'float32'
+    assert record['optimizer'] == 'adamw'
+    assert record['resolution'] == 32
+    assert len(record['step_s_all']) == 1
+    assert 'peak_memory_bytes' in record  # None on CPU
+    assert 'vendor_peak_flops' in record and 'mfu_vendor' in record
+  assert len(table) == 2 + len(models)  # header, rule, a row per model
+  for model, row in zip(models, table[2:]):
+    assert row.startswith(f'| {model} | jax |')
+  assert not imports['tensorflow_imported']
+
+
+def test_mae_counts_its_encoder_on_the_kept_patches():
+  """MAE's model FLOPs: the encoder on the kept quarter of the patches plus
+  the decoder (the tiny MAE's encoder is the tiny ViT's)."""
+  train_throughput = _load_script()
+  vit, _ = train_throughput.model_config('vit_b16', tiny=True)
+  mae, _ = train_throughput.model_config('mae_l16', tiny=True)
+  assert mae.model.mask_ratio == 0.75
+  vit_flops = counts.forward_flops(build.build_model(vit.model), 32)
+  mae_flops = counts.forward_flops(build.build_model(mae.model), 32)
+  assert 0 < mae_flops < vit_flops
+
+
+def test_unknown_model_names_the_valid_ones():
+  train_throughput = _load_script()
+  with pytest.raises(ValueError, match="'vit_x'.*vit_b16.*mae_l16"):
+    train_throughput.parse_models('vit_b16,vit_x')
+  with pytest.raises(ValueError, match="--compare='jax'.*timm"):
+    train_throughput.parse_args(['--compare=jax'])
