@@ -376,7 +376,17 @@ def test_pretrained_preprocessing_spec():
   with pytest.raises(ValueError, match="interpolation 'cubic'.*'bicubic'"):
     predict.pretrained_spec(224, 0.9, 'cubic', 0.5, 0.5)
   names = predict.imagenet_class_names()
-  assert len(names) == 1000 and names[0] == 'n01440764'
+  ids = predict.imagenet_wordnet_ids()
+  assert len(names) == len(ids) == 1000
+  # Both in ImageNet-1k's label order.
+  assert (ids[0], names[0]) == ('n01440764', 'tench')
+  assert (ids[1], names[1]) == ('n01443537', 'goldfish')
+  assert (ids[999], names[999]) == ('n15075141', 'toilet tissue')
+  # timm's checkpoints name their classes by WordNet id.
+  assert predict.readable_imagenet_names(['n01443537', 'n01440764']) == [
+      'goldfish', 'tench']
+  assert predict.readable_imagenet_names(['cat', 'n01440764']) == [
+      'cat', 'n01440764']
 
 
 def test_predict_with_pretrained_weights_from_a_hub_directory(tmp_path):

@@ -11,9 +11,10 @@ with `vit_jax.data.preprocess` to the decoded file) and its dataset's class
 names (TFDS's label names; an image folder's class folders; '0'..'9' for
 digits). --pretrained: `vit_jax.pretrained.load(NAME)`'s model, its
 preprocessing (shorter side resized to image_size / crop_pct, centre
-crop, mean / std normalisation) and its label names (for a 1000-class head
-without names, ImageNet-1k's WordNet ids from TFDS's imagenet2012 label
-file).
+crop, mean / std normalisation) and its label names; ImageNet-1k's
+classes (a 1000-class head without names, or names that are WordNet ids
+as timm's checkpoints have) are shown by their readable names
+(`imagenet_class_names`).
 
 Each IMAGE is printed with its top-k classes and probabilities (sigmoid
 for runs trained with 'sigmoid_xent', softmax otherwise). A FOLDER is
@@ -58,6 +59,9 @@ INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3',
 CROP_MODES = ('center', 'squash')  # timm's eval crop modes supported here
 # TFDS's imagenet2012 class file: WordNet ids in ImageNet-1k's label order.
 IMAGENET_LABELS = os.path.join('datasets', 'imagenet2012', 'labels.txt')
+# A TFDS module holding ImageNet-1k's readable class names in the same
+# order (IMAGENET_LABELS_LIST; plain Python, read without importing TFDS).
+IMAGENET_READABLE = os.path.join('datasets', 'siscore', 'labels.py')
 DEFAULT_CSV = 'predictions.csv'
 
 
@@ -298,20 +302,53 @@ def from_workdir(workdir: str, config=None,
       plots_dir=paths.join(workdir, 'plots'))
 
 
-def imagenet_class_names() -> List[str]:
-  """ImageNet-1k's 1000 classes as WordNet ids ('n01440764', ...), in the
-  label order of TFDS's imagenet2012 (that of the usual 1000-class heads),
-  from the file TFDS installs (found without importing TFDS)."""
+def _tfds_file(relative: str) -> str:
   spec = importlib.util.find_spec('tensorflow_datasets')
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError('tensorflow_datasets is not installed: no '
                             'ImageNet class names.')
-  path = os.path.join(spec.submodule_search_locations[0], IMAGENET_LABELS)
+  return os.path.join(spec.submodule_search_locations[0], relative)
+
+
+def imagenet_wordnet_ids() -> List[str]:
+  """ImageNet-1k's 1000 classes as WordNet ids ('n01440764', ...), in the
+  label order of TFDS's imagenet2012 (that of the usual 1000-class heads),
+  from the file TFDS installs (found without importing TFDS)."""
+  path = _tfds_file(IMAGENET_LABELS)
   with open(path) as f:
     names = f.read().split()
   if len(names) != 1000:
     raise ValueError(f'{path} lists {len(names)} classes, not 1000.')
   return names
+
+
+def imagenet_class_names() -> List[str]:
+  """ImageNet-1k's 1000 classes by readable name ('tench', 'goldfish',
+  ...: the first of each class's synonyms), in the order of
+  `imagenet_wordnet_ids`; from a list TFDS installs, read without
+  importing TFDS."""
+  path = _tfds_file(IMAGENET_READABLE)
+  module_spec = importlib.util.spec_from_file_location(
+      'vit_jax_imagenet_readable_names', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  names = [name.split(',')[0].strip()
+           for name in module.IMAGENET_LABELS_LIST]
+  if len(names) != 1000:
+    raise ValueError(f'{path} lists {len(names)} classes, not 1000.')
+  return names
+
+
+def readable_imagenet_names(names: List[str]) -> List[str]:
+  """`names` with ImageNet-1k's WordNet ids replaced by readable names
+  (unchanged unless every one is such an id)."""
+  if not names or not all(re.fullmatch(r'n\d{8}', name) for name in names):
+    return names
+  try:
+    readable = dict(zip(imagenet_wordnet_ids(), imagenet_class_names()))
+  except (OSError, ValueError, AttributeError):
+    return names
+  return [readable.get(name, name) for name in names]
 
 
 def _plot_name(name: str) -> str:
@@ -334,8 +371,9 @@ def from_pretrained(name: str) -> Predictor:
     raise ValueError(f'Pretrained {name!r} has no classifier head (it is a '
                      f'feature extractor); predict needs class outputs.')
   if loaded.label_names:
-    names = [str(i) if label is None else str(label)
-             for i, label in enumerate(loaded.label_names)]
+    names = readable_imagenet_names(
+        [str(i) if label is None else str(label)
+         for i, label in enumerate(loaded.label_names)])
   elif num_classes == 1000:
     names = imagenet_class_names()
   else:
