@@ -175,3 +175,63 @@ def test_random_erase_fills_one_rectangle_with_noise():
            'rng': tf.constant([1, 0], tf.int64)})
   with pytest.raises(ValueError, match=r'area_min <= area_max <= 1'):
     preprocess.build('random_erase(0.5, 0.5, 0.1)')
+
+
+# The training specs of the ImageNet recipes, shrunk to 16 pixels: in a
+# tf.data graph the images have unknown height and width (as TFDS's ImageNet
+# and the image folders give them), so every op must keep the channel count
+# static for the next (randaug needs it).
+_TRAINING_SPECS = [
+    'decode|inception_crop(16)|flip_lr|randaug(2, 15)|value_range(-1, 1)|'
+    'onehot(10)',  # vit_i1k, mixer_i1k
+    'decode|inception_crop(16)|flip_lr|randaug(2, 9)|value_range(-1, 1)|'
+    'random_erase(0.25)|onehot(10)',  # swin_i1k, convmixer_i1k
+    "decode|inception_crop(16, area_min=8, method='bicubic')|flip_lr|"
+    'randaug(2, 9)|value_range(-1, 1)|random_erase(0.25)|'
+    'onehot(10, 0.9, 0.01)',  # xcit_i1k
+    'decode(channels=3)|inception_crop(8)|flip_lr|randaug(2, 15)|'
+    'value_range(-1, 1)|onehot(10)',  # the issue's reproduction on digits
+]
+
+
+@pytest.mark.parametrize('spec', _TRAINING_SPECS)
+@pytest.mark.parametrize('channels', [1, 3])
+def test_training_specs_keep_the_channel_count_in_tf_data(spec, channels,
+                                                          rgb):
+  image = rgb if channels == 3 else rgb[..., :1]
+  # Height and width unknown to the graph, channels known: what a TFDS
+  # image feature gives.
+  images = tf.data.Dataset.from_generator(
+      lambda: iter([image, image[:20, :17]]),
+      output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+  build = preprocess.build(spec)
+
+  def apply(index, image):
+    return build({'image': image, 'label': tf.constant(3, tf.int64),
+                  'rng': tf.stack([index, tf.constant(7, tf.int64)])})
+  examples = list(images.enumerate().map(apply).as_numpy_iterator())
+  size = 8 if 'inception_crop(8)' in spec else 16
+  want_channels = 3 if 'channels=3' in spec else channels
+  for example in examples:
+    assert example['image'].shape == (size, size, want_channels)
+    assert np.isfinite(example['image']).all()
+    assert example['labels'].argmax() == 3
+
+
+def test_every_image_op_keeps_a_static_channel_count():
+  """Each op that takes an image, traced on [None, None, 3]: the channel
+  count survives, so any order in a spec is safe."""
+  specs = ['inception_crop(8)', 'resize(8)', 'resize_small(8)',
+           'central_crop(4)', 'flip_lr', 'randaug(2, 10)', 'decode',
+           'decode(channels=1)', 'value_range(0, 1)|random_erase(1.0)',
+           'value_range(0, 1)|normalize(0.5, 0.2)']
+  for spec in specs:
+    build = preprocess.build(spec)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def traced(image, build=build):
+      return build({'image': image,
+                    'rng': tf.constant([1, 2], tf.int64)})['image']
+    shape = traced.get_concrete_function().output_shapes
+    want = 1 if 'channels=1' in spec else 3
+    assert shape[-1] == want, (spec, shape)

@@ -177,6 +177,10 @@ def inception_crop(size: Size, area_min: float = 5, area_max: float = 100,
         area_range=(area_min / 100, area_max / 100),
         use_image_if_no_bounding_boxes=True)
     crop = tf.slice(image, begin, crop_size)
+    # A sampled size leaves every dimension unknown to the graph; the
+    # channel count is the input's (ops after this one, randaug among them,
+    # need it static).
+    crop.set_shape([None, None, image.shape[-1]])
     return _with(example, image=_resize(crop, size, method))
   return apply
 
