@@ -33,6 +33,9 @@ from ml_collections.config_dict import placeholder
 IMAGENET_TRAIN_IMAGES = 1_281_167
 EPOCHS = {'768/32': 300}  # the others: 150
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('1536/20', '768/32', '1024/20')
+
 
 def get_config(arg: str = '1536/20') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

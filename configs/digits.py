@@ -13,6 +13,10 @@ or map.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+# The variant arguments this recipe documents (config.model.pool_type);
+# tests/test_recipes.py runs each one.
+ARGS = ('cls', 'gap', 'map')
+
 
 def get_config(arg: str = 'cls') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

@@ -29,6 +29,10 @@ FAMILIES = ('vit', 'mixer', 'xcit', 'convmixer')
 SIZES = {'xxs': (16, 1), 'xs': (24, 2), 's': (32, 2), 'm': (48, 3),
          'l': (64, 4)}
 
+# The variant arguments this recipe documents (tests/test_recipes.py runs
+# each one): every family at every size.
+ARGS = tuple(f'{family}/{size}' for family in FAMILIES for size in SIZES)
+
 
 def get_config(arg: str = 'vit/s') -> ml_collections.ConfigDict:
   family, _, size = (arg or 'vit/s').partition('/')

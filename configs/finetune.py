@@ -26,6 +26,10 @@ DATASETS = {
     'imagenet2012': (1000, 'train[:99%]', 'validation', 20_000),
 }
 
+# The arguments this recipe documents (tests/test_recipes.py runs each):
+# every dataset of DATASETS at 384 px.
+ARGS = tuple(f'{name},384' for name in DATASETS)
+
 
 def get_config(arg: str = 'cifar10,384') -> ml_collections.ConfigDict:
   dataset, _, resolution = arg.partition(',')

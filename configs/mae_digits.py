@@ -23,6 +23,9 @@ plots/ with the reconstruction loss on the test split.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+# This recipe takes no variant argument (tests/test_recipes.py).
+ARGS = ('',)
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   del arg

@@ -13,6 +13,9 @@ from ml_collections.config_dict import placeholder
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('S/16', 'B/16', 'L/16')
+
 
 def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

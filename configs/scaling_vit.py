@@ -19,6 +19,9 @@ set the compute budget of one point of a scaling curve.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('S/16', 'B/16', 'L/16', 'H/14', 'g/14', 'G/14')
+
 
 def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

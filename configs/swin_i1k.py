@@ -17,6 +17,9 @@ from ml_collections.config_dict import placeholder
 IMAGENET_TRAIN_IMAGES = 1_281_167
 STOCHASTIC_DEPTH = {'T': 0.2, 'S': 0.3, 'B': 0.5, 'L': 0.5}
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('T/4', 'S/4', 'B/4')
+
 
 def get_config(arg: str = 'T/4') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

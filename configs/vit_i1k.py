@@ -17,6 +17,9 @@ from ml_collections.config_dict import placeholder
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('Ti/16', 'S/16', 'S/32', 'B/16', 'B/32', 'L/16')
+
 
 def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

@@ -16,6 +16,9 @@ from ml_collections.config_dict import placeholder
 
 IMAGENET21K_TRAIN_IMAGES = 13_000_000  # about; minus a held-out part
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('B/16', 'B/32', 'L/16', 'H/14')
+
 
 def get_config(arg: str = 'B/16') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

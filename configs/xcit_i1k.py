@@ -26,6 +26,9 @@ IMAGENET_TRAIN_IMAGES = 1_281_167
 STOCHASTIC_DEPTH = {'N12': 0.0, 'T12': 0.0, 'S12': 0.05, 'T24': 0.05,
                     'S24': 0.1, 'M24': 0.15, 'L24': 0.25}
 
+# The variants this recipe documents (tests/test_recipes.py runs each).
+ARGS = ('N12/16', 'T12/16', 'S12/16', 'S24/16', 'M24/16', 'S12/8')
+
 
 def get_config(arg: str = 'S12/16') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

@@ -49,7 +49,7 @@ def _smoke_run(model):
   result = subprocess.run(
       [sys.executable, '-c', _RUNNER, '--tiny', '--steps=1', '--warmup=0',
        '--batch=1', '--peak_size=64', f'--models={model}'],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
       check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()

@@ -130,7 +130,7 @@ def test_digits_prepares_without_download_messages_or_tf_log_lines(tmp_path):
          if name != 'TF_CPP_MIN_LOG_LEVEL'}  # vit_jax's default, not the user's
   result = subprocess.run(
       [sys.executable, '-c', code, str(tmp_path / 'tfds')], cwd=REPO_ROOT,
-      env=env, capture_output=True, text=True, timeout=300, check=False)
+      env=env, capture_output=True, text=True, timeout=1800, check=False)
   output = result.stdout + result.stderr
   assert result.returncode == 0, output
   for noise in ('Downloading and preparing', 'downloaded and prepared',

@@ -425,7 +425,7 @@ def test_standalone_command_line_appends_to_metrics(tmp_path, data_dir):
              '--config.evals.fewshot.shots=(2,)',
              '--config.evals.fewshot.seeds=(0,)']
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=1800, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'step 5: ' in result.stdout
   after = train.read_metrics(workdir)

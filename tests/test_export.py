@@ -339,7 +339,7 @@ def test_command_line_bad_format_exits_2_naming_the_choices(run_workdir,
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.export', f'--workdir={workdir}',
        '--format=onnx', f'--out={out}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+      cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
   assert result.returncode == 2, result.stderr
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1, result.stderr

@@ -187,7 +187,7 @@ def _run(cwd, module, *flags):
   folder would show there), with vit_jax importable."""
   env = dict(os.environ, PYTHONPATH=ROOT)
   return subprocess.run([sys.executable, '-m', module, *flags], cwd=cwd,
-                        env=env, capture_output=True, text=True, timeout=300)
+                        env=env, capture_output=True, text=True, timeout=1800)
 
 
 def _download(directory, local):

@@ -53,7 +53,7 @@ def write_sweep(path, runs, fixed, metric=None, config='configs/digits.py'):
   return str(path)
 
 
-def launch(*args, env=None, timeout=600, check=None):
+def launch(*args, env=None, timeout=1800, check=None):
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.launch', *args], cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=timeout)
@@ -348,7 +348,7 @@ def start_launcher(sweep_file, sweep_dir):
       stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_training(workdir, launcher, timeout=300):
+def wait_for_training(workdir, launcher, timeout=1800):
   """Until the run in `workdir` has logged a training step."""
   deadline = time.time() + timeout
   while not status_lib.last_metrics(workdir, 'train/loss')[1]:
@@ -412,7 +412,7 @@ def test_cancel_stops_a_local_sweep_cleanly(tmp_path, data_dir):
   wait_for_training(workdir, process)
   assert statuses(sweep_dir)['lr=0.001']['state'] == 'running'
   launch('cancel', f'--sweep_dir={sweep_dir}', check=0)
-  output, _ = process.communicate(timeout=300)
+  output, _ = process.communicate(timeout=1800)
   assert process.returncode == 3, output
   got = statuses(sweep_dir)['lr=0.001']
   assert got['state'] == 'preempted' and 0 < got['step'] < 5000

@@ -242,3 +242,17 @@ def test_attention_impl_is_validated():
   with pytest.raises(ValueError, match=r"Unknown attention_impl 'flash'; "
                      r"valid choices: \[None, 'xla', 'cudnn'\]"):
     get_model('vit', **dict(TINY_VIT, attention_impl='flash'))
+
+
+@pytest.mark.parametrize('name, variant, patch_size', [
+    ('vit', 'B/16', 8), ('mixer', 'B/16', 8), ('swin', 'T/4', 2),
+    ('mae', 'B/16', 8), ('xcit', 'S12/16', 8), ('convmixer', '768/32', 14)])
+def test_a_variant_patch_size_can_be_overridden(name, variant, patch_size):
+  """get_model(name, variant, patch_size=...) as a config with both a
+  variant and a patch size builds it (it raised 'multiple values for
+  keyword argument' before)."""
+  from vit_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  width = 96 if name == 'swin' else 64  # Swin-T's 3 heads divide it
+  model = models_lib.get_model(name, variant=variant, patch_size=patch_size,
+                               width=width)
+  assert model.patch_size == patch_size and model.width == width

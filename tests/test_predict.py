@@ -358,7 +358,7 @@ def test_command_line_errors(trained, capsys):
       [sys.executable, '-m', 'vit_jax.predict', f'--workdir={trained.workdir}',
        '--pretrained=timm/x', '--top_k=3', trained.files[0]], cwd=ROOT,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, capture_output=True,
-      text=True, timeout=120, check=False)
+      text=True, timeout=1800, check=False)
   assert result.returncode == 2, result.stderr
   assert result.stderr.strip().splitlines() == [
       'vit_jax.predict: bad command line: give exactly one of --workdir and '

@@ -196,3 +196,53 @@ def test_package_metadata_reads_the_requirements_files():
   assert dynamic['dependencies'] == {'file': ['requirements.txt']}
   assert dynamic['optional-dependencies'] == {
       'test': {'file': ['requirements-test.txt']}}
+
+
+# A test's bound on a subprocess or a wait: generous, because CI may run
+# on a loaded 2-core machine (the whole suite once took 47 minutes there,
+# and a 300 s bound failed). CI's own time limit is the real guard.
+MIN_TEST_TIMEOUT = 900
+# The SLURM harness's own short polls of the cluster's state.
+_TIMEOUT_EXEMPT = ('slurm_cluster.py', 'test_slurm_cluster.py',
+                   'gcs_emulator.py')
+
+
+def short_timeouts(source, filename='<test>'):
+  """(line, value) of each `timeout=N` (a call's keyword or a function's
+  default) below MIN_TEST_TIMEOUT seconds in `source`."""
+  found = []
+  for node in ast.walk(ast.parse(source, filename)):
+    pairs = []
+    if isinstance(node, ast.Call):
+      pairs = [(k.arg, k.value) for k in node.keywords]
+    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      args = node.args.args[len(node.args.args) - len(node.args.defaults):]
+      pairs = [(a.arg, d) for a, d in zip(args, node.args.defaults)]
+      pairs += [(a.arg, d) for a, d in zip(node.args.kwonlyargs,
+                                           node.args.kw_defaults) if d]
+    for name, value in pairs:
+      if (name and 'timeout' in name and isinstance(value, ast.Constant)
+          and isinstance(value.value, (int, float))
+          and value.value < MIN_TEST_TIMEOUT):
+        found.append((value.lineno, value.value))
+  return found
+
+
+def test_tests_bound_their_subprocesses_generously():
+  offenders = []
+  for name in sorted(os.listdir(os.path.join(ROOT, 'tests'))):
+    if not name.endswith('.py') or name in _TIMEOUT_EXEMPT:
+      continue
+    source = _read('tests', name)
+    offenders += [f'tests/{name}:{line}: timeout={value}'
+                  for line, value in short_timeouts(source, name)]
+  assert not offenders, offenders
+
+
+def test_short_timeout_check_catches_calls_and_defaults():
+  source = ('import subprocess\n'
+            'def wait(path, timeout=60): pass\n'
+            'subprocess.run(["x"], timeout=300)\n'
+            'subprocess.run(["x"], timeout=1800)\n'
+            'p.communicate(timeout=120.0)\n')
+  assert short_timeouts(source) == [(2, 60), (3, 300), (5, 120.0)]

@@ -507,7 +507,7 @@ def test_points_name_the_skipped_runs(tmp_path):
 
 def _cli(*args):
   return subprocess.run([sys.executable, '-m', 'vit_jax.scaling', *args],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
 def test_cli_end_to_end(tmp_path):

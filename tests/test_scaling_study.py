@@ -53,7 +53,7 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.launch', 'resume',
        f'--sweep_dir={sweep_dir}'], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=900)
+      text=True, timeout=1800)
   assert result.returncode == 0, result.stdout + result.stderr
   assert not any(f'started {name} ' in result.stdout for name in done)
   assert 'Resuming from step' in (
@@ -75,7 +75,7 @@ def test_small_digits_study_sweep_fit_plot(tmp_path, data_dir):
       [sys.executable, '-m', 'vit_jax.scaling',
        f'--workdirs={sweep_dir}/*', '--metric=val/accuracy',
        '--x=compute/flops', f'--out={out}', '--bootstrap=20'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT, capture_output=True, text=True, timeout=1800)
   assert result.returncode == 0, result.stdout + result.stderr
   assert '4 runs (4 done, 2 cooldown branches)' in result.stdout, result.stdout
   for stem in ('error_vs_compute', 'error_vs_params', 'error_vs_images_seen'):

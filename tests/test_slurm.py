@@ -23,7 +23,7 @@ def _launch(cluster, *args, env=None, check=0):
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.launch', *args], cwd=ROOT,
       env=cluster.full_env(**(env or {})), capture_output=True, text=True,
-      timeout=600)
+      timeout=1800)
   if check is not None:
     assert result.returncode == check, result.stdout + result.stderr
   return result
@@ -36,7 +36,7 @@ def _statuses(cluster, sweep_dir):
                                           result.stdout.splitlines())}
 
 
-def _wait_settled(cluster, sweep_dir, timeout=600):
+def _wait_settled(cluster, sweep_dir, timeout=1800):
   """Until no run is pending or running; the final statuses."""
   deadline = time.time() + timeout
   while True:
@@ -132,7 +132,7 @@ def test_slurm_requeued_run_resumes_bit_identically(slurm_cluster, tmp_path,
   slurm_cluster.run('scontrol', 'requeue', task)
   got = _wait_settled(slurm_cluster, sweep_dir)
   assert got[run['name']]['state'] == 'done', (got, _logs(sweep_dir))
-  output, _ = uninterrupted.communicate(timeout=600)
+  output, _ = uninterrupted.communicate(timeout=1800)
   assert uninterrupted.returncode == 0, output
 
   logs = _logs(sweep_dir)
@@ -216,7 +216,7 @@ def _stand_in_array(cluster, tmp_path, name):
   return job, f'{job}_0', log_dir / f'slurm-{job}_0.log'
 
 
-def _wait_for(path, text, timeout=60):
+def _wait_for(path, text, timeout=1800):
   deadline = time.time() + timeout
   while not (path.exists() and text in path.read_text()):
     assert time.time() < deadline, path.read_text() if path.exists() else ''

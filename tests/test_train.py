@@ -268,7 +268,7 @@ def _main(workdir, *flags, env=None, **popen):
 
 def test_unknown_config_key_is_named(tmp_path):
   process = _main(str(tmp_path), '--config.modle.width=3')
-  output, _ = process.communicate(timeout=120)
+  output, _ = process.communicate(timeout=1800)
   assert process.returncode != 0
   assert 'modle' in output
 
@@ -286,7 +286,7 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path,
     assert time.time() < deadline, 'no metrics in time'
     time.sleep(0.5)
   process.send_signal(signal.SIGTERM)
-  output, _ = process.communicate(timeout=120)
+  output, _ = process.communicate(timeout=1800)
   assert process.returncode == train.EXIT_PREEMPTED == 3, output
   assert not os.path.exists(os.path.join(workdir, 'done'))
   assert not os.path.exists(os.path.join(workdir, 'lock'))
@@ -309,12 +309,12 @@ def test_sigterm_during_start_up_stops_cleanly(tmp_path, data_dir):
     assert time.time() < deadline, 'no lock in time'
     time.sleep(0.05)
   process.send_signal(signal.SIGTERM)
-  output, _ = process.communicate(timeout=120)
+  output, _ = process.communicate(timeout=1800)
   assert process.returncode == train.EXIT_PREEMPTED, output
   for name in ('error', 'done', 'lock'):
     assert not os.path.exists(os.path.join(workdir, name)), name
   process = _main(workdir, *flags)
-  output, _ = process.communicate(timeout=300)
+  output, _ = process.communicate(timeout=1800)
   assert process.returncode == 0, output
   assert os.path.exists(os.path.join(workdir, 'done'))
 
@@ -343,7 +343,7 @@ def test_two_processes_match_one(tmp_path, data_dir):
            f'--coordinator_address=localhost:{port}', '--num_processes=2']
   processes = [_main(workdir, *flags, f'--process_id={i}', env=env)
                for i in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  outputs = [p.communicate(timeout=1800)[0] for p in processes]
   for process, output in zip(processes, outputs):
     assert process.returncode == 0, output
 

@@ -171,7 +171,7 @@ def test_nothing_is_created_before_the_run_is_known_to_start(tmp_path,
   # Evaluating a mistyped workdir creates nothing.
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.evaluate', f'--workdir={workdir}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT, capture_output=True, text=True, timeout=1800)
   assert result.returncode == 1
   assert 'config.json does not exist' in result.stderr
   assert not workdir.exists()
@@ -243,7 +243,7 @@ def test_command_line_errors_are_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'vit_jax.main', '--config=configs/digits.py',
          f'--workdir={tmp_path / "w"}', flag],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr

@@ -8,12 +8,18 @@ import ml_collections
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name, arg=None):
-  """configs/NAME.py's get_config(arg)."""
+def load_module(name):
+  """configs/NAME.py as a module."""
   path = os.path.join(ROOT, 'configs', f'{name}.py')
   spec = importlib.util.spec_from_file_location(f'configs_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_config(name, arg=None):
+  """configs/NAME.py's get_config(arg)."""
+  module = load_module(name)
   return module.get_config(arg) if arg is not None else module.get_config()
 
 

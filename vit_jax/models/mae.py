@@ -280,7 +280,7 @@ class MAE(nn.Module):
   def from_variant(cls, variant: str, **kwargs) -> 'MAE':
     """MAE.from_variant('B/16', norm_pix_loss=True): a ViT-B/16 encoder."""
     size, patch_size = common.parse_variant(variant, vit.VARIANTS, 'MAE')
-    return cls(patch_size=patch_size, **{**size, **kwargs})
+    return cls(**{'patch_size': patch_size, **size, **kwargs})
 
   def __post_init__(self):
     super().__post_init__()

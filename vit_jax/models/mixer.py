@@ -88,7 +88,7 @@ class Mixer(nn.Module):
   def from_variant(cls, variant: str, **kwargs) -> 'Mixer':
     """Mixer.from_variant('B/16', num_classes=10)."""
     size, patch_size = common.parse_variant(variant, VARIANTS, 'Mixer')
-    return cls(patch_size=patch_size, **{**size, **kwargs})
+    return cls(**{'patch_size': patch_size, **size, **kwargs})
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):

@@ -381,7 +381,7 @@ class Swin(nn.Module):
   def from_variant(cls, variant: str, **kwargs) -> 'Swin':
     """Swin.from_variant('T/4'); Swin.from_variant('B/4', window_size=12)."""
     size, patch_size = common.parse_variant(variant, VARIANTS, 'Swin')
-    return cls(patch_size=patch_size, **{**size, **kwargs})
+    return cls(**{'patch_size': patch_size, **size, **kwargs})
 
   def __post_init__(self):
     super().__post_init__()

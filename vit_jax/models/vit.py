@@ -165,7 +165,7 @@ class ViT(nn.Module):
   def from_variant(cls, variant: str, **kwargs) -> 'ViT':
     """ViT.from_variant('B/16', num_classes=10, pool_type='gap')."""
     size, patch_size = common.parse_variant(variant, VARIANTS, 'ViT')
-    return cls(patch_size=patch_size, **{**size, **kwargs})
+    return cls(**{'patch_size': patch_size, **size, **kwargs})
 
   def __post_init__(self):
     super().__post_init__()

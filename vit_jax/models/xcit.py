@@ -420,7 +420,7 @@ class XCiT(nn.Module):
     """XCiT.from_variant('S24/16'); XCiT.from_variant('T12/8',
     num_classes=10)."""
     size, patch_size = parse_variant(variant)
-    return cls(patch_size=patch_size, **{**size, **kwargs})
+    return cls(**{'patch_size': patch_size, **size, **kwargs})
 
   def __post_init__(self):
     super().__post_init__()

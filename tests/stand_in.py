@@ -1,0 +1,213 @@
+"""A recipe on a small local stand-in: the recipe's own preprocessing,
+optimizer, schedule shape, loss, mixup and evaluators, with only sizes and
+places changed, so that every file in `configs/` can run end to end in
+seconds (tests/test_recipes.py).
+
+What changes (and nothing else: `unexpected_changes` checks it against
+`CHANGED_KEYS`):
+- data: a recipe on a dataset that cannot be read here (ImageNet, CIFAR,
+  ...) reads an image folder of generated JPEGs instead
+  (`make_image_folder`: CLASSES classes, JPEGs of a few sizes), its
+  preprocessing specs scaled from 224 px to 32 px (sizes rounded to
+  multiples of 8) and its one-hot to CLASSES classes; the embedded digits
+  stay digits. The shuffle buffer shrinks.
+- model: the family's tiny size (TINY) instead of the variant, CLASSES
+  classes; every other model field (pooling, position embedding, dropout,
+  dtype, mask ratio, ...) is the recipe's.
+- steps: STEPS steps of BATCH_SIZE; warmup 1 step, a cooldown (when the
+  recipe has one) over the rest, an rsqrt timescale of 1; evaluations and a
+  checkpoint at the last step, a log line at every step.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+from PIL import Image
+
+import tiny
+
+STEPS = 3
+BATCH_SIZE = 16
+CLASSES = 4
+TRAIN_PER_CLASS = 26  # the recipes' 25-shot evaluations need 25
+VAL_PER_CLASS = 5
+RESOLUTION = 32  # what 224 px becomes
+
+# The recipes whose data can be read on any machine, offline.
+LOCAL_DATASETS = ('digits',)
+
+# Family -> the tiny size that replaces the variant (every size field).
+TINY = {
+    'vit': dict(width=16, depth=1, mlp_dim=32, num_heads=2),
+    'mae': dict(width=16, depth=1, mlp_dim=32, num_heads=2, decoder_width=8,
+                decoder_depth=1, decoder_num_heads=1),
+    'mixer': dict(width=16, depth=1, tokens_mlp_dim=8, channels_mlp_dim=32),
+    'swin': dict(width=8, depths=(1, 1), num_heads=(1, 2), window_size=2),
+    'xcit': dict(width=16, depth=1, num_heads=2, class_attention_depth=1),
+    'convmixer': dict(width=16, depth=1, kernel_size=3),
+}
+# Family -> patch size at RESOLUTION (a recipe that sets its own patch size,
+# as the digits recipes do, keeps it).
+PATCH = {'vit': 8, 'mae': 8, 'mixer': 8, 'swin': 4, 'xcit': 8,
+         'convmixer': 4}
+
+# Dotted config keys the stand-in may change ('*' ends a prefix).
+CHANGED_KEYS = (
+    'total_steps', 'batch_size', 'eval_batch_size', 'log_every_steps',
+    'eval_every_steps',
+    'data.name', 'data.data_dir', 'data.folder', 'data.train_split',
+    'data.eval_split', 'data.pp_train', 'data.pp_eval',
+    'data.shuffle_buffer',
+    'model.variant', 'model.num_classes', 'model.patch_size',
+    *(f'model.{key}' for size in TINY.values() for key in size),
+    'schedule.warmup_steps', 'schedule.cooldown_steps', 'schedule.timescale',
+    'checkpoint.every_steps', 'checkpoint.keep_every', 'checkpoint.keep_steps',
+    'init_from.path',
+    'evals.*.every_steps', 'evals.*.batch_size', 'evals.*.datasets.*',
+)
+
+_SIZED_OPS = ('inception_crop', 'resize_small', 'resize', 'central_crop')
+
+
+def scaled(size: int) -> int:
+  """224 px -> RESOLUTION, rounded to a multiple of 8 (at least 8)."""
+  return max(8, int(round(size * RESOLUTION / 224 / 8)) * 8)
+
+
+def shrink_spec(spec: str, classes: int = CLASSES) -> str:
+  """A preprocessing spec with its image sizes scaled and its one-hot
+  over `classes`; every op, its order and its other arguments kept."""
+  sized = '|'.join(_SIZED_OPS)
+  spec = re.sub(rf'\b({sized})\((\d+)',
+                lambda m: f'{m.group(1)}({scaled(int(m.group(2)))}', spec)
+  return re.sub(r'\bonehot\((\d+)', f'onehot({classes}', spec)
+
+
+def same_ops(spec_a: str, spec_b: str) -> bool:
+  """Whether two specs apply the same ops in the same order."""
+  def ops(spec):
+    return [part.split('(')[0].strip() for part in spec.split('|')]
+  return ops(spec_a) == ops(spec_b)
+
+
+def make_image_folder(root: str) -> str:
+  """root/{train,validation}/class_<i>/<n>.jpg: CLASSES classes of JPEGs
+  (sizes 36..48 px, portrait and landscape, each class its own colour and
+  stripe period so the classes are separable). Returns root."""
+  rng = np.random.default_rng(0)
+  for split, count in (('train', TRAIN_PER_CLASS),
+                       ('validation', VAL_PER_CLASS)):
+    for label in range(CLASSES):
+      directory = os.path.join(root, split, f'class_{label}')
+      os.makedirs(directory, exist_ok=True)
+      for index in range(count):
+        height, width = rng.integers(36, 49, size=2)
+        y, x = np.mgrid[0:height, 0:width]
+        stripes = ((x + y) // (label + 2)) % 2
+        colour = np.array([60 * label + 40, 200 - 40 * label, 120])
+        image = (colour * (0.5 + 0.5 * stripes[..., None])
+                 + rng.normal(0, 12, (height, width, 3)))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            os.path.join(directory, f'{index}.jpg'), quality=90)
+  return root
+
+
+def documented_args(name: str):
+  """configs/NAME.py's ARGS: the variant arguments it documents."""
+  module = tiny.load_module(name)
+  return tuple(module.ARGS)
+
+
+def stand_in(config, folder: str, data_dir: str):
+  """`config` (a recipe's get_config result, changed in place and returned)
+  on the stand-in described in the module docstring."""
+  local = config.data.name in LOCAL_DATASETS
+  config.total_steps = STEPS
+  config.batch_size = BATCH_SIZE
+  if config.get('eval_batch_size') is not None:
+    config.eval_batch_size = BATCH_SIZE
+  config.log_every_steps = 1
+  if config.get('eval_every_steps') is not None:
+    config.eval_every_steps = STEPS
+
+  data = config.data
+  if local:
+    data.data_dir = data_dir
+    classes = config.model.get('num_classes')
+  else:
+    data.name = 'image_folder'
+    data.folder = folder
+    data.train_split = 'train'
+    data.eval_split = 'validation'
+    data.pp_train = shrink_spec(data.pp_train)
+    data.pp_eval = shrink_spec(data.pp_eval)
+    classes = CLASSES
+  if data.get('shuffle_buffer', 0) > 64:
+    data.shuffle_buffer = 64
+
+  model = config.model
+  family = model.name
+  if model.get('variant') is not None:
+    model.variant = None
+  if model.get('patch_size') is None:
+    model.patch_size = PATCH[family]
+  model.update(TINY[family])
+  if 'num_classes' in model or family != 'mae':
+    model.num_classes = classes
+
+  schedule = config.schedule
+  if schedule.get('warmup_steps'):
+    schedule.warmup_steps = 1
+  if schedule.get('cooldown_steps'):
+    schedule.cooldown_steps = STEPS - schedule.get('warmup_steps', 0)
+  if schedule.get('timescale') is not None:
+    schedule.timescale = 1
+
+  checkpoint = config.checkpoint
+  checkpoint.every_steps = STEPS
+  if checkpoint.get('keep_every') is not None:
+    checkpoint.keep_every = None
+  if checkpoint.get('keep_steps'):
+    checkpoint.keep_steps = ()
+
+  for entry in (config.get('evals') or {}).values():
+    entry.every_steps = STEPS
+    if entry.get('batch_size') is not None:
+      entry.batch_size = BATCH_SIZE
+    for key, dataset in list((entry.get('datasets') or {}).items()):
+      if dataset['name'] in LOCAL_DATASETS:
+        entry.datasets[key] = {**dataset.to_dict(), 'data_dir': data_dir} if (
+            hasattr(dataset, 'to_dict')) else {**dataset, 'data_dir': data_dir}
+        continue
+      dataset = dict(dataset.to_dict() if hasattr(dataset, 'to_dict')
+                     else dataset)
+      dataset.update(name='image_folder', folder=folder,
+                     train_split='train', test_split='validation',
+                     pp=shrink_spec(dataset['pp']))
+      entry.datasets[key] = dataset
+  return config
+
+
+def _flat(config) -> dict:
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.flat_items(json.loads(config.to_json_best_effort()))
+
+
+def _allowed(key: str) -> bool:
+  for pattern in CHANGED_KEYS:
+    regex = re.escape(pattern).replace(r'\*', '[^.]+')
+    if re.fullmatch(regex + r'(\..+)?' if pattern.endswith('*') else regex,
+                    key):
+      return True
+  return False
+
+
+def unexpected_changes(before, after) -> list:
+  """Dotted keys that differ between two configs and are not in
+  CHANGED_KEYS."""
+  flat_before, flat_after = _flat(before), _flat(after)
+  return sorted(key for key in set(flat_before) | set(flat_after)
+                if flat_before.get(key, '<absent>') !=
+                flat_after.get(key, '<absent>') and not _allowed(key))
