@@ -216,3 +216,34 @@ def test_recipe_runs_end_to_end_on_a_stand_in(run, image_folder, data_dir,
   assert os.path.isdir(os.path.join(workdir, 'checkpoints',
                                     str(stand_in.STEPS)))
 
+
+
+def test_image_folder_route_from_the_command_line(image_folder, data_dir,
+                                                  tmp_path):
+  """README's route to one's own images, with the offline recipe:
+  `--config.data.name=image_folder --config.data.folder=...`, a key
+  configs/digits.py leaves at its default."""
+  workdir = tmp_path / 'run'
+  flags = {
+      'data.name': 'image_folder', 'data.folder': image_folder,
+      'data.train_split': 'train', 'data.eval_split': 'validation',
+      'data.pp_train': 'decode(channels=1)|resize(8)|value_range(-1, 1)|'
+                       'onehot(4)',
+      'data.pp_eval': 'decode(channels=1)|resize(8)|value_range(-1, 1)|'
+                      'onehot(4)',
+      'model.num_classes': 4, 'total_steps': 2, 'batch_size': 16,
+      'eval_every_steps': 2, 'checkpoint.every_steps': 2,
+      'schedule.warmup_steps': 1, 'model.depth': 1,
+  }
+  command = [sys.executable, '-m', 'vit_jax.main',
+             '--config=configs/digits.py', f'--workdir={workdir}',
+             '--config.evals={}',
+             *(f'--config.{key}={value}' for key, value in flags.items())]
+  result = subprocess.run(command, cwd=tiny.ROOT, capture_output=True,
+                          text=True, timeout=SUBPROCESS_TIMEOUT, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['data']['folder'] == image_folder
+  rows = train.read_metrics(str(workdir))
+  assert any('val/accuracy' in row for row in rows)
+  assert (workdir / 'done').exists()

@@ -238,7 +238,7 @@ def test_resolve_fills_every_default_once(data_dir):
 
 
 def test_command_line_errors_are_one_line(tmp_path):
-  for flag, expected in (('--config.modle.width=3', '"model"'),
+  for flag, expected in (('--config.modle.width=3', "Did you mean 'model'?"),
                          ('--config.lr=abc', 'could not convert')):
     result = subprocess.run(
         [sys.executable, '-m', 'vit_jax.main', '--config=configs/digits.py',

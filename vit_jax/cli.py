@@ -10,23 +10,68 @@ environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID),
 or automatically on TPU pods and SLURM jobs with more than one task.
 """
 
+import difflib
 import os
+import re
 import sys
-from typing import List
+from typing import List, Optional
 
 from absl import flags
 from absl import logging
 import jax
-from ml_collections import config_flags
+import ml_collections
+from ml_collections.config_flags import config_flags
 
 from vit_jax import paths
 
 # Exit status of a command line that cannot be parsed.
 EXIT_USAGE = 2
 
-CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Training recipe: configs/FILE.py[:ARG].',
-    lock_config=True)
+# The argv being parsed (`parse_flags`): the config flag finds its
+# --config.KEY overrides there, not in sys.argv.
+_ARGV: List[str] = []
+
+
+class _RecipeParser(config_flags.ConfigFileFlagParser):
+  """Loads a recipe, then adds every key of the schema it leaves out, at
+  its default (`config.add_defaults`): `--config.KEY=VALUE` reaches any
+  key of the schema; `parse_flags` removes the added keys no override
+  set."""
+
+  def __init__(self, name):
+    super().__init__(name=name, lock_config=True)
+    self.config = None
+    self.added = ([], [])
+
+  def parse(self, path):
+    config = super().parse(path)
+    if isinstance(config, ml_collections.ConfigDict):
+      from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+      with config.unlocked():
+        self.added = config_lib.add_defaults(config)
+    self.config = config
+    return config
+
+
+class _RecipeFlag(config_flags._ConfigFlag):  # pylint: disable=protected-access
+  """ml_collections' config-file flag, reading overrides from the argv
+  `parse_flags` was given."""
+
+  def _GetArgv(self):
+    return list(_ARGV) or super()._GetArgv()
+
+
+def _define_config_flag():
+  parser = _RecipeParser('config')
+  flag = _RecipeFlag(parser=parser, serializer=flags.ArgumentSerializer(),
+                     name='config', default=None,
+                     help_string='Training recipe: configs/FILE.py[:ARG]; '
+                     '--config.KEY=VALUE sets any key of the config schema '
+                     '(vit_jax/config.py).')
+  return flags.DEFINE_flag(flag)
+
+
+CONFIG = _define_config_flag()
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: config, metrics, checkpoints, plots; '
     'local or gs://BUCKET/DIR.')
@@ -55,21 +100,184 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     'mpi); used when running multi-process on CPUs.')
 
 
+_OVERRIDE = re.compile(r'^--?config\.([A-Za-z0-9_.]+)=')
+
+
+def _last_override_wins(argv: List[str]) -> List[str]:
+  """Drops all but the last `--config.KEY=VALUE` of each KEY: a repeated
+  override replaces the earlier one (absl would join a tuple field's
+  repeats into one tuple)."""
+  last = {}
+  for i, arg in enumerate(argv):
+    if arg == '--':
+      break
+    match = _OVERRIDE.match(arg)
+    if match:
+      last[match.group(1)] = i
+  return [arg for i, arg in enumerate(argv)
+          if not (_OVERRIDE.match(arg) and
+                  last.get(_OVERRIDE.match(arg).group(1)) != i)]
+
+
+def _bad_override(argv: List[str]) -> Optional[str]:
+  """The first --config.KEY whose KEY is not in the config the recipe
+  and the schema give: one line with the closest key, or None."""
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = _PARSER().config
+  if not isinstance(config, ml_collections.ConfigDict):
+    return None
+  for arg in argv:
+    match = _OVERRIDE.match(arg) or re.match(r'^--?config\.([A-Za-z0-9_.]+)$',
+                                             arg)
+    if not match:
+      continue
+    target, done = config, []
+    for part in match.group(1).split('.'):
+      if not isinstance(target, ml_collections.ConfigDict):
+        return (f'--config.{match.group(1)}: '
+                f'{".".join(done)} is not a section (it holds '
+                f'{target!r}).')
+      if part not in target:
+        where = '.'.join(done) + '.' if done else ''
+        error = config_lib.unknown_key_error(where, part, target.keys())
+        return f'--config.{match.group(1)}: {error}'
+      done.append(part)
+      target = target[part]
+  return None
+
+
+def _PARSER() -> _RecipeParser:  # pylint: disable=invalid-name
+  return flags.FLAGS['config'].parser
+
+
+def one_line(error: BaseException) -> str:
+  """An error's message on one line (`'; '` for line breaks, KeyError's
+  quotes dropped)."""
+  if isinstance(error, KeyError) and len(error.args) == 1:
+    text = str(error.args[0])
+  else:
+    text = str(error)
+  return '; '.join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _program_name(argv0: Optional[str]) -> str:
+  """'vit_jax.main' for `python -m vit_jax.main` (argv[0] is then the
+  file's path), else argv[0]'s basename."""
+  name = os.path.basename(argv0 or sys.argv[0] or 'vit_jax')
+  if name in ('main.py', '__main__.py', 'predict.py'):
+    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+    if spec is not None and spec.name.startswith('vit_jax'):
+      return spec.name.removesuffix('.__main__')
+  return name
+
+
+def usage_error(message: str, program: Optional[str] = None) -> None:
+  """One line on stderr, exit status EXIT_USAGE."""
+  program = _program_name(program)
+  print(f'{program}: bad command line: {message} (--helpfull lists the '
+        f'flags)', file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+def exit_if_unreachable(workdir: str, program: str) -> None:
+  """For a gs:// workdir whose storage cannot be reached: one line
+  naming the bucket, the endpoint and the cause, exit status 1, before
+  anything is created (`paths.check_reachable`)."""
+  try:
+    paths.check_reachable(workdir)
+  except paths.StorageUnreachableError as error:
+    print(f'{program}: {error}', file=sys.stderr)
+    sys.exit(1)
+
+
 def parse_flags(argv: List[str]) -> List[str]:
   """absl's parsing, with any error (a flag, a --config.KEY override, the
-  config file) as one line on stderr and exit status EXIT_USAGE."""
+  config file) as one line on stderr and exit status EXIT_USAGE. A
+  repeated --config.KEY: the last one wins."""
+  argv = _last_override_wins(list(argv))
+  _ARGV[:] = argv
+  message = None
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except flags.Error as error:
-    message = str(error)
-  except KeyError as error:  # config_flags: an override of an unknown key
-    message = (f'unknown config key {error.args[0]}'.replace('\n', '; ')
-               if error.args else str(error))
-  except (AttributeError, TypeError, ValueError) as error:
-    message = f'{type(error).__name__}: {error}'.replace('\n', '; ')
-  print(f'{os.path.basename(argv[0])}: bad command line: {message} '
-        f'(--helpfull lists the flags)', file=sys.stderr)
-  sys.exit(EXIT_USAGE)
+    message = _bad_override(argv) or one_line(error)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    message = _bad_override(argv) or (
+        f'{type(error).__name__}: {one_line(error)}')
+  finally:
+    _ARGV[:] = []
+  if message is not None:
+    usage_error(message, os.path.basename(argv[0]))
+  config = CONFIG.value
+  if isinstance(config, config_flags._ErrorConfig):  # pylint: disable=protected-access
+    usage_error(f'cannot load --config: '
+                f'{one_line(config._error)}',  # pylint: disable=protected-access
+                os.path.basename(argv[0]))
+  if isinstance(config, ml_collections.ConfigDict):
+    from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    config_lib.strip_defaults(config, *_PARSER().added,
+                              keep=flags.FLAGS['config'].override_values)
+  return remaining
+
+
+def check_inputs(config) -> None:
+  """Raises ValueError, one line, for what a resolved config names that
+  is not there: a local `init_from.path`; an image folder that is not a
+  directory; a dataset name (config.data.name, few-shot datasets) that is
+  neither built in nor a TFDS dataset (with the closest name). Before
+  anything is built or written."""
+  source = (config.get('init_from') or {}).get('path')
+  if (isinstance(source, str) and source and paths.is_local(source) and
+      not os.path.exists(os.path.expanduser(source))):
+    raise ValueError(f'init_from.path {source!r} does not exist.')
+  names = [('data.name', config.data.get('name'),
+            config.data.get('data_dir'))]
+  for entry_name, entry in (config.get('evals') or {}).items():
+    for key, dataset in (entry.get('datasets') or {}).items():
+      names.append((f'evals.{entry_name}.datasets.{key}.name',
+                    dataset.get('name'),
+                    dataset.get('data_dir') or config.data.get('data_dir')))
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  builtin = (sources.digits.NAME, sources.IMAGE_FOLDER)
+  folders = [('data.folder', config.data.get('folder'))
+             ] if config.data.get('name') == sources.IMAGE_FOLDER else []
+  for entry_name, entry in (config.get('evals') or {}).items():
+    for key, dataset in (entry.get('datasets') or {}).items():
+      if dataset.get('name') == sources.IMAGE_FOLDER:
+        folders.append((f'evals.{entry_name}.datasets.{key}.folder',
+                        dataset.get('folder')))
+  for where, folder in folders:
+    if not folder or not os.path.isdir(os.path.expanduser(str(folder))):
+      raise ValueError(f"{where}: dataset 'image_folder' needs a directory "
+                       f'of SPLIT/CLASS/IMAGE files; got {folder!r}, which '
+                       f'is not a directory')
+  for where, name, data_dir in names:
+    if not isinstance(name, str) or name in builtin:
+      continue
+    tfds = sources.tfds
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # TFDS's notes on unprepared data
+    try:
+      prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except tfds.core.registered.DatasetNotFoundError:
+      base = name.split(':')[0].split('/')[0]
+      known = [*builtin, *tfds.list_builders(with_community_datasets=False)]
+      close = difflib.get_close_matches(base, known, n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else ''
+      raise ValueError(f'{where}: unknown dataset {name!r}{hint} (the '
+                       f'built-in {builtin[0]!r}, {builtin[1]!r} or a TFDS '
+                       f'dataset name)') from None
+    except Exception:  # pylint: disable=broad-except
+      continue  # a failure the data pipeline reports in full
+    finally:
+      logging.set_verbosity(verbosity)
+    if not prepared:
+      target = data_dir or sources.digits.default_data_dir()
+      raise ValueError(f'{where}: dataset {name!r} is not prepared in '
+                       f'data_dir {target}, and vit_jax does not download '
+                       f'during a run; prepare it once where there is '
+                       f'network access: tfds build {name} '
+                       f'--data_dir={target}')
 
 
 def quiet_logging() -> None:

@@ -24,9 +24,10 @@ This module imports no TensorFlow.
 import dataclasses
 import difflib
 import json
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import ml_collections
+from ml_collections import config_dict
 
 from vit_jax import data as data_lib
 from vit_jax import evaluate
@@ -181,6 +182,11 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
                                'schedule.')
   common.check_choice('schedule.decay', resolved['schedule']['decay'],
                 optim.DECAYS)
+  # Warmup + cooldown within total_steps, the values' types: the schedule
+  # is built (not run) here, so a run is refused before anything starts.
+  optim.make_schedule(ml_collections.ConfigDict(
+      {'lr': top['lr'], 'schedule': resolved['schedule']}),
+                      top['total_steps'])
   for section, defaults in SECTION_DEFAULTS.items():
     resolved[section] = _fill(sections[section], defaults, f'{section}.')
   common.check_choice('init_from.kind', resolved['init_from']['kind'],
@@ -231,6 +237,116 @@ def _check_branch(resolved: Dict[str, Any]) -> None:
   if resolved['init_from']['path']:
     raise ValueError('config.branch and config.init_from.path are both '
                      'set; a branch starts from its trunk\'s checkpoint.')
+
+
+def add_defaults(config: ml_collections.ConfigDict
+                 ) -> Tuple[List[str], List[str]]:
+  """Adds to a recipe's config every key of the schema it leaves out, at
+  its default, so a command line can override any key (`vit_jax.cli`).
+
+  `config` must be unlocked. A default of None (and a None the recipe
+  set) becomes a placeholder that takes any literal. Sections and
+  entries are filled by their own schema: `model` by its family,
+  `optimizer` by its name, each `evals` entry by its kind and each of a
+  few-shot entry's datasets by `DATASET_FIELDS`. Returns (the dotted keys
+  added, the sections added), for `strip_defaults`.
+  """
+  from vit_jax.evaluate import fewshot_evaluator  # pylint: disable=g-import-not-at-top
+  added, sections_added = [], []
+
+  def fill(target, defaults: Mapping[str, Any], prefix: str) -> None:
+    for key, default in defaults.items():
+      if key in target:
+        if target[key] is None and target.get_type(key) is type(None):
+          target[key] = config_dict.placeholder(object)
+        continue
+      if default is REQUIRED or default is None:
+        target[key] = config_dict.placeholder(object)
+      elif isinstance(default, list):
+        target[key] = tuple(default)
+      else:
+        target[key] = default
+      added.append(prefix + key)
+
+  def section(target, key: str, prefix: str):
+    if key not in target or target[key] is None:
+      target[key] = ml_collections.ConfigDict()
+      sections_added.append(prefix + key)
+    value = target[key]
+    return value if isinstance(value, ml_collections.ConfigDict) else None
+
+  fill(config, TOP_LEVEL_DEFAULTS, '')
+  data = section(config, 'data', '')
+  if data is not None:
+    fill(data, data_lib.default_config().to_dict(), 'data.')
+  model = section(config, 'model', '')
+  if model is not None and model.get('name') in models.MODELS:
+    fill(model, model_fields(model.name), 'model.')
+  optimizer = section(config, 'optimizer', '')
+  if optimizer is not None:
+    name = optimizer.get('name') or 'adamw'
+    if name in optim.OPTIMIZER_OPTIONS:
+      fill(optimizer, {'name': name, **optim.OPTIMIZER_OPTIONS[name]},
+           'optimizer.')
+  schedule = section(config, 'schedule', '')
+  if schedule is not None:
+    fill(schedule, optim.SCHEDULE_DEFAULTS, 'schedule.')
+  for name, defaults in SECTION_DEFAULTS.items():
+    target = section(config, name, '')
+    if target is not None:
+      fill(target, defaults, f'{name}.')
+  evals = section(config, 'evals', '')
+  for entry_name in list(evals or ()):
+    entry = evals[entry_name]
+    if (not isinstance(entry, ml_collections.ConfigDict) or
+        entry.get('kind') not in evaluate.EVAL_FIELDS):
+      continue
+    where = f'evals.{entry_name}.'
+    fill(entry, evaluate.EVAL_FIELDS[entry.kind], where)
+    datasets = entry.get('datasets')
+    if isinstance(datasets, ml_collections.ConfigDict):
+      for key in datasets:
+        if isinstance(datasets[key], ml_collections.ConfigDict):
+          fill(datasets[key], fewshot_evaluator.DATASET_FIELDS,
+               f'{where}datasets.{key}.')
+  return added, sections_added
+
+
+def strip_defaults(config: ml_collections.ConfigDict, added: Sequence[str],
+                   sections_added: Sequence[str], keep: Iterable[str]
+                   ) -> None:
+  """Undoes `add_defaults` for the keys not in `keep` (those the command
+  line set), so the config is the recipe's plus the overrides: a default
+  that does not apply (another model family named on the command line)
+  never reaches `resolve`."""
+  keep = set(keep)
+
+  def kept(path: str) -> bool:
+    return any(k == path or k.startswith(path + '.') or
+               path.startswith(k + '.') for k in keep)
+
+  def holder(path: str):
+    *parents, leaf = path.split('.')
+    target = config
+    for part in parents:
+      if not isinstance(target, ml_collections.ConfigDict) or (
+          part not in target):
+        return None, leaf
+      target = target[part]
+    if not isinstance(target, ml_collections.ConfigDict) or leaf not in target:
+      return None, leaf
+    return target, leaf
+
+  with config.unlocked():
+    for path in [*added, *sorted(sections_added, key=len, reverse=True)]:
+      if kept(path):
+        continue
+      target, leaf = holder(path)
+      if target is None:
+        continue
+      if path in sections_added and len(target[leaf]):
+        continue
+      del target[leaf]
 
 
 def to_json_dict(config: Any) -> Dict[str, Any]:

@@ -6,12 +6,19 @@
 Rerunning the command resumes the run in DIR. DIR's config.json is the
 run's identity: a rerun with a different config is refused, naming the
 differing keys, unless --allow_config_change lists them (e.g. total_steps
-to extend a run). Exit status: 0 finished, 1 failed (DIR/error holds the
-traceback), 2 bad command line, 3 stopped on SIGTERM after saving
+to extend a run). --config.KEY=VALUE sets any key of the config schema
+(vit_jax/config.py), also one the recipe leaves at its default; the last
+of a repeated one wins. Exit status: 0 finished, 1 failed (DIR/error
+holds the traceback; one line on stderr for a full disk, 'disk full at
+PATH', and for a gs:// workdir whose storage cannot be reached, naming
+the bucket, the endpoint and the cause, with nothing created), 2 bad
+command line or config (one line, nothing written), 3 stopped on SIGTERM
+after saving
 (`train.EXIT_PREEMPTED`: rerun to resume; what schedulers' requeue and
 restart-on-failure wrappers should act on). Multi-host flags: `vit_jax.cli`.
 """
 
+import logging as std_logging
 import sys
 
 from absl import app
@@ -20,6 +27,7 @@ from absl import logging
 
 from vit_jax import cli
 from vit_jax import config as config_lib
+from vit_jax import paths
 from vit_jax import train
 from vit_jax import workdir as workdir_lib
 
@@ -31,24 +39,43 @@ _ALLOW_CHANGES = flags.DEFINE_list(
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    cli.usage_error(f'unexpected arguments {argv[1:]}')
   cli.quiet_logging()
   try:
     config = config_lib.resolve(cli.CONFIG.value)
+    cli.check_inputs(config)
   except ValueError as error:  # a recipe's key or value: one line
-    print(f'vit_jax.main: bad config: {error}', file=sys.stderr)
+    print(f'vit_jax.main: bad config: {cli.one_line(error)}', file=sys.stderr)
     sys.exit(cli.EXIT_USAGE)
+  workdir = cli.WORKDIR.value
+  cli.exit_if_unreachable(workdir, 'vit_jax.main')
   cli.initialize_distributed()
   try:
-    train.train_and_evaluate(config, cli.WORKDIR.value, _ALLOW_CHANGES.value)
+    train.train_and_evaluate(config, workdir, _ALLOW_CHANGES.value)
   except (workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirLockedError) as error:
     print(f'vit_jax.main: {error}', file=sys.stderr)
     sys.exit(1)
   except train.Preempted as stopped:
+    workdir_lib.release_reserve(workdir)
     logging.warning('%s', stopped)
     print(stopped, file=sys.stderr)
     sys.exit(train.EXIT_PREEMPTED)
+  except KeyboardInterrupt:
+    workdir_lib.release_reserve(workdir)
+    raise
+  except Exception as error:  # pylint: disable=broad-except
+    full = workdir_lib.disk_full(error)
+    if full is None:
+      raise  # a traceback (also in DIR/error)
+    # orbax's failed writes are asyncio tasks whose errors, logged when
+    # they are collected at exit, would bury this line: they are in
+    # DIR/error already.
+    std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+    print(f'vit_jax.main: disk full at {full} (the run stopped; its last '
+          f'good checkpoint is kept; details in '
+          f'{paths.join(workdir, workdir_lib.ERROR)})', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,10 @@ turns a mistyped `gs:/bucket` into a local folder.
     mtime(path) -> seconds or None, makedirs(path)
     read_bytes(path), read_text(path), read_json(path) -> None if absent
     write_atomic(path, data)     readers see the old or the new file, never
-                                 a part (str is written as UTF-8)
+                                 a part (str is written as UTF-8); no
+                                 temporary file is left when it fails
+    write_reserved(path, reserve, data)  a small local file on a full disk,
+                                 into the blocks of a file written earlier
     append(path, data)           adds to the end (creates the file)
     Appender(path)               many appends: at once locally, buffered
                                  and uploaded every `flush_seconds` on gs://
@@ -29,6 +32,8 @@ turns a mistyped `gs:/bucket` into a local folder.
     write_if_version(path, data, version) -> new version or None
     remove_if_version(path, version) -> bool
                                  compare-and-swap; version None: create only
+    check_reachable(path)        StorageUnreachableError (bucket, endpoint,
+                                 cause) when gs:// cannot be reached
 
 Backends. Local paths use `os`. `gs://` uses fsspec's gcsfs: through
 etils.epath, which orbax uses for its directories and metadata too, and
@@ -68,7 +73,9 @@ import json
 import os
 import posixpath
 import re
+import socket
 import time
+import urllib.parse
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 from etils import epath
@@ -240,12 +247,50 @@ def write_atomic(path: str, data: Data) -> None:
   """Writes a whole file; a reader never sees part of it."""
   data = _bytes(data)
   if _local(path):
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
+    tmp = _write_tmp(path, data)
+    try:
+      os.replace(tmp, path)
+    except BaseException:
+      _discard(tmp)
+      raise
   else:
     _gcs_upload(path, data)
+
+
+def _write_tmp(path: str, data: bytes) -> str:
+  """Writes `data` to a temporary file beside `path`; its name. On any
+  failure (a full disk, a directory at `path`'s parent, a signal) the
+  temporary file is removed before the error propagates."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+  except BaseException:
+    _discard(tmp)
+    raise
+  return tmp
+
+
+def _discard(path: str) -> None:
+  try:
+    os.remove(path)
+  except OSError:
+    pass
+
+
+def write_reserved(path: str, reserve: str, data: Data) -> None:
+  """Writes `path` on a full disk: `data` (at most the size of the local
+  file `reserve`, written earlier) overwrites the reserve's own blocks, and
+  the reserve is renamed to `path`; no block is allocated."""
+  data = _bytes(data)
+  if not _local(path):
+    raise ValueError(f'write_reserved is for local files, got {path!r}.')
+  with open(reserve, 'r+b') as f:
+    if len(data) > os.fstat(f.fileno()).st_size:
+      raise ValueError(f'{len(data)} bytes do not fit the reserve {reserve}.')
+    f.write(data)
+    f.truncate(len(data))
+  os.replace(reserve, path)
 
 
 def append(path: str, data: Data) -> None:
@@ -407,21 +452,27 @@ def write_if_version(path: str, data: Data, version: Optional[str]
                              0o644)
       except FileExistsError:
         return None
-      with os.fdopen(descriptor, 'wb') as f:
-        f.write(data)
-        f.flush()
-        return _local_version(os.fstat(f.fileno()))
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'wb') as f:
-      f.write(data)
+      try:
+        with os.fdopen(descriptor, 'wb') as f:
+          f.write(data)
+          f.flush()
+          return _local_version(os.fstat(f.fileno()))
+      except BaseException:  # e.g. a full disk: no empty or partial file
+        _discard(path)
+        raise
+    tmp = _write_tmp(path, data)
     try:
-      current = _local_version(os.stat(path))
-    except FileNotFoundError:
-      current = None
-    if current != version:
-      os.remove(tmp)
-      return None
-    os.replace(tmp, path)
+      try:
+        current = _local_version(os.stat(path))
+      except FileNotFoundError:
+        current = None
+      if current != version:
+        _discard(tmp)
+        return None
+      os.replace(tmp, path)
+    except BaseException:
+      _discard(tmp)
+      raise
     return _local_version(os.stat(path))
   try:
     return _gcs_upload(path, data, if_generation=version or '0')
@@ -449,6 +500,59 @@ def remove_if_version(path: str, version: str) -> bool:
   except (FileNotFoundError, FileExistsError):
     return False
   return True
+
+
+# ----------------------------------------------------------------------------
+# Reachability.
+
+
+class StorageUnreachableError(OSError):
+  """A gs:// path's endpoint cannot be reached (refused, no DNS, no route,
+  timed out), after a few quick retries."""
+
+
+def gcs_endpoint() -> str:
+  """The URL gs:// requests go to (STORAGE_EMULATOR_HOST when set)."""
+  emulator = os.environ.get('STORAGE_EMULATOR_HOST')
+  if emulator:
+    return emulator if '://' in emulator else f'http://{emulator}'
+  return 'https://storage.googleapis.com'
+
+
+def check_reachable(path: str, attempts: int = 3, timeout: float = 10.0,
+                    backoff: float = 1.0) -> None:
+  """Raises StorageUnreachableError, one line naming the bucket, the
+  endpoint and the cause, when `path` is on gs:// and its endpoint takes
+  no TCP connection in `attempts` tries (`backoff`, doubling, between
+  them); local paths and reachable endpoints return at once. A check
+  before a run, so an unreachable bucket is not retried for minutes by
+  each client library in turn."""
+  check_supported(path)
+  if is_local(path):
+    return
+  bucket, _ = _bucket_key(path)
+  endpoint = gcs_endpoint()
+  parsed = urllib.parse.urlsplit(endpoint)
+  host = parsed.hostname or ''
+  port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+  cause = ''
+  for attempt in range(attempts):
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      return
+    except socket.gaierror as error:
+      cause = f'cannot resolve host {host!r} ({error.strerror or error})'
+    except ConnectionRefusedError:
+      cause = f'connection refused by {host}:{port}'
+    except socket.timeout:
+      cause = f'no answer from {host}:{port} within {timeout:g} s'
+    except OSError as error:
+      cause = f'{host}:{port}: {error.strerror or error}'
+    if attempt + 1 < attempts:
+      time.sleep(backoff * 2 ** attempt)
+  raise StorageUnreachableError(
+      f'cannot reach bucket {bucket!r} of {path} at endpoint {endpoint}: '
+      f'{cause} ({attempts} attempts)')
 
 
 # ----------------------------------------------------------------------------

@@ -649,7 +649,10 @@ def main(argv, flag_values) -> None:
         plot_dir=values['plot_dir'], plot_images=values['plot_images'],
         batch_size=values['batch_size'], listed=listed)
   except (FileNotFoundError, ValueError) as error:
-    print(f'vit_jax.predict: {error}', file=sys.stderr)
+    print(f'vit_jax.predict: {cli.one_line(error)}', file=sys.stderr)
+    sys.exit(1)
+  except OSError as error:  # e.g. --csv not writable, a full disk
+    print(f'vit_jax.predict: {cli.one_line(error)}', file=sys.stderr)
     sys.exit(1)
 
 

@@ -6,7 +6,11 @@
     DIR/metrics.jsonl     one row per logging event (`metric_writer`)
     DIR/done              written when the run reached total_steps
     DIR/error             the traceback of the last failure (removed when a
-                          rerun starts)
+                          rerun starts); on a full disk led by a line
+                          'disk full at PATH'
+    DIR/.outcome-reserve  16 KiB held while a run goes (local workdirs), so
+                          `done` / `error` can be written on a full disk
+                          (`error` takes its blocks); gone when it stops
 
 A rerun of a workdir is the same run continued: `check_config` refuses a
 config that differs from the workdir's except in keys the user allows
@@ -20,8 +24,10 @@ local or `gs://bucket/dir`: every read and write goes through
 `vit_jax.paths`.
 """
 
+import errno
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -315,16 +321,100 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
 
 
 def mark_started(workdir: str) -> None:
+  """Removes an earlier outcome and reserves room for this run's (local
+  workdirs: `RESERVE`, so `done` / `error` can be written on a full disk)."""
   for name in (DONE, ERROR):
     paths.remove(paths.join(workdir, name))
+  if paths.is_local(workdir):
+    try:
+      paths.write_atomic(paths.join(workdir, RESERVE),
+                         b'\0' * RESERVE_BYTES)
+    except OSError:  # already full: the outcome may still fit; no reserve
+      pass
 
 
-def mark_done(workdir: str, step: int) -> None:
-  paths.write_atomic(paths.join(workdir, DONE), json.dumps(
-      {'step': step, 'time': time.strftime('%Y-%m-%d %H:%M:%S')}) + '\n')
+def release_reserve(workdir: str) -> None:
+  """Removes the outcome's reservation (a run that stops without one)."""
+  if paths.is_local(workdir):
+    paths.remove(paths.join(workdir, RESERVE))
+
+
+def mark_done(workdir: str, step: int, **details: Any) -> None:
+  """Writes `done`: JSON step, time, and `details` (e.g. the trainer's
+  evaluations_lost: {evaluator: steps} that could not be redone)."""
+  _write_outcome(workdir, DONE, json.dumps(
+      {'step': step, 'time': time.strftime('%Y-%m-%d %H:%M:%S'),
+       **details}) + '\n')
 
 
 def mark_failed(workdir: str, error: BaseException) -> None:
+  """Writes `error`: the traceback, led by a one-line cause for a full
+  disk. Never raises: the run's own error is what the caller reports."""
   text = ''.join(traceback.format_exception(type(error), error,
                                             error.__traceback__))
-  paths.write_atomic(paths.join(workdir, ERROR), text)
+  full = disk_full(error)
+  if full is not None:
+    text = f'disk full at {full}\n\n{text}'
+  try:
+    _write_outcome(workdir, ERROR, text)
+  except Exception:  # pylint: disable=broad-except
+    pass
+
+
+# Bytes kept for `done` / `error` while a run goes (`mark_started`).
+RESERVE = '.outcome-reserve'
+RESERVE_BYTES = 16384
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_DISK_FULL_TEXT = re.compile(
+    r'No space left on device|Disk quota exceeded|File too large')
+# tensorstore's wording (orbax's array writes): 'Failed writing: "PATH"'.
+_FAILED_FILE = re.compile(r'Failed writing: "([^"]+)"')
+_QUOTED_PATH = re.compile(r"""["']((?:gs://|/)[^"']+)["']""")
+_PATH_IN_TEXT = re.compile(r"""(?:gs://|/)[^\s'",:;\]\)]+""")
+
+
+def _write_outcome(workdir: str, name: str, text: str) -> None:
+  """Writes `done` / `error` and gives the reserve back; on a full disk
+  the text goes into the reserve's blocks (cut to their size), which is
+  then renamed: no new block is needed."""
+  path = paths.join(workdir, name)
+  if not paths.is_local(workdir):
+    paths.write_atomic(path, text)
+    return
+  reserve = paths.join(workdir, RESERVE)
+  try:
+    paths.write_atomic(path, text)
+  except OSError as error:
+    if error.errno not in _DISK_FULL_ERRNOS or not paths.exists(reserve):
+      raise
+    data = text.encode('utf-8')
+    if len(data) > RESERVE_BYTES:  # the head (the cause) and the tail
+      marker = b'\n[...]\n'
+      half = (RESERVE_BYTES - len(marker)) // 2
+      data = data[:half] + marker + data[-half:]
+    paths.write_reserved(path, reserve, data)
+    return
+  paths.remove(reserve)
+
+
+def disk_full(error: BaseException) -> Optional[str]:
+  """Where the disk was full, if `error` (or an error it was raised from
+  or during) is a full disk / quota / file-size limit: the file's path
+  when known, else '?'; None for any other error."""
+  seen = set()
+  pending = [error]
+  while pending:
+    current = pending.pop()
+    if current is None or id(current) in seen:
+      continue
+    seen.add(id(current))
+    if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+      return str(current.filename) if current.filename else '?'
+    text = str(current)
+    if _DISK_FULL_TEXT.search(text):
+      found = (_FAILED_FILE.findall(text) or _QUOTED_PATH.findall(text) or
+               _PATH_IN_TEXT.findall(text))
+      return found[0] if found else '?'
+    pending += [current.__cause__, current.__context__,
+                *getattr(current, 'exceptions', ())]
+  return None

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import ml_collections
 
@@ -82,12 +83,16 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError('The config has no evaluators: set eval_every_steps or '
                      'config.evals.')
   checkpointer = checkpoint.TrainCheckpointer(checkpoint_dir, read_only=True)
+  try:  # a bad --step is refused before anything is written
+    steps = _steps(checkpointer.all_steps(), step, checkpointer.directory)
+  except BaseException:
+    checkpointer.close()
+    raise
   writer = metric_writer.MetricWriter(workdir,
                                       enabled=jax.process_index() == 0)
   results = {}
   try:
-    for ckpt_step in _steps(checkpointer.all_steps(), step,
-                            checkpointer.directory):
+    for ckpt_step in steps:
       state = checkpointer.restore(ckpt_step, run.abstract_state)
       results[ckpt_step] = {}
       for scheduled in evaluators:
@@ -105,15 +110,20 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    cli.usage_error(f'unexpected arguments {argv[1:]}', 'vit_jax.evaluate')
   cli.quiet_logging()
-  cli.initialize_distributed()
+  if not flags.FLAGS['verbosity'].present:  # orbax's notes on reading
+    logging.set_verbosity(logging.ERROR)
   workdir = cli.WORKDIR.value
+  cli.exit_if_unreachable(workdir, 'vit_jax.evaluate')
+  cli.initialize_distributed()
   try:
-    config = cli.CONFIG.value or workdir_lib.read_config(workdir)
+    config = config_lib.resolve(cli.CONFIG.value or
+                                workdir_lib.read_config(workdir))
+    cli.check_inputs(config)
     evaluate_workdir(config, workdir, _STEP.value, _EVALS.value)
   except (FileNotFoundError, ValueError) as error:
-    print(f'vit_jax.evaluate: {error}', file=sys.stderr)
+    print(f'vit_jax.evaluate: {cli.one_line(error)}', file=sys.stderr)
     sys.exit(1)
 
 

@@ -234,6 +234,29 @@ def _safetensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
       metadata={'format': 'pt'})
 
 
+def check_out(out: str, format: str) -> None:
+  """Raises ValueError, before anything is read or written, when `out`
+  cannot take the export: a directory where the format writes one file
+  (npz, a .safetensors path), an existing file where it writes a
+  directory (timm, hf), a local file whose directory does not exist."""
+  check_format(format)
+  paths.check_supported(out)
+  one_file = format == 'npz' or out.endswith('.safetensors')
+  if one_file:
+    if paths.isdir(out):
+      name = 'model.npz' if format == 'npz' else 'model.safetensors'
+      raise ValueError(f'--out {out!r} is a directory, but the {format} '
+                       f'export is one file (e.g. --out='
+                       f'{paths.join(out, name)}).')
+    if paths.is_local(out) and not paths.isdir(paths.parent(out)):
+      raise ValueError(f'--out {out!r}: its directory '
+                       f'{paths.parent(out)!r} does not exist.')
+  elif paths.exists(out) and not paths.isdir(out):
+    raise ValueError(f'--out {out!r} is an existing file, but the {format} '
+                     f'export is a directory ({SAFETENSORS_NAME}, '
+                     f'{CONFIG_NAME}); name a new or existing directory.')
+
+
 def save(state: Mapping[str, np.ndarray], path: str,
          format: str) -> List[str]:
   """Writes an exported state; returns the files written.
@@ -246,8 +269,7 @@ def save(state: Mapping[str, np.ndarray], path: str,
   (ViTForImageClassification.from_pretrained(PATH)). `path` may be local
   or gs:// (`vit_jax.paths`).
   """
-  check_format(format)
-  paths.check_supported(path)
+  check_out(path, format)
   config = getattr(state, 'config', None)
   if format == 'npz':
     buffer = io.BytesIO()
@@ -327,6 +349,7 @@ def export_run(workdir: str, format: str, out: str,
   from vit_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   check_format(format)
   paths.check_supported(workdir)
+  check_out(out, format)
   config = (workdir_lib.read_config(workdir) if config is None
             else config_lib.resolve(config))
   # Checked before the checkpoint is read; an MAE run exports a ViT.

@@ -40,7 +40,7 @@ _IMAGE_SIZE = flags.DEFINE_integer(
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    cli.usage_error(f'unexpected arguments {argv[1:]}', 'vit_jax.export')
   if not flags.FLAGS['verbosity'].present:  # orbax's notes on reading
     logging.set_verbosity(logging.ERROR)
   try:
@@ -48,8 +48,12 @@ def main(argv):
                                     _OUT.value, _STEP.value,
                                     _IMAGE_SIZE.value, cli.CONFIG.value)
   except (FileNotFoundError, ValueError) as error:
-    print(f'vit_jax.export: {error}'.replace('\n', '; '), file=sys.stderr)
+    print(f'vit_jax.export: {cli.one_line(error)}', file=sys.stderr)
     sys.exit(cli.EXIT_USAGE)
+  except OSError as error:  # e.g. --out not writable, a full disk
+    print(f'vit_jax.export: cannot write {_OUT.value}: {cli.one_line(error)}',
+          file=sys.stderr)
+    sys.exit(1)
   for path in written:
     print(path)
   if _FORMAT.value == 'timm' and not _OUT.value.endswith('.safetensors') and (

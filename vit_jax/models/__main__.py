@@ -130,8 +130,20 @@ def _print_pretrained(parser: argparse.ArgumentParser) -> None:
   print(pretrained.supported_table())
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse, with a bad command line as one line on stderr (exit 2)
+  instead of the usage text."""
+
+  def error(self, message):
+    message = '; '.join(line.strip() for line in message.splitlines()
+                        if line.strip())
+    self.exit(2, f'vit_jax.models: bad command line: {message} (--help '
+              f'lists the options)\n')
+
+
 def main(argv: Sequence[str]) -> None:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
+      prog='python -m vit_jax.models',
       description=__doc__.split('\n\n')[0].replace('\n', ' '))
   parser.add_argument('--family', choices=sorted(models.MODELS),
                       help='list only this family')

@@ -30,6 +30,7 @@ point to plot.
 
 import json
 import math
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -234,6 +235,23 @@ def _metrics() -> List[str]:
   return list(dict.fromkeys(names))
 
 
+def _check_out(out: str) -> None:
+  """--out must be a directory, or a path where one can be made."""
+  paths.check_supported(out)
+  if paths.exists(out) and not paths.isdir(out):
+    raise UsageError(f'--out {out!r} is an existing file; name a directory '
+                     f'for the plots and fits.json.')
+  if paths.is_local(out):
+    ancestor = os.path.abspath(out)
+    while not os.path.exists(ancestor):
+      ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+      raise UsageError(f'--out {out!r}: {ancestor!r} is a file, not a '
+                       f'directory.')
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+      raise UsageError(f'--out {out!r}: {ancestor!r} is not writable.')
+
+
 def run() -> None:
   """The command, from the flags; raises UsageError / ValueError on bad
   input before writing anything."""
@@ -245,9 +263,17 @@ def run() -> None:
   if not _OUT.value:
     raise UsageError('--out is required (a directory for plots and '
                      'fits.json).')
-  paths.check_supported(_OUT.value)
+  _check_out(_OUT.value)
   table = runs_lib.load_runs(_WORKDIRS.value)
   infos = table.attrs['runs']
+  for info in infos:
+    garbled = info.get('garbled_lines')
+    if garbled:
+      shown = ', '.join(str(n) for n in garbled[:5])
+      more = f' and {len(garbled) - 5} more' if len(garbled) > 5 else ''
+      _warn(f'{paths.join(info["workdir"], runs_lib.METRICS)}: skipped '
+            f'{len(garbled)} line(s) that are not JSON rows with a step '
+            f'(line {shown}{more})')
   states = {s: sum(info['state'] == s for info in infos)
             for s in runs_lib.STATES}
   branches = sum(info['is_branch'] for info in infos)
@@ -339,16 +365,25 @@ def main(argv):
   try:
     run()
   except ValueError as error:
-    print(f'vit_jax.scaling: {error}', file=sys.stderr)
+    print(f'vit_jax.scaling: {_one_line(error)}', file=sys.stderr)
     sys.exit(EXIT_USAGE)
+  except OSError as error:  # the output could not be written
+    print(f'vit_jax.scaling: cannot write {_OUT.value}: {_one_line(error)}',
+          file=sys.stderr)
+    sys.exit(1)
+
+
+def _one_line(error: BaseException) -> str:
+  return '; '.join(line.strip() for line in str(error).splitlines()
+                   if line.strip())
 
 
 def _parse(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
-    print(f'vit_jax.scaling: bad command line: {error} (--helpfull lists the '
-          f'flags)', file=sys.stderr)
+    print(f'vit_jax.scaling: bad command line: {_one_line(error)} '
+          f'(--helpfull lists the flags)', file=sys.stderr)
     sys.exit(EXIT_USAGE)
 
 

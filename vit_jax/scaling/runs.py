@@ -204,20 +204,30 @@ def _number(value: Any) -> Optional[float]:
   return None
 
 
-def read_metrics(workdir: str) -> Dict[int, Dict[str, float]]:
+def read_metrics(workdir: str, garbled: Optional[List[int]] = None
+                 ) -> Dict[int, Dict[str, float]]:
   """metrics.jsonl merged by step: {step: {name: value}} (later lines win;
-  torn or non-numeric entries are skipped)."""
+  non-numeric entries are skipped). A line that is not a JSON object with
+  a step is skipped; its number (1-based) goes into `garbled`, unless it is
+  the last line and unterminated (torn by a crash mid-write: skipped
+  quietly)."""
   try:
     text = paths.read_text(paths.join(workdir, METRICS))
   except FileNotFoundError:
     return {}
   by_step: Dict[int, Dict[str, float]] = {}
-  for line in text.splitlines():
+  lines = text.splitlines()
+  torn = len(lines) if lines and not text.endswith('\n') else None
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
     try:
       row = json.loads(line)
     except ValueError:
-      continue  # a torn last line
+      row = None
     if not isinstance(row, dict) or 'step' not in row:
+      if garbled is not None and number != torn:
+        garbled.append(number)
       continue
     try:
       step = int(row['step'])
@@ -328,7 +338,9 @@ def read_run(workdir: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
       'branch_step': _int_or_none(branch.get('step')) if is_branch else None,
       'total_steps': _int_or_none(config.get('total_steps')),
   }
-  by_step = read_metrics(workdir)
+  garbled: List[int] = []
+  by_step = read_metrics(workdir, garbled)
+  info['garbled_lines'] = garbled
   eval_steps = sorted(step for step, values in by_step.items()
                       if any(is_eval_metric(name) for name in values))
   info['last_step'] = max(by_step) if by_step else None
