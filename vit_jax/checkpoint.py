@@ -8,6 +8,7 @@ Pretrained-weight import (timm, `.npz`) and `config.init_from` are in
 """
 
 import logging
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -101,19 +102,23 @@ class TrainCheckpointer:
     args = self._ocp.args
     steps = self.all_steps()
     failures = []
+    # When a corrupt checkpoint's restore fails, the reads of its other
+    # arrays still in flight finish into orbax's closed event loop: keep
+    # their tracebacks off the console.
+    _ignore_callbacks_into_closed_loops()
     for step in reversed(steps):
       try:
         restored = self._manager.restore(step, args=args.Composite(
             state=args.StandardRestore(abstract_state),
             data=args.JsonRestore()))
       except Exception as error:  # pylint: disable=broad-except
-        logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); '
-                        'trying the one before.', step, self.directory,
-                        type(error).__name__, error)
-        failures.append((step, f'{type(error).__name__}: {error}'))
+        logging.info('Checkpoint at step %d in %s is unreadable (%s: %s); '
+                     'trying the one before.', step, self.directory,
+                     type(error).__name__, error)
+        failures.append((step, _short_cause(error)))
         continue
       if failures:
-        self._move_aside([failed for failed, _ in failures])
+        self._move_aside(failures)
       return step, restored['state'], dict(restored['data'])
     if failures:
       raise ValueError(f'No checkpoint in {self.directory} could be restored '
@@ -121,19 +126,21 @@ class TrainCheckpointer:
                        f'{[f"step {s}: {e}" for s, e in failures]}')
     return None
 
-  def _move_aside(self, steps: List[int]) -> None:
-    """Renames unreadable step directories to `<step>.corrupt-<time>`."""
+  def _move_aside(self, failures: List[Tuple[int, str]]) -> None:
+    """Renames unreadable step directories to `<step>.corrupt-<time>`,
+    with one warning line each ((step, cause) pairs)."""
+    steps = [step for step, _ in failures]
     if self._read_only:
       return
     stamp = time.strftime('%Y%m%d-%H%M%S')
     if jax.process_index() == 0:
-      for step in steps:
+      for step, cause in failures:
         source = paths.join(self.directory, str(step))
         target = f'{source}.corrupt-{stamp}'
         paths.rename(source, target)
-        logging.warning('Moved the unreadable checkpoint of step %d aside to '
-                        '%s; the run will save that step again.', step,
-                        target)
+        logging.warning('The checkpoint of step %d is unreadable (%s): moved '
+                        'aside to %s; the run goes on from an earlier one and '
+                        'saves step %d again.', step, cause, target, step)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices('checkpoints moved aside')
@@ -163,6 +170,46 @@ class TrainCheckpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _short_cause(error: BaseException, limit: int = 120) -> str:
+  """'Type: first line of the message', without tensorstore's spec dump."""
+  text = str(error).split('\n', 1)[0].split(' [tensorstore_spec', 1)[0]
+  if len(text) > limit:
+    text = text[:limit - 3] + '...'
+  return f'{type(error).__name__}: {text}'
+
+
+def _is_callback_into_closed_loop(unraisable) -> bool:
+  """asyncio's "Event loop is closed", raised in `call_soon_threadsafe` by
+  a tensorstore read finishing after orbax closed the loop awaiting it."""
+  error = unraisable.exc_value
+  if not (isinstance(error, RuntimeError)
+          and str(error) == 'Event loop is closed'):
+    return False
+  frames = []
+  trace = unraisable.exc_traceback
+  while trace is not None:
+    frames.append(trace.tb_frame.f_code.co_name)
+    trace = trace.tb_next
+  return 'call_soon_threadsafe' in frames
+
+
+def _ignore_callbacks_into_closed_loops() -> None:
+  """Drops those (and only those) from `sys.unraisablehook`: once orbax's
+  restore of a corrupt checkpoint fails, the reads of its other arrays
+  still finish, each into the closed loop, each printing a traceback.
+  Nothing awaits their results; the restore's error is reported."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'ignores_closed_loops', False):
+    return
+
+  def hook(unraisable):
+    if not _is_callback_into_closed_loop(unraisable):
+      previous(unraisable)
+
+  hook.ignores_closed_loops = True
+  sys.unraisablehook = hook
 
 
 def has_step(directory: str, step: int) -> bool:

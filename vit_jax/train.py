@@ -16,10 +16,12 @@ This module never imports TensorFlow (the data pipeline, imported inside
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from absl import logging
 import jax
@@ -170,6 +172,52 @@ def make_train_step(loss_fn, tx, schedule, grad_accum_steps: int = 1):
 
 
 # ----------------------------------------------------------------------------
+# Fault injection, for tests only (tests/test_faults.py, docs/FAULTS.md).
+
+# VIT_JAX_FAULT='<point>[@<step>]:<signal>' makes the trainer send itself
+# SIG<signal> (TERM, KILL, STOP, INT) once, when it reaches <point> (at
+# <step>, where given): 'start' (the workdir locked, nothing restored),
+# 'restore' (the checkpoint restored, nothing written), 'compile' (before
+# the first step's compilation), 'step' (a step dispatched, not finished),
+# 'save' (a checkpoint save started), 'eval/<name>' (before evaluator
+# <name> runs, in the loop or when a resume redoes it), 'done' (everything
+# saved and closed, `done` not yet written). Unset in real runs.
+FAULT_ENV = 'VIT_JAX_FAULT'
+FAULT_POINTS = ('start', 'restore', 'compile', 'step', 'save', 'eval', 'done')
+_armed_fault: Optional[Tuple[str, Optional[int], int]] = None
+
+
+def _arm_fault() -> None:
+  """Reads FAULT_ENV (once per run)."""
+  global _armed_fault
+  spec = os.environ.get(FAULT_ENV)
+  _armed_fault = None
+  if not spec:
+    return
+  where, _, name = spec.rpartition(':')
+  point, _, step = where.partition('@')
+  signum = getattr(signal, f'SIG{name}', None)
+  if (point.split('/')[0] not in FAULT_POINTS or signum is None
+      or not (step.isdigit() or not step)):
+    raise ValueError(f'{FAULT_ENV}={spec!r}: expected '
+                     f'<point>[@<step>]:<TERM|KILL|STOP|INT>, <point> one of '
+                     f'{FAULT_POINTS} (eval as eval/<name>).')
+  _armed_fault = (point, int(step) if step else None, int(signum))
+
+
+def _fault_point(point: str, step: Optional[int] = None) -> None:
+  """Sends the armed signal if the run is at the armed point."""
+  global _armed_fault
+  if _armed_fault is None:
+    return
+  armed_point, armed_step, signum = _armed_fault
+  if armed_point != point or armed_step not in (None, step):
+    return
+  _armed_fault = None
+  os.kill(os.getpid(), signum)
+
+
+# ----------------------------------------------------------------------------
 # The loop.
 
 
@@ -310,6 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   and one during start-up stops the run before its first step. `workdir`
   is local or gs:// (`vit_jax.paths`; checked first).
   """
+  _arm_fault()
   with Preemption() as preemption:
     return _train_and_evaluate(config, workdir, allow_changes, preemption)
 
@@ -343,6 +392,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
     lock.acquire()
   checkpointer = writer = None
   try:
+    _fault_point('start')
     checkpointer = checkpoint.TrainCheckpointer(
         checkpoint_dir, keep_last=config.checkpoint.keep_last,
         keep_every=config.checkpoint.keep_every,
@@ -352,8 +402,8 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
     if restored is not None:
       start_step, state, data_state = restored
       _say(f'Resuming from step {start_step} of {config.total_steps} in '
-           f'{workdir}' + (f' (moved the unreadable checkpoints of steps '
-                           f'{checkpointer.moved_aside} aside)'
+           f'{workdir}' + (f' (checkpoints of steps '
+                           f'{checkpointer.moved_aside} moved aside)'
                            if checkpointer.moved_aside else '') + '.')
       logging.info('Data position: %s.', data_state)
     else:
@@ -365,6 +415,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
              f'{config.schedule.cooldown_steps} steps to step '
              f'{config.total_steps}).')
     del fresh
+    _fault_point('restore')
     if is_main:  # the run is known to start: it is this workdir's now
       workdir_lib.write_config(workdir, config)
       workdir_lib.mark_started(workdir)
@@ -374,9 +425,9 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
                      start_step)
     writer = metric_writer.MetricWriter(workdir, enabled=is_main,
                                         restart_step=start_step + 1)
-    last_metrics, stopped_at = _loop(config, run, evaluators, state,
-                                     start_step, checkpointer, writer,
-                                     preemption, workdir, data_state)
+    last_metrics, stopped_at, lost = _loop(
+        config, run, evaluators, state, start_step, checkpointer, writer,
+        preemption, workdir, data_state)
     checkpointer.close()  # waits for the last save; raises if it failed
     checkpointer = None
   except BaseException as error:  # record it, keep the last good checkpoint
@@ -394,24 +445,159 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
         lock.release()
   if stopped_at is not None:
     raise Preempted(stopped_at)
-  if is_main:
-    workdir_lib.mark_done(workdir, config.total_steps)
+  _fault_point('done')
+  if is_main:  # every due evaluation has its rows (or is named lost)
+    workdir_lib.mark_done(workdir, config.total_steps,
+                          **({'evaluations_lost': lost} if lost else {}))
   return last_metrics
+
+
+def _due_steps(every_steps: Optional[int], after: int, last: int,
+               total_steps: int) -> List[int]:
+  """The steps in (after, last] where an evaluator run every `every_steps`
+  (None: at the last step only) is due (`_every`)."""
+  steps = set()
+  if every_steps:
+    steps.update(range((after // every_steps + 1) * every_steps, last + 1,
+                       every_steps))
+  if after < total_steps <= last:
+    steps.add(total_steps)
+  return sorted(steps)
+
+
+def _logged_names(workdir: str) -> Dict[int, set]:
+  """{step: metric names} of metrics.jsonl (a torn line is skipped)."""
+  try:
+    text = paths.read_text(paths.join(workdir, workdir_lib.METRICS))
+  except FileNotFoundError:
+    return {}
+  logged: Dict[int, set] = {}
+  for line in text.splitlines():
+    try:
+      row = json.loads(line)
+      logged.setdefault(int(row['step']), set()).update(row)
+    except (ValueError, TypeError, KeyError):
+      continue
+  return logged
+
+
+def _missing_evaluations(config, evaluators, start_step: int, workdir: str
+                         ) -> List[Tuple[int, Any]]:
+  """(step, scheduled evaluator) of each evaluation due after the run's
+  first step and at or before `start_step` whose metric names
+  (`evaluator.metric_names()`) metrics.jsonl lacks at that step. Process
+  0 reads the file; every process gets its answer."""
+  first = int(config.branch.step) if config.branch.trunk else 0
+  candidates = [
+      (step, index) for index, scheduled in enumerate(evaluators)
+      if hasattr(scheduled.evaluator, 'metric_names')
+      for step in _due_steps(scheduled.every_steps, first, start_step,
+                             config.total_steps)]
+  if not candidates:
+    return []
+  missing = np.zeros(len(candidates), np.int32)
+  if jax.process_index() == 0:
+    logged = _logged_names(workdir)
+    for i, (step, index) in enumerate(candidates):
+      names = set(evaluators[index].evaluator.metric_names())
+      missing[i] = not names <= logged.get(step, set())
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    missing = np.asarray(multihost_utils.broadcast_one_to_all(missing))
+  return sorted(((step, evaluators[index]) for (step, index), flag
+                 in zip(candidates, missing) if flag),
+                key=lambda item: (item[0], item[1].name))
+
+
+def _redo_evaluations(config, run: build.Run, evaluators, state: State,
+                      start_step: int, checkpointer, writer,
+                      preemption: 'Preemption', workdir: str, progress
+                      ) -> Tuple[Dict[str, List[int]], bool]:
+  """Runs the evaluations a resumed run is missing, before it trains on.
+
+  A stop during an evaluation (or just before one, at a step it then
+  saved) leaves that step's rows missing; they are computed now from the
+  restored state. An evaluation missing at an earlier step (a workdir
+  written before this check, edited rows, an evaluation schedule changed
+  with --allow_config_change) is computed from that step's checkpoint
+  when one is kept; the rest are named in one warning and returned
+  ({name: steps}, for `done`). Returns (those, whether SIGTERM stopped it).
+  """
+  from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
+  if start_step <= 0:
+    return {}, False
+  missing = _missing_evaluations(config, evaluators, start_step, workdir)
+  if not missing:
+    return {}, False
+  kept = set(checkpointer.all_steps())
+  lost: Dict[str, List[int]] = {}
+  redo: Dict[int, List[Any]] = {}
+  for step, scheduled in missing:
+    if step == start_step or step in kept:
+      redo.setdefault(step, []).append(scheduled)
+    else:
+      lost.setdefault(scheduled.name, []).append(step)
+  if lost:
+    named = '; '.join(f'{name} at step{"s" if len(steps) > 1 else ""} '
+                      f'{steps if len(steps) > 1 else steps[0]}'
+                      for name, steps in lost.items())
+    _say(f'Warning: evaluations without rows in metrics.jsonl cannot be '
+         f'redone (no checkpoint of their step is kept): {named}; '
+         f'recorded in {paths.join(workdir, workdir_lib.DONE)} when the run '
+         f'finishes.')
+  if redo:
+    _say('Redoing evaluations without rows: ' + '; '.join(
+        f'{", ".join(s.name for s in due)} at step {step}'
+        for step, due in sorted(redo.items())) + '.')
+  for step, due in sorted(redo.items()):
+    if preemption.any_process():
+      return lost, True
+    restored = (state if step == start_step else
+                checkpointer.restore(step, run.abstract_state))
+    variables = checkpoint.variables_of(restored)
+    try:
+      with preemption.evaluation():
+        for scheduled in due:
+          _fault_point(f'eval/{scheduled.name}', step)
+          results = scheduled.evaluator.run(variables, step)
+          writer.write(step, results)
+          if progress:
+            progress.message(f'step {step}: ' + evaluate.summary(results))
+    except EvaluationInterrupted:
+      logging.warning('Evaluation at step %d cut short by SIGTERM.', step)
+      return lost, True
+    del restored, variables
+  return lost, False
 
 
 def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
           checkpointer, writer, preemption: Preemption, workdir: str,
           data_state: Mapping[str, Any]
-          ) -> Tuple[Dict[str, float], Optional[int]]:
+          ) -> Tuple[Dict[str, float], Optional[int], Dict[str, List[int]]]:
   """Steps start_step+1 .. total_steps; (last metrics, step stopped at on
-  SIGTERM or None). `data_state`: the restored checkpoint's (its
-  device-seconds so far)."""
+  SIGTERM or None, the evaluations that cannot be redone: {name: steps}).
+  `data_state`: the restored checkpoint's (its device-seconds so far).
+
+  A resumed run first redoes the evaluations due at or before its step
+  that have no rows (`_redo_evaluations`). At each step the evaluations
+  run before the checkpoint is saved, so a checkpoint never gets ahead of
+  an evaluation's rows: the one evaluation a stop can leave undone is at
+  the step it saved, redone from that checkpoint on resume."""
   if preemption.any_process():  # during start-up: nothing new to save
     logging.warning('Stopped at step %d on request (SIGTERM), before '
                     'training.', start_step)
-    return {}, start_step
+    return {}, start_step, {}
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   from vit_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+  progress = (metric_writer.Progress(config.total_steps, start_step)
+              if jax.process_index() == 0 else None)
+  lost, interrupted = _redo_evaluations(
+      config, run, evaluators, state, start_step, checkpointer, writer,
+      preemption, workdir, progress)
+  if interrupted:  # its checkpoint is the one restored: nothing to save
+    logging.warning('Stopped at step %d on request (SIGTERM).', start_step)
+    return {}, start_step, lost
 
   train_step = jax.jit(
       make_train_step(make_loss_fn(run.model, config), run.tx, run.schedule,
@@ -424,8 +610,6 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
       config.data, config.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
   total_steps = config.total_steps
-  progress = (metric_writer.Progress(total_steps, start_step)
-              if jax.process_index() == 0 else None)
   seed_key = jax.random.PRNGKey(config.seed + 1)
   step_fn, flops_per_step = None, None
   last_metrics: Dict[str, float] = {}
@@ -443,6 +627,7 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
   for step in range(start_step + 1, total_steps + 1):
     batch = sharding.global_batch(next(train_batches), run.mesh)
     if step_fn is None:  # lower once: the program and its FLOP count
+      _fault_point('compile')
       lowered = train_step.lower(state, batch, seed_key)
       flops_per_step = _flops(lowered)
       step_fn = lowered.compile()
@@ -451,6 +636,7 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
                                devices, peak)
       window_start = time.monotonic()  # not counting the compilation
     state, metrics = step_fn(state, batch, seed_key)
+    _fault_point('step', step)
     window_steps += 1
     # The previous step's loss is checked while this one runs, so the
     # device always has a step queued; a NaN is reported with its step.
@@ -491,6 +677,7 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
     try:
       with preemption.evaluation():
         for scheduled in due:
+          _fault_point(f'eval/{scheduled.name}', step)
           results = scheduled.evaluator.run(checkpoint.variables_of(state),
                                             step)
           writer.write(step, results)
@@ -506,6 +693,7 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
       writer.flush()  # the rows up to a saved step are never lost
       checkpointer.save(step, state, {'step': step, 'seed': config.seed,
                                       'device_seconds': device_seconds})
+      _fault_point('save', step)
     if stop:
       logging.warning('Stopped at step %d on request (SIGTERM).', step)
       stopped_at = step
@@ -518,7 +706,7 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
         'step': final, 'images_seen': final * config.batch_size,
         'flops': float(flops_per_step or 0.0) * final,
         'device_seconds': device_seconds})
-  return last_metrics, stopped_at
+  return last_metrics, stopped_at, lost
 
 
 def _write_compute_summary(config, run: build.Run, workdir: str,

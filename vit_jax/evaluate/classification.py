@@ -6,7 +6,7 @@ so no example is dropped or counted twice whatever the batch size. Each
 batch is sharded over the mesh; sums stay on the devices until the end.
 """
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +63,11 @@ class ClassificationEvaluator:
 
     self._eval_step = jax.jit(eval_step,
                               out_shardings=sharding.replicated(mesh))
+
+  def metric_names(self) -> Tuple[str, ...]:
+    """The names `run` returns (how a resumed run finds its rows)."""
+    return tuple(f'{self._prefix}/{name}'
+                 for name in ('accuracy', 'top5', 'loss', 'count'))
 
   def run(self, variables, step: Optional[int] = None) -> Dict[str, float]:
     del step

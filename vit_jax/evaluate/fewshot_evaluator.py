@@ -26,7 +26,7 @@ alone, without decoding an image, before training starts.
 """
 
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import jax
@@ -205,6 +205,12 @@ class FewShotEvaluator:
           f'{needed}-shot evaluation needs {needed} examples of every class, '
           f'but {short.size} of {num_classes} classes have fewer ({shown}'
           f'{more}); {advice}.')
+
+  def metric_names(self) -> Tuple[str, ...]:
+    """The names `run` returns (how a resumed run finds its rows)."""
+    return tuple(f'{self._prefix}/{key}/{k}shot{suffix}'
+                 for key in self._datasets for k in self._shots
+                 for suffix in ('', '_std'))
 
   def run(self, variables, step: Optional[int] = None) -> Dict[str, float]:
     del step

@@ -142,6 +142,10 @@ class ReconstructionEvaluator:
     self._eval_step = jax.jit(eval_step, out_shardings=replicated)
     self._predict = jax.jit(predict, out_shardings=replicated)
 
+  def metric_names(self) -> Tuple[str, ...]:
+    """The names `run` returns (how a resumed run finds its rows)."""
+    return (f'{self._prefix}/loss',)
+
   def run(self, variables, step: Optional[int] = None) -> Dict[str, float]:
     plot = bool(self._plots_dir) and step is not None
     totals = None
