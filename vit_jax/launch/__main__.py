@@ -8,14 +8,18 @@
     python -m vit_jax.launch cancel --sweep_dir=DIR
 
 Launching validates every run first and writes nothing on an error;
-`--dry_run` prints what would run or be submitted and writes nothing.
-Launching into a sweep directory that already holds the same sweep
-continues it like `resume`; a different sweep there is refused. `resume`
-relaunches the runs that are not done and not running (failed,
-preempted, never started), with the back end and settings of
-`DIR/sweep.json`, each overridable by its flag. Exit status: 0 (the
-runs finished, or were submitted), 1 a run failed (local, TPU VM) or an
-error, 2 a bad command line or sweep, 3 stopped by SIGINT / SIGTERM.
+`--dry_run` prints what would run or be submitted and writes nothing (on
+gs:// it reads nothing either: every run is listed, the sweep's state
+unread). `launch` and `resume` hold SWEEP_DIR/launcher.lock while they
+run (`lock.py`): a second launcher on the same sweep is refused in one
+line, exit 2. Launching into a sweep directory that already holds the
+same sweep continues it like `resume`; a different sweep there is
+refused. `resume` relaunches the runs that are not done and not
+running (failed, preempted, never started), with the back end and
+settings of `DIR/sweep.json`, each overridable by its flag. Exit status:
+0 (the runs finished, or were submitted), 1 a run failed (local, TPU VM)
+or an error (storage out of reach: one line), 2 a bad command line or
+sweep, or a sweep another launcher holds, 3 stopped by SIGINT / SIGTERM.
 """
 
 import json
@@ -28,6 +32,7 @@ from absl import flags
 
 from vit_jax import paths
 from vit_jax.launch import local
+from vit_jax.launch import lock as lock_lib
 from vit_jax.launch import record as record_lib
 from vit_jax.launch import slurm
 from vit_jax.launch import status as status_lib
@@ -114,10 +119,36 @@ def _statuses(record) -> List[status_lib.RunStatus]:
           for run in record['runs']]
 
 
+def _warn(message: str) -> None:
+  print(f'vit_jax.launch: {message}', file=sys.stderr)
+
+
+def _sweep_lock(sweep_dir: str) -> lock_lib.SweepLock:
+  """The sweep's launcher lock, taken; a live holder: one line, exit 2."""
+  lock = lock_lib.SweepLock(sweep_dir, warn=_warn)
+  try:
+    lock.acquire()
+  except lock_lib.SweepLockedError as error:
+    _usage(str(error))
+  return lock
+
+
+def _reads_storage() -> bool:
+  """Whether the sweep's state may be read: not in a dry run on cloud
+  storage (a dry run needs no network)."""
+  return not (_DRY_RUN.value and not paths.is_local(_SWEEP_DIR.value))
+
+
 def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
   """Launches the runs that are neither done, running nor queued."""
-  statuses = {s.name: s for s in _statuses(record)} if (
-      paths.exists(record_lib.path(sweep_dir))) else {}
+  if not _reads_storage():
+    print(f'# dry run: the state of {sweep_dir} is not read (a dry run '
+          f'touches no cloud storage): every run is listed, also those '
+          f'done or running.')
+    statuses = {}
+  else:
+    statuses = {s.name: s for s in _statuses(record)} if (
+        paths.exists(record_lib.path(sweep_dir))) else {}
 
   def busy(name):
     status = statuses.get(name)
@@ -180,7 +211,21 @@ def launch() -> int:
   except ValueError as error:
     _usage(str(error))
   record = record_lib.new(sweep, code_dir, backend_cls.name, settings)
-  existing = record_lib.read_if_exists(sweep_dir)
+  if _DRY_RUN.value:
+    return _continue(record, sweep_dir, backend_cls, settings)
+  _log_dir(sweep_dir)  # a missing --logs is refused before the lock
+  lock = _sweep_lock(sweep_dir)
+  try:  # the sweep's state is read under the lock
+    return _continue(record, sweep_dir, backend_cls, settings)
+  finally:
+    lock.release()
+
+
+def _continue(record, sweep_dir: str, backend_cls, settings) -> int:
+  """Launches `record`'s runs, continuing the sweep already in sweep_dir
+  if it is the same one."""
+  existing = (record_lib.read_if_exists(sweep_dir) if _reads_storage()
+              else None)
   if existing is not None:
     differences = record_lib.same_runs(existing, record)
     if differences:
@@ -194,6 +239,17 @@ def launch() -> int:
 
 def resume() -> int:
   sweep_dir = _sweep_dir()
+  record_lib.read(sweep_dir)  # a sweep directory, before its lock
+  if _DRY_RUN.value:
+    return _resume(sweep_dir)
+  lock = _sweep_lock(sweep_dir)
+  try:
+    return _resume(sweep_dir)
+  finally:
+    lock.release()
+
+
+def _resume(sweep_dir: str) -> int:
   record = record_lib.read(sweep_dir)
   backend_cls = BACKENDS[record['backend']]
   if flags.FLAGS['backend'].present and _BACKEND.value != record['backend']:
@@ -242,6 +298,12 @@ def main(argv):
               'cancel': cancel}[command]())
   except FileNotFoundError as error:
     print(f'vit_jax.launch: {error}', file=sys.stderr)
+    sys.exit(EXIT_FAILED)
+  except OSError as error:  # storage out of reach, a full disk: one line
+    where = f' ({_SWEEP_DIR.value})' if _SWEEP_DIR.value else ''
+    text = ' '.join(str(error).split()) or type(error).__name__
+    print(f'vit_jax.launch: {type(error).__name__}{where}: {text}',
+          file=sys.stderr)
     sys.exit(EXIT_FAILED)
 
 

@@ -3,7 +3,8 @@
     done       the workdir's `done` marker
     running    a live trainer holds the workdir's `lock`, or the scheduler
                says the run is running
-    failed     the workdir's `error` (its last line is shown)
+    failed     the workdir's `error` (its last line is shown; for a run
+               the launcher recorded as killed, "killed by signal N")
     preempted  started (config.json written) and stopped without either:
                SIGTERM, a time limit, a killed host; resumable
     pending    queued in the scheduler, or never started
@@ -22,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
+from vit_jax.launch import failure
 
 STATES = ('pending', 'running', 'done', 'failed', 'preempted')
 
@@ -34,7 +36,7 @@ class RunStatus:
   total_steps: int
   metric: Optional[float]
   wall_seconds: Optional[float]
-  error: Optional[str]  # the last line of DIR/error
+  error: Optional[str]  # DIR/error's last line, or a kill's cause
   scheduler: Optional[str] = None  # the scheduler's own state, if any
 
 
@@ -75,10 +77,7 @@ def run_status(run: Mapping[str, Any], metric: str,
   error_text = _read(file(workdir_lib.ERROR))
   started = paths.mtime(file(workdir_lib.CONFIG))
   step, value = last_metrics(workdir, metric)
-  error_line = None
-  if error_text:
-    lines = [line for line in error_text.splitlines() if line.strip()]
-    error_line = lines[-1].strip() if lines else None
+  error_line = failure.summary(error_text) if error_text else None
   error_time = paths.mtime(file(workdir_lib.ERROR)) if error_text else None
 
   if done is not None:

@@ -17,8 +17,11 @@ with a `get_sweep(arg=None)` that returns a dict:
 
 Overrides are dotted config keys. Every run is resolved and validated
 before anything is launched: a key the recipe does not have, a value of
-the wrong type, two runs with one name, or a config `vit_jax.config`
-refuses is an error naming the run. Each run becomes the command line
+the wrong type, two runs with one name, a config `vit_jax.config`
+refuses, an `image_folder` run without `data.folder`, or a `metric` the
+run does not log (`logged_metrics`) is an error naming the run. A sweep
+file that does not run (a SyntaxError, an exception) is an error naming
+its file and line. Each run becomes the command line
 
     python -m vit_jax.main --config=RECIPE --workdir=SWEEP_DIR/NAME \
         --config.KEY=VALUE ...
@@ -33,6 +36,7 @@ the sweep, values with '/' and spaces replaced ('model.variant': 'S/16'
 """
 
 import dataclasses
+import difflib
 import importlib.util
 import itertools
 import os
@@ -263,16 +267,105 @@ def split_spec(spec: str):
   return path, (arg if sep else None)
 
 
+def _where_raised(path: str, error: BaseException) -> str:
+  """'FILE, line N' of the innermost frame of `error` in the sweep file
+  (its traceback), else 'FILE'."""
+  line = None
+  frame = error.__traceback__
+  target = os.path.abspath(path)
+  while frame is not None:
+    if os.path.abspath(frame.tb_frame.f_code.co_filename) == target:
+      line = frame.tb_lineno
+    frame = frame.tb_next
+  return f'{path}, line {line}' if line is not None else path
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else ''
+
+
+def _run_sweep_file(path: str, call):
+  """`call()`, which runs the sweep file's code; any error but a
+  ValueError (the sweep helpers' own, already clear) becomes one naming
+  the file and line."""
+  try:
+    return call()
+  except SyntaxError as error:
+    detail = f': {error.text.strip()!r}' if error.text else ''
+    raise ValueError(f'{error.filename or path}, line {error.lineno}: '
+                     f'SyntaxError: {error.msg}{detail}') from None
+  except ValueError:
+    raise
+  except Exception as error:  # pylint: disable=broad-except
+    raise ValueError(f'{_where_raised(path, error)}: '
+                     f'{type(error).__name__}: {_first_line(error)}'
+                     ) from None
+
+
 def _load_module(path: str):
   if not os.path.isfile(path):
     raise FileNotFoundError(f'Sweep file {path!r} does not exist.')
   name = 'vit_jax_sweep_' + re.sub(r'\W', '_', os.path.abspath(path))
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  _run_sweep_file(path, lambda: spec.loader.exec_module(module))
   if not hasattr(module, 'get_sweep'):
     raise ValueError(f'Sweep file {path!r} has no get_sweep(arg=None).')
   return module
+
+
+# What every training run logs (vit_jax/train.py).
+TRAIN_METRICS = ('train/loss', 'train/grad_norm', 'train/update_norm',
+                 'train/lr', 'train/img_per_sec', 'compute/flops',
+                 'compute/images_seen', 'compute/device_seconds',
+                 'compute/mfu')
+_CLASSIFICATION_METRICS = ('accuracy', 'top5', 'loss', 'count')
+
+
+def logged_metrics(config) -> List[str]:
+  """The metric names a run of this resolved config writes to
+  metrics.jsonl: the training loop's, the 'val' classifier's
+  (`eval_every_steps`, supervised runs) and each `evals` entry's (named as
+  `vit_jax.evaluate`'s evaluators name them)."""
+  names = list(TRAIN_METRICS)
+  supervised = config.get('objective', 'supervised') == 'supervised'
+  if supervised and config.get('eval_every_steps') is not None:
+    names += [f'val/{name}' for name in _CLASSIFICATION_METRICS]
+  for entry_name, entry in (config.get('evals') or {}).items():
+    kind, prefix = entry['kind'], entry.get('prefix')
+    if kind == 'classification':
+      names += [f'{prefix or entry_name}/{name}'
+                for name in _CLASSIFICATION_METRICS]
+    elif kind == 'fewshot':
+      for dataset in (entry.get('datasets') or {}).keys():
+        for k in entry.get('shots') or ():
+          names += [f'{prefix}/{dataset}/{k}shot',
+                    f'{prefix}/{dataset}/{k}shot_std']
+    elif kind == 'reconstruction':
+      names.append(f'{prefix}/loss')
+  return sorted(set(names))
+
+
+def _check_metric(metric: Any, config, where: str) -> None:
+  """The sweep's metric is one this run logs (else `status` shows none)."""
+  logged = logged_metrics(config)
+  if metric in logged:
+    return
+  close = difflib.get_close_matches(str(metric), logged, n=1)
+  hint = f' Did you mean {close[0]!r}?' if close else ''
+  raise ValueError(f'{where}: metric {metric!r} is not logged by this run '
+                   f'(`status` would show none).{hint} It logs: {logged}')
+
+
+def _check_data(config, where: str) -> None:
+  """What the data config needs before the trainer reads any data."""
+  data = config.data
+  if data.name == 'image_folder' and not data.get('folder'):
+    raise ValueError(
+        f"{where}: data.name is 'image_folder' but data.folder is not set "
+        f'(the run would fail at start); set data.folder to the folder '
+        f'holding SPLIT/CLASS/*.jpg|png.')
 
 
 def _override_flags(overrides: Mapping[str, Any]) -> List[str]:
@@ -375,7 +468,9 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
   with open(path) as f:
     source = f.read()
   module = _load_module(path)
-  definition = module.get_sweep(arg) if arg is not None else module.get_sweep()
+  definition = _run_sweep_file(
+      path, lambda: module.get_sweep(arg) if arg is not None
+      else module.get_sweep())
   if not isinstance(definition, Mapping):
     raise ValueError(f'{path}: get_sweep() must return a dict with keys '
                      f'{list(SWEEP_KEYS)}, got {type(definition).__name__}.')
@@ -433,6 +528,8 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
       optim.make_optimizer(resolved, resolved.total_steps)
     except (TypeError, ValueError) as error:
       raise ValueError(f'{where}: {error}') from None
+    _check_data(resolved, where)
+    _check_metric(metric, resolved, where)
     override_flags = _override_flags(everything)
     try:
       parsed = _parse_command_config(local_spec, override_flags)
