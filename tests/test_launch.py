@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vit_jax import checkpoint
+from vit_jax import config as config_lib
 from vit_jax.launch import failure
 from vit_jax.launch import local
 from vit_jax.launch import record as record_lib
@@ -157,7 +158,7 @@ def test_commands_parse_to_the_validated_configs(tmp_path, data_dir):
       'lr=0.001,pool_type=cls', 'lr=0.001,pool_type=map',
       'lr=0.00035,pool_type=cls', 'lr=0.00035,pool_type=map']
   run = loaded.runs[3]
-  config = sweep_lib._parse_command_config(  # pylint: disable=protected-access
+  config = config_lib.parse_command_line(
       os.path.join(ROOT, 'configs/digits.py'), run.args[4:])
   assert config.lr == 3.5e-4 and config.model.pool_type == 'map'
   assert config.evals.fewshot.shots == (1, 5)

@@ -364,6 +364,31 @@ def test_an_image_folder_run_without_a_folder_is_refused(tmp_path, data_dir):
   assert 'image_folder' in line and 'data.folder' in line, line
 
 
+def test_a_sweep_sets_any_key_of_the_schema_as_the_command_line_does(
+    tmp_path, data_dir):
+  """configs/digits.py has no data.folder; a sweep sets it (the
+  image-folder route) as `vit_jax.main`'s command line can, its runs'
+  command lines parse back to the same config, and a typo is refused."""
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  fixed = tiny_fixed(data_dir, **{'data.name': 'image_folder',
+                                  'data.folder': str(folder)})
+  sweep_file = write_sweep(tmp_path / 'folder.py', [{'lr': 1e-3}], fixed)
+  sweep = sweep_lib.load(sweep_file, str(tmp_path / 'sd'), ROOT)
+  (run,) = sweep.runs
+  assert f'--config.data.folder={folder}' in run.args
+  recipe = os.path.join(ROOT, 'configs', 'digits.py')
+  parsed = config_lib.parse_command_line(
+      recipe, [arg for arg in run.args if arg.startswith('--config.')])
+  assert parsed.data.folder == str(folder)
+  assert 'skip_corrupt' not in parsed.data  # defaults no override set: out
+  typo = write_sweep(tmp_path / 'typo.py', [{'lr': 1e-3}],
+                     {**fixed, 'data.foldr': str(folder)})
+  with pytest.raises(ValueError, match="Did you mean 'folder'"):
+    sweep_lib.load(typo, str(tmp_path / 'sd2'), ROOT)
+
+
 def test_a_dry_run_on_gs_touches_no_storage(tmp_path):
   """--dry_run with a gs:// sweep directory whose endpoint refuses
   connections: the commands are printed, nothing is read or written."""

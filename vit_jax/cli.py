@@ -22,6 +22,7 @@ import jax
 import ml_collections
 from ml_collections.config_flags import config_flags
 
+from vit_jax import config as config_lib
 from vit_jax import paths
 
 # Exit status of a command line that cannot be parsed.
@@ -30,27 +31,6 @@ EXIT_USAGE = 2
 # The argv being parsed (`parse_flags`): the config flag finds its
 # --config.KEY overrides there, not in sys.argv.
 _ARGV: List[str] = []
-
-
-class _RecipeParser(config_flags.ConfigFileFlagParser):
-  """Loads a recipe, then adds every key of the schema it leaves out, at
-  its default (`config.add_defaults`): `--config.KEY=VALUE` reaches any
-  key of the schema; `parse_flags` removes the added keys no override
-  set."""
-
-  def __init__(self, name):
-    super().__init__(name=name, lock_config=True)
-    self.config = None
-    self.added = ([], [])
-
-  def parse(self, path):
-    config = super().parse(path)
-    if isinstance(config, ml_collections.ConfigDict):
-      from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-      with config.unlocked():
-        self.added = config_lib.add_defaults(config)
-    self.config = config
-    return config
 
 
 class _RecipeFlag(config_flags._ConfigFlag):  # pylint: disable=protected-access
@@ -62,7 +42,7 @@ class _RecipeFlag(config_flags._ConfigFlag):  # pylint: disable=protected-access
 
 
 def _define_config_flag():
-  parser = _RecipeParser('config')
+  parser = config_lib.RecipeParser('config')
   flag = _RecipeFlag(parser=parser, serializer=flags.ArgumentSerializer(),
                      name='config', default=None,
                      help_string='Training recipe: configs/FILE.py[:ARG]; '
@@ -100,35 +80,15 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     'mpi); used when running multi-process on CPUs.')
 
 
-_OVERRIDE = re.compile(r'^--?config\.([A-Za-z0-9_.]+)=')
-
-
-def _last_override_wins(argv: List[str]) -> List[str]:
-  """Drops all but the last `--config.KEY=VALUE` of each KEY: a repeated
-  override replaces the earlier one (absl would join a tuple field's
-  repeats into one tuple)."""
-  last = {}
-  for i, arg in enumerate(argv):
-    if arg == '--':
-      break
-    match = _OVERRIDE.match(arg)
-    if match:
-      last[match.group(1)] = i
-  return [arg for i, arg in enumerate(argv)
-          if not (_OVERRIDE.match(arg) and
-                  last.get(_OVERRIDE.match(arg).group(1)) != i)]
-
-
 def _bad_override(argv: List[str]) -> Optional[str]:
   """The first --config.KEY whose KEY is not in the config the recipe
   and the schema give: one line with the closest key, or None."""
-  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   config = _PARSER().config
   if not isinstance(config, ml_collections.ConfigDict):
     return None
   for arg in argv:
-    match = _OVERRIDE.match(arg) or re.match(r'^--?config\.([A-Za-z0-9_.]+)$',
-                                             arg)
+    match = config_lib.OVERRIDE.match(arg) or re.match(
+        r'^--?config\.([A-Za-z0-9_.]+)$', arg)
     if not match:
       continue
     target, done = config, []
@@ -146,7 +106,7 @@ def _bad_override(argv: List[str]) -> Optional[str]:
   return None
 
 
-def _PARSER() -> _RecipeParser:  # pylint: disable=invalid-name
+def _PARSER() -> config_lib.RecipeParser:  # pylint: disable=invalid-name
   return flags.FLAGS['config'].parser
 
 
@@ -194,7 +154,7 @@ def parse_flags(argv: List[str]) -> List[str]:
   """absl's parsing, with any error (a flag, a --config.KEY override, the
   config file) as one line on stderr and exit status EXIT_USAGE. A
   repeated --config.KEY: the last one wins."""
-  argv = _last_override_wins(list(argv))
+  argv = config_lib.last_override_wins(list(argv))
   _ARGV[:] = argv
   message = None
   try:
@@ -214,7 +174,6 @@ def parse_flags(argv: List[str]) -> List[str]:
                 f'{one_line(config._error)}',  # pylint: disable=protected-access
                 os.path.basename(argv[0]))
   if isinstance(config, ml_collections.ConfigDict):
-    from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
     config_lib.strip_defaults(config, *_PARSER().added,
                               keep=flags.FLAGS['config'].override_values)
   return remaining

@@ -24,10 +24,13 @@ This module imports no TensorFlow.
 import dataclasses
 import difflib
 import json
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
+from absl import flags as absl_flags
 import ml_collections
 from ml_collections import config_dict
+from ml_collections.config_flags import config_flags
 
 from vit_jax import data as data_lib
 from vit_jax import evaluate
@@ -347,6 +350,69 @@ def strip_defaults(config: ml_collections.ConfigDict, added: Sequence[str],
       if path in sections_added and len(target[leaf]):
         continue
       del target[leaf]
+
+
+class RecipeParser(config_flags.ConfigFileFlagParser):
+  """ml_collections' recipe-file parser that then adds every key of the
+  schema the recipe leaves out, at its default (`add_defaults`), so that
+  `--config.KEY=VALUE` reaches any key of the schema; `strip_defaults`
+  with `.added` removes those no override set."""
+
+  def __init__(self, name: str = 'config'):
+    super().__init__(name=name, lock_config=True)
+    self.config = None
+    self.added: Tuple[List[str], List[str]] = ([], [])
+
+  def parse(self, path):
+    config = super().parse(path)
+    if isinstance(config, ml_collections.ConfigDict):
+      with config.unlocked():
+        self.added = add_defaults(config)
+    self.config = config
+    return config
+
+
+# A `--config.KEY=VALUE` override on a command line.
+OVERRIDE = re.compile(r'^--?config\.([A-Za-z0-9_.]+)=')
+
+
+def last_override_wins(argv: List[str]) -> List[str]:
+  """Drops all but the last `--config.KEY=VALUE` of each KEY: a repeated
+  override replaces the earlier one (absl would join a tuple field's
+  repeats into one tuple)."""
+  last = {}
+  for i, arg in enumerate(argv):
+    if arg == '--':
+      break
+    match = OVERRIDE.match(arg)
+    if match:
+      last[match.group(1)] = i
+  return [arg for i, arg in enumerate(argv)
+          if not (OVERRIDE.match(arg) and
+                  last.get(OVERRIDE.match(arg).group(1)) != i)]
+
+
+def parse_command_line(config_spec: str, override_flags: Sequence[str]
+                       ) -> ml_collections.ConfigDict:
+  """The config `python -m vit_jax.main --config=SPEC OVERRIDES...` builds
+  (the recipe, then the overrides: any key of the schema, the last of a
+  repeated one winning), unresolved; without defining flags globally (the
+  launcher checks its runs' command lines with it). Raises absl's and
+  ml_collections' errors for a bad override."""
+  argv = last_override_wins(['vit_jax.main', f'--config={config_spec}',
+                             *override_flags])
+  values = absl_flags.FlagValues()
+  parser = RecipeParser('config')
+  flag = config_flags._ConfigFlag(  # pylint: disable=protected-access
+      flag_values=values, sys_argv=argv, parser=parser,
+      serializer=absl_flags.ArgumentSerializer(), name='config',
+      default=None, help_string='recipe')
+  absl_flags.DEFINE_flag(flag, flag_values=values)
+  values(argv)
+  config = values.config
+  if isinstance(config, ml_collections.ConfigDict):
+    strip_defaults(config, *parser.added, keep=flag.override_values)
+  return config
 
 
 def to_json_dict(config: Any) -> Dict[str, Any]:

@@ -45,7 +45,6 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from absl import flags
 from ml_collections import config_dict
-from ml_collections import config_flags
 
 from vit_jax import build
 from vit_jax import config as config_lib
@@ -380,7 +379,8 @@ def _flag_value(value: Any) -> str:
 
 
 def _set(config, key: str, value: Any, where: str) -> None:
-  """config[key] = value for a dotted key the recipe has, type-checked."""
+  """config[key] = value for a dotted key of the config (the recipe's
+  and the schema's, `config.add_defaults`), type-checked."""
   target = config
   *parents, leaf = key.split('.')
   for depth, part in enumerate(parents + [leaf]):
@@ -390,8 +390,7 @@ def _set(config, key: str, value: Any, where: str) -> None:
                if isinstance(target, config_dict.ConfigDict) else [])
       error = config_lib.unknown_key_error(f'{prefix}.' if prefix else '',
                                            part, valid)
-      raise ValueError(f'{where}: override {key!r}: {error} (a sweep may '
-                       f'only set keys the recipe has).')
+      raise ValueError(f'{where}: override {key!r}: {error}')
     if part != leaf:
       target = target[part]
   try:
@@ -401,17 +400,6 @@ def _set(config, key: str, value: Any, where: str) -> None:
     raise ValueError(f'{where}: override {key}={value!r} has the wrong type '
                      f'for the recipe\'s value {target[leaf]!r} '
                      f'({error}).') from None
-
-
-def _parse_command_config(config_spec: str, override_flags: List[str]):
-  """The config `python -m vit_jax.main` builds from these flags."""
-  argv = ['vit_jax.main', f'--config={config_spec}', *override_flags]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'recipe',
-                                  flag_values=values, lock_config=True,
-                                  sys_argv=argv)
-  values(argv)
-  return values.config
 
 
 def _recipe(path: str, recipe: str, code_dir: str):
@@ -426,7 +414,7 @@ def _recipe(path: str, recipe: str, code_dir: str):
                             f'{code_dir}.')
   local_spec = (f'{recipe_file}:{recipe_arg}' if recipe_arg is not None
                 else recipe_file)
-  return local_spec, _parse_command_config(local_spec, [])
+  return local_spec, config_lib.parse_command_line(local_spec, [])
 
 
 def _resolve_branches(path: str, run_dicts: List[Mapping[str, Any]],
@@ -517,9 +505,14 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
       bases[run_recipe] = _recipe(path, run_recipe, code_dir)
     local_spec, base = bases[run_recipe]
     everything = {**fixed, **overrides}
+    # As `vit_jax.main` builds it: the recipe with every key of the schema
+    # it leaves out added at its default, the overrides, then the added
+    # keys no override set taken out again.
     expected = config_dict.ConfigDict(base.to_dict())
+    added = config_lib.add_defaults(expected)
     for key, value in everything.items():
       _set(expected, key, value, where)
+    config_lib.strip_defaults(expected, *added, keep=everything)
     try:
       resolved = config_lib.resolve(expected)
       # What can be checked without devices or data: the model's
@@ -532,7 +525,7 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
     _check_metric(metric, resolved, where)
     override_flags = _override_flags(everything)
     try:
-      parsed = _parse_command_config(local_spec, override_flags)
+      parsed = config_lib.parse_command_line(local_spec, override_flags)
     except (flags.Error, KeyError, TypeError, ValueError) as error:
       raise ValueError(f'{where}: its command line does not parse: '
                        f'{error}') from None
