@@ -183,8 +183,13 @@ exit 0
   stderr = (report / 'stderr').read_text()
   files = (report / 'files').read_text().split()
   assert int((report / 'status').read_text()) == 1, stderr[-3000:]
-  last = stderr.strip().splitlines()[-1]
+  lines = stderr.strip().splitlines()
+  last = lines[-1]
   assert 'disk full at ' + str(workdir) in last, last
+  # Not buried: before it only the run's own progress and evaluation
+  # lines (orbax's save threads' tracebacks of the failed writes are in
+  # DIR/error, not on the console).
+  assert all(line.startswith('step ') for line in lines[:-1]), stderr[-3000:]
   # The outcome is recorded (status reads it as failed, not preempted),
   # with the cause first; nothing temporary is left.
   assert './error' in files and './done' not in files, files

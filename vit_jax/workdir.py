@@ -397,6 +397,11 @@ def _write_outcome(workdir: str, name: str, text: str) -> None:
   paths.remove(reserve)
 
 
+def mentions_disk_full(text: str) -> bool:
+  """Whether an error's text is a full disk's (OS or tensorstore wording)."""
+  return bool(_DISK_FULL_TEXT.search(text))
+
+
 def disk_full(error: BaseException) -> Optional[str]:
   """Where the disk was full, if `error` (or an error it was raised from
   or during) is a full disk / quota / file-size limit: the file's path
