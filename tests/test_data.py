@@ -543,6 +543,18 @@ def test_unknown_dataset_name_is_an_error(tmp_path, no_network):
     data.dataset_info(config)
 
 
+def test_unknown_dataset_is_one_line_with_the_closest_name(tmp_path,
+                                                           no_network):
+  """For library callers too (the command line checks it earlier): not
+  TFDS's error, which lists its whole catalogue."""
+  config = digits_config(str(tmp_path), name='cifar1000')
+  with pytest.raises(ValueError) as raised:
+    data.dataset_info(config)
+  message = str(raised.value)
+  assert '\n' not in message and len(message) < 300, message
+  assert "unknown dataset 'cifar1000'; did you mean 'cifar100'?" in message
+
+
 def test_cutmix_pastes_one_box_and_weights_labels_by_its_area(digits_dir):
   plain_config = digits_config(digits_dir, cache=True)
   mixed_config = digits_config(digits_dir, cache=True, cutmix_alpha=1.0)

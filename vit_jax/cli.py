@@ -10,7 +10,6 @@ environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID),
 or automatically on TPU pods and SLURM jobs with more than one task.
 """
 
-import difflib
 import os
 import re
 import sys
@@ -219,13 +218,7 @@ def check_inputs(config) -> None:
     try:
       prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
-      base = name.split(':')[0].split('/')[0]
-      known = [*builtin, *tfds.list_builders(with_community_datasets=False)]
-      close = difflib.get_close_matches(base, known, n=1)
-      hint = f"; did you mean {close[0]!r}?" if close else ''
-      raise ValueError(f'{where}: unknown dataset {name!r}{hint} (the '
-                       f'built-in {builtin[0]!r}, {builtin[1]!r} or a TFDS '
-                       f'dataset name)') from None
+      raise sources.unknown_dataset(name, f'{where}: ') from None
     except Exception:  # pylint: disable=broad-except
       continue  # a failure the data pipeline reports in full
     finally:

@@ -30,6 +30,7 @@ path for the life of the process, so repeated eval passes check once.
 
 import concurrent.futures
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -136,11 +137,8 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   shown_dir = data_dir or f'{default_dir} (the TFDS default)'
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(
-        f'Unknown dataset {name!r} (data_dir {shown_dir}): neither '
-        f"'{digits.NAME}', '{IMAGE_FOLDER}' nor a TFDS dataset name. "
-        f'TFDS says: {e}') from None
+  except tfds.core.registered.DatasetNotFoundError:
+    raise unknown_dataset(name, 'data_config.name: ') from None
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
         f'Dataset {name!r} is not prepared in data_dir {shown_dir} (looked '
@@ -152,6 +150,20 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
         f'it. Datasets that need a manual download (e.g. imagenet2012) also '
         f'need --manual_dir.')
   return builder
+
+
+def unknown_dataset(name: str, where: str = '') -> ValueError:
+  """The one-line error for a name that is neither built in nor a TFDS
+  dataset, with the closest known name (TFDS's own error lists its whole
+  catalogue)."""
+  base = name.split(':')[0].split('/')[0]
+  known = [digits.NAME, IMAGE_FOLDER,
+           *tfds.list_builders(with_community_datasets=False)]
+  close = difflib.get_close_matches(base, known, n=1)
+  hint = f'; did you mean {close[0]!r}?' if close else ''
+  return ValueError(f'{where}unknown dataset {name!r}{hint} (the built-in '
+                    f'{digits.NAME!r}, {IMAGE_FOLDER!r} or a TFDS dataset '
+                    f'name)')
 
 
 def describe(builder: tfds.core.DatasetBuilder) -> str:
