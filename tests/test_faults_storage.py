@@ -137,6 +137,13 @@ def test_disk_full_is_recognised_in_tensorstores_wording():
   except RuntimeError as wrapped:
     assert workdir_lib.disk_full(wrapped) == '/w/checkpoints/5/a/d/12'
   assert workdir_lib.disk_full(ValueError('bad value')) is None
+  # A write through a file object: ENOSPC without a file name.
+  unnamed = OSError(28, 'No space left on device')
+  assert workdir_lib.disk_full(unnamed, unknown='/w') == '/w'
+  try:  # a named one further down the chain is preferred
+    raise unnamed from OSError(28, 'No space left on device', '/w/a')
+  except OSError as chained:
+    assert workdir_lib.disk_full(chained, unknown='/w') == '/w/a'
 
 
 def _unshare_works(tmp_path):
@@ -222,6 +229,9 @@ def test_unreachable_storage_is_one_line_and_creates_nothing(
   home.mkdir()
   env = dict(os.environ, STORAGE_EMULATOR_HOST=url, HOME=str(home),
              PYTHONPATH=ROOT)
+  for key in ('http_proxy', 'https_proxy', 'all_proxy'):  # probed directly
+    env.pop(key, None)
+    env.pop(key.upper(), None)
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.main',
        f'--config={ROOT}/configs/digits.py', '--workdir=gs://my-bucket/run'],
@@ -235,6 +245,22 @@ def test_unreachable_storage_is_one_line_and_creates_nothing(
   # Nothing in the working directory (HOME only gets TensorFlow's and
   # Keras's import-time caches).
   assert sorted(os.listdir(tmp_path)) == ['home']
+
+
+def test_check_reachable_leaves_a_proxied_endpoint_to_the_clients(
+    monkeypatch):
+  """Behind an HTTP proxy (clusters without direct egress) a direct TCP
+  probe would refuse a reachable bucket: it is skipped; NO_PROXY hosts are
+  probed."""
+  url = f'http://127.0.0.1:{_closed_port()}'
+  monkeypatch.setenv('STORAGE_EMULATOR_HOST', url)
+  monkeypatch.setenv('http_proxy', 'http://proxy.invalid:3128')
+  monkeypatch.delenv('no_proxy', raising=False)
+  monkeypatch.delenv('NO_PROXY', raising=False)
+  paths.check_reachable('gs://my-bucket/run', attempts=1)
+  monkeypatch.setenv('no_proxy', '127.0.0.1')
+  with pytest.raises(paths.StorageUnreachableError, match='refused'):
+    paths.check_reachable('gs://my-bucket/run', attempts=1)
 
 
 def test_check_reachable_passes_a_listening_endpoint(monkeypatch):

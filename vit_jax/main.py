@@ -20,6 +20,7 @@ restart-on-failure wrappers should act on). Multi-host flags: `vit_jax.cli`.
 
 import logging as std_logging
 import sys
+import warnings
 
 from absl import app
 from absl import flags
@@ -81,13 +82,15 @@ def main(argv):
     workdir_lib.release_reserve(workdir)
     raise
   except Exception as error:  # pylint: disable=broad-except
-    full = workdir_lib.disk_full(error)
+    full = workdir_lib.disk_full(error, unknown=workdir)
     if full is None:
       raise  # a traceback (also in DIR/error)
-    # orbax's failed writes are asyncio tasks whose errors, logged when
-    # they are collected at exit, would bury this line: they are in
-    # DIR/error already.
+    # orbax's failed writes are asyncio tasks whose errors (logged when
+    # they are collected at exit) and never-awaited coroutines (warned
+    # about at exit) would follow this line: the cause is in DIR/error.
     std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+    warnings.filterwarnings('ignore', message='coroutine .* was never '
+                            'awaited', category=RuntimeWarning)
     print(f'vit_jax.main: disk full at {full} (the run stopped; its last '
           f'good checkpoint is kept; details in '
           f'{paths.join(workdir, workdir_lib.ERROR)})', file=sys.stderr)

@@ -76,6 +76,7 @@ import re
 import socket
 import time
 import urllib.parse
+import urllib.request
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 from etils import epath
@@ -535,6 +536,9 @@ def check_reachable(path: str, attempts: int = 3, timeout: float = 10.0,
   parsed = urllib.parse.urlsplit(endpoint)
   host = parsed.hostname or ''
   port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+  if (parsed.scheme in urllib.request.getproxies() and
+      not urllib.request.proxy_bypass(host)):
+    return  # reached through a proxy: a direct probe would prove nothing
   cause = ''
   for attempt in range(attempts):
     try:

@@ -352,7 +352,7 @@ def mark_failed(workdir: str, error: BaseException) -> None:
   disk. Never raises: the run's own error is what the caller reports."""
   text = ''.join(traceback.format_exception(type(error), error,
                                             error.__traceback__))
-  full = disk_full(error)
+  full = disk_full(error, unknown=workdir)
   if full is not None:
     text = f'disk full at {full}\n\n{text}'
   try:
@@ -402,24 +402,32 @@ def mentions_disk_full(text: str) -> bool:
   return bool(_DISK_FULL_TEXT.search(text))
 
 
-def disk_full(error: BaseException) -> Optional[str]:
+def disk_full(error: BaseException, unknown: str = '?') -> Optional[str]:
   """Where the disk was full, if `error` (or an error it was raised from
   or during) is a full disk / quota / file-size limit: the file's path
-  when known, else '?'; None for any other error."""
+  when known, else `unknown` (a write through a file object, e.g. orbax's
+  metadata, raises ENOSPC without one: callers pass the workdir); None
+  for any other error."""
   seen = set()
   pending = [error]
+  full = False  # a full disk seen, its path not yet
   while pending:
     current = pending.pop()
     if current is None or id(current) in seen:
       continue
     seen.add(id(current))
     if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
-      return str(current.filename) if current.filename else '?'
-    text = str(current)
-    if _DISK_FULL_TEXT.search(text):
-      found = (_FAILED_FILE.findall(text) or _QUOTED_PATH.findall(text) or
-               _PATH_IN_TEXT.findall(text))
-      return found[0] if found else '?'
+      if current.filename:
+        return str(current.filename)
+      full = True
+    else:
+      text = str(current)
+      if _DISK_FULL_TEXT.search(text):
+        found = (_FAILED_FILE.findall(text) or _QUOTED_PATH.findall(text) or
+                 _PATH_IN_TEXT.findall(text))
+        if found:
+          return found[0]
+        full = True
     pending += [current.__cause__, current.__context__,
                 *getattr(current, 'exceptions', ())]
-  return None
+  return unknown if full else None
