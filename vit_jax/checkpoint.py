@@ -106,6 +106,7 @@ class TrainCheckpointer:
     # arrays still in flight finish into orbax's closed event loop: keep
     # their tracebacks off the console.
     _ignore_callbacks_into_closed_loops()
+    _ignore_unretrieved_reads()
     for step in reversed(steps):
       try:
         restored = self._manager.restore(step, args=args.Composite(
@@ -210,6 +211,26 @@ def _ignore_callbacks_into_closed_loops() -> None:
 
   hook.ignores_closed_loops = True
   sys.unraisablehook = hook
+
+
+class _UnretrievedReads(logging.Filter):
+  """asyncio's "Task exception was never retrieved" for orbax's array
+  reads (`async_deserialize`) of a checkpoint whose restore already
+  failed: the same cause, reported once by `restore_latest`. Other
+  records pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ('Task exception was never retrieved' in message and
+                'async_deserialize' in message and 'orbax' in message)
+
+
+def _ignore_unretrieved_reads() -> None:
+  """Installs `_UnretrievedReads` on asyncio's logger (once): under load
+  the garbage collector, not the closed loop, finds some of those reads."""
+  logger = logging.getLogger('asyncio')
+  if not any(isinstance(f, _UnretrievedReads) for f in logger.filters):
+    logger.addFilter(_UnretrievedReads())
 
 
 def has_step(directory: str, step: int) -> bool:
