@@ -188,48 +188,45 @@ def check_inputs(config) -> None:
   if (isinstance(source, str) and source and paths.is_local(source) and
       not os.path.exists(os.path.expanduser(source))):
     raise ValueError(f'init_from.path {source!r} does not exist.')
-  names = [('data.name', config.data.get('name'),
-            config.data.get('data_dir'))]
-  for entry_name, entry in (config.get('evals') or {}).items():
-    for key, dataset in (entry.get('datasets') or {}).items():
-      names.append((f'evals.{entry_name}.datasets.{key}.name',
-                    dataset.get('name'),
-                    dataset.get('data_dir') or config.data.get('data_dir')))
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
-  builtin = (sources.digits.NAME, sources.IMAGE_FOLDER)
-  folders = [('data.folder', config.data.get('folder'))
-             ] if config.data.get('name') == sources.IMAGE_FOLDER else []
+  default_dir = config.data.get('data_dir')
+  datasets = [('data', config.data, default_dir)]
   for entry_name, entry in (config.get('evals') or {}).items():
     for key, dataset in (entry.get('datasets') or {}).items():
-      if dataset.get('name') == sources.IMAGE_FOLDER:
-        folders.append((f'evals.{entry_name}.datasets.{key}.folder',
-                        dataset.get('folder')))
-  for where, folder in folders:
-    if not folder or not os.path.isdir(os.path.expanduser(str(folder))):
-      raise ValueError(f"{where}: dataset 'image_folder' needs a directory "
-                       f'of SPLIT/CLASS/IMAGE files; got {folder!r}, which '
-                       f'is not a directory')
-  for where, name, data_dir in names:
-    if not isinstance(name, str) or name in builtin:
-      continue
-    tfds = sources.tfds
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # TFDS's notes on unprepared data
-    try:
-      prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
-    except tfds.core.registered.DatasetNotFoundError:
-      raise sources.unknown_dataset(name, f'{where}: ') from None
-    except Exception:  # pylint: disable=broad-except
-      continue  # a failure the data pipeline reports in full
-    finally:
-      logging.set_verbosity(verbosity)
-    if not prepared:
-      target = data_dir or sources.digits.default_data_dir()
-      raise ValueError(f'{where}: dataset {name!r} is not prepared in '
-                       f'data_dir {target}, and vit_jax does not download '
-                       f'during a run; prepare it once where there is '
-                       f'network access: tfds build {name} '
-                       f'--data_dir={target}')
+      datasets.append((f'evals.{entry_name}.datasets.{key}', dataset,
+                       dataset.get('data_dir') or default_dir))
+  for where, dataset, data_dir in datasets:
+    name = dataset.get('name')
+    if name == sources.IMAGE_FOLDER:
+      folder = dataset.get('folder')
+      if not folder or not os.path.isdir(os.path.expanduser(str(folder))):
+        raise ValueError(f"{where}.folder: dataset 'image_folder' needs a "
+                         f'directory of SPLIT/CLASS/IMAGE files; got '
+                         f'{folder!r}, which is not a directory')
+    elif isinstance(name, str) and name != sources.digits.NAME:
+      _check_tfds_dataset(f'{where}.name', name, data_dir, sources)
+
+
+def _check_tfds_dataset(where: str, name: str, data_dir, sources) -> None:
+  """A TFDS name: known (else the closest name) and prepared in data_dir."""
+  tfds = sources.tfds
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # TFDS's notes on unprepared data
+  try:
+    prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+  except tfds.core.registered.DatasetNotFoundError:
+    raise sources.unknown_dataset(name, f'{where}: ') from None
+  except Exception:  # pylint: disable=broad-except
+    return  # a failure the data pipeline reports in full
+  finally:
+    logging.set_verbosity(verbosity)
+  if not prepared:
+    target = data_dir or sources.digits.default_data_dir()
+    raise ValueError(f'{where}: dataset {name!r} is not prepared in '
+                     f'data_dir {target}, and vit_jax does not download '
+                     f'during a run; prepare it once where there is '
+                     f'network access: tfds build {name} '
+                     f'--data_dir={target}')
 
 
 def quiet_logging() -> None:

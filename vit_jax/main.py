@@ -39,13 +39,16 @@ _ALLOW_CHANGES = flags.DEFINE_list(
 
 
 class _QuietDiskFullRecords(std_logging.Filter):
-  """Drops orbax's log records of a full disk: its save threads each log
-  the failed write with a long traceback (about 350 lines for a small
-  model), burying the one line this program ends with, which names the
-  full path (DIR/error holds the traceback). Other records pass."""
+  """Drops the log records of a full disk that orbax's save threads write
+  (each failed write with a long traceback: about 350 lines for a small
+  model), and asyncio's "Task exception was never retrieved" for the same
+  writes (under load the garbage collector finds some), burying the one
+  line this program ends with, which names the full path (DIR/error holds
+  the traceback). Other records pass."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if '/orbax/' not in record.pathname.replace('\\', '/'):
+    if not (record.name == 'asyncio' or
+            '/orbax/' in record.pathname.replace('\\', '/')):
       return True
     error = record.exc_info[1] if record.exc_info else None
     return not (workdir_lib.mentions_disk_full(record.getMessage()) or
@@ -57,7 +60,8 @@ def main(argv):
   if len(argv) > 1:
     cli.usage_error(f'unexpected arguments {argv[1:]}')
   cli.quiet_logging()
-  std_logging.getLogger('absl').addFilter(_QuietDiskFullRecords())
+  for logger in ('absl', 'asyncio'):  # orbax logs through absl's logger
+    std_logging.getLogger(logger).addFilter(_QuietDiskFullRecords())
   try:
     config = config_lib.resolve(cli.CONFIG.value)
     cli.check_inputs(config)

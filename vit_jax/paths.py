@@ -251,9 +251,8 @@ def write_atomic(path: str, data: Data) -> None:
     tmp = _write_tmp(path, data)
     try:
       os.replace(tmp, path)
-    except BaseException:
-      _discard(tmp)
-      raise
+    finally:
+      _discard(tmp)  # gone once replaced; left by a failure otherwise
   else:
     _gcs_upload(path, data)
 
@@ -468,12 +467,10 @@ def write_if_version(path: str, data: Data, version: Optional[str]
       except FileNotFoundError:
         current = None
       if current != version:
-        _discard(tmp)
         return None
       os.replace(tmp, path)
-    except BaseException:
-      _discard(tmp)
-      raise
+    finally:
+      _discard(tmp)  # gone once replaced; left by a refusal or failure
     return _local_version(os.stat(path))
   try:
     return _gcs_upload(path, data, if_generation=version or '0')

@@ -60,6 +60,10 @@ class WorkdirLockedError(RuntimeError):
   """Another live trainer holds the workdir."""
 
 
+# What a WorkdirLockedError says (the launcher recognises the refusal by it).
+IN_USE = 'is in use by another trainer'
+
+
 class ConfigMismatchError(ValueError):
   """A rerun's config differs from the workdir's."""
 
@@ -220,7 +224,7 @@ class Lock:
         holder = self._parse(data)
         if not self._stale(holder):
           raise WorkdirLockedError(
-              f'{paths.parent(self.path)} is in use by another trainer: '
+              f'{paths.parent(self.path)} {IN_USE}: '
               f'host {holder.get("host")!r}, pid {holder.get("pid")} '
               f'(since {holder.get("started")}). Stop it first; a lock of a '
               f'dead process is taken over automatically (on another host '

@@ -41,8 +41,6 @@ TAIL_LINES = 20
 # A line that starts an attempt in a run's log (see the module docstring);
 # SLURM's other '=== ' lines (exited, requeued, cancelled) end one.
 _ATTEMPT_HEADER = re.compile(r'^=== .*( ===|, attempt \d+)$')
-# What vit_jax.main says when the workdir's lock is held (WorkdirLockedError).
-_LOCK_REFUSAL = 'is in use by another trainer'
 # The first line `record` writes, with the cause.
 _CAUSE = re.compile(r'^The run failed\W+(killed by signal (\d+))')
 
@@ -96,7 +94,7 @@ def summary(error_text: str) -> Optional[str]:
 def _refused_by_lock(workdir: str, lines: List[str]) -> bool:
   """Whether the attempt was refused by the workdir's lock: another
   trainer's workdir, not this run's failure."""
-  if lines and _LOCK_REFUSAL in lines[-1]:
+  if lines and workdir_lib.IN_USE in lines[-1]:
     return True
   holder = workdir_lib.lock_holder(workdir)  # ours is dead: another's
   return bool(holder) and holder.get('host') == socket.gethostname()
