@@ -71,6 +71,8 @@ CATALOGUE = [
     ('main', (*MAIN, '--config.lr=abc'), 2, 'could not convert'),
     ('main', (*MAIN, '--config.model.name=resnet'), 2,
      "Unknown model.name 'resnet'"),
+    ('main', (*MAIN, '--config.model.variant=Z/16'), 2,
+     "Unknown ViT size 'Z' in variant 'Z/16'"),
     ('main', (*MAIN, '--config.batch_size=0'), 2,
      'config.batch_size must be a positive integer'),
     ('main', (*MAIN, '--config.optimizer.name=adam'), 2, 'adamw'),

@@ -180,10 +180,16 @@ def parse_flags(argv: List[str]) -> List[str]:
 
 def check_inputs(config) -> None:
   """Raises ValueError, one line, for what a resolved config names that
-  is not there: a local `init_from.path`; an image folder that is not a
+  is not there: a model variant or arguments the family does not take; a
+  local `init_from.path`; an image folder that is not a
   directory; a dataset name (config.data.name, few-shot datasets) that is
   neither built in nor a TFDS dataset (with the closest name). Before
   anything is built or written."""
+  from vit_jax import build  # pylint: disable=g-import-not-at-top
+  try:  # the model's arguments (a variant name, a family's fields)
+    build.build_model(config.model)
+  except TypeError as error:
+    raise ValueError(f'model: {one_line(error)}') from None
   source = (config.get('init_from') or {}).get('path')
   if (isinstance(source, str) and source and paths.is_local(source) and
       not os.path.exists(os.path.expanduser(source))):
