@@ -10,7 +10,7 @@ a 16-patch image; at equal cost 0.5 gave the better encoder here: 10-shot
 0.857 against 0.853 for 0.75 with a 64-wide, 4-deep decoder and 1.5x the
 steps, measured with the earlier raw few-shot protocol.) The encoder has the width and depth of
 configs/digits.py's ViT, so the supervised recipe can fine-tune it through
-`init_from` (see configs/finetune.py and the README). Pixel targets are
+`init_from` (see configs/finetune.py and docs/evaluation.md). Pixel targets are
 not normalised per patch: a 2x2 grey patch has four values, too few for a
 stable per-patch mean and variance.
 

@@ -3,7 +3,7 @@ gives it, each held to the error contract: the expected exit status, one
 line on stderr naming the problem, and nothing created or changed.
 
 CATALOGUE is a table of (entry point, argv, exit status, text the line must
-hold); COUNT = len(CATALOGUE) is the number the README quotes. Placeholders
+hold); COUNT = len(CATALOGUE) is the number docs/testing.md quotes. Placeholders
 in argv: {tmp} a fresh directory per case (also the working directory),
 {file} an existing file and {dir} an existing empty directory in it, {run}
 a workdir as a training run leaves it (config.json, a checkpoint at step
@@ -432,9 +432,9 @@ def test_catalogue_covers_every_entry_point():
   print(f'bad-input catalogue: {COUNT} cases')
   assert {case[0] for case in CATALOGUE} == set(_PROGRAMS)
   assert COUNT >= 40
-  with open(os.path.join(ROOT, 'README.md')) as readme:
-    text = ' '.join(readme.read().split())
-  assert f'a catalogue of {COUNT} bad inputs' in text  # the README's count
+  with open(os.path.join(ROOT, 'docs', 'testing.md')) as page:
+    text = ' '.join(page.read().split())
+  assert f'a catalogue of {COUNT} bad inputs' in text  # the page's count
 
 
 # One case per entry point through the real command line.

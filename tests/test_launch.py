@@ -514,7 +514,7 @@ def test_shipped_sweeps_validate(tmp_path, spec):
 
 
 def test_the_digits_scaling_study_validates(tmp_path):
-  """The README's study: 4 ViT and 2 Mixer trunks, 3 branches each."""
+  """docs/scaling.md's study: 4 ViT and 2 Mixer trunks, 3 branches each."""
   loaded = sweep_lib.load(
       os.path.join(ROOT, 'configs/sweeps/digits_scaling.py'), str(tmp_path),
       ROOT)

@@ -220,7 +220,7 @@ def test_recipe_runs_end_to_end_on_a_stand_in(run, image_folder, data_dir,
 
 def test_image_folder_route_from_the_command_line(image_folder, data_dir,
                                                   tmp_path):
-  """README's route to one's own images, with the offline recipe:
+  """docs/training.md's route to one's own images, with the offline recipe:
   `--config.data.name=image_folder --config.data.folder=...`, a key
   configs/digits.py leaves at its default."""
   workdir = tmp_path / 'run'

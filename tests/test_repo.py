@@ -1,5 +1,6 @@
 """The README's promises: its test command is CI's, the listing prints, and
-every package the code imports is declared in the requirements files."""
+every package the code imports is declared in the requirements files; the
+documentation's links resolve; docs/DESIGN.md's import rules hold."""
 
 import ast
 import os
@@ -44,7 +45,7 @@ def test_docs_point_inside_the_repository():
   """The design notes live in docs/; nothing refers to the old copy outside
   the repository (the strings are split so this file does not match)."""
   outside = ('../' 'shared', 'shared/' 'DESIGN')
-  assert '`docs/DESIGN.md`' in _read('README.md')
+  assert '(docs/DESIGN.md)' in _read('README.md')
   assert os.path.isfile(os.path.join(ROOT, 'docs', 'DESIGN.md'))
   paths = ['README.md']
   for directory in ('vit_jax', 'tests', 'configs', 'benchmarks', 'launch',
@@ -246,3 +247,295 @@ def test_short_timeout_check_catches_calls_and_defaults():
             'subprocess.run(["x"], timeout=1800)\n'
             'p.communicate(timeout=120.0)\n')
   assert short_timeouts(source) == [(2, 60), (3, 300), (5, 120.0)]
+
+
+# ----------------------------------------------------------------------------
+# Every relative link of the documentation resolves.
+
+# Pages outside docs/ whose links are checked; every page of docs/ is.
+LINKED_PAGES = ('README.md', os.path.join('configs', 'README.md'),
+                os.path.join('launch', 'README.md'),
+                os.path.join('benchmarks', 'README.md'),
+                os.path.join('tests', 'data', 'README.md'))
+
+_FENCED = re.compile(r'^```.*?^```[ \t]*$', re.S | re.M)
+_CODE_SPAN = re.compile(r'`[^`\n]*`')
+_LINK = re.compile(r'!?\[[^\]\n]*\]\(([^()\s]+)\)')
+_HEADING = re.compile(r'^#{1,6}[ \t]+(.+?)[ \t#]*$', re.M)
+
+
+def _prose(markdown):
+  """The text a reader sees as prose: code blocks blanked (a `# comment` in
+  one is no heading, `a[0](b)` no link); line numbers are kept."""
+  return _FENCED.sub(lambda m: '\n' * m.group().count('\n'), markdown)
+
+
+def github_anchors(markdown):
+  """The anchors GitHub gives a page's headings: lowercase, punctuation
+  dropped (hyphens and underscores stay), spaces to '-'; a repeated
+  heading gets -1, -2, ..."""
+  anchors, seen = set(), {}
+  for heading in _HEADING.findall(_prose(markdown)):
+    slug = re.sub(r'[^\w\- ]', '', heading.lower()).replace(' ', '-')
+    anchors.add(slug if slug not in seen else f'{slug}-{seen[slug]}')
+    seen[slug] = seen.get(slug, 0) + 1
+  return anchors
+
+
+def broken_links(page, root=ROOT):
+  """'page:line: [target] why' for each relative link of `page` (a path
+  relative to `root`) whose file or heading does not exist. Links with a
+  scheme (https:, mailto:) are left to the reader."""
+  with open(os.path.join(root, page)) as f:
+    text = _prose(f.read())
+  problems = []
+  for line_number, line in enumerate(text.splitlines(), 1):
+    for target in _LINK.findall(_CODE_SPAN.sub('', line)):
+      if re.match(r'[a-z][a-z0-9+.-]*:', target):
+        continue
+      path, _, anchor = target.partition('#')
+      resolved = (os.path.normpath(os.path.join(os.path.dirname(page), path))
+                  if path else page)
+      where = f'{page}:{line_number}: [{target}]'
+      if resolved.startswith('..') or not os.path.exists(
+          os.path.join(root, resolved)):
+        problems.append(f'{where} {resolved} does not exist')
+      elif anchor:
+        with open(os.path.join(root, resolved)) as f:
+          if anchor not in github_anchors(f.read()):
+            problems.append(f'{where} {resolved} has no heading #{anchor}')
+  return problems
+
+
+def _documentation_pages():
+  docs = sorted(os.path.join('docs', name)
+                for name in os.listdir(os.path.join(ROOT, 'docs'))
+                if name.endswith('.md'))
+  return list(LINKED_PAGES) + docs
+
+
+def test_documentation_links_resolve():
+  pages = _documentation_pages()
+  assert {'README.md', os.path.join('docs', 'DESIGN.md'),
+          os.path.join('docs', 'training.md')} <= set(pages)
+  problems = [p for page in pages for p in broken_links(page)]
+  assert not problems, '\n'.join(problems)
+  # The README is the way in: it links every page of docs/.
+  readme = _read('README.md')
+  unlinked = [page for page in pages if page.startswith('docs')
+              and f'({page})' not in readme]
+  assert not unlinked, f'README.md links none of {unlinked}'
+
+
+def test_link_check_catches_a_missing_file_or_heading(tmp_path):
+  (tmp_path / 'docs').mkdir()
+  (tmp_path / 'docs' / 'other.md').write_text(
+      '# Other page\n\n## Set-up on a fresh machine\n\n## Tour, `code` & '
+      'all\n\n## Tour, code & all\n\n```\n# not a heading\n```\n')
+  (tmp_path / 'docs' / 'page.md').write_text(
+      '# Page\n\n'
+      'Fine: [o](other.md), [s](other.md#set-up-on-a-fresh-machine), '
+      '[t](other.md#tour-code--all-1), [up](../README.md), [me](#page), '
+      '[web](https://example.com/x.md).\n'
+      'Broken: [m](missing.md) and [a](other.md#no-such-heading),\n'
+      '[c](other.md#not-a-heading) [o](../../outside.md) [s](#nowhere).\n'
+      '```\nnot a link: x[0](y)\n```\n'
+      'Nor is `[a](b.md)` in code.\n')
+  (tmp_path / 'README.md').write_text('# Top\n')
+  assert broken_links(os.path.join('docs', 'page.md'), str(tmp_path)) == [
+      'docs/page.md:4: [missing.md] docs/missing.md does not exist',
+      'docs/page.md:4: [other.md#no-such-heading] docs/other.md has no '
+      'heading #no-such-heading',
+      'docs/page.md:5: [other.md#not-a-heading] docs/other.md has no '
+      'heading #not-a-heading',
+      'docs/page.md:5: [../../outside.md] ../outside.md does not exist',
+      'docs/page.md:5: [#nowhere] docs/page.md has no heading #nowhere',
+  ]
+
+
+# ----------------------------------------------------------------------------
+# docs/DESIGN.md's import rules hold for every import of vit_jax/.
+
+IMPORT_RULES_HEADING = '### Import rules'
+
+
+def _dotted(name):
+  """A name of DESIGN's table ('models/', 'models/common.py') as a module
+  of vit_jax ('vit_jax.models', 'vit_jax.models.common')."""
+  name = name.rstrip('/')
+  if name.endswith('.py'):
+    name = name[:-len('.py')]
+  return '.'.join(['vit_jax'] + name.split('/'))
+
+
+def import_rules(design):
+  """{module: (may import when loaded, may import inside functions)} from
+  the table under DESIGN's import-rules heading, names dotted. A module is
+  a file or a package with what is under it; a cell's modules are its
+  backquoted names ending in '.py' or '/', the rest is commentary."""
+  section = design.split(IMPORT_RULES_HEADING, 1)[1].split('\n#', 1)[0]
+  rows = [line for line in section.splitlines() if line.startswith('|')]
+  rules = {}
+  for row in rows[2:]:  # the header and its separator
+    cells = [re.findall(r'`([\w/.]+(?:\.py|/))`', cell)
+             for cell in row.strip().strip('|').split('|')]
+    cells += [[]] * (3 - len(cells))
+    for module in cells[0]:
+      assert _dotted(module) not in rules, f'two rows for {module}'
+      rules[_dotted(module)] = (tuple(map(_dotted, cells[1])),
+                                tuple(map(_dotted, cells[2])))
+  return rules
+
+
+def _under(module, names):
+  return any(module == name or module.startswith(name + '.')
+             for name in names)
+
+
+def vit_jax_imports(source, module, modules):
+  """(line, imported module, inside a function) for each import of vit_jax
+  in `source`, the code of `module` (dotted). `modules`, every module of
+  the package, tells `from vit_jax.a import b` (module a.b, else a's name
+  b) apart. Inside a function means the import runs when the function
+  does (lazily); importlib.import_module('vit_jax....') is such an import."""
+  package = module if f'{module}.__init__' in modules or any(
+      m.startswith(module + '.') for m in modules) else module.rpartition(
+          '.')[0]
+  found = []
+
+  def visit(node, lazy):
+    names = []
+    if isinstance(node, ast.Import):
+      names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ''
+      if node.level:
+        parent = package.split('.')[:len(package.split('.')) - node.level + 1]
+        base = '.'.join(parent + ([base] if base else []))
+      names = [f'{base}.{alias.name}' if f'{base}.{alias.name}' in modules
+               else base for alias in node.names]
+    elif (isinstance(node, ast.Call) and getattr(node.func, 'attr', None)
+          == 'import_module' and node.args
+          and isinstance(node.args[0], ast.Constant)):
+      names = [node.args[0].value]
+    found.extend((node.lineno, name, lazy) for name in names
+                 if _under(name, ['vit_jax']))
+    inner = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                      ast.Lambda))
+    for child in ast.iter_child_nodes(node):
+      visit(child, inner)
+
+  visit(ast.parse(source), False)
+  return found
+
+
+def import_rule_violations(rules, sources):
+  """One line per import that `rules` (import_rules) do not allow, per
+  module without a row, and per name of the rules that is no module;
+  `sources` is {dotted module: its code}."""
+  modules = set(sources)
+  problems = [f'DESIGN\'s import rules name {name}, which is not a module '
+              f'of vit_jax' for key, (at_load, lazy) in sorted(rules.items())
+              for name in (key,) + at_load + lazy
+              if not any(_under(m, [name]) for m in modules)]
+  for module, source in sorted(sources.items()):
+    rows = [key for key in rules if _under(module, [key])]
+    for line, name, lazy in vit_jax_imports(source, module, modules):
+      if not rows:
+        problems.append(f'{module} (line {line}) imports {name}, but '
+                        f'DESIGN\'s import rules have no row for {module}')
+        continue
+      row = max(rows, key=len)
+      at_load, inside = rules[row]
+      if _under(name, (row,) + at_load + (inside if lazy else ())):
+        continue
+      where = 'inside a function' if lazy else 'when loaded'
+      problems.append(
+          f'{module} (line {line}) imports {name} {where}; DESIGN\'s row '
+          f'{row} allows when loaded: {", ".join(at_load) or "nothing"}; '
+          f'inside functions also: {", ".join(inside) or "nothing"}')
+  return problems
+
+
+def _vit_jax_sources():
+  sources = {}
+  for path in _python_files('vit_jax'):
+    module = os.path.relpath(path, ROOT)[:-len('.py')].replace(os.sep, '.')
+    with open(path) as f:
+      sources[module.removesuffix('.__init__')] = f.read()
+  return sources
+
+
+def test_design_import_rules_hold():
+  rules = import_rules(_read('docs', 'DESIGN.md'))
+  assert rules['vit_jax.paths'] == ((), ())
+  assert len(rules) >= 20
+  sources = _vit_jax_sources()
+  problems = import_rule_violations(rules, sources)
+  assert not problems, '\n'.join(problems)
+  # Without its row, the model families' imports of each other are refused.
+  del rules['vit_jax.models']
+  assert any(p.startswith('vit_jax.models (line ') and 'no row' in p
+             for p in import_rule_violations(rules, sources))
+
+
+def test_import_rule_check_names_module_import_and_rule():
+  design = '\n'.join([
+      '# Design', '', IMPORT_RULES_HEADING, '',
+      '| module | may import when loaded | and inside functions |',
+      '| --- | --- | --- |',
+      '| `paths.py` | nothing | |',
+      '| `data/` | nothing outside `data/` | |',
+      '| `models/` | nothing outside `models/` | `zoo.py` (`--zoo`) |',
+      '| `train.py`, `cli.py` | `models/common.py`, `paths.py` | `data/` |',
+      '| `gone.py` | `paths.py` | |',
+      '', '## Next section', '| `ignored.py` | `paths.py` | |'])
+  rules = import_rules(design)
+  assert rules == {
+      'vit_jax.paths': ((), ()),
+      'vit_jax.data': (('vit_jax.data',), ()),
+      'vit_jax.models': (('vit_jax.models',), ('vit_jax.zoo',)),
+      'vit_jax.train': (('vit_jax.models.common', 'vit_jax.paths'),
+                        ('vit_jax.data',)),
+      'vit_jax.cli': (('vit_jax.models.common', 'vit_jax.paths'),
+                      ('vit_jax.data',)),
+      'vit_jax.gone': (('vit_jax.paths',), ()),
+  }
+  sources = {
+      'vit_jax.paths': 'import os\n',
+      'vit_jax.zoo': '',
+      'vit_jax.data': '',
+      'vit_jax.data.sources': 'from . import pipeline\n',
+      'vit_jax.data.pipeline': '',
+      'vit_jax.models': 'from vit_jax.models import common\n',
+      'vit_jax.models.common': 'from vit_jax import paths\n',
+      'vit_jax.models.__main__': (
+          'import importlib\n'
+          'def listing():\n'
+          '  return importlib.import_module("vit_jax.zoo")\n'),
+      'vit_jax.train': ('from vit_jax.models import common\n'
+                        'def run():\n'
+                        '  from vit_jax.data import sources\n'),
+      'vit_jax.cli': 'from vit_jax.data import pipeline\n',
+      'vit_jax.extra': 'import vit_jax.paths\n',
+  }
+  assert import_rule_violations(rules, sources) == [
+      "DESIGN's import rules name vit_jax.gone, which is not a module of "
+      'vit_jax',
+      'vit_jax.cli (line 1) imports vit_jax.data.pipeline when loaded; '
+      "DESIGN's row vit_jax.cli allows when loaded: vit_jax.models.common, "
+      'vit_jax.paths; inside functions also: vit_jax.data',
+      'vit_jax.extra (line 1) imports vit_jax.paths, but DESIGN\'s import '
+      'rules have no row for vit_jax.extra',
+      'vit_jax.models.common (line 1) imports vit_jax.paths when loaded; '
+      "DESIGN's row vit_jax.models allows when loaded: vit_jax.models; "
+      'inside functions also: vit_jax.zoo',
+  ]
+  # The same import moved into a function is allowed; relative imports
+  # resolve within their package.
+  sources['vit_jax.cli'] = 'def f():\n  from vit_jax.data import pipeline\n'
+  assert vit_jax_imports(sources['vit_jax.data.sources'],
+                         'vit_jax.data.sources', set(sources)) == [
+                             (1, 'vit_jax.data.pipeline', False)]
+  assert not any('vit_jax.cli' in p
+                 for p in import_rule_violations(rules, sources))
