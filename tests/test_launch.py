@@ -317,6 +317,91 @@ def test_slurm_dry_run_prints_the_scripts(tmp_path, data_dir):
   assert not sweep_dir.exists()
 
 
+def test_slurm_setup_file_is_copied_into_every_batch_script(tmp_path,
+                                                             data_dir):
+  """--slurm_setup: its lines run after the `cd` to the code and before the
+  run, in every array's script; an unreadable file is refused up front."""
+  sweep_file = write_sweep(tmp_path / 's.py', sweep_lib.grid(
+      lr=[1e-3, 2e-3, 3e-3]), tiny_fixed(data_dir))
+  setup = tmp_path / 'site.sh'
+  setup.write_text('module load cuda/12.4\nexport SITE=1\n')
+  sweep_dir = tmp_path / 'sd'
+  flags = [f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
+           '--backend=slurm', '--slurm_max_array_size=2', '--dry_run']
+  result = launch(*flags, f'--slurm_setup={setup}', check=0)
+  scripts = result.stdout.split('#!/bin/bash\n')[1:]
+  assert len(scripts) == 2
+  for script in scripts:
+    lines = script.splitlines()
+    start = lines.index(f'# --slurm_setup={setup}:')
+    assert lines[start - 1].startswith('cd ')
+    assert lines[start + 1:start + 4] == [
+        'module load cuda/12.4', 'export SITE=1', '# (end of site.sh)']
+    assert lines[start + 4] == 'case "$SLURM_ARRAY_TASK_ID" in'
+  missing = tmp_path / 'nowhere.sh'
+  result = launch(*flags, f'--slurm_setup={missing}', check=2)
+  assert result.stderr.count('\n') == 1, result.stderr
+  assert f'--slurm_setup={missing}: cannot read it' in result.stderr
+  assert not sweep_dir.exists()
+
+
+@pytest.mark.parametrize('profile, expected', [
+    ('slurm_gpu_nodes.flags', [
+        '#SBATCH --partition=gpu', '#SBATCH --gpus-per-node=8',
+        '#SBATCH --cpus-per-task=64', '#SBATCH --mem=480G',
+        '#SBATCH --time=4:00:00', '#SBATCH --signal=B:USR1@600',
+        '#SBATCH --exclusive',
+        f'# --slurm_setup={ROOT}/launch/slurm_setup.sh:',
+        'if [ -n "${VIT_JAX_VENV:-}" ]; then']),
+    ('tpu_v4_32.flags', [
+        'gcloud compute tpus tpu-vm ssh v4-32-a \'--command=mkdir -p vit_jax '
+        '&& tar xzf vit_jax_code.tar.gz -C vit_jax && cd vit_jax && bash '
+        'launch/tpu_vm_setup.sh python3\' --zone=us-central2-b --worker=all',
+        'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz '
+        'v4-32-b:vit_jax_code.tar.gz --zone=us-central2-b --worker=all']),
+])
+def test_the_example_cluster_profiles_drive_the_launcher(tmp_path, profile,
+                                                         expected):
+  """launch/profiles/: absl flag files of the launcher's flags, one per
+  cluster; every flag in them reaches the dry run's commands."""
+  sweep = os.path.join(ROOT, 'configs/sweeps/digits_pooling.py')
+  result = launch(f'--flagfile=launch/profiles/{profile}', f'--sweep={sweep}',
+                  '--sweep_dir=gs://bucket/study', f'--logs={tmp_path}',
+                  '--dry_run', check=0)
+  lines = result.stdout.splitlines()
+  for line in expected:
+    assert line in lines, (line, result.stdout)
+
+
+def test_tpu_vm_setup_script_installs_the_requirements_then_libtpu(tmp_path):
+  """launch/tpu_vm_setup.sh, with a stand-in Python that logs its
+  arguments: the requirements, then jax[tpu] at the installed version; a
+  failed install stops it."""
+  log = tmp_path / 'calls'
+  python = tmp_path / 'python'
+  python.write_text(textwrap.dedent(f"""\
+      #!/bin/bash
+      echo "$*" >> {log}
+      [ "$1" = -c ] && echo 0.4.99
+      [ "${{FAIL:-}}" = 1 ] && exit 7
+      exit 0
+      """))
+  python.chmod(0o755)
+  script = os.path.join(ROOT, 'launch', 'tpu_vm_setup.sh')
+  subprocess.run(['bash', script, str(python)], cwd=tmp_path, check=True,
+                 timeout=900)
+  assert log.read_text().splitlines() == [
+      '-m pip install -q -r requirements.txt',
+      '-c import jax; print(jax.__version__)',
+      '-m pip install -q jax[tpu]==0.4.99']
+  log.unlink()
+  failed = subprocess.run(['bash', script, str(python)], cwd=tmp_path,
+                          env=dict(os.environ, FAIL='1'), timeout=900)
+  assert failed.returncode == 7
+  assert log.read_text().splitlines() == [
+      '-m pip install -q -r requirements.txt']
+
+
 # ----------------------------------------------------------------------------
 # The local back end, for real.
 

@@ -65,9 +65,12 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
   del fixed['batch_size']
   sweep_file = write_sweep(tmp_path / 'three.py', runs, fixed)
   sweep_dir = tmp_path / 'sweep'
+  # The shipped --slurm_setup example activates the venv VIT_JAX_VENV names.
   result = _launch(slurm_cluster, f'--sweep={sweep_file}',
                    f'--sweep_dir={sweep_dir}', '--backend=slurm',
-                   '--slurm_throttle=2', '--slurm_time=10')
+                   '--slurm_throttle=2', '--slurm_time=10',
+                   '--slurm_setup=launch/slurm_setup.sh',
+                   env={'VIT_JAX_VENV': sys.prefix})
   assert result.stdout.count('Submitted array job') == 2, result.stdout
   record = record_lib.read(str(sweep_dir))
   trunks, branches = record['submissions'][0]['jobs']
@@ -82,6 +85,9 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
   assert all(got[n]['step'] == 4 for n in (names[:2] + names[3:]))
   assert 'Branching from step 2 of' in (
       sweep_dir / 'logs' / f'{names[3]}.log').read_text()
+  for name in names:
+    log = (sweep_dir / 'logs' / f'{name}.log').read_text()
+    assert f'=== setup: {sys.prefix}/bin/python3, host ' in log, log
   table = _launch(slurm_cluster, 'status', f'--sweep_dir={sweep_dir}').stdout
   assert table.splitlines()[-1] == '3 done, 1 failed'
   # Each run's latest log, by name.

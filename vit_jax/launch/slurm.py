@@ -1,7 +1,8 @@
 """The SLURM back end: one `sbatch` job array per sweep.
 
 Each array task is one run (the task id is the run's index in sweep.json,
-less the offset of its chunk). The batch script `cd`s to the code, starts
+less the offset of its chunk). The batch script `cd`s to the code, runs
+the lines of `--slurm_setup` (module loads, venv activation), starts
 the run with `srun` (one task per node; a multi-node run's processes find
 each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
 
@@ -66,6 +67,11 @@ _SBATCH_OPTIONS = flags.DEFINE_multi_string(
     '--slurm_option=--account=proj (repeatable).')
 _PYTHON = flags.DEFINE_string('slurm_python', None, 'slurm: the Python on '
                               'the nodes (default: this one).')
+_SETUP = flags.DEFINE_string(
+    'slurm_setup', None, 'slurm: a shell file whose lines each batch script '
+    'runs before its run (module loads, venv activation; an example: '
+    'launch/slurm_setup.sh), copied in at submission; relative paths are '
+    'relative to the current directory.')
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default
 _QUEUED = ('PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED',
@@ -108,6 +114,25 @@ def array_spec(task_ids: Sequence[int], throttle: Optional[int]) -> str:
   return ','.join(parts) + (f'%{throttle}' if throttle else '')
 
 
+def setup_lines(settings: Mapping[str, Any]) -> List[str]:
+  """The lines of the --slurm_setup file, under a comment naming it.
+
+  They are copied into each batch script rather than sourced from the
+  file, so a job that starts hours later runs what was there at
+  submission (and the script printed by --dry_run is the whole job)."""
+  path = settings.get('setup')
+  if not path:
+    return []
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError as error:
+    raise ValueError(f'--slurm_setup={path}: cannot read it '
+                     f'({error.strerror or error}).') from None
+  return [f'# --slurm_setup={path}:', *text.rstrip('\n').splitlines(),
+          f'# (end of {os.path.basename(path)})']
+
+
 def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
                  settings: Mapping[str, Any], log_dir: str, offset: int,
                  task_ids: Sequence[int], name: str,
@@ -146,6 +171,7 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
       f'# vit_jax sweep {record.get("sweep_file")}: run index = {offset} + '
       f'task id. Written by python -m vit_jax.launch.',
       f'cd {shlex.quote(record["code_dir"])} || exit 1',
+      *setup_lines(settings),
       'case "$SLURM_ARRAY_TASK_ID" in',
       *cases,
       '  *) echo "no run for task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;',
@@ -211,6 +237,7 @@ class SlurmBackend:
         'max_array_size': _MAX_ARRAY_SIZE.value,
         'options': list(_SBATCH_OPTIONS.value),
         'python': _PYTHON.value or sys.executable,
+        'setup': _SETUP.value and os.path.abspath(_SETUP.value),
     }
 
   @staticmethod
@@ -226,6 +253,7 @@ class SlurmBackend:
       if not option.startswith('-'):
         raise ValueError(f'--slurm_option={option!r} is not an sbatch '
                          f'option (e.g. --account=NAME).')
+    setup_lines(settings)  # a missing or unreadable file: refused now
 
   def __init__(self, settings: Mapping[str, Any]):
     self.settings = dict(settings)

@@ -11,8 +11,9 @@ Runs go in sequence on each VM of `--tpu_names`, the VMs in parallel
 Before its first run, each VM gets the code: a tarball of the checkout's
 tracked files (as they are in the working tree), copied with
 `gcloud compute tpus tpu-vm scp --worker=all`, unpacked into
-`--tpu_code_dir`, then `--tpu_setup` (default: pip install the
-requirements) runs there.
+`--tpu_code_dir`, then `--tpu_setup` runs there (default: the
+checkout's `launch/tpu_vm_setup.sh`, which installs the requirements and
+the TPU runtime matching their jax).
 
 Workdirs must be on cloud storage (`gs://`): every worker writes there
 and `status` reads them from here. Stopping (Ctrl-C / SIGTERM to the
@@ -45,9 +46,11 @@ _CODE_DIR = flags.DEFINE_string('tpu_code_dir', 'vit_jax', 'tpu_vm: where '
 _PYTHON = flags.DEFINE_string('tpu_python', 'python3', 'tpu_vm: the Python '
                               'on the workers.')
 _SETUP = flags.DEFINE_string(
-    'tpu_setup', '{python} -m pip install -q -r requirements.txt',
+    'tpu_setup', 'bash launch/tpu_vm_setup.sh {python}',
     'tpu_vm: a shell command run in the code dir on every worker after the '
-    'code is copied (empty: none); {python} is --tpu_python.')
+    'code is copied (empty: none); {python} is --tpu_python. The default '
+    'runs the checkout\'s launch/tpu_vm_setup.sh: the requirements and the '
+    'TPU runtime of the installed jax.')
 _ALLOW_LOCAL = flags.DEFINE_bool(
     'tpu_allow_local_sweep_dir', False, 'tpu_vm: accept a local --sweep_dir '
     '(only when the workers share this machine\'s disk, as in tests).')
