@@ -19,6 +19,7 @@ from vit_jax.evaluate import representations
 from vit_jax.evaluate.__main__ import evaluate_workdir
 from vit_jax.workdir import read_config as load_workdir_config
 from vit_jax.models import mae
+from vit_jax.models import representation
 
 from tiny import ROOT, tiny_config, tiny_mae_config
 
@@ -48,7 +49,7 @@ def test_pre_logits_is_the_classifiers_representation(pool_type):
   images = _images()
   params = _init(model, images)
   _, aux = model.apply({'params': params}, images, train=False)
-  got = representations.representation_fn(model)({'params': params}, images)
+  got = representation.representation_fn(model)({'params': params}, images)
   np.testing.assert_array_equal(got, aux['pre_logits'])
   assert got.shape == (6, 32)
 
@@ -60,11 +61,11 @@ def test_intermediate_layers_are_captured_and_pooled():
   _, aux = model.apply({'params': params}, images, train=False)
   # The final LayerNorm's output is aux['encoded']: the capture of a module
   # path and an aux key must agree, both averaged over the tokens.
-  by_module = representations.representation_fn(model, 'encoder_norm')
+  by_module = representation.representation_fn(model, 'encoder_norm')
   np.testing.assert_allclose(by_module({'params': params}, images),
                              aux['encoded'].mean(axis=1), rtol=1e-6)
   # The last block's output is what the final LayerNorm normalises.
-  block = representations.representation_fn(model, 'encoder/block_1')
+  block = representation.representation_fn(model, 'encoder/block_1')
   _, state = model.apply({'params': params}, images, train=False,
                          capture_intermediates=True,
                          mutable=['intermediates'])
@@ -83,13 +84,13 @@ def test_swin_stage_outputs_are_representations():
   images = _images()
   params = _init(model, images)
   _, aux = model.apply({'params': params}, images, train=False)
-  stage = representations.representation_fn(model, 'stage_0')
+  stage = representation.representation_fn(model, 'stage_0')
   np.testing.assert_allclose(stage({'params': params}, images),
                              aux['stage_features'][0].mean(axis=(1, 2)),
                              rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match=r"aux\['stage_features'\] of Swin "
                      r'is a (list|tuple), not an array'):
-    representations.representation_fn(model, 'stage_features')(
+    representation.representation_fn(model, 'stage_features')(
         {'params': params}, images)
 
 
@@ -99,7 +100,7 @@ def test_unknown_layer_names_the_valid_ones():
   params = _init(model, images)
   with pytest.raises(ValueError, match=r"'encoder/block_9'.*valid: \["
                      r"'encoded', 'pre_logits'.*'encoder/block_1'"):
-    representations.representation_fn(model, 'encoder/block_9')(
+    representation.representation_fn(model, 'encoder/block_9')(
         {'params': params}, images)
 
 
@@ -113,11 +114,11 @@ def test_mae_representation_is_its_unmasked_encoder():
                                 method=model.encode)
   assert float(mask.sum()) == 0
   encoder, select_params = models.classifier_view('mae', model)
-  cls = representations.representation_fn(encoder, 'pre_logits',
+  cls = representation.representation_fn(encoder, 'pre_logits',
                                           select_params)
   np.testing.assert_allclose(cls({'params': params}, images), latent[:, 0],
                              atol=1e-5)
-  tokens = representations.representation_fn(encoder, 'encoder_norm',
+  tokens = representation.representation_fn(encoder, 'encoder_norm',
                                              select_params)
   np.testing.assert_allclose(tokens({'params': params}, images),
                              latent.mean(axis=1),
@@ -128,7 +129,7 @@ def test_representations_skip_padding_and_match_on_eight_devices():
   model = models.get_model('vit', **VIT)
   images = np.asarray(_images(40))
   params = _init(model, images)
-  expected = representations.representation_fn(model)({'params': params},
+  expected = representation.representation_fn(model)({'params': params},
                                                       images)
   labels = np.arange(40) % 10
   batches = []
@@ -145,11 +146,23 @@ def test_representations_skip_padding_and_match_on_eight_devices():
   mesh = sharding.make_mesh(-1, 1)
   assert mesh.size == 8
   features, ids = representations.compute_representations(
-      representations.make_encoder(representations.representation_fn(model),
+      representations.make_encoder(representation.representation_fn(model),
                                    mesh), {'params': params}, batches, mesh)
   assert features.shape == (40, 32)
   np.testing.assert_array_equal(ids, labels)
   np.testing.assert_allclose(features, expected, atol=1e-5)
+
+
+def test_build_does_not_import_the_evaluators():
+  """build hands evaluators their functions; the evaluators import build,
+  never the other way round (docs/DESIGN.md's import order)."""
+  code = ('import sys, vit_jax.build; '
+          'found = sorted(m for m in sys.modules '
+          'if m.startswith("vit_jax.evaluate")); '
+          'assert not found, found; '
+          'assert "vit_jax.models.representation" in sys.modules')
+  subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True,
+                 timeout=900)
 
 
 # -------------------------------------------------------- few-shot runs --
@@ -182,7 +195,7 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
                      rng.integers(0, 10, 50))}
   params = _init(model, splits['test'][0][:1])
   evaluator = fewshot_evaluator.FewShotEvaluator(
-      representations.representation_fn(model), {'toy': {'name': 'unused', 'pp': 'x'},
+      representation.representation_fn(model), {'toy': {'name': 'unused', 'pp': 'x'},
               'toy2': {'name': 'unused', 'pp': 'x', 'test_split': 'train'}},
       sharding.make_mesh(-1, 1), shots=(1, 5), seeds=(0, 3), l2_reg=0.5,
       l2_reg_candidates=(0.1, 10.0), batch_size=32,
@@ -191,7 +204,7 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
   assert sorted(metrics) == sorted(
       f'fewshot/{d}/{k}shot{s}' for d in ('toy', 'toy2') for k in (1, 5)
       for s in ('', '_std'))
-  features_fn = representations.representation_fn(model)
+  features_fn = representation.representation_fn(model)
   x_train = np.asarray(features_fn({'params': params}, splits['train'][0]))
   x_test = np.asarray(features_fn({'params': params}, splits['test'][0]))
   one = fewshot.fewshot_metrics('toy', x_train, splits['train'][1], x_test,
@@ -206,7 +219,7 @@ def test_fewshot_evaluator_equals_the_protocol_on_the_models_features():
   assert metrics['fewshot/toy2/5shot'] != metrics['fewshot/toy/5shot']
 
   raw_evaluator = fewshot_evaluator.FewShotEvaluator(
-      representations.representation_fn(model), {'toy': {'name': 'unused', 'pp': 'x'}},
+      representation.representation_fn(model), {'toy': {'name': 'unused', 'pp': 'x'}},
       sharding.make_mesh(-1, 1), shots=(5,), seeds=(0, 3), l2_reg=0.5,
       protocol='raw', batch_size=32, iterator_fn=_synthetic_iterator(splits),
       num_classes_fn=lambda c: 10)
@@ -239,7 +252,7 @@ def test_fewshot_evaluator_bad_settings_are_named(kwargs, pattern):
   datasets = settings.pop('datasets')
   with pytest.raises(ValueError, match=pattern):
     fewshot_evaluator.FewShotEvaluator(
-        representations.representation_fn(models.get_model('vit', **VIT)),
+        representation.representation_fn(models.get_model('vit', **VIT)),
         datasets, sharding.make_mesh(-1, 1),
         num_classes_fn=lambda c: 10, iterator_fn=lambda *a, **k: iter(()),
         **settings)
@@ -259,7 +272,7 @@ def _evaluator_to_check(counts, **settings):
 
   settings = {'l2_reg': 1.0, **settings}
   evaluator = fewshot_evaluator.FewShotEvaluator(
-      representations.representation_fn(models.get_model('vit', **VIT)),
+      representation.representation_fn(models.get_model('vit', **VIT)),
       {'first': {'name': 'a', 'pp': 'x', 'train_split': 'train[:40]'},
        'second': {'name': 'b', 'pp': 'x'}},
       sharding.make_mesh(-1, 1), num_classes_fn=lambda c: 4,
@@ -305,7 +318,7 @@ def test_fewshot_check_names_classes_short_of_examples(counts, settings,
 
 def test_fewshot_check_lists_the_first_short_classes():
   evaluator = fewshot_evaluator.FewShotEvaluator(
-      representations.representation_fn(models.get_model('vit', **VIT)),
+      representation.representation_fn(models.get_model('vit', **VIT)),
       {'d': {'name': 'a', 'pp': 'x'}},
       sharding.make_mesh(-1, 1), l2_reg=1.0, shots=(10,),
       num_classes_fn=lambda c: 12, iterator_fn=lambda *a, **k: iter(()),

@@ -256,3 +256,35 @@ def test_a_variant_patch_size_can_be_overridden(name, variant, patch_size):
   model = models_lib.get_model(name, variant=variant, patch_size=patch_size,
                                width=width)
   assert model.patch_size == patch_size and model.width == width
+
+
+def test_kwargs_from_config_as_get_model_takes_them():
+  """A config's model block, as a ConfigDict or as config.json gives it
+  back (tuples as lists), becomes get_model's arguments."""
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vit_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  block = dict(name='swin', variant=None, width=8, depths=(1, 1),
+               num_heads=(1, 2), patch_size=2, window_size=2, num_classes=3,
+               dtype='bfloat16')
+  from_json = json.loads(json.dumps(block))
+  assert from_json['depths'] == [1, 1]  # what a workdir's config holds
+  expected = dict(name='swin', width=8, depths=(1, 1), num_heads=(1, 2),
+                  patch_size=2, window_size=2, num_classes=3,
+                  dtype=jnp.dtype(jnp.bfloat16))
+  for given in (ml_collections.ConfigDict(block), from_json):
+    kwargs = models_lib.kwargs_from_config(given)
+    assert kwargs == expected
+    assert all(type(kwargs[key]) is tuple for key in ('depths', 'num_heads'))
+    model = models_lib.get_model(**kwargs)
+    hash(model)  # list fields would make the module unhashable
+    assert model.dtype == jnp.bfloat16
+    # Weight import and export leave the compute dtype out.
+    weights_kwargs = models_lib.kwargs_from_config(given, compute_dtype=False)
+    assert weights_kwargs == {k: v for k, v in expected.items()
+                              if k != 'dtype'}
+  # A variant is kept (sizes from its table); no dtype, no dtype key.
+  kwargs = models_lib.kwargs_from_config({'name': 'vit', 'variant': 'Ti/16',
+                                          'num_classes': 5})
+  assert kwargs == {'name': 'vit', 'variant': 'Ti/16', 'num_classes': 5}
+  assert models_lib.get_model(**kwargs).width == 192

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from vit_jax import attention_maps as attention_lib
 from vit_jax import build, checkpoint, predict, train
+from vit_jax.data import labels as labels_lib
 from vit_jax.evaluate import reconstruction
 from vit_jax.models import common
 from vit_jax.models import vit
@@ -342,6 +344,25 @@ def test_predict_names_bad_inputs(trained, tmp_path):
     predict.run(predictor, [str(large)])
 
 
+def test_a_quiet_restore_keeps_orbax_warnings_off(trained, caplog):
+  """What predict's console shows: the restore's variables, no orbax
+  warning lines (there are some without quiet), absl's verbosity back."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(trained.workdir, 'checkpoints')
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  try:
+    with caplog.at_level(logging.WARNING):
+      quiet = checkpoint.restore_variables(directory, quiet=True)
+      assert not [r for r in caplog.records if r.levelno < logging.ERROR]
+      assert absl_logging.get_verbosity() == absl_logging.WARNING
+      loud = checkpoint.restore_variables(directory)
+      assert any('read_only=True' in r.getMessage() for r in caplog.records)
+  finally:
+    absl_logging.set_verbosity(verbosity)
+  jax.tree.map(np.testing.assert_array_equal, quiet, loud)
+
+
 def test_command_line_errors(trained, capsys):
   code, _, err = _main(capsys, [trained.files[0]])
   assert code == 2 and 'exactly one of --workdir and --pretrained' in err
@@ -375,17 +396,17 @@ def test_pretrained_preprocessing_spec():
                   '[0.5, 0.5, 0.5])')
   with pytest.raises(ValueError, match="interpolation 'cubic'.*'bicubic'"):
     predict.pretrained_spec(224, 0.9, 'cubic', 0.5, 0.5)
-  names = predict.imagenet_class_names()
-  ids = predict.imagenet_wordnet_ids()
+  names = labels_lib.imagenet_class_names()
+  ids = labels_lib.imagenet_wordnet_ids()
   assert len(names) == len(ids) == 1000
   # Both in ImageNet-1k's label order.
   assert (ids[0], names[0]) == ('n01440764', 'tench')
   assert (ids[1], names[1]) == ('n01443537', 'goldfish')
   assert (ids[999], names[999]) == ('n15075141', 'toilet tissue')
   # timm's checkpoints name their classes by WordNet id.
-  assert predict.readable_imagenet_names(['n01443537', 'n01440764']) == [
+  assert labels_lib.readable_imagenet_names(['n01443537', 'n01440764']) == [
       'goldfish', 'tench']
-  assert predict.readable_imagenet_names(['cat', 'n01440764']) == [
+  assert labels_lib.readable_imagenet_names(['cat', 'n01440764']) == [
       'cat', 'n01440764']
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,8 +17,8 @@ import pytest
 
 from vit_jax import build, checkpoint, compute, optim, sharding, train
 from vit_jax import config as config_lib
-from vit_jax.evaluate import representations
 from vit_jax.evaluate import fewshot_evaluator
+from vit_jax.models import representation
 
 from tiny import load_config as _load_config, tiny_config
 from tiny import multihost_reference_params
@@ -365,7 +366,7 @@ def test_two_processes_match_one(tmp_path, data_dir):
   fewshot_config = _load_config('digits').evals.fewshot.to_dict()
   fewshot_config['datasets']['digits']['data_dir'] = data_dir
   one_process = fewshot_evaluator.FewShotEvaluator(
-      representations.representation_fn(model), fewshot_config['datasets'], sharding.make_mesh(-1, 1),
+      representation.representation_fn(model), fewshot_config['datasets'], sharding.make_mesh(-1, 1),
       shots=fewshot_config['shots'], seeds=fewshot_config['seeds'],
       l2_reg=fewshot_config['l2_reg'],
       l2_reg_candidates=fewshot_config['l2_reg_candidates']).run(
@@ -434,6 +435,27 @@ def test_checkpoints_keep_the_last_n_and_every_kth(tmp_path):
     checkpointer.save(step, state, {'step': step})
   checkpointer.close()
   assert checkpointer.all_steps() == [4, 8, 9]
+
+
+def test_finished_steps_and_the_step_chosen(tmp_path):
+  """Steps by their directories, without orbax, ordered as numbers; an
+  unfinished save and a moved-aside checkpoint are no steps."""
+  directory = str(tmp_path / 'checkpoints')
+  checkpointer = checkpoint.TrainCheckpointer(directory, async_save=False)
+  for step in (3, 10):
+    checkpointer.save(step, {'w': jnp.zeros((2,))}, {'step': step})
+  checkpointer.close()
+  os.makedirs(os.path.join(directory, '12.orbax-checkpoint-tmp-1'))
+  os.makedirs(os.path.join(directory, '7.corrupt-20260101-000000'))
+  steps = checkpoint.finished_steps(directory)
+  assert steps == checkpointer.all_steps() == [3, 10]
+  assert checkpoint.choose_step(steps, None, directory) == 10
+  assert checkpoint.choose_step(steps, 3, directory) == 3
+  with pytest.raises(ValueError, match=re.escape(
+      f'No checkpoint at step 7 in {directory}; steps there: [3, 10]')):
+    checkpoint.choose_step(steps, 7, directory)
+  with pytest.raises(FileNotFoundError, match='No finished checkpoint in'):
+    checkpoint.choose_step([], None, directory)
 
 
 @pytest.mark.parametrize('env,expected', [

@@ -22,25 +22,15 @@ from vit_jax import losses
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import sharding
-from vit_jax.evaluate import representations
 from vit_jax.models import mae
+from vit_jax.models import representation as representation_lib
 
 State = Dict[str, Any]
 
 
 def build_model(model_config):
   """`get_model` from a config's model block ({'name': 'vit', ...})."""
-  kwargs = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
-                else model_config)
-  name = kwargs.pop('name')
-  if kwargs.get('variant') is None:
-    kwargs.pop('variant', None)
-  if kwargs.get('dtype') is not None:
-    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  for key, value in kwargs.items():  # ConfigDict stores tuples as lists.
-    if isinstance(value, list):
-      kwargs[key] = tuple(value)
-  return models.get_model(name, **kwargs)
+  return models.get_model(**models.kwargs_from_config(model_config))
 
 
 def make_init_fn(model, tx, image_shape: Tuple[int, ...]):
@@ -144,7 +134,7 @@ class EvalFunctions(NamedTuple):
   example_loss: (logits, labels) -> [B], the training objective's loss
     without label smoothing (so `val/loss` is the loss being trained).
   representation: layer -> ((params, images) -> features [B, D]), see
-    `vit_jax.evaluate.representations.representation_fn`.
+    `vit_jax.models.representation.representation_fn`.
   reconstruction: for MAE runs, (variables, images) -> (per-example masked
     patch loss [B], predicted patches, mask); None otherwise.
   reconstruction_images: (images, pred, mask, fill_value) -> {'masked',
@@ -162,8 +152,8 @@ def eval_functions(run: Run) -> EvalFunctions:
   classifier, select_params = models.classifier_view(config.model.name, model)
 
   def representation(layer: str):
-    return representations.representation_fn(classifier, layer,
-                                             select_params)
+    return representation_lib.representation_fn(classifier, layer,
+                                                select_params)
 
   if config.objective == 'mae':
     def reconstruction(variables, images):

@@ -7,6 +7,7 @@ Pretrained-weight import (timm, `.npz`) and `config.init_from` are in
 `vit_jax.weights`.
 """
 
+import contextlib
 import logging
 import sys
 import time
@@ -243,6 +244,30 @@ def has_step(directory: str, step: int) -> bool:
   return paths.exists(paths.join(step_dir, 'commit_success.txt'))
 
 
+def finished_steps(directory: str) -> List[int]:
+  """The steps of the finished checkpoints in `directory`, ascending,
+  without orbax (`has_step`): unfinished saves and moved-aside corrupt
+  ones are left out."""
+  return sorted(int(name) for name in paths.listdir(directory)
+                if name.isdigit() and has_step(directory, int(name)))
+
+
+def choose_step(available: Sequence[int], step: Optional[int],
+                directory: str) -> int:
+  """`step`, or the newest of `available` (ascending) when None; the
+  errors every reader of a workdir gives: FileNotFoundError when there is
+  no checkpoint, ValueError naming the steps there when `step` is not
+  one of them."""
+  if not available:
+    raise FileNotFoundError(f'No finished checkpoint in {directory}.')
+  if step is None:
+    return available[-1]
+  if step not in available:
+    raise ValueError(f'No checkpoint at step {step} in {directory}; steps '
+                     f'there: {list(available)}')
+  return step
+
+
 # Train-state entries that are model variables besides 'params' (Flax
 # collections): BatchNorm's running averages.
 MODEL_STATE_KEYS = ('batch_stats',)
@@ -261,11 +286,34 @@ def restore_params(directory: str, step: Optional[int] = None
   return restore_variables(directory, step)['params']
 
 
-def restore_variables(directory: str, step: Optional[int] = None
-                      ) -> Dict[str, Any]:
+def restore_variables(directory: str, step: Optional[int] = None,
+                      quiet: bool = False) -> Dict[str, Any]:
   """The model variables of a training checkpoint (latest step unless
   given), as numpy: {'params'} plus 'batch_stats' where the model has
-  BatchNorm (`variables_of`)."""
+  BatchNorm (`variables_of`).
+
+  quiet: without orbax's WARNING lines about the read-only manager this
+  asks for (absl's verbosity is raised to ERROR for the restore only), for
+  tools whose console is their output.
+  """
+  with _orbax_errors_only() if quiet else contextlib.nullcontext():
+    return _restore_variables(directory, step)
+
+
+@contextlib.contextmanager
+def _orbax_errors_only():
+  """absl's verbosity (orbax logs through absl) at ERROR, then put back."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
+def _restore_variables(directory: str, step: Optional[int]
+                       ) -> Dict[str, Any]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   directory = paths.absolute(directory)
   if not paths.isdir(directory):  # never created by reading
@@ -276,14 +324,7 @@ def restore_variables(directory: str, step: Optional[int] = None
       create=False, read_only=True, cleanup_tmp_directories=False)
   with ocp.CheckpointManager(directory, item_handlers=handlers,
                              options=options) as manager:
-    steps = sorted(manager.all_steps())
-    if not steps:
-      raise FileNotFoundError(f'No checkpoint in {directory}.')
-    if step is None:
-      step = steps[-1]
-    elif step not in steps:
-      raise ValueError(f'No checkpoint at step {step} in {directory}; '
-                       f'steps there: {steps}')
+    step = choose_step(sorted(manager.all_steps()), step, directory)
     # Onto this process's first device, whatever mesh the run had.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(

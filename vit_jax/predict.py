@@ -14,7 +14,7 @@ preprocessing (shorter side resized to image_size / crop_pct, centre
 crop, mean / std normalisation) and its label names; ImageNet-1k's
 classes (a 1000-class head without names, or names that are WordNet ids
 as timm's checkpoints have) are shown by their readable names
-(`imagenet_class_names`).
+(`vit_jax.data.labels`).
 
 Each IMAGE is printed with its top-k classes and probabilities (sigmoid
 for runs trained with 'sigmoid_xent', softmax otherwise). A FOLDER is
@@ -31,7 +31,6 @@ command line.
 """
 
 import csv
-import importlib.util
 import io
 import math
 import os
@@ -50,6 +49,7 @@ from vit_jax import checkpoint
 from vit_jax import config as config_lib
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
+from vit_jax.data import labels
 from vit_jax.models import vit
 
 # What TensorFlow's decode_image reads.
@@ -57,11 +57,6 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.gif', '.bmp')
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3',
                   'lanczos5', 'mitchellcubic', 'gaussian')
 CROP_MODES = ('center', 'squash')  # timm's eval crop modes supported here
-# TFDS's imagenet2012 class file: WordNet ids in ImageNet-1k's label order.
-IMAGENET_LABELS = os.path.join('datasets', 'imagenet2012', 'labels.txt')
-# A TFDS module holding ImageNet-1k's readable class names in the same
-# order (IMAGENET_LABELS_LIST; plain Python, read without importing TFDS).
-IMAGENET_READABLE = os.path.join('datasets', 'siscore', 'labels.py')
 DEFAULT_CSV = 'predictions.csv'
 
 
@@ -211,62 +206,6 @@ def _decode_error(path: str, error: Exception) -> ValueError:
 # Loading a model.
 
 
-def dataset_labels(data_config) -> Tuple[Optional[List[str]], int]:
-  """(class names or None, image channels) of a run's dataset.
-
-  Names: TFDS's label names (read from the builder's code where the
-  dataset is not prepared here), an image folder's class folders, '0'..'9'
-  for digits. Where the dataset cannot be found (an image folder not on
-  this machine), (None, 3) with a warning on stderr.
-  """
-  from vit_jax import data  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  config = data.resolve_config(data_config)
-  try:
-    try:
-      builder = sources.get_builder(config)
-    except sources.DatasetNotPreparedError:
-      builder = tfds.builder(config.name, data_dir=config.data_dir)
-    features = builder.info.features
-    names = [str(name) for name in features['label'].names]
-    shape = features['image'].shape
-  except (ValueError, FileNotFoundError, KeyError) as error:
-    message = str(error).strip().splitlines()[0] if str(error) else ''
-    print(f'vit_jax.predict: warning: no class names for dataset '
-          f'{config.name!r} ({message}); showing class indices and '
-          f'decoding images as RGB.', file=sys.stderr)
-    return None, 3
-  channels = int(shape[-1]) if shape and shape[-1] else 3
-  return names, channels
-
-
-def _latest_step(checkpoint_dir: str, step: Optional[int]) -> int:
-  steps = sorted(int(name) for name in paths.listdir(checkpoint_dir)
-                 if name.isdigit()
-                 and checkpoint.has_step(checkpoint_dir, int(name)))
-  if not steps:
-    raise FileNotFoundError(f'No finished checkpoint in {checkpoint_dir}.')
-  if step is None:
-    return steps[-1]
-  if step not in steps:
-    raise ValueError(f'No checkpoint at step {step} in {checkpoint_dir}; '
-                     f'steps there: {steps}')
-  return step
-
-
-def _restore_quietly(checkpoint_dir: str, step: int):
-  """`checkpoint.restore_variables`, without orbax's WARNING lines about
-  the read-only manager it asks for (absl's verbosity is put back)."""
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  verbosity = absl_logging.get_verbosity()
-  absl_logging.set_verbosity(absl_logging.ERROR)
-  try:
-    return checkpoint.restore_variables(checkpoint_dir, step)
-  finally:
-    absl_logging.set_verbosity(verbosity)
-
-
 def from_workdir(workdir: str, config=None,
                  step: Optional[int] = None) -> Predictor:
   """The classifier of a training workdir at `step` (latest: None); its
@@ -285,11 +224,17 @@ def from_workdir(workdir: str, config=None,
         f'{workdir} is a {config.objective!r} run of a {config.model.name!r} '
         f'model with {num_classes or "no"} class outputs; predict needs a '
         f'supervised classifier (objective "supervised", num_classes > 0).')
-  step = _latest_step(checkpoint_dir, step)
-  variables = _restore_quietly(checkpoint_dir, step)
-  names, channels = dataset_labels(config.data)
-  if names is None:
-    names = [str(i) for i in range(num_classes)]
+  step = checkpoint.choose_step(checkpoint.finished_steps(checkpoint_dir),
+                                step, checkpoint_dir)
+  variables = checkpoint.restore_variables(checkpoint_dir, step, quiet=True)
+  try:
+    names, channels = labels.dataset_labels(config.data)
+  except (ValueError, FileNotFoundError, KeyError) as error:
+    message = str(error).strip().splitlines()[0] if str(error) else ''
+    print(f'vit_jax.predict: warning: no class names for dataset '
+          f'{config.data.name!r} ({message}); showing class indices and '
+          f'decoding images as RGB.', file=sys.stderr)
+    names, channels = [str(i) for i in range(num_classes)], 3
   if len(names) != num_classes:
     raise ValueError(f'Dataset {config.data.name!r} has {len(names)} class '
                      f'names but the model {num_classes} outputs.')
@@ -300,55 +245,6 @@ def from_workdir(workdir: str, config=None,
       family=config.model.name,
       description=f'{workdir} at step {step}', plot_name=str(step),
       plots_dir=paths.join(workdir, 'plots'))
-
-
-def _tfds_file(relative: str) -> str:
-  spec = importlib.util.find_spec('tensorflow_datasets')
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError('tensorflow_datasets is not installed: no '
-                            'ImageNet class names.')
-  return os.path.join(spec.submodule_search_locations[0], relative)
-
-
-def imagenet_wordnet_ids() -> List[str]:
-  """ImageNet-1k's 1000 classes as WordNet ids ('n01440764', ...), in the
-  label order of TFDS's imagenet2012 (that of the usual 1000-class heads),
-  from the file TFDS installs (found without importing TFDS)."""
-  path = _tfds_file(IMAGENET_LABELS)
-  with open(path) as f:
-    names = f.read().split()
-  if len(names) != 1000:
-    raise ValueError(f'{path} lists {len(names)} classes, not 1000.')
-  return names
-
-
-def imagenet_class_names() -> List[str]:
-  """ImageNet-1k's 1000 classes by readable name ('tench', 'goldfish',
-  ...: the first of each class's synonyms), in the order of
-  `imagenet_wordnet_ids`; from a list TFDS installs, read without
-  importing TFDS."""
-  path = _tfds_file(IMAGENET_READABLE)
-  module_spec = importlib.util.spec_from_file_location(
-      'vit_jax_imagenet_readable_names', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  names = [name.split(',')[0].strip()
-           for name in module.IMAGENET_LABELS_LIST]
-  if len(names) != 1000:
-    raise ValueError(f'{path} lists {len(names)} classes, not 1000.')
-  return names
-
-
-def readable_imagenet_names(names: List[str]) -> List[str]:
-  """`names` with ImageNet-1k's WordNet ids replaced by readable names
-  (unchanged unless every one is such an id)."""
-  if not names or not all(re.fullmatch(r'n\d{8}', name) for name in names):
-    return names
-  try:
-    readable = dict(zip(imagenet_wordnet_ids(), imagenet_class_names()))
-  except (OSError, ValueError, AttributeError):
-    return names
-  return [readable.get(name, name) for name in names]
 
 
 def _plot_name(name: str) -> str:
@@ -371,11 +267,11 @@ def from_pretrained(name: str) -> Predictor:
     raise ValueError(f'Pretrained {name!r} has no classifier head (it is a '
                      f'feature extractor); predict needs class outputs.')
   if loaded.label_names:
-    names = readable_imagenet_names(
+    names = labels.readable_imagenet_names(
         [str(i) if label is None else str(label)
          for i, label in enumerate(loaded.label_names)])
   elif num_classes == 1000:
-    names = imagenet_class_names()
+    names = labels.imagenet_class_names()
   else:
     names = [str(i) for i in range(num_classes)]
   if len(names) != num_classes:

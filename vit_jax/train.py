@@ -37,6 +37,7 @@ from vit_jax import compute
 from vit_jax import config as config_lib
 from vit_jax import losses
 from vit_jax import metric_writer
+from vit_jax import models
 from vit_jax import paths
 from vit_jax import sharding
 from vit_jax import weights
@@ -315,14 +316,9 @@ def _fresh_state(config, run: build.Run) -> State:
   state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(rng)
   init_from = config.init_from
   if init_from.path:
-    model_kwargs = dict(config.model.to_dict())
-    name = model_kwargs.pop('name')
-    model_kwargs.pop('dtype', None)
-    if model_kwargs.get('variant') is None:
-      model_kwargs.pop('variant', None)
     variables = weights.load_init_params(
-        init_from.kind, init_from.path, name,
-        image_size=run.image_shape[:2], **model_kwargs)
+        init_from.kind, init_from.path, image_size=run.image_shape[:2],
+        **models.kwargs_from_config(config.model, compute_dtype=False))
     # Params, and BatchNorm's running averages where the source has them.
     for key, tree in variables.items():
       if key not in state:

@@ -40,10 +40,9 @@ _EVALS = flags.DEFINE_list(
 
 
 def _steps(available: List[int], step: str, directory: str) -> List[int]:
-  if not available:
-    raise FileNotFoundError(f'No finished checkpoint in {directory}.')
+  newest = checkpoint.choose_step(available, None, directory)  # none: raises
   if step == 'latest':
-    return [available[-1]]
+    return [newest]
   if step == 'all':
     return available
   try:
@@ -51,10 +50,7 @@ def _steps(available: List[int], step: str, directory: str) -> List[int]:
   except ValueError:
     raise ValueError(f"--step must be 'latest', 'all' or an integer, got "
                      f'{step!r}.') from None
-  if wanted not in available:
-    raise ValueError(f'No checkpoint at step {wanted} in {directory}; steps '
-                     f'there: {available}')
-  return [wanted]
+  return [checkpoint.choose_step(available, wanted, directory)]
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,

@@ -1,120 +1,22 @@
-"""Frozen representations of a model, for linear and few-shot evaluation.
+"""Frozen representations of a split, for linear and few-shot evaluation.
 
     encode = make_encoder(representation_fn(model, 'pre_logits'), mesh)
     features, label_ids = compute_representations(
         encode, variables, batches, mesh)   # numpy [n, D], [n]
 
-The representation is named by `layer`:
-  'pre_logits'  `aux['pre_logits']`, the vector the classifier head reads
-                (class token, average or MAP pooling, after pre-logits);
-  another aux key, e.g. 'encoded' (ViT's final tokens);
-  a module path, e.g. 'encoder/block_2' or 'stage_1' (Swin): that module's
-                output, captured with flax's `capture_intermediates`.
-Outputs with more than two axes ([B, N, D] tokens, [B, H, W, C] maps) are
-averaged over all axes between the batch and the last, giving [B, D].
-
-An MAE model is evaluated through its encoder, as the ViT that
-`mae.encoder_as_vit` builds and `mae.encoder_params` loads (no masking):
-'pre_logits' is then the encoder's class token after its final LayerNorm,
-and 'encoder_norm' the average of all its output tokens.
+`representation_fn` (which layer, how it is pooled, an MAE through its
+encoder) is `vit_jax.models.representation`'s; `vit_jax.build` hands it to
+evaluators as `eval_functions(run).representation(layer)`.
 """
 
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, Mapping, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import sharding
-
-FeaturesFn = Callable[[Any, jax.Array], jax.Array]
-
-
-def _pool(features: jax.Array) -> jax.Array:
-  """[B, ..., D] -> [B, D], averaging the middle axes; float32."""
-  features = jnp.asarray(features, jnp.float32)
-  if features.ndim > 2:
-    features = features.mean(axis=tuple(range(1, features.ndim - 1)))
-  return features
-
-
-def _module_path(module: nn.Module) -> str:
-  return '/'.join(module.path)
-
-
-def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
-                ) -> List[str]:
-  """The representations `representation_fn(model, layer)` can take: aux
-  keys and module paths (shapes only are computed)."""
-  images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
-
-  def apply(variables, images):
-    return model.apply(variables, images, train=False,
-                       capture_intermediates=True, mutable=['intermediates'])
-  (_, aux), state = jax.eval_shape(apply, variables, images)
-  paths = []
-
-  def walk(tree, prefix):
-    for name, value in tree.items():
-      if name == '__call__':
-        paths.append('/'.join(prefix))
-      elif isinstance(value, Mapping):
-        walk(value, prefix + [name])
-  walk(state['intermediates'], [])
-  return sorted(aux) + sorted(path for path in paths if path)
-
-
-def representation_fn(model: nn.Module, layer: str = 'pre_logits',
-                      select_params: Optional[Callable] = None) -> FeaturesFn:
-  """features_fn(variables, images [B, H, W, C]) -> float32 [B, D]
-  (jittable); `variables` as `model.apply` takes them ({'params'}, plus
-  'batch_stats' for models with BatchNorm: the running averages are used).
-
-  `model` follows the classifier contract (`logits, aux = apply(...)`);
-  `select_params` maps the trained params to its params (for an MAE,
-  `models.classifier_view('mae', model)` gives the encoder and
-  `mae.encoder_params`); None: the params as they are.
-  Raises ValueError at the first call if `layer` is neither an aux key nor
-  a module path of the model, listing the ones it has.
-  """
-  if not isinstance(layer, str) or not layer:
-    raise ValueError(f'layer must be an aux key or a module path, got '
-                     f'{layer!r}.')
-
-  def features_fn(variables, images):
-    variables = dict(variables)
-    if select_params:
-      variables['params'] = select_params(variables['params'])
-    is_layer = lambda module, method: (  # noqa: E731
-        method == '__call__' and _module_path(module) == layer)
-    (_, aux), state = model.apply(variables, images, train=False,
-                                  capture_intermediates=is_layer,
-                                  mutable=['intermediates'])
-    if layer in aux:
-      if not hasattr(aux[layer], 'ndim'):
-        raise ValueError(f'aux[{layer!r}] of {type(model).__name__} is a '
-                         f'{type(aux[layer]).__name__}, not an array; name '
-                         f'one module instead, e.g. a stage or block path.')
-      return _pool(aux[layer])
-    captured = state.get('intermediates', {})
-    for name in layer.split('/'):
-      captured = captured.get(name, {}) if isinstance(captured,
-                                                      Mapping) else {}
-    if '__call__' not in captured:
-      valid = layer_names(model, images.shape[1:])
-      raise ValueError(f'Representation layer {layer!r} is not an aux key or '
-                       f'module path of {type(model).__name__}; valid: '
-                       f'{valid}. (Blocks under scan=True are not '
-                       f'captured one by one: build the model with '
-                       f'scan=False and convert the params with '
-                       f'models.common.unstack_blocks.)')
-    output = captured['__call__'][0]
-    if isinstance(output, (tuple, list)):  # modules returning (x, extra)
-      output = output[0]
-    return _pool(output)
-  return features_fn
+from vit_jax.models import representation
 
 
 def compute_representations(
@@ -152,7 +54,7 @@ def compute_representations(
                          ).astype(np.int64))
 
 
-def make_encoder(features_fn: FeaturesFn, mesh) -> Callable:
+def make_encoder(features_fn: representation.FeaturesFn, mesh) -> Callable:
   """jit of (variables, batch) -> (features, class ids, mask), replicated
   out."""
   def run(variables, batch):

@@ -304,13 +304,8 @@ def run_model(model_config: Mapping[str, Any], variables: Mapping[str, Any]
   """(family, get_model kwargs, variables) to export, from a run's
   `config.model` and its checkpoint's variables. An MAE run gives its
   encoder, as the ViT `mae.encoder_as_vit` builds (no head)."""
-  kwargs = dict(model_config)
+  kwargs = models.kwargs_from_config(model_config, compute_dtype=False)
   family = kwargs.pop('name')
-  if kwargs.get('variant') is None:
-    kwargs.pop('variant', None)
-  kwargs.pop('dtype', None)  # the compute dtype: no part of the weights
-  kwargs = {key: tuple(value) if isinstance(value, list) else value
-            for key, value in kwargs.items()}
   if family != 'mae':
     return family, kwargs, dict(variables)
   encoder = models.mae.encoder_as_vit(models.get_model('mae', **kwargs))

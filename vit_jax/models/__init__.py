@@ -3,6 +3,7 @@ a model (see docs/DESIGN.md):
 
     model = get_model('vit', variant='B/16', num_classes=1000, pool_type='map')
     logits, aux = model.apply({'params': params}, images, train=False)
+    model = get_model(**kwargs_from_config(config.model))  # from a config
 
 What weight import (`vit_jax.weights`) needs to know of a family is here
 too: `checkpoint_image_size` (the resolution params were trained at) and
@@ -14,6 +15,7 @@ Importing this package never imports TensorFlow.
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from vit_jax.models import convmixer
 from vit_jax.models import mae
@@ -51,6 +53,33 @@ def get_model(name: str, variant: Optional[str] = None, **kwargs) -> nn.Module:
   if variant is not None:
     return model_cls.from_variant(variant, **kwargs)
   return model_cls(**kwargs)
+
+
+def kwargs_from_config(model_config: Mapping[str, Any],
+                       compute_dtype: bool = True) -> Dict[str, Any]:
+  """`get_model`'s keyword arguments from a config's model block
+  ({'name': 'vit', 'variant': 'B/16', ...}: a ConfigDict or a plain dict,
+  e.g. a workdir's config.json): `get_model(**kwargs)` builds the model.
+
+  'name' is kept; 'variant' is dropped when None (the sizes are then given
+  in full). Lists become tuples: a config read back from JSON holds
+  tuples (Swin's depths, ...) as lists, and a module's fields must be
+  hashable. The dtype name ('bfloat16') becomes a numpy dtype.
+
+  compute_dtype=False leaves the dtype out: parameters are float32 and
+  shaped alike whatever the compute dtype, so code that imports or exports
+  weights builds the model without it.
+  """
+  kwargs = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
+                else model_config)
+  if kwargs.get('variant') is None:
+    kwargs.pop('variant', None)
+  if not compute_dtype:
+    kwargs.pop('dtype', None)
+  elif kwargs.get('dtype') is not None:
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  return {key: tuple(value) if isinstance(value, list) else value
+          for key, value in kwargs.items()}
 
 
 # Family -> (model, flat params) -> the resolution the params were trained
