@@ -34,8 +34,10 @@ or concatenation: the round trip through the importers is exact.
 
 `python -m vit_jax.export --workdir=DIR --format=timm|npz|hf --out=PATH
 [--step=N] [--image_size=N]` exports a training run's checkpoint
-(`__main__.py`). `layouts.py` holds the renaming rules, `configs.py` the
-config.json files.
+(`__main__.py`). The names and transforms come from the same tables as
+the importers' (`vit_jax.weights`' family modules, through
+`weights.timm.to_timm`, `weights.hf.to_hf`, `weights.npz.to_npz`);
+`configs.py` writes the config.json files.
 """
 
 # `format` names the export format, as in the API asked for.
@@ -55,14 +57,17 @@ from vit_jax import models
 from vit_jax import paths
 from vit_jax import weights
 from vit_jax.export import configs
-from vit_jax.export import layouts
 from vit_jax.models import common
+from vit_jax.weights import hf
+from vit_jax.weights import npz
+from vit_jax.weights import timm
 
 FORMATS = ('timm', 'npz', 'hf')
 # Format -> the model families it can hold.
 FAMILIES = {
-    'timm': ('vit', 'mixer', 'swin', 'xcit', 'convmixer'),
-    'npz': ('vit', 'mixer'),
+    'timm': tuple(timm.TABLES),
+    'npz': tuple(npz.TABLES),
+    # transformers' config.json is written for ViTForImageClassification.
     'hf': ('vit',),
 }
 
@@ -199,9 +204,7 @@ def export(variables: Mapping[str, Any], family: str, format: str,
         model.width, num_prefix_tokens=prefix)[None]  # [1, N, D]
 
   if format == 'npz':
-    return StateDict({layouts.rename_npz(path, family):
-                      np.ascontiguousarray(value)
-                      for path, value in flat.items()})
+    return StateDict(npz.to_npz(flat, family))
   if format == 'hf':
     problems = [problem for problem, bad in (
         (f'pool_type {model.pool_type!r} (it needs \'cls\')',
@@ -213,11 +216,9 @@ def export(variables: Mapping[str, Any], family: str, format: str,
           f'transformers\' ViTForImageClassification is a class-token ViT '
           f'with a head; this one has {" and ".join(problems)}. The timm '
           f'format holds every ViT.')
-    return StateDict(layouts.convert(flat, layouts.HF_VIT_RULES,
-                                     'transformers\' ViT'),
+    return StateDict(hf.to_hf(flat, family),
                      configs.hf_config(model, image_size, channels))
-  return StateDict(layouts.convert(flat, layouts.TIMM_RULES[family],
-                                   f'timm\'s {family} layout'),
+  return StateDict(timm.to_timm(flat, family),
                    configs.timm_config(family, model, image_size, channels,
                                        pretrained_cfg))
 
