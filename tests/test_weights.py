@@ -407,3 +407,9 @@ def test_family_tables_are_the_models_families():
   assert set(names) <= set(models.MODELS)
   assert weights.IMPORTABLE == tuple(
       module.NAME for module in families.FAMILIES if hasattr(module, 'TIMM'))
+  # A family read from timm names its architectures, each built as itself.
+  for module in families.FAMILIES:
+    if hasattr(module, 'TIMM'):
+      assert module.TIMM_ARCHITECTURES
+      assert {architecture.family for architecture in
+              module.TIMM_ARCHITECTURES.values()} == {module.NAME}

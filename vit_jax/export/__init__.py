@@ -49,15 +49,14 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax import paths
-from vit_jax import weights
 from vit_jax.export import configs
 from vit_jax.models import common
+from vit_jax.weights import core
 from vit_jax.weights import hf
 from vit_jax.weights import npz
 from vit_jax.weights import timm
@@ -109,7 +108,7 @@ def _flat_variables(variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
   unstacked = {collection: common.unstack_blocks(jax.tree.map(np.asarray,
                                                               dict(tree)))
                for collection, tree in variables.items()}
-  return weights.flatten_variables(unstacked)
+  return core.flatten_variables(unstacked)
 
 
 _INPUT_KERNELS = ('patch_embed/kernel', 'stem/kernel',
@@ -139,11 +138,7 @@ def _as_pair(image_size: ImageSize) -> Tuple[int, int]:
 def _check_fits(flat: Mapping[str, np.ndarray], model,
                 image_size: Tuple[int, int], channels: int) -> None:
   """The variables have exactly the shapes `model` has at `image_size`."""
-  unrolled = model.clone(scan=False) if getattr(model, 'scan', False) else model
-  images = jax.ShapeDtypeStruct((1, *image_size, channels), jnp.float32)
-  expected = {path: tuple(leaf.shape) for path, leaf in
-              weights.flatten_variables(jax.eval_shape(
-                  unrolled.init, jax.random.PRNGKey(0), images)).items()}
+  expected = core.expected_shapes(model, image_size, channels)
   missing = sorted(f'{p} {s}' for p, s in expected.items() if p not in flat)
   extra = sorted(f'{p} {tuple(flat[p].shape)}' for p in flat
                  if p not in expected)

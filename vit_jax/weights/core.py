@@ -206,6 +206,57 @@ def attention(ours: str, qkv: Union[Spellings, Mapping[str, Spellings]],
 
 
 # ----------------------------------------------------------------------------
+# A family's timm models: the architectures read by name
+# (`vit_jax.pretrained.SUPPORTED`) and the config.json export writes.
+
+
+class Architecture(NamedTuple):
+  """How a timm architecture is built here."""
+  family: str  # a key of models.MODELS
+  model_kwargs: Mapping[str, Any]  # get_model(family, **model_kwargs)
+  image_size: int  # the resolution the architecture's name is for
+
+
+class TimmModel(NamedTuple):
+  """A model of this package as timm builds it: the entry point
+  (`architecture`) and its `model_args`; None, with `reason`, where no
+  timm entry point can express the model. The other fields are the
+  family's entries of timm's hub config.json."""
+  architecture: Optional[str]
+  model_args: Dict[str, Any]
+  reason: str = ''
+  num_features: int = 0
+  global_pool: Optional[str] = 'avg'  # falsy: not written
+  fixed_input_size: bool = False
+
+
+def no_timm_model(reason: str) -> TimmModel:
+  return TimmModel(None, {}, reason)
+
+
+def variant_of(model, table: Mapping[str, Mapping[str, Any]]
+               ) -> Optional[str]:
+  """The row of a variant table whose every entry the model has."""
+  for name, size in table.items():
+    if all(getattr(model, key) == (tuple(value) if isinstance(value, list)
+                                   else value)
+           for key, value in size.items()):
+      return name
+  return None
+
+
+def ratio(hidden: int, width: int) -> Optional[float]:
+  """hidden / width, if timm's int(width * ratio) gives `hidden` back."""
+  value = hidden / width
+  return value if int(width * value) == hidden else None
+
+
+def side(image_size: Tuple[int, int]) -> Union[int, List[int]]:
+  """timm's img_size: one side for a square, else [height, width]."""
+  return image_size[0] if image_size[0] == image_size[1] else list(image_size)
+
+
+# ----------------------------------------------------------------------------
 # Templates.
 
 _PLACEHOLDER = re.compile(r'\{(\d+|part)\}')
@@ -241,6 +292,17 @@ def _fill(template: str, match: 're.Match[str]', part: str = '') -> str:
   `match`, a match of the entry's other template."""
   filled = template.format(*_indices(match), part=part)
   return filled + (match['rest'] if template.endswith('/') else '')
+
+
+def theirs_name(table: Sequence[Entry], path: str) -> str:
+  """The name export writes for our variable `path` (e.g. timm's name of
+  the first convolution's kernel, for timm's config.json)."""
+  for item in table:
+    if item.ours is not None and not item.read_only:
+      match = _compile(item.ours, item.parts).fullmatch(path)
+      if match is not None:
+        return _fill(item.theirs[0], match, match.groupdict().get('part', ''))
+  raise ValueError(f'{path} has no entry in the table.')
 
 
 def _find(name: str, candidates):

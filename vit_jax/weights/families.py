@@ -1,8 +1,10 @@
 """The families whose weights are converted, each with its tables: an
 explicit tuple, not a registry filled by imports. A family's module names
 the family (`NAME`) and holds a table per layout it has (`TIMM`, `HF`,
-`NPZ`); adding a family is one model file, one table module listed here,
-and its counts."""
+`NPZ`); with a TIMM table, also the timm architectures read by name
+(`TIMM_ARCHITECTURES`, `vit_jax.pretrained.SUPPORTED`) and `timm_model`,
+what export's timm config.json says. Adding a family is one model file,
+one table module listed here, and its counts."""
 
 from typing import Any, Mapping
 
@@ -14,7 +16,13 @@ from vit_jax.weights import swin
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, convmixer, xcit, mae)
+FAMILIES = (vit, mixer, swin, xcit, convmixer, mae)
+
+
+def module(name: str):
+  """The table module of family `name`."""
+  (found,) = [family for family in FAMILIES if family.NAME == name]
+  return found
 
 
 def tables(layout: str):

@@ -1,8 +1,12 @@
 """Swin's weights in timm's layout (stage i > 0 starts with
 `layers.i.downsample`, our stage_i/patch_merging)."""
 
-from vit_jax.weights.core import (CONV, LINEAR, attention, buffer, dense,
-                                  entry, norm)
+from typing import Tuple
+
+from vit_jax import models
+from vit_jax.weights import core
+from vit_jax.weights.core import (CONV, LINEAR, Architecture, attention,
+                                  buffer, dense, entry, norm)
 
 NAME = 'swin'
 
@@ -40,3 +44,35 @@ TIMM = [
     *norm('norm', 'final_norm'),
     *dense(('head.fc', 'head'), 'head'),
 ]
+
+
+# timm's Swin entry points: window 7 at 224 px, 12 at 384 px.
+_NAMED = (('tiny', 7, 224), ('small', 7, 224), ('base', 7, 224),
+          ('base', 12, 384), ('large', 7, 224), ('large', 12, 384))
+
+TIMM_ARCHITECTURES = {
+    f'swin_{size}_patch4_window{window}_{res}': Architecture(
+        'swin', dict(variant=f'{size[0].upper()}/4', window_size=window), res)
+    for size, window, res in _NAMED}
+
+
+def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
+  """Any Swin of timm's layout: the named entry point of its size, or
+  swin_tiny_patch4_window7_224 with model_args saying the sizes."""
+  if model.layer_norm_eps != 1e-5:
+    return core.no_timm_model('timm\'s Swin has LayerNorm eps 1e-5')
+  key = (core.variant_of(model, models.swin.VARIANTS), model.window_size,
+         image_size[0])
+  name = next((name for name, architecture in TIMM_ARCHITECTURES.items()
+               if (architecture.model_kwargs['variant'][0],
+                   architecture.model_kwargs['window_size'],
+                   architecture.image_size) == key), None)
+  return core.TimmModel(
+      name if model.patch_size == 4 and name else
+      'swin_tiny_patch4_window7_224',
+      dict(img_size=core.side(image_size), patch_size=model.patch_size,
+           embed_dim=model.width, depths=list(model.depths),
+           num_heads=list(model.num_heads), window_size=model.window_size,
+           mlp_ratio=model.mlp_ratio),
+      num_features=model.width * 2 ** (len(model.depths) - 1),
+      fixed_input_size=True)

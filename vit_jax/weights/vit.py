@@ -1,8 +1,12 @@
 """ViT's weights in timm's, Hugging Face transformers' and Google's `.npz`
 layouts: one two-way table per layout (`vit_jax.weights.core`)."""
 
+from typing import Tuple
+
+from vit_jax import models
+from vit_jax.weights import core
 from vit_jax.weights.core import (CONV, HEADS_BIAS, HEADS_IN, HEADS_OUT, QKV,
-                                  attention, dense, entry, norm)
+                                  Architecture, attention, dense, entry, norm)
 
 NAME = 'vit'
 
@@ -144,3 +148,83 @@ NPZ = [
                                      f'MlpBlock_3/Dense_{n}/')),
             f'map_head/mlp/fc{n + 1}/') for n in range(2)],
 ]
+
+
+# ----------------------------------------------------------------------------
+# timm's ViT entry points: read by name (`vit_jax.pretrained.SUPPORTED`),
+# and named in the config.json export writes.
+
+
+def _vit(variant: str, image_size: int, pool_type: str = 'cls',
+         **options) -> Architecture:
+  return Architecture('vit', dict(variant=variant, pool_type=pool_type,
+                                  **options), image_size)
+
+
+_SIZES = {'tiny': 'Ti', 'small': 'S', 'base': 'B', 'large': 'L',
+          'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
+# (size, patch, resolution) of the plain ViTs that export names (facts of
+# timm 1.0); reading takes giant and gigantic too.
+_WRITTEN = (
+    ('tiny', 16, 224), ('tiny', 16, 384), ('small', 32, 224),
+    ('small', 32, 384), ('small', 16, 224), ('small', 16, 384),
+    ('small', 8, 224), ('base', 32, 224), ('base', 32, 384),
+    ('base', 16, 224), ('base', 16, 384), ('base', 8, 224),
+    ('large', 32, 224), ('large', 32, 384), ('large', 16, 224),
+    ('large', 16, 384), ('large', 14, 224), ('huge', 14, 224))
+_WRITTEN_NAMES = frozenset(f'vit_{size}_patch{patch}_{resolution}'
+                           for size, patch, resolution in _WRITTEN)
+
+# timm's SigLIP So400m image tower (Alabdulmohsin et al. 2023, "Getting ViT
+# in Shape"): a size of no named variant.
+_SO400M = dict(width=1152, depth=27, mlp_dim=4304, num_heads=16)
+
+TIMM_ARCHITECTURES = {
+    # ViT (and AugReg's, Steiner et al. 2021): class token, learned
+    # position embedding.
+    **{f'vit_{size}_patch{patch}_{res}': _vit(f'{_SIZES[size]}/{patch}', res)
+       for size, patch, res in (
+           *_WRITTEN, ('giant', 14, 224), ('gigantic', 14, 224))},
+    # DeiT (Touvron et al. 2021) without the distillation token: plain ViTs.
+    **{f'deit_{size}_patch16_{res}': _vit(f'{_SIZES[size]}/16', res)
+       for size, res in (('tiny', 224), ('small', 224), ('base', 224),
+                         ('base', 384))},
+    # Global average pooling of the normalised tokens, no class token.
+    'vit_base_patch16_gap_224': _vit('B/16', 224, 'gap', num_heads=16,
+                                     fc_norm=False),
+    'vit_huge_patch14_gap_224': _vit('H/14', 224, 'gap', fc_norm=False),
+    'vit_huge_patch16_gap_448': _vit('H/16', 448, 'gap', fc_norm=False),
+    'vit_giant_patch16_gap_224': _vit('g/16', 224, 'gap', fc_norm=False),
+    # SigLIP image towers (Zhai et al. 2023): MAP pooling, no class token.
+    # (timm's SigLIP 2 towers use the tanh GELU, which ViT here does not.)
+    **{f'vit_base_patch16_siglip_{res}': _vit('B/16', res, 'map')
+       for res in (224, 256, 384, 512)},
+    **{f'vit_large_patch16_siglip_{res}': _vit('L/16', res, 'map')
+       for res in (256, 384)},
+    **{f'vit_so400m_patch14_siglip_{res}': Architecture(
+        'vit', dict(_SO400M, patch_size=14, pool_type='map'), res)
+       for res in (224, 378)},
+}
+
+_TIMM_POOLING = {'cls': 'token', 'gap': 'avg', 'map': 'map', 'none': ''}
+
+
+def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
+  """Any ViT of timm's layout: the named entry point of its size, or
+  vit_base_patch16_224 with model_args saying the sizes."""
+  mlp_ratio = core.ratio(model.mlp_dim, model.width)
+  if model.layer_norm_eps != 1e-6 or mlp_ratio is None:
+    return core.no_timm_model('timm\'s ViT has LayerNorm eps 1e-6 and an '
+                              'MLP of int(width * mlp_ratio)')
+  size = {letter: name for name, letter in _SIZES.items()}.get(
+      core.variant_of(model, models.vit.VARIANTS))
+  name = f'vit_{size}_patch{model.patch_size}_{image_size[0]}'
+  pool = _TIMM_POOLING[model.pool_type]
+  return core.TimmModel(
+      name if name in _WRITTEN_NAMES else 'vit_base_patch16_224',
+      dict(img_size=core.side(image_size), patch_size=model.patch_size,
+           embed_dim=model.width, depth=model.depth,
+           num_heads=model.num_heads, mlp_ratio=mlp_ratio,
+           class_token=model.pool_type == 'cls', global_pool=pool,
+           fc_norm=model.fc_norm),
+      num_features=model.width, global_pool=pool, fixed_input_size=True)

@@ -2,9 +2,13 @@
 class-attention qkv, read too). BatchNorm running averages are the
 'batch_stats' collection."""
 
+from typing import Tuple
+
 from vit_jax.models import xcit
-from vit_jax.weights.core import (CONV, HEADS_BIAS, HEADS_IN, QKV, Transform,
-                                  attention, batch_norm, dense, entry, norm)
+from vit_jax.weights import core
+from vit_jax.weights.core import (CONV, HEADS_BIAS, HEADS_IN, QKV,
+                                  Architecture, Transform, attention,
+                                  batch_norm, dense, entry, norm)
 
 NAME = 'xcit'
 
@@ -60,3 +64,32 @@ TIMM = [
     *norm('norm', 'norm'),
     *dense('head', 'head'),
 ]
+
+
+# timm's XCiT sizes -> this package's variants.
+_SIZES = {'nano_12': 'N12', 'tiny_12': 'T12', 'small_12': 'S12',
+          'tiny_24': 'T24', 'small_24': 'S24', 'medium_24': 'M24',
+          'large_24': 'L24'}
+
+TIMM_ARCHITECTURES = {
+    f'xcit_{size}_p{patch}_{res}': Architecture(
+        'xcit', dict(variant=f'{_SIZES[size]}/{patch}'), res)
+    for size in _SIZES for patch in (16, 8) for res in (224, 384)}
+
+
+def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
+  """Any XCiT of timm's layout: the named entry point of its size, or
+  xcit_tiny_12_p16_224 with model_args saying the sizes."""
+  if model.layer_norm_eps != 1e-6:
+    return core.no_timm_model('timm\'s XCiT has LayerNorm eps 1e-6')
+  size = {variant: name for name, variant in _SIZES.items()}.get(
+      core.variant_of(model, xcit.VARIANTS))
+  return core.TimmModel(
+      f'xcit_{size}_p{model.patch_size}_224'
+      if size and model.patch_size in (8, 16) else 'xcit_tiny_12_p16_224',
+      dict(img_size=core.side(image_size), patch_size=model.patch_size,
+           embed_dim=model.width, depth=model.depth,
+           num_heads=model.num_heads, mlp_ratio=model.mlp_ratio,
+           cls_attn_layers=model.class_attention_depth,
+           eta=model.layer_scale_init, tokens_norm=model.tokens_norm),
+      num_features=model.width, global_pool='token')
