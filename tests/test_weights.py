@@ -326,7 +326,7 @@ def _table(family, layout):
 def _readers(table, name):
   """The entries one of whose spellings reads `name`."""
   return [item for item in table if any(
-      core._compile(spelling, item.parts).fullmatch(name)  # pylint: disable=protected-access
+      core.pattern(spelling, item.parts).fullmatch(name)
       for spelling in item.theirs)]
 
 
@@ -334,7 +334,7 @@ def _writer(table, path):
   """The index of the entry that exports `path`, or None."""
   for index, item in enumerate(table):
     if (item.ours is not None and not item.read_only
-        and core._compile(item.ours, item.parts).fullmatch(path)):  # pylint: disable=protected-access
+        and core.pattern(item.ours, item.parts).fullmatch(path)):
       return index
   return None
 
@@ -413,3 +413,15 @@ def test_family_tables_are_the_models_families():
       assert module.TIMM_ARCHITECTURES
       assert {architecture.family for architecture in
               module.TIMM_ARCHITECTURES.values()} == {module.NAME}
+
+
+def test_swin_heads_come_from_the_entrys_stage():
+  state_dict, _ = golden_cases.load('swin')
+  # The golden model's last stage has 8 heads; its qkv splits by them.
+  params = weights.from_timm(state_dict, 'swin', **_SWIN_KWARGS)['params']
+  assert params['stage_3']['block_0']['attn']['query']['kernel'].shape == (
+      64, 8, 8)
+  three_stages = dict(_SWIN_KWARGS, depths=(2, 2, 2), num_heads=(2, 2, 4))
+  with pytest.raises(ValueError, match=r'weight of stage 3 matches no stage '
+                     r'of the model \(num_heads \(2, 2, 4\)\)'):
+    weights.from_timm(state_dict, 'swin', **three_stages)

@@ -263,7 +263,7 @@ _PLACEHOLDER = re.compile(r'\{(\d+|part)\}')
 
 
 @functools.lru_cache(maxsize=None)
-def _compile(template: str, parts: Tuple[str, ...]) -> 're.Pattern[str]':
+def pattern(template: str, parts: Tuple[str, ...]) -> 're.Pattern[str]':
   """The regular expression of a template: `{N}` a block index, `{part}`
   one of `parts`; a template ending in '/' is a module prefix, the rest
   of the name kept as it is."""
@@ -299,7 +299,7 @@ def theirs_name(table: Sequence[Entry], path: str) -> str:
   the first convolution's kernel, for timm's config.json)."""
   for item in table:
     if item.ours is not None and not item.read_only:
-      match = _compile(item.ours, item.parts).fullmatch(path)
+      match = pattern(item.ours, item.parts).fullmatch(path)
       if match is not None:
         return _fill(item.theirs[0], match, match.groupdict().get('part', ''))
   raise ValueError(f'{path} has no entry in the table.')
@@ -308,7 +308,7 @@ def theirs_name(table: Sequence[Entry], path: str) -> str:
 def _find(name: str, candidates):
   """The first (template, entry, match) whose template matches `name`."""
   for template, item in candidates:
-    match = _compile(template, item.parts).fullmatch(name)
+    match = pattern(template, item.parts).fullmatch(name)
     if match is not None:
       return item, match
   return None, None

@@ -15,7 +15,8 @@ TIMM = [
     *[e for n in ('norm1', 'norm2')
       for e in norm(f'blocks.{{0}}.{n}', f'block_{{0}}/{n}')],
     *[e for theirs, ours in _MLPS for fc in ('fc1', 'fc2')
-      for e in dense(f'blocks.{{0}}.{theirs}.{fc}', f'block_{{0}}/{ours}/{fc}')],
+      for e in dense(f'blocks.{{0}}.{theirs}.{fc}',
+                     f'block_{{0}}/{ours}/{fc}')],
     *norm('norm', 'pre_head_norm'),
     *dense('head', 'head'),
 ]

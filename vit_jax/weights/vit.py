@@ -22,7 +22,8 @@ TIMM = [
     *attention('encoder/block_{0}/attn', 'blocks.{0}.attn.qkv',
                'blocks.{0}.attn.proj'),
     *[e for fc in _FCS
-      for e in dense(f'blocks.{{0}}.mlp.{fc}', f'encoder/block_{{0}}/mlp/{fc}')],
+      for e in dense(f'blocks.{{0}}.mlp.{fc}',
+                     f'encoder/block_{{0}}/mlp/{fc}')],
     *norm('norm', 'encoder_norm'),
     *norm('fc_norm', 'fc_norm'),
     # MAP head: timm's AttentionPoolLatent (query alone, key and value fused).
