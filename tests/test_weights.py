@@ -16,6 +16,8 @@ from vit_jax import models
 from vit_jax import weights
 from vit_jax.models import get_model
 from vit_jax.models import mae
+from vit_jax.weights import core
+from vit_jax.weights import families
 
 TOL = 1e-4  # float32, against timm on the CPU.
 
@@ -278,3 +280,148 @@ def test_load_init_params_own_needs_the_source_config(tmp_path):
                        match=re.escape(expected) + ' not found'):
       weights.load_init_params('own', str(path), 'vit', patch_size=4,
                                width=32, depth=2, mlp_dim=64, num_heads=2)
+
+
+# ----------------------------------------------------------------------------
+# The two-way tables (`vit_jax.weights.core` and the family modules).
+
+_SWIN_KWARGS = dict(patch_size=2, width=8, depths=(2, 2, 2, 1),
+                    num_heads=(2, 2, 4, 8), window_size=4, num_classes=10)
+# (family, layout, get_model kwargs, image side): together they use every
+# entry of every table that export writes.
+_TABLE_CASES = [
+    *[(family, layout, kwargs, 32)
+      for family, kwargs in golden_cases.MODEL_KWARGS.values()
+      for layout in ('TIMM', 'NPZ')],
+    ('vit', 'HF', golden_cases.MODEL_KWARGS['vit_cls'][1], 32),
+    ('swin', 'TIMM', _SWIN_KWARGS, 32),
+    ('xcit', 'TIMM', dict(patch_size=8, width=24, depth=2, num_heads=4,
+                          mlp_ratio=2.0, num_classes=10), 32),
+    # Patches of 16: a fourth convolution in the patch embedding.
+    ('xcit', 'TIMM', dict(patch_size=16, width=32, depth=1, num_heads=4,
+                          num_classes=0), 32),
+    ('convmixer', 'TIMM', dict(width=16, depth=2, kernel_size=5, patch_size=4,
+                               num_classes=10), 32),
+    ('mae', 'HF', dict(_TINY_MAE, num_channels=3), 16),
+]
+
+
+def _random_flat(family, kwargs, side):
+  """Random variables of the model, flat (unstacked blocks), from shapes
+  alone."""
+  model = get_model(family, **kwargs)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct((1, side, side, 3),
+                                               jnp.float32))
+  rng = np.random.default_rng(0)
+  return model, {path: rng.normal(size=leaf.shape).astype(np.float32)
+                 for path, leaf in weights.flatten_variables(shapes).items()}
+
+
+def _table(family, layout):
+  (module,) = [m for m in families.FAMILIES if m.NAME == family]
+  return getattr(module, layout)
+
+
+def _readers(table, name):
+  """The entries one of whose spellings reads `name`."""
+  return [item for item in table if any(
+      core.pattern(spelling, item.parts).fullmatch(name)
+      for spelling in item.theirs)]
+
+
+def _writer(table, path):
+  """The index of the entry that exports `path`, or None."""
+  for index, item in enumerate(table):
+    if (item.ours is not None and not item.read_only
+        and core.pattern(item.ours, item.parts).fullmatch(path)):
+      return index
+  return None
+
+
+@pytest.mark.parametrize('family,layout,kwargs,side', _TABLE_CASES)
+def test_table_round_trip_is_exact(family, layout, kwargs, side):
+  table = _table(family, layout)
+  model, flat = _random_flat(family, kwargs, side)
+  keep = layout == 'NPZ'  # the same Flax names where no entry renames
+  theirs = core.to_theirs(flat, table, 'test layout', keep_unmatched=keep)
+  back = core.to_ours(theirs, table, model, 'test state dict',
+                      keep_unmatched=keep)
+  assert sorted(back) == sorted(flat)
+  for path, value in flat.items():
+    assert back[path].dtype == value.dtype, path
+    np.testing.assert_array_equal(back[path], value, err_msg=path)
+  # Each exported name is read by exactly one entry: none shadows another.
+  for name in theirs:
+    readers = _readers(table, name)
+    assert len(readers) == 1 or (keep and not readers), (name, readers)
+
+
+def test_every_written_entry_is_exercised_by_the_table_cases():
+  """The cases above export through every entry that export writes, so
+  the round trip covers them all."""
+  used = set()
+  for family, layout, kwargs, side in _TABLE_CASES:
+    table = _table(family, layout)
+    _, flat = _random_flat(family, kwargs, side)
+    used.update((family, layout, _writer(table, path)) for path in flat)
+  for module in families.FAMILIES:
+    for layout in ('TIMM', 'HF', 'NPZ'):
+      for index, item in enumerate(getattr(module, layout, ())):
+        if item.ours is not None and not item.read_only:
+          assert (module.NAME, layout, index) in used, (module.NAME, layout,
+                                                        item)
+
+
+def test_table_errors_name_the_entry():
+  one_way = core.Transform('squeeze', lambda x, heads: x[0], None)
+  table = [core.entry('a.weight', 'a/kernel', one_way),
+           *core.dense('b', 'b')]
+  flat = {'a/kernel': np.ones((1, 2), np.float32)}
+  with pytest.raises(ValueError, match=r"'a\.weight' -> 'a/kernel' of test "
+                     r"layout has no export: its transform 'squeeze' has no "
+                     r'inverse'):
+    core.to_theirs(flat, table, 'test layout')
+  with pytest.raises(ValueError, match=r"1 variables have no counterpart in "
+                     r"test layout: \['c/kernel \(2,\)'\]"):
+    core.to_theirs({'c/kernel': np.ones(2)}, table, 'test layout')
+  with pytest.raises(ValueError, match=r"1 test state dict entries have no "
+                     r"counterpart in this model family: \['c\.weight "
+                     r"\(3,\)'\]"):
+    core.to_ours({'b.weight': np.ones((2, 2)), 'c.weight': np.ones(3)},
+                 table, None, 'test state dict')
+  # A fused group needs all its parts.
+  fused = core.dense('qkv', 'attn/{part}', core.HEADS_IN, core.HEADS_BIAS,
+                     parts=core.QKV)
+  with pytest.raises(ValueError, match=r"qkv\.weight of test layout needs "
+                     r"\['query', 'key', 'value'\]; the variables lack "
+                     r"\['value'\]"):
+    core.to_theirs({'attn/query/kernel': np.ones((4, 2, 2)),
+                    'attn/key/kernel': np.ones((4, 2, 2))}, fused,
+                   'test layout')
+
+
+def test_family_tables_are_the_models_families():
+  names = [module.NAME for module in families.FAMILIES]
+  assert len(set(names)) == len(names)
+  assert set(names) <= set(models.MODELS)
+  assert weights.IMPORTABLE == tuple(
+      module.NAME for module in families.FAMILIES if hasattr(module, 'TIMM'))
+  # A family read from timm names its architectures, each built as itself.
+  for module in families.FAMILIES:
+    if hasattr(module, 'TIMM'):
+      assert module.TIMM_ARCHITECTURES
+      assert {architecture.family for architecture in
+              module.TIMM_ARCHITECTURES.values()} == {module.NAME}
+
+
+def test_swin_heads_come_from_the_entrys_stage():
+  state_dict, _ = golden_cases.load('swin')
+  # The golden model's last stage has 8 heads; its qkv splits by them.
+  params = weights.from_timm(state_dict, 'swin', **_SWIN_KWARGS)['params']
+  assert params['stage_3']['block_0']['attn']['query']['kernel'].shape == (
+      64, 8, 8)
+  three_stages = dict(_SWIN_KWARGS, depths=(2, 2, 2), num_heads=(2, 2, 4))
+  with pytest.raises(ValueError, match=r'weight of stage 3 matches no stage '
+                     r'of the model \(num_heads \(2, 2, 4\)\)'):
+    weights.from_timm(state_dict, 'swin', **three_stages)

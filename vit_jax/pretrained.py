@@ -31,6 +31,10 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 from vit_jax import models
 from vit_jax import weights
+from vit_jax.weights import families
+# How a timm architecture is built here (family, get_model kwargs,
+# resolution).
+from vit_jax.weights.core import Architecture
 # Weights out: export(variables, family, format) and save(state, path,
 # format), the inverse of `load` and the importers (`vit_jax.export`).
 from vit_jax.export import export  # pylint: disable=unused-import
@@ -47,13 +51,6 @@ DEFAULT_CROP_MODE = 'center'
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 HUB_ORGANISATION = 'timm'
-
-
-class Architecture(NamedTuple):
-  """How a timm architecture is built here."""
-  family: str  # a key of models.MODELS
-  model_kwargs: Mapping[str, Any]  # get_model(family, **model_kwargs)
-  image_size: int  # the resolution the architecture's name is for
 
 
 class Preprocessing(NamedTuple):
@@ -83,77 +80,13 @@ class Pretrained(NamedTuple):
 # ----------------------------------------------------------------------------
 # The supported timm architectures.
 
-
-def _vit(variant: str, image_size: int, pool_type: str = 'cls',
-         **options) -> Architecture:
-  return Architecture('vit', dict(variant=variant, pool_type=pool_type,
-                                  **options), image_size)
-
-
-_VIT_SIZES = {'tiny': 'Ti', 'small': 'S', 'base': 'B', 'large': 'L',
-              'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
-
-# timm's SigLIP So400m image tower (Alabdulmohsin et al. 2023, "Getting ViT
-# in Shape"): a size of no named variant.
-_SO400M = dict(width=1152, depth=27, mlp_dim=4304, num_heads=16)
-
-_XCIT_SIZES = {'nano_12': 'N12', 'tiny_12': 'T12', 'small_12': 'S12',
-               'tiny_24': 'T24', 'small_24': 'S24', 'medium_24': 'M24',
-               'large_24': 'L24'}
-
+# timm architecture name -> how it is built here: each family's rows
+# (`TIMM_ARCHITECTURES` of its module in `vit_jax.weights`, beside its
+# tables), in the order of `weights.families.FAMILIES`.
 SUPPORTED: Dict[str, Architecture] = {
-    # ViT (and AugReg's, Steiner et al. 2021): class token, learned
-    # position embedding.
-    **{f'vit_{size}_patch{patch}_{res}': _vit(f'{_VIT_SIZES[size]}/{patch}',
-                                              res)
-       for size, patch, res in (
-           ('tiny', 16, 224), ('tiny', 16, 384), ('small', 32, 224),
-           ('small', 32, 384), ('small', 16, 224), ('small', 16, 384),
-           ('small', 8, 224), ('base', 32, 224), ('base', 32, 384),
-           ('base', 16, 224), ('base', 16, 384), ('base', 8, 224),
-           ('large', 32, 224), ('large', 32, 384), ('large', 16, 224),
-           ('large', 16, 384), ('large', 14, 224), ('huge', 14, 224),
-           ('giant', 14, 224), ('gigantic', 14, 224))},
-    # DeiT (Touvron et al. 2021) without the distillation token: plain ViTs.
-    **{f'deit_{size}_patch16_{res}': _vit(f'{_VIT_SIZES[size]}/16', res)
-       for size, res in (('tiny', 224), ('small', 224), ('base', 224),
-                         ('base', 384))},
-    # Global average pooling of the normalised tokens, no class token.
-    'vit_base_patch16_gap_224': _vit('B/16', 224, 'gap', num_heads=16,
-                                     fc_norm=False),
-    'vit_huge_patch14_gap_224': _vit('H/14', 224, 'gap', fc_norm=False),
-    'vit_huge_patch16_gap_448': _vit('H/16', 448, 'gap', fc_norm=False),
-    'vit_giant_patch16_gap_224': _vit('g/16', 224, 'gap', fc_norm=False),
-    # SigLIP image towers (Zhai et al. 2023): MAP pooling, no class token.
-    # (timm's SigLIP 2 towers use the tanh GELU, which ViT here does not.)
-    **{f'vit_base_patch16_siglip_{res}': _vit('B/16', res, 'map')
-       for res in (224, 256, 384, 512)},
-    **{f'vit_large_patch16_siglip_{res}': _vit('L/16', res, 'map')
-       for res in (256, 384)},
-    **{f'vit_so400m_patch14_siglip_{res}': Architecture(
-        'vit', dict(_SO400M, patch_size=14, pool_type='map'), res)
-       for res in (224, 378)},
-    # MLP-Mixer.
-    **{f'mixer_{size}{patch}_224': Architecture(
-        'mixer', dict(variant=f'{size.upper()}/{patch}'), 224)
-       for size in ('s', 'b', 'l') for patch in (32, 16)},
-    # Swin: window 7 at 224 px, 12 at 384 px.
-    **{f'swin_{size}_patch4_window{window}_{res}': Architecture(
-        'swin', dict(variant=f'{size[0].upper()}/4', window_size=window), res)
-       for size, window, res in (
-           ('tiny', 7, 224), ('small', 7, 224), ('base', 7, 224),
-           ('base', 12, 384), ('large', 7, 224), ('large', 12, 384))},
-    # XCiT.
-    **{f'xcit_{size}_p{patch}_{res}': Architecture(
-        'xcit', dict(variant=f'{_XCIT_SIZES[size]}/{patch}'), res)
-       for size in _XCIT_SIZES for patch in (16, 8) for res in (224, 384)},
-    # ConvMixer.
-    'convmixer_1536_20': Architecture('convmixer', dict(variant='1536/20'),
-                                      224),
-    'convmixer_768_32': Architecture('convmixer', dict(variant='768/32'), 224),
-    'convmixer_1024_20_ks9_p14': Architecture(
-        'convmixer', dict(variant='1024/20'), 224),
-}
+    name: architecture for family in families.FAMILIES
+    for name, architecture in getattr(family, 'TIMM_ARCHITECTURES',
+                                      {}).items()}
 
 
 def _describe(architecture: Architecture) -> str:

@@ -34,8 +34,10 @@ or concatenation: the round trip through the importers is exact.
 
 `python -m vit_jax.export --workdir=DIR --format=timm|npz|hf --out=PATH
 [--step=N] [--image_size=N]` exports a training run's checkpoint
-(`__main__.py`). `layouts.py` holds the renaming rules, `configs.py` the
-config.json files.
+(`__main__.py`). The names and transforms come from the same tables as
+the importers' (`vit_jax.weights`' family modules, through
+`weights.timm.to_timm`, `weights.hf.to_hf`, `weights.npz.to_npz`);
+`configs.py` writes the config.json files.
 """
 
 # `format` names the export format, as in the API asked for.
@@ -47,22 +49,24 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax import paths
-from vit_jax import weights
 from vit_jax.export import configs
-from vit_jax.export import layouts
 from vit_jax.models import common
+from vit_jax.weights import core
+from vit_jax.weights import hf
+from vit_jax.weights import npz
+from vit_jax.weights import timm
 
 FORMATS = ('timm', 'npz', 'hf')
 # Format -> the model families it can hold.
 FAMILIES = {
-    'timm': ('vit', 'mixer', 'swin', 'xcit', 'convmixer'),
-    'npz': ('vit', 'mixer'),
+    'timm': tuple(timm.TABLES),
+    'npz': tuple(npz.TABLES),
+    # transformers' config.json is written for ViTForImageClassification.
     'hf': ('vit',),
 }
 
@@ -104,7 +108,7 @@ def _flat_variables(variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
   unstacked = {collection: common.unstack_blocks(jax.tree.map(np.asarray,
                                                               dict(tree)))
                for collection, tree in variables.items()}
-  return weights.flatten_variables(unstacked)
+  return core.flatten_variables(unstacked)
 
 
 _INPUT_KERNELS = ('patch_embed/kernel', 'stem/kernel',
@@ -134,11 +138,7 @@ def _as_pair(image_size: ImageSize) -> Tuple[int, int]:
 def _check_fits(flat: Mapping[str, np.ndarray], model,
                 image_size: Tuple[int, int], channels: int) -> None:
   """The variables have exactly the shapes `model` has at `image_size`."""
-  unrolled = model.clone(scan=False) if getattr(model, 'scan', False) else model
-  images = jax.ShapeDtypeStruct((1, *image_size, channels), jnp.float32)
-  expected = {path: tuple(leaf.shape) for path, leaf in
-              weights.flatten_variables(jax.eval_shape(
-                  unrolled.init, jax.random.PRNGKey(0), images)).items()}
+  expected = core.expected_shapes(model, image_size, channels)
   missing = sorted(f'{p} {s}' for p, s in expected.items() if p not in flat)
   extra = sorted(f'{p} {tuple(flat[p].shape)}' for p in flat
                  if p not in expected)
@@ -199,9 +199,7 @@ def export(variables: Mapping[str, Any], family: str, format: str,
         model.width, num_prefix_tokens=prefix)[None]  # [1, N, D]
 
   if format == 'npz':
-    return StateDict({layouts.rename_npz(path, family):
-                      np.ascontiguousarray(value)
-                      for path, value in flat.items()})
+    return StateDict(npz.to_npz(flat, family))
   if format == 'hf':
     problems = [problem for problem, bad in (
         (f'pool_type {model.pool_type!r} (it needs \'cls\')',
@@ -213,11 +211,9 @@ def export(variables: Mapping[str, Any], family: str, format: str,
           f'transformers\' ViTForImageClassification is a class-token ViT '
           f'with a head; this one has {" and ".join(problems)}. The timm '
           f'format holds every ViT.')
-    return StateDict(layouts.convert(flat, layouts.HF_VIT_RULES,
-                                     'transformers\' ViT'),
+    return StateDict(hf.to_hf(flat, family),
                      configs.hf_config(model, image_size, channels))
-  return StateDict(layouts.convert(flat, layouts.TIMM_RULES[family],
-                                   f'timm\'s {family} layout'),
+  return StateDict(timm.to_timm(flat, family),
                    configs.timm_config(family, model, image_size, channels,
                                        pretrained_cfg))
 

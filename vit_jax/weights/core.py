@@ -1,0 +1,539 @@
+"""What every weight layout shares: the two-way table entries, the paired
+transforms, applying a table in either direction, flat parameter dicts,
+position-embedding resampling and fitting converted parameters to a model.
+
+A family's table (`vit_jax.weights.vit`, ...) is a list of `Entry`s, one per
+parameter (or fused group, or module prefix for the `.npz` layout): the
+other layout's name (`theirs`, with spellings read besides the one
+written), this package's flat path (`ours`) and the `Transform` between
+the two. Both names are templates whose `{0}`, `{1}` stand for block
+indices and whose `{part}` for the parts of a fused tensor (timm's qkv).
+`to_ours` reads a state dict through the table (import), `to_theirs`
+writes one (export); the same entry serves both, so the round trip is
+exact by construction: every transform is a transpose, reshape or
+split / concatenation.
+"""
+
+import functools
+import logging
+import re
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import models
+from vit_jax.models import common
+
+FlatParams = Dict[str, np.ndarray]
+ImageSize = Union[int, Tuple[int, int]]
+
+# In a flat path, '<collection>:<path>' names a variable of a collection
+# other than 'params' (e.g. 'batch_stats:stem/bn/mean').
+COLLECTION_SEPARATOR = ':'
+
+
+# ----------------------------------------------------------------------------
+# Flat '/'-joined parameter dicts.
+
+
+def flatten(params: Mapping[str, Any], prefix: str = '') -> FlatParams:
+  flat = {}
+  for name, value in params.items():
+    path = f'{prefix}{name}'
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, path + '/'))
+    else:
+      flat[path] = value
+  return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+  tree: Dict[str, Any] = {}
+  for path, value in flat.items():
+    *parents, leaf = path.split('/')
+    node = tree
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = value
+  return tree
+
+
+def flatten_variables(variables: Mapping[str, Any]) -> FlatParams:
+  """{'params': tree, 'batch_stats': tree} -> flat paths; a collection
+  other than 'params' prefixes its paths with '<collection>:'."""
+  flat = {}
+  for collection, tree in variables.items():
+    prefix = '' if collection == 'params' else (collection
+                                               + COLLECTION_SEPARATOR)
+    flat.update(flatten(tree, prefix))
+  return flat
+
+
+def unflatten_variables(flat: Mapping[str, Any]) -> Dict[str, Any]:
+  """Inverse of `flatten_variables`; always has 'params'."""
+  by_collection: Dict[str, Dict[str, Any]] = {'params': {}}
+  for path, value in flat.items():
+    collection, sep, rest = path.partition(COLLECTION_SEPARATOR)
+    if sep:
+      by_collection.setdefault(collection, {})[rest] = value
+    else:
+      by_collection['params'][path] = value
+  return {collection: unflatten(entries)
+          for collection, entries in by_collection.items()}
+
+
+# ----------------------------------------------------------------------------
+# Transforms: each named once, with both directions.
+
+
+class Transform(NamedTuple):
+  """How an array changes between the other layout and ours.
+
+  to_ours(array, heads) imports (heads: the attention heads of the entry,
+  for transforms that split a width into heads; else None); to_theirs(array)
+  exports. None where a direction does not exist (a buffer of the reference
+  code has neither)."""
+  name: str
+  to_ours: Optional[Callable[[np.ndarray, Optional[int]], np.ndarray]]
+  to_theirs: Optional[Callable[[np.ndarray], np.ndarray]]
+  uses_heads: bool = False
+
+
+SAME = Transform('same', lambda x, heads: x, lambda x: x)
+# torch Linear [out, in] <-> Dense kernel [in, out].
+LINEAR = Transform('linear', lambda w, heads: w.T, lambda kernel: kernel.T)
+# torch Conv2d [out, in, kh, kw] <-> HWIO (depthwise [D, 1, k, k] <->
+# feature-group kernels [k, k, 1, D] alike).
+CONV = Transform('conv', lambda w, heads: w.transpose(2, 3, 1, 0),
+                 lambda kernel: kernel.transpose(3, 2, 0, 1))
+# Linear [heads*hd, D] <-> DenseGeneral [D, heads, hd] (query, key, value).
+HEADS_IN = Transform(
+    'heads_in', lambda w, heads: w.T.reshape(w.shape[1], heads, -1),
+    lambda kernel: kernel.reshape(kernel.shape[0], -1).T, uses_heads=True)
+# [heads*hd] <-> [heads, hd].
+HEADS_BIAS = Transform('heads_bias', lambda b, heads: b.reshape(heads, -1),
+                       lambda bias: bias.reshape(-1), uses_heads=True)
+# The output projection: Linear [D, heads*hd] <-> [heads, hd, D].
+HEADS_OUT = Transform(
+    'heads_out', lambda w, heads: w.T.reshape(heads, -1, w.shape[0]),
+    lambda kernel: kernel.reshape(-1, kernel.shape[-1]).T, uses_heads=True)
+# A constant the reference code saves (older timm's Swin masks, BatchNorm's
+# counter, MAE's sin-cos tables): recomputed here, so nothing to import.
+BUFFER = Transform('buffer', None, None)
+
+QKV = ('query', 'key', 'value')
+
+
+def model_heads(model, index: Tuple[int, ...]) -> int:
+  """The usual heads of an entry: the model's `num_heads`."""
+  del index
+  return model.num_heads
+
+
+Spellings = Union[str, Sequence[str]]
+
+
+class Entry(NamedTuple):
+  """One parameter (or fused group, or module prefix) in both layouts."""
+  # The other layout's names; the first is the one export writes, the
+  # others are read too (older releases, other libraries' spellings).
+  theirs: Tuple[str, ...]
+  ours: Optional[str]  # None: a buffer, dropped on import
+  transform: Transform = SAME
+  # Fused tensors: the values of `{part}` in `ours`, in their order along
+  # axis 0 of theirs.
+  parts: Tuple[str, ...] = ()
+  # (model, block indices) -> the attention heads, for HEADS_* transforms.
+  heads: Callable[[Any, Tuple[int, ...]], int] = model_heads
+  read_only: bool = False  # imported, never exported
+
+
+def entry(theirs: Spellings, ours: Optional[str],
+          transform: Transform = SAME, **options) -> Entry:
+  return Entry(_spellings(theirs), ours, transform, **options)
+
+
+def buffer(theirs: Spellings) -> Entry:
+  return Entry(_spellings(theirs), None, BUFFER)
+
+
+def _spellings(theirs: Spellings) -> Tuple[str, ...]:
+  return (theirs,) if isinstance(theirs, str) else tuple(theirs)
+
+
+def _suffixed(theirs: Spellings, suffix: str) -> Tuple[str, ...]:
+  return tuple(name + suffix for name in _spellings(theirs))
+
+
+def norm(theirs: Spellings, ours: str, **options) -> List[Entry]:
+  """A LayerNorm (or a BatchNorm's affine part): weight <-> scale."""
+  return [entry(_suffixed(theirs, '.weight'), ours + '/scale', **options),
+          entry(_suffixed(theirs, '.bias'), ours + '/bias', **options)]
+
+
+def dense(theirs: Spellings, ours: str, kernel: Transform = LINEAR,
+          bias: Transform = SAME, **options) -> List[Entry]:
+  return [entry(_suffixed(theirs, '.weight'), ours + '/kernel', kernel,
+                **options),
+          entry(_suffixed(theirs, '.bias'), ours + '/bias', bias, **options)]
+
+
+def batch_norm(theirs: str, ours: str) -> List[Entry]:
+  """Affine parameters, running averages (the 'batch_stats' collection)
+  and torch's counter (`num_batches_tracked`, written 0 on export)."""
+  stats = 'batch_stats' + COLLECTION_SEPARATOR + ours
+  return [*norm(theirs, ours),
+          entry(theirs + '.running_mean', stats + '/mean'),
+          entry(theirs + '.running_var', stats + '/var'),
+          buffer(theirs + '.num_batches_tracked')]
+
+
+def attention(ours: str, qkv: Union[Spellings, Mapping[str, Spellings]],
+              out: Spellings, **options) -> List[Entry]:
+  """`common.Attention` at `ours`: query / key / value fused into one
+  Linear `qkv` (its name), or separate (a dict part -> name); `out`, the
+  output projection."""
+  if isinstance(qkv, Mapping):
+    inputs = [e for part in QKV for e in dense(
+        qkv[part], f'{ours}/{part}', HEADS_IN, HEADS_BIAS, **options)]
+  else:
+    inputs = dense(qkv, ours + '/{part}', HEADS_IN, HEADS_BIAS, parts=QKV,
+                   **options)
+  return [*inputs, *dense(out, ours + '/out', HEADS_OUT, **options)]
+
+
+# ----------------------------------------------------------------------------
+# A family's timm models: the architectures read by name
+# (`vit_jax.pretrained.SUPPORTED`) and the config.json export writes.
+
+
+class Architecture(NamedTuple):
+  """How a timm architecture is built here."""
+  family: str  # a key of models.MODELS
+  model_kwargs: Mapping[str, Any]  # get_model(family, **model_kwargs)
+  image_size: int  # the resolution the architecture's name is for
+
+
+class TimmModel(NamedTuple):
+  """A model of this package as timm builds it: the entry point
+  (`architecture`) and its `model_args`; None, with `reason`, where no
+  timm entry point can express the model. The other fields are the
+  family's entries of timm's hub config.json."""
+  architecture: Optional[str]
+  model_args: Dict[str, Any]
+  reason: str = ''
+  num_features: int = 0
+  global_pool: Optional[str] = 'avg'  # falsy: not written
+  fixed_input_size: bool = False
+
+
+def no_timm_model(reason: str) -> TimmModel:
+  return TimmModel(None, {}, reason)
+
+
+def variant_of(model, table: Mapping[str, Mapping[str, Any]]
+               ) -> Optional[str]:
+  """The row of a variant table whose every entry the model has."""
+  for name, size in table.items():
+    if all(getattr(model, key) == (tuple(value) if isinstance(value, list)
+                                   else value)
+           for key, value in size.items()):
+      return name
+  return None
+
+
+def ratio(hidden: int, width: int) -> Optional[float]:
+  """hidden / width, if timm's int(width * ratio) gives `hidden` back."""
+  value = hidden / width
+  return value if int(width * value) == hidden else None
+
+
+def side(image_size: Tuple[int, int]) -> Union[int, List[int]]:
+  """timm's img_size: one side for a square, else [height, width]."""
+  return image_size[0] if image_size[0] == image_size[1] else list(image_size)
+
+
+# ----------------------------------------------------------------------------
+# Templates.
+
+_PLACEHOLDER = re.compile(r'\{(\d+|part)\}')
+
+
+@functools.lru_cache(maxsize=None)
+def pattern(template: str, parts: Tuple[str, ...]) -> 're.Pattern[str]':
+  """The regular expression of a template: `{N}` a block index, `{part}`
+  one of `parts`; a template ending in '/' is a module prefix, the rest
+  of the name kept as it is."""
+  pieces, position = [], 0
+  for match in _PLACEHOLDER.finditer(template):
+    pieces.append(re.escape(template[position:match.start()]))
+    if match[1] == 'part':
+      pieces.append('(?P<part>' + '|'.join(map(re.escape, parts)) + ')')
+    else:
+      pieces.append(rf'(?P<index{match[1]}>\d+)')
+    position = match.end()
+  pieces.append(re.escape(template[position:]))
+  if template.endswith('/'):
+    pieces.append('(?P<rest>.*)')
+  return re.compile(''.join(pieces))
+
+
+def _indices(match: 're.Match[str]') -> Tuple[str, ...]:
+  groups = match.groupdict()
+  count = sum(1 for name in groups if name.startswith('index'))
+  return tuple(groups[f'index{n}'] for n in range(count))
+
+
+def _fill(template: str, match: 're.Match[str]', part: str = '') -> str:
+  """`template` with the block indices (and the rest of a prefix) of
+  `match`, a match of the entry's other template."""
+  filled = template.format(*_indices(match), part=part)
+  return filled + (match['rest'] if template.endswith('/') else '')
+
+
+def theirs_name(table: Sequence[Entry], path: str) -> str:
+  """The name export writes for our variable `path` (e.g. timm's name of
+  the first convolution's kernel, for timm's config.json)."""
+  for item in table:
+    if item.ours is not None and not item.read_only:
+      match = pattern(item.ours, item.parts).fullmatch(path)
+      if match is not None:
+        return _fill(item.theirs[0], match, match.groupdict().get('part', ''))
+  raise ValueError(f'{path} has no entry in the table.')
+
+
+def _find(name: str, candidates):
+  """The first (template, entry, match) whose template matches `name`."""
+  for template, item in candidates:
+    match = pattern(template, item.parts).fullmatch(name)
+    if match is not None:
+      return item, match
+  return None, None
+
+
+# ----------------------------------------------------------------------------
+# Applying a table: import (theirs -> ours) and export (ours -> theirs).
+
+
+def to_ours(source: Mapping[str, Any], table: Sequence[Entry], model,
+            source_name: str, keep_unmatched: bool = False) -> FlatParams:
+  """Import: renames and transforms every entry of `source` by the first
+  table entry one of whose spellings matches it; a name no entry matches
+  is an error (or kept as it is, with `keep_unmatched`)."""
+  candidates = [(name, item) for item in table for name in item.theirs]
+  converted: FlatParams = {}
+  unknown: List[str] = []
+  for name, array in source.items():
+    array = np.asarray(array)
+    item, match = _find(name, candidates)
+    if item is None:
+      if keep_unmatched:
+        converted[name] = array
+      else:
+        unknown.append(f'{name} {tuple(array.shape)}')
+      continue
+    if item.ours is None:  # a buffer
+      continue
+    if item.transform.to_ours is None:
+      raise ValueError(f'The table entry {item.theirs[0]!r} -> '
+                       f'{item.ours!r} has no import: its transform '
+                       f'{item.transform.name!r} converts one way only.')
+    heads = (item.heads(model, tuple(map(int, _indices(match))))
+             if item.transform.uses_heads else None)
+    if item.parts:
+      pieces = np.split(array, len(item.parts), axis=0)
+      for part, piece in zip(item.parts, pieces):
+        converted[_fill(item.ours, match, part)] = item.transform.to_ours(
+            piece, heads)
+    else:
+      converted[_fill(item.ours, match)] = item.transform.to_ours(array,
+                                                                  heads)
+  if unknown:
+    raise ValueError(
+        f'{len(unknown)} {source_name} entries have no counterpart in this '
+        f'model family: {unknown}')
+  return converted
+
+
+def to_theirs(flat: Mapping[str, Any], table: Sequence[Entry], layout: str,
+              keep_unmatched: bool = False) -> Dict[str, np.ndarray]:
+  """Export: every variable of `flat` (flat paths of unstacked blocks)
+  renamed and transformed by the first table entry whose `ours` matches it
+  (read-only entries and buffers aside); fused parts are concatenated in
+  the entry's order. A variable no entry matches is an error (or kept as it
+  is, with `keep_unmatched`). A BatchNorm's `running_mean` brings torch's
+  `num_batches_tracked` counter with it (int64 0, as timm keeps it)."""
+  candidates = [(item.ours, item) for item in table
+                if item.ours is not None and not item.read_only]
+  converted: Dict[str, np.ndarray] = {}
+  fused: Dict[str, Tuple[Tuple[str, ...], Dict[str, np.ndarray]]] = {}
+  unknown = []
+  for path, array in flat.items():
+    array = np.asarray(array)
+    item, match = _find(path, candidates)
+    if item is None:
+      if keep_unmatched:
+        converted[path] = np.ascontiguousarray(array)
+      else:
+        unknown.append(f'{path} {tuple(array.shape)}')
+      continue
+    if item.transform.to_theirs is None:
+      raise ValueError(f'The table entry {item.theirs[0]!r} -> '
+                       f'{item.ours!r} of {layout} has no export: its '
+                       f'transform {item.transform.name!r} has no inverse.')
+    target = _fill(item.theirs[0], match)
+    value = np.ascontiguousarray(item.transform.to_theirs(array))
+    if item.parts:
+      fused.setdefault(target, (item.parts, {}))[1][match['part']] = value
+    else:
+      converted[target] = value
+    if target.endswith('.running_mean'):
+      converted[target[:-len('running_mean')] + 'num_batches_tracked'] = (
+          np.zeros((), np.int64))
+  if unknown:
+    raise ValueError(f'{len(unknown)} variables have no counterpart in '
+                     f'{layout}: {unknown}')
+  for target, (parts, found) in fused.items():
+    missing = [part for part in parts if part not in found]
+    if missing:
+      raise ValueError(f'{target} of {layout} needs {list(parts)}; the '
+                       f'variables lack {missing}.')
+    converted[target] = np.concatenate([found[part] for part in parts])
+  return converted
+
+
+# ----------------------------------------------------------------------------
+# Position embeddings.
+
+
+def resample_posemb(posemb: np.ndarray, grid: Tuple[int, int],
+                    num_prefix_tokens: int) -> np.ndarray:
+  """Bilinear resampling of a learned position embedding to a new grid.
+
+  posemb: [1, prefix + h*w, D] with a square old grid; the prefix rows (the
+  class token's) are kept as they are (ViT paper, Sec. 3.2, "Fine-tuning
+  and higher resolution").
+  """
+  prefix, patch_rows = posemb[:, :num_prefix_tokens], posemb[
+      :, num_prefix_tokens:]
+  old_side = int(round(np.sqrt(patch_rows.shape[1])))
+  if old_side * old_side != patch_rows.shape[1]:
+    raise ValueError(
+        f'Cannot resample a position embedding of {patch_rows.shape[1]} '
+        f'patch positions: not a square grid.')
+  width = posemb.shape[-1]
+  old_grid = patch_rows.reshape(old_side, old_side, width)
+  new_grid = jax.image.resize(jnp.asarray(old_grid, jnp.float32),
+                              (grid[0], grid[1], width), method='bilinear')
+  new_rows = np.asarray(new_grid).reshape(1, grid[0] * grid[1], width)
+  return np.concatenate([prefix, new_rows.astype(posemb.dtype)], axis=1)
+
+
+# ----------------------------------------------------------------------------
+# Fitting converted parameters to a model.
+
+def expected_shapes(model, image_size: Tuple[int, int],
+                     channels: int) -> Dict[str, Tuple[int, ...]]:
+  unrolled = model.clone(scan=False) if getattr(model, 'scan', False) else model
+  images = jax.ShapeDtypeStruct((1, *image_size, channels), jnp.float32)
+  variables = jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), images)
+  return {path: tuple(leaf.shape)
+          for path, leaf in flatten_variables(variables).items()}
+
+
+def _input_channels(loaded: FlatParams, model,
+                    image_size: Tuple[int, int]) -> int:
+  """The image channels `loaded` was trained on: read from the parameters
+  that take the images (those whose shape follows the number of channels,
+  e.g. the patch embedding's kernel). 3 when `loaded` has none of them:
+  they are then reported with the other missing parameters. A model that
+  fixes its channels (MAE's `num_channels`) takes only those."""
+  if hasattr(model, 'num_channels'):
+    return model.num_channels
+  grey = expected_shapes(model, image_size, 1)
+  pair = expected_shapes(model, image_size, 2)
+  channels = set()
+  for path, shape in grey.items():
+    if path in loaded and pair.get(path) != shape:
+      axis = next(i for i, (a, b) in enumerate(zip(shape, pair[path]))
+                  if a != b)
+      if np.ndim(loaded[path]) == len(shape):
+        channels.add(np.shape(loaded[path])[axis])
+  if len(channels) > 1:
+    raise ValueError(f'The checkpoint\'s input layers disagree on the '
+                     f'number of image channels: {sorted(channels)}.')
+  return channels.pop() if channels else 3
+
+
+def fit_to_model(loaded: FlatParams, name: str, model,
+                  image_size: Optional[ImageSize],
+                  source_name: str) -> Dict[str, Any]:
+  """Checks, resamples and completes `loaded` (flat, see
+  `flatten_variables`) for `model` (of family `name`); returns its
+  variables."""
+  if image_size is None:
+    image_size = models.checkpoint_image_size(name, model, loaded)
+  elif isinstance(image_size, int):
+    image_size = (image_size, image_size)
+  expected = expected_shapes(model, image_size,
+                              _input_channels(loaded, model, image_size))
+  loaded = dict(loaded)
+
+  if 'pos_embed' in loaded and 'pos_embed' in expected:
+    old_shape, new_shape = loaded['pos_embed'].shape, expected['pos_embed']
+    prefix = 1 if 'cls_token' in expected else 0
+    same_prefix = prefix == (1 if 'cls_token' in loaded else 0)
+    if old_shape != new_shape and old_shape[-1] == new_shape[-1] and (
+        same_prefix):
+      grid = (image_size[0] // model.patch_size,
+              image_size[1] // model.patch_size)
+      logging.info('Resampling position embedding %s -> %s.', old_shape,
+                   new_shape)
+      loaded['pos_embed'] = resample_posemb(loaded['pos_embed'], grid, prefix)
+
+  # A new task: drop the old head (and the pre-logits layer, which the ViT
+  # paper removes for fine-tuning, Sec. 3.1) and start a zero head.
+  head_paths = ('head/kernel', 'head/bias')
+  head_changes = any(loaded.get(p, np.zeros(0)).shape != expected.get(p)
+                     for p in head_paths if p in loaded or p in expected)
+  if head_changes:
+    for path in head_paths:
+      loaded.pop(path, None)
+    if 'head/kernel' in expected:
+      logging.info('Replacing the head: new shape %s.',
+                   expected['head/kernel'])
+      loaded['head/kernel'] = np.zeros(expected['head/kernel'], np.float32)
+      loaded['head/bias'] = np.full(expected['head/bias'],
+                                    getattr(model, 'head_bias_init', 0.0),
+                                    np.float32)
+    if 'pre_logits/kernel' not in expected:
+      loaded.pop('pre_logits/kernel', None)
+      loaded.pop('pre_logits/bias', None)
+
+  missing = sorted(f'{p} {expected[p]}' for p in expected if p not in loaded)
+  extra = sorted(f'{p} {tuple(loaded[p].shape)}' for p in loaded
+                 if p not in expected)
+  misshapen = sorted(
+      f'{p}: checkpoint {tuple(loaded[p].shape)} vs model {expected[p]}'
+      for p in loaded if p in expected and tuple(loaded[p].shape) != expected[p])
+  if missing or extra or misshapen:
+    problems = []
+    if missing:
+      problems.append(f'missing from the checkpoint: {missing}')
+    if extra:
+      problems.append(f'unexpected in the checkpoint: {extra}')
+    if misshapen:
+      problems.append(f'shape mismatches: {misshapen}')
+    raise ValueError(
+        f'The {source_name} does not fit the model (wrong variant or '
+        f'options?). ' + '; '.join(problems))
+
+  variables = unflatten_variables(
+      {p: np.asarray(v, np.float32) for p, v in loaded.items()})
+  if getattr(model, 'scan', False):
+    variables = {collection: common.stack_blocks(tree)
+                 for collection, tree in variables.items()}
+  return variables

@@ -1,0 +1,59 @@
+"""Hugging Face transformers state dicts (ViT, ViTMAE): import (`from_hf`)
+and export (`to_hf`) through the families' HF tables."""
+
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from vit_jax import models
+from vit_jax.weights import core
+from vit_jax.weights import families
+
+# Family -> table: 'vit' for ViTModel / ViTForImageClassification, 'mae'
+# for ViTMAEForPreTraining.
+TABLES = families.tables('HF')
+
+HF_IMPORTABLE = tuple(TABLES)
+
+
+def from_hf(state_dict: Mapping[str, Any], name: str,
+            image_size: Optional[core.ImageSize] = None,
+            **model_kwargs) -> Dict[str, Any]:
+  """Converts a Hugging Face transformers state dict to this package's
+  variables.
+
+  Args:
+    state_dict: transformers parameter names to numpy arrays (e.g. a
+      checkpoint's model.safetensors read with
+      `safetensors.numpy.load_file`), in the names of the Hub's checkpoints
+      ('vit.encoder.layer.0.attention.attention.query.weight') or of
+      transformers 5.x's modules ('vit.layers.0.attention.q_proj.weight').
+    name: one of HF_IMPORTABLE: 'vit' (ViTModel, whose pooler becomes the
+      pre-logits layer: pass representation_size=hidden_size; or
+      ViTForImageClassification, whose classifier becomes the head) or
+      'mae' (ViTMAEForPreTraining; its fixed sin-cos tables are dropped).
+    image_size: as for `from_timm`.
+    **model_kwargs: as for `get_model(name, ...)`. transformers' ViTs are
+      class-token models (pool_type='cls', the default), with their
+      config's layer_norm_eps: 1e-12 by default and in Google's ViT
+      checkpoints (this package's default is 1e-6); ViTMAE checkpoints
+      use 1e-6.
+
+  Returns:
+    variables for `get_model(name, **model_kwargs)`: {'params': ...}.
+  """
+  if name not in TABLES:
+    raise ValueError(f'Cannot import Hugging Face checkpoints for model '
+                     f'{name!r}; valid models: {list(HF_IMPORTABLE)}')
+  model = models.get_model(name, **model_kwargs)
+  converted = core.to_ours(state_dict, TABLES[name], model,
+                           'Hugging Face state dict')
+  return core.fit_to_model(converted, name, model, image_size,
+                           'Hugging Face state dict')
+
+
+def to_hf(flat: Mapping[str, np.ndarray],
+          family: str) -> Dict[str, np.ndarray]:
+  """Flat variables (unstacked blocks) -> transformers' names (the Hub's,
+  of ViTForImageClassification for a ViT)."""
+  return core.to_theirs(flat, TABLES[family], 'transformers\' ViT')

@@ -1,0 +1,70 @@
+"""`config.init_from`: the variables a training run starts from, from a
+timm file, a Google `.npz` or another run of this package."""
+
+from typing import Any, Dict, Optional
+
+from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax import paths
+from vit_jax.models import common
+from vit_jax.weights import core
+from vit_jax.weights import npz
+from vit_jax.weights import timm
+
+INIT_KINDS = ('own', 'npz', 'timm')
+
+
+def load_init_params(kind: str, path: str, name: str,
+                     image_size: Optional[core.ImageSize] = None,
+                     **model_kwargs) -> Dict[str, Any]:
+  """Variables to start training from, fitted to `get_model(name, **kwargs)`
+  ({'params'}, plus 'batch_stats' for families with BatchNorm).
+
+  kind: 'own' (a vit_jax training run: its workdir, or the workdir's
+  checkpoints/ directory; the run's model family, read from the workdir's
+  config.json, is converted to `name` by `models.convert_params`, e.g. an
+  MAE run gives its encoder, for `get_model('vit', pool_type='cls',
+  posemb='sincos2d')`), 'npz' (Google's original / big_vision layout),
+  'timm' (a .safetensors or .npz file of a timm state dict). The head is
+  replaced and the position embedding resampled as for `from_timm`.
+  `path` may be local or gs:// (`vit_jax.paths`).
+  """
+  common.check_choice('init_from kind', kind, INIT_KINDS)
+  paths.check_supported(path)
+  if kind == 'npz':
+    return npz.load_npz(path, name, image_size=image_size, **model_kwargs)
+  if kind == 'timm':
+    return timm.from_timm(timm.read(path), name, image_size=image_size,
+                          **model_kwargs)
+  model = models.get_model(name, **model_kwargs)
+  candidate = paths.join(path, 'checkpoints')
+  if paths.isdir(candidate):
+    workdir, directory = path, candidate
+  else:
+    workdir, directory = paths.parent(path), path
+  source_name = _run_model_name(workdir)  # before reading checkpoints
+  source = checkpoint.restore_variables(directory)
+  variables = {'params': models.convert_params(source_name, name,
+                                               source.pop('params'))}
+  if source_name == name:  # the same family: its statistics too
+    variables.update(source)
+  flat = core.flatten_variables({collection: common.unstack_blocks(tree)
+                                 for collection, tree in variables.items()})
+  return core.fit_to_model(flat, name, model, image_size,
+                           f'checkpoint {directory}')
+
+
+def _run_model_name(workdir: str) -> str:
+  """The model family of the training run in `workdir`, from the
+  config.json that every run writes there."""
+  path = paths.join(workdir, 'config.json')
+  config = paths.read_json(path)
+  if config is None:
+    raise FileNotFoundError(
+        f'{path} not found: init_from kind \'own\' needs the source run\'s '
+        f'config.json (written by every training run) to know its model '
+        f'family; give the run\'s workdir or its checkpoints/ directory.')
+  try:
+    return config['model']['name']
+  except (KeyError, TypeError) as error:
+    raise ValueError(f'{path} has no model.name.') from error

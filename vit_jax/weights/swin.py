@@ -1,0 +1,78 @@
+"""Swin's weights in timm's layout (stage i > 0 starts with
+`layers.i.downsample`, our stage_i/patch_merging)."""
+
+from typing import Tuple
+
+from vit_jax import models
+from vit_jax.weights import core
+from vit_jax.weights.core import (CONV, LINEAR, Architecture, attention,
+                                  buffer, dense, entry, norm)
+
+NAME = 'swin'
+
+
+def _stage_heads(model, index):
+  """Swin's heads differ per stage: the entry's first index is the stage."""
+  stage = index[0]
+  if stage >= len(model.num_heads):
+    raise ValueError(
+        f'A Swin attention weight of stage {stage} matches no stage of the '
+        f'model (num_heads {tuple(model.num_heads)}).')
+  return model.num_heads[stage]
+
+
+_BLOCK = 'layers.{0}.blocks.{1}.'
+_OURS = 'stage_{0}/block_{1}/'
+
+TIMM = [
+    *dense('patch_embed.proj', 'patch_embed', CONV),
+    *norm('patch_embed.norm', 'embed_norm'),
+    *norm('layers.{0}.downsample.norm', 'stage_{0}/patch_merging/norm'),
+    entry('layers.{0}.downsample.reduction.weight',
+          'stage_{0}/patch_merging/reduction/kernel', LINEAR),
+    *[e for n in ('norm1', 'norm2') for e in norm(_BLOCK + n, _OURS + n)],
+    entry(_BLOCK + 'attn.relative_position_bias_table',
+          _OURS + 'relative_position_bias_table'),
+    *attention(_OURS + 'attn', _BLOCK + 'attn.qkv', _BLOCK + 'attn.proj',
+               heads=_stage_heads),
+    *[e for fc in ('fc1', 'fc2')
+      for e in dense(_BLOCK + 'mlp.' + fc, _OURS + 'mlp/' + fc)],
+    # Buffers, not parameters (older timm and the reference code save them):
+    # recomputed from shapes by `vit_jax.models.swin`.
+    buffer(_BLOCK + 'attn.relative_position_index'),
+    buffer(_BLOCK + 'attn_mask'),
+    *norm('norm', 'final_norm'),
+    *dense(('head.fc', 'head'), 'head'),
+]
+
+
+# timm's Swin entry points: window 7 at 224 px, 12 at 384 px.
+_NAMED = (('tiny', 7, 224), ('small', 7, 224), ('base', 7, 224),
+          ('base', 12, 384), ('large', 7, 224), ('large', 12, 384))
+
+TIMM_ARCHITECTURES = {
+    f'swin_{size}_patch4_window{window}_{res}': Architecture(
+        'swin', dict(variant=f'{size[0].upper()}/4', window_size=window), res)
+    for size, window, res in _NAMED}
+
+
+def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
+  """Any Swin of timm's layout: the named entry point of its size, or
+  swin_tiny_patch4_window7_224 with model_args saying the sizes."""
+  if model.layer_norm_eps != 1e-5:
+    return core.no_timm_model('timm\'s Swin has LayerNorm eps 1e-5')
+  key = (core.variant_of(model, models.swin.VARIANTS), model.window_size,
+         image_size[0])
+  name = next((name for name, architecture in TIMM_ARCHITECTURES.items()
+               if (architecture.model_kwargs['variant'][0],
+                   architecture.model_kwargs['window_size'],
+                   architecture.image_size) == key), None)
+  return core.TimmModel(
+      name if model.patch_size == 4 and name else
+      'swin_tiny_patch4_window7_224',
+      dict(img_size=core.side(image_size), patch_size=model.patch_size,
+           embed_dim=model.width, depths=list(model.depths),
+           num_heads=list(model.num_heads), window_size=model.window_size,
+           mlp_ratio=model.mlp_ratio),
+      num_features=model.width * 2 ** (len(model.depths) - 1),
+      fixed_input_size=True)

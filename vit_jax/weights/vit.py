@@ -1,0 +1,231 @@
+"""ViT's weights in timm's, Hugging Face transformers' and Google's `.npz`
+layouts: one two-way table per layout (`vit_jax.weights.core`)."""
+
+from typing import Tuple
+
+from vit_jax import models
+from vit_jax.weights import core
+from vit_jax.weights.core import (CONV, HEADS_BIAS, HEADS_IN, HEADS_OUT, QKV,
+                                  Architecture, attention, dense, entry, norm)
+
+NAME = 'vit'
+
+_NORMS = ('norm1', 'norm2')
+_FCS = ('fc1', 'fc2')
+
+TIMM = [
+    entry('cls_token', 'cls_token'),
+    entry('pos_embed', 'pos_embed'),
+    *dense('patch_embed.proj', 'patch_embed', CONV),
+    *[e for n in _NORMS
+      for e in norm(f'blocks.{{0}}.{n}', f'encoder/block_{{0}}/{n}')],
+    *attention('encoder/block_{0}/attn', 'blocks.{0}.attn.qkv',
+               'blocks.{0}.attn.proj'),
+    *[e for fc in _FCS
+      for e in dense(f'blocks.{{0}}.mlp.{fc}',
+                     f'encoder/block_{{0}}/mlp/{fc}')],
+    *norm('norm', 'encoder_norm'),
+    *norm('fc_norm', 'fc_norm'),
+    # MAP head: timm's AttentionPoolLatent (query alone, key and value fused).
+    entry('attn_pool.latent', 'map_head/probe'),
+    *dense('attn_pool.q', 'map_head/attn/query', HEADS_IN, HEADS_BIAS),
+    *dense('attn_pool.kv', 'map_head/attn/{part}', HEADS_IN, HEADS_BIAS,
+           parts=('key', 'value')),
+    *dense('attn_pool.proj', 'map_head/attn/out', HEADS_OUT),
+    *norm('attn_pool.norm', 'map_head/norm'),
+    *[e for fc in _FCS
+      for e in dense(f'attn_pool.mlp.{fc}', f'map_head/mlp/{fc}')],
+    *dense('head', 'head'),
+]
+
+
+# ----------------------------------------------------------------------------
+# Hugging Face transformers.
+#
+# Two generations of names, both read: the checkpoints on the Hub (and
+# transformers 4.x) say 'encoder.layer.N.attention.attention.query',
+# 'attention.output.dense', 'intermediate.dense', 'output.dense';
+# transformers 5.x's modules say 'layers.N.attention.q_proj', 'o_proj',
+# 'mlp.fc1', 'mlp.fc2' (and write the older names back when saving). ViTModel
+# has no 'vit.' prefix, ViTForImageClassification and ViTMAE* have one.
+# Export writes the Hub's names of ViTForImageClassification (the first
+# spelling of each entry).
+
+# (older name, transformers 5.x name) of a block's linear layers.
+_HF_LINEARS = {
+    'query': ('attention.attention.query', 'attention.q_proj'),
+    'key': ('attention.attention.key', 'attention.k_proj'),
+    'value': ('attention.attention.value', 'attention.v_proj'),
+    'out': ('attention.output.dense', 'attention.o_proj'),
+    'fc1': ('intermediate.dense', 'mlp.fc1'),
+    'fc2': ('output.dense', 'mlp.fc2'),
+}
+
+
+def hf_encoder_names(name: str):
+  """A name of transformers' ViT encoder, with and without 'vit.'."""
+  return ('vit.' + name, name)
+
+
+def hf_blocks(blocks, ours: str, **options):
+  """The transformer blocks at each prefix of `blocks` (templates with the
+  block index {0}, the first the one written) at `ours` (a template with
+  {0})."""
+  def names(key):
+    return tuple(block + linear for linear in _HF_LINEARS[key]
+                 for block in blocks)
+  return [
+      *norm(tuple(b + 'layernorm_before' for b in blocks), ours + 'norm1'),
+      *norm(tuple(b + 'layernorm_after' for b in blocks), ours + 'norm2'),
+      *attention(ours + 'attn', {part: names(part) for part in QKV},
+                 names('out'), **options),
+      *dense(names('fc1'), ours + 'mlp/fc1'),
+      *dense(names('fc2'), ours + 'mlp/fc2'),
+  ]
+
+
+# The encoder of ViT and ViTMAE alike (the position embedding differs).
+HF_ENCODER = [
+    entry(hf_encoder_names('embeddings.cls_token'), 'cls_token'),
+    *dense(hf_encoder_names('embeddings.patch_embeddings.projection'),
+           'patch_embed', CONV),
+    *hf_blocks([prefix + layers + '.{0}.' for prefix in ('vit.', '')
+                for layers in ('encoder.layer', 'layers')],
+               'encoder/block_{0}/'),
+    *norm(hf_encoder_names('layernorm'), 'encoder_norm'),
+]
+
+HF = [
+    *HF_ENCODER,
+    entry(hf_encoder_names('embeddings.position_embeddings'), 'pos_embed'),
+    # ViTModel's pooler: the tanh pre-logits layer of the original ViT;
+    # ViTForImageClassification, which export writes, has none.
+    *dense(hf_encoder_names('pooler.dense'), 'pre_logits', read_only=True),
+    *dense('classifier', 'head'),
+]
+
+
+# ----------------------------------------------------------------------------
+# Google's `.npz` (google-research/vision_transformer, and big_vision's
+# names): the same Flax arrays, so module prefixes renamed and nothing
+# transformed; names without an entry ('head/kernel', 'pre_logits/...',
+# 'fc_norm/...') are the same in both.
+
+
+def _prefixed(prefix: str, names):
+  return tuple(prefix + name for name in names)
+
+
+def _npz_block(theirs: str, ours: str, **options):
+  """A block's modules: the original release's names first, then
+  big_vision's."""
+  return [entry(_prefixed(theirs, names), ours + mine, **options)
+          for names, mine in (
+              (('LayerNorm_0/',), 'norm1/'),
+              (('MultiHeadDotProductAttention_1/',
+                'MultiHeadDotProductAttention_0/'), 'attn/'),
+              (('LayerNorm_2/', 'LayerNorm_1/'), 'norm2/'),
+              (('MlpBlock_3/Dense_0/', 'MlpBlock_0/Dense_0/'), 'mlp/fc1/'),
+              (('MlpBlock_3/Dense_1/', 'MlpBlock_0/Dense_1/'), 'mlp/fc2/'))]
+
+
+NPZ = [
+    entry('embedding/', 'patch_embed/'),
+    entry('cls', 'cls_token'),
+    entry(('Transformer/posembed_input/pos_embedding', 'pos_embedding'),
+          'pos_embed'),
+    entry('Transformer/encoder_norm/', 'encoder_norm/'),
+    *_npz_block('Transformer/encoderblock_{0}/', 'encoder/block_{0}/'),
+    # big_vision's scanned blocks, unstacked after renaming.
+    *_npz_block('Transformer/encoderblock/', 'encoder/blocks/',
+                read_only=True),
+    # big_vision's MAP head.
+    entry('MAPHead_0/probe', 'map_head/probe'),
+    entry(_prefixed('MAPHead_0/', ('MultiHeadDotProductAttention_0/',
+                                   'MultiHeadDotProductAttention_1/')),
+          'map_head/attn/'),
+    entry('MAPHead_0/LayerNorm_0/', 'map_head/norm/'),
+    *[entry(_prefixed('MAPHead_0/', (f'MlpBlock_0/Dense_{n}/',
+                                     f'MlpBlock_3/Dense_{n}/')),
+            f'map_head/mlp/fc{n + 1}/') for n in range(2)],
+]
+
+
+# ----------------------------------------------------------------------------
+# timm's ViT entry points: read by name (`vit_jax.pretrained.SUPPORTED`),
+# and named in the config.json export writes.
+
+
+def _vit(variant: str, image_size: int, pool_type: str = 'cls',
+         **options) -> Architecture:
+  return Architecture('vit', dict(variant=variant, pool_type=pool_type,
+                                  **options), image_size)
+
+
+_SIZES = {'tiny': 'Ti', 'small': 'S', 'base': 'B', 'large': 'L',
+          'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
+# (size, patch, resolution) of the plain ViTs that export names (facts of
+# timm 1.0); reading takes giant and gigantic too.
+_WRITTEN = (
+    ('tiny', 16, 224), ('tiny', 16, 384), ('small', 32, 224),
+    ('small', 32, 384), ('small', 16, 224), ('small', 16, 384),
+    ('small', 8, 224), ('base', 32, 224), ('base', 32, 384),
+    ('base', 16, 224), ('base', 16, 384), ('base', 8, 224),
+    ('large', 32, 224), ('large', 32, 384), ('large', 16, 224),
+    ('large', 16, 384), ('large', 14, 224), ('huge', 14, 224))
+_WRITTEN_NAMES = frozenset(f'vit_{size}_patch{patch}_{resolution}'
+                           for size, patch, resolution in _WRITTEN)
+
+# timm's SigLIP So400m image tower (Alabdulmohsin et al. 2023, "Getting ViT
+# in Shape"): a size of no named variant.
+_SO400M = dict(width=1152, depth=27, mlp_dim=4304, num_heads=16)
+
+TIMM_ARCHITECTURES = {
+    # ViT (and AugReg's, Steiner et al. 2021): class token, learned
+    # position embedding.
+    **{f'vit_{size}_patch{patch}_{res}': _vit(f'{_SIZES[size]}/{patch}', res)
+       for size, patch, res in (
+           *_WRITTEN, ('giant', 14, 224), ('gigantic', 14, 224))},
+    # DeiT (Touvron et al. 2021) without the distillation token: plain ViTs.
+    **{f'deit_{size}_patch16_{res}': _vit(f'{_SIZES[size]}/16', res)
+       for size, res in (('tiny', 224), ('small', 224), ('base', 224),
+                         ('base', 384))},
+    # Global average pooling of the normalised tokens, no class token.
+    'vit_base_patch16_gap_224': _vit('B/16', 224, 'gap', num_heads=16,
+                                     fc_norm=False),
+    'vit_huge_patch14_gap_224': _vit('H/14', 224, 'gap', fc_norm=False),
+    'vit_huge_patch16_gap_448': _vit('H/16', 448, 'gap', fc_norm=False),
+    'vit_giant_patch16_gap_224': _vit('g/16', 224, 'gap', fc_norm=False),
+    # SigLIP image towers (Zhai et al. 2023): MAP pooling, no class token.
+    # (timm's SigLIP 2 towers use the tanh GELU, which ViT here does not.)
+    **{f'vit_base_patch16_siglip_{res}': _vit('B/16', res, 'map')
+       for res in (224, 256, 384, 512)},
+    **{f'vit_large_patch16_siglip_{res}': _vit('L/16', res, 'map')
+       for res in (256, 384)},
+    **{f'vit_so400m_patch14_siglip_{res}': Architecture(
+        'vit', dict(_SO400M, patch_size=14, pool_type='map'), res)
+       for res in (224, 378)},
+}
+
+_TIMM_POOLING = {'cls': 'token', 'gap': 'avg', 'map': 'map', 'none': ''}
+
+
+def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
+  """Any ViT of timm's layout: the named entry point of its size, or
+  vit_base_patch16_224 with model_args saying the sizes."""
+  mlp_ratio = core.ratio(model.mlp_dim, model.width)
+  if model.layer_norm_eps != 1e-6 or mlp_ratio is None:
+    return core.no_timm_model('timm\'s ViT has LayerNorm eps 1e-6 and an '
+                              'MLP of int(width * mlp_ratio)')
+  size = {letter: name for name, letter in _SIZES.items()}.get(
+      core.variant_of(model, models.vit.VARIANTS))
+  name = f'vit_{size}_patch{model.patch_size}_{image_size[0]}'
+  pool = _TIMM_POOLING[model.pool_type]
+  return core.TimmModel(
+      name if name in _WRITTEN_NAMES else 'vit_base_patch16_224',
+      dict(img_size=core.side(image_size), patch_size=model.patch_size,
+           embed_dim=model.width, depth=model.depth,
+           num_heads=model.num_heads, mlp_ratio=mlp_ratio,
+           class_token=model.pool_type == 'cls', global_pool=pool,
+           fc_norm=model.fc_norm),
+      num_features=model.width, global_pool=pool, fixed_input_size=True)
