@@ -1,4 +1,13 @@
-"""Test set-up: 8 virtual CPU devices, and fast XLA compiles.
+"""Test set-up: the helper modules importable, 8 virtual CPU devices, and
+fast XLA compiles.
+
+The helpers the tests share (tiny.py, golden_cases.py, stand_in.py,
+gcs_emulator.py, slurm_cluster.py) and the hand-run golden-file generators
+live in tests/support/, apart from the test files. `tests/` is no package:
+pytest puts it on sys.path and a test imports a helper as a top-level
+module (`import tiny`, `from tiny import tiny_config`), so tests/support is
+put on sys.path here too, before any test module is imported. Config files
+that tests write for a subprocess add the same folder themselves.
 
 The device count is added unless XLA_FLAGS already sets it (`.ci/run`
 does). Tests compile many small programs and run each a few times, so the
@@ -7,6 +16,11 @@ and changes no result beyond float rounding. Subprocesses inherit both.
 """
 
 import os
+import sys
+
+SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'support')
+if SUPPORT not in sys.path:
+  sys.path.insert(0, SUPPORT)
 
 _FLAGS = {
     'xla_force_host_platform_device_count': '8',
@@ -32,10 +46,10 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def slurm_cluster():
-  """A running one-node SLURM cluster (tests/slurm_cluster.py), shared by
-  the session (one per pytest-xdist worker). Client commands reach it with
-  `cluster.env` added to the environment, or through `cluster.run` and
-  `cluster.sbatch`.
+  """A running one-node SLURM cluster (tests/support/slurm_cluster.py),
+  shared by the session (one per pytest-xdist worker). Client commands reach
+  it with `cluster.env` added to the environment, or through `cluster.run`
+  and `cluster.sbatch`.
 
   Without the SLURM and munge binaries, or when the daemons do not come up,
   its tests skip; under CI (the CI environment variable set) they fail

@@ -1,8 +1,9 @@
 """ConvMixer: numerics against timm (eval and train-mode BatchNorm), scan,
 sizes, variants and the ImageNet recipe.
 
-The golden file comes from tests/make_golden_convmixer.py (width 16, depth 2,
-kernel 5, patch 4 at 32 px, random weights and random running statistics).
+The golden file comes from tests/support/make_golden_convmixer.py (width 16,
+depth 2, kernel 5, patch 4 at 32 px, random weights and random running
+statistics).
 """
 
 import functools

@@ -33,7 +33,7 @@ from vit_jax.evaluate import fewshot_evaluator
 
 from tiny import ROOT
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+SUPPORT = os.path.join(ROOT, 'tests', 'support')  # tiny.py, for the run
 TOTAL = 12
 # The run's schedule: metrics every 2 steps, checkpoints every 4 and at 6
 # (all kept), the classifier ('val') every 3 steps, few-shot every 6:
@@ -42,7 +42,7 @@ DUE = {'val': [3, 6, 9, 12], 'fewshot': [6, 12]}
 _TIMINGS = ('train/img_per_sec', 'compute/device_seconds', 'compute/mfu')
 
 _CONFIG_FILE = '''\
-"""tests/test_faults.py's run: tests/tiny.py's digits ViT, 12 steps."""
+"""tests/test_faults.py's run: tests/support/tiny.py's digits ViT, 12 steps."""
 import sys
 sys.path.insert(0, {tests!r})
 from tiny import load_config, tiny_config
@@ -65,7 +65,7 @@ def get_config():
 def config_file(tmp_path_factory, data_dir):
   path = str(tmp_path_factory.mktemp('faults') / 'fault_config.py')
   with open(path, 'w') as f:
-    f.write(_CONFIG_FILE.format(tests=TESTS, data_dir=data_dir, total=TOTAL))
+    f.write(_CONFIG_FILE.format(tests=SUPPORT, data_dir=data_dir, total=TOTAL))
   return path
 
 

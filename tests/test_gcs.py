@@ -1,8 +1,9 @@
 """Workdirs on Google Cloud Storage, against a local GCS emulator (the `gcs`
-fixture, tests/gcs_emulator.py): `vit_jax.paths` locally and on gs://, the
-lock's create-only and compare-and-swap writes, a corrupt checkpoint moved
-aside, and a run trained, resumed and evaluated in gs://BUCKET/run by the
-command-line tools; unsupported schemes refused at start-up."""
+fixture, tests/support/gcs_emulator.py): `vit_jax.paths` locally and on
+gs://, the lock's create-only and compare-and-swap writes, a corrupt
+checkpoint moved aside, and a run trained, resumed and evaluated in
+gs://BUCKET/run by the command-line tools; unsupported schemes refused at
+start-up."""
 
 import json
 import os
@@ -199,9 +200,9 @@ def _download(directory, local):
 
 def test_train_resume_and_evaluate_a_gcs_workdir(gcs, data_dir, tmp_path):
   workdir = f'gs://{gcs.bucket}/run'
-  recipe = tmp_path / 'tiny_recipe.py'  # tests/tiny.py's 10-step run
+  recipe = tmp_path / 'tiny_recipe.py'  # tests/support/tiny.py's 10-step run
   recipe.write_text(_TINY_RECIPE.format(
-      tests=os.path.join(ROOT, 'tests'), data_dir=data_dir))
+      tests=os.path.join(ROOT, 'tests', 'support'), data_dir=data_dir))
   common = [f'--config={recipe}', f'--workdir={workdir}']
   first = _run(tmp_path, 'vit_jax.main', *common)
   assert first.returncode == 0, first.stderr

@@ -1,6 +1,6 @@
 """Every recipe in configs/ runs: each variant argument it documents
 resolves and builds at full size, and runs end to end on a small local
-stand-in (tests/stand_in.py) with the recipe's own preprocessing,
+stand-in (tests/support/stand_in.py) with the recipe's own preprocessing,
 optimizer, schedule shape, loss and evaluators.
 
 Variants that are the same run on the stand-in (they differ only in their

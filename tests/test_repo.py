@@ -89,10 +89,11 @@ IMPORT_TO_DISTRIBUTION = {
     'yaml': 'PyYAML',
 }
 
-# Imported only by the golden-file generators tests/make_golden*.py, which
-# are run by hand (see their docstrings); the tests read their committed
-# output and never import these.
+# Imported only by the golden-file generators tests/support/make_golden*.py
+# and their shared core golden_torch.py, which are run by hand (see their
+# docstrings); the tests read their committed output and never import these.
 HAND_RUN_ONLY = {'timm', 'torch', 'transformers'}
+HAND_RUN_FILES = ('make_golden', 'golden_torch')
 
 # Optional imports of scripts run by hand, imported only when asked for:
 # the PyTorch side of `benchmarks/train_throughput.py --compare=timm`.
@@ -155,14 +156,15 @@ def test_every_third_party_import_is_a_declared_requirement():
   problems = []
   for directory, requirement_files in IMPORT_SCOPES:
     declared = declared_distributions(*requirement_files)
-    # Scripts beside each other import each other (tests/tiny.py, ...).
+    # Modules of one tree import each other by name (tests/support/ is on
+    # the tests' sys.path: tests/conftest.py).
     local_modules = {os.path.splitext(os.path.basename(path))[0]
                      for path in _python_files(directory)}
     for path in _python_files(directory):
       with open(path) as f:
         imports = top_level_imports(f.read())
       relative = os.path.relpath(path, ROOT)
-      if os.path.basename(path).startswith('make_golden'):
+      if os.path.basename(path).startswith(HAND_RUN_FILES):
         imports -= HAND_RUN_ONLY
       imports -= OPTIONAL_IMPORTS.get(relative, set())
       for name in undeclared_imports(imports, declared, local_modules):
@@ -231,12 +233,13 @@ def short_timeouts(source, filename='<test>'):
 
 def test_tests_bound_their_subprocesses_generously():
   offenders = []
-  for name in sorted(os.listdir(os.path.join(ROOT, 'tests'))):
-    if not name.endswith('.py') or name in _TIMEOUT_EXEMPT:
+  for path in _python_files('tests'):  # tests/support/ included
+    name = os.path.basename(path)
+    if name in _TIMEOUT_EXEMPT:
       continue
-    source = _read('tests', name)
-    offenders += [f'tests/{name}:{line}: timeout={value}'
-                  for line, value in short_timeouts(source, name)]
+    relative = os.path.relpath(path, ROOT)
+    offenders += [f'{relative}:{line}: timeout={value}'
+                  for line, value in short_timeouts(_read(relative), name)]
   assert not offenders, offenders
 
 

@@ -1,5 +1,5 @@
 """The SLURM back end on a real one-node cluster (the `slurm_cluster`
-fixture: slurm-wlm 22.05 and munge, tests/slurm_cluster.py)."""
+fixture: slurm-wlm 22.05 and munge, tests/support/slurm_cluster.py)."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 """What the SLURM launcher relies on, shown on a real one-node cluster (the
-`slurm_cluster` fixture, tests/slurm_cluster.py: SLURM 22.05, no accounting,
-proctrack/pgid, task/none, KillWait 2 s).
+`slurm_cluster` fixture, tests/support/slurm_cluster.py: SLURM 22.05, no
+accounting, proctrack/pgid, task/none, KillWait 2 s).
 
 Established here:
 - Array throttles: `--array=0-2%2` runs every task, never more than 2 at

@@ -1,8 +1,8 @@
 """Swin Transformer: numerics against timm, sizes, geometry and errors.
 
-The golden file comes from tests/make_golden_swin.py (a 4-stage Swin at 32 px
-whose stages cover shifted windows with masks, a window equal to the map and
-a window clamped to a smaller map).
+The golden file comes from tests/support/make_golden_swin.py (a 4-stage Swin
+at 32 px whose stages cover shifted windows with masks, a window equal to the
+map and a window clamped to a smaller map).
 """
 
 import functools

@@ -251,7 +251,7 @@ def test_bad_config_is_a_clear_error(overrides, pattern, data_dir):
     build.validate(config_lib.resolve(tiny_config(data_dir, **overrides)), 8)
 
 
-# tests/tiny.py's model and a small few-shot evaluation, as flags.
+# tests/support/tiny.py's model and a small few-shot evaluation, as flags.
 _TINY_FLAGS = ('--config.model.patch_size=4', '--config.model.width=32',
                '--config.model.depth=2', '--config.model.mlp_dim=64',
                '--config.model.num_heads=2', '--config.batch_size=32',

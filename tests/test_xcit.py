@@ -1,7 +1,7 @@
 """XCiT: numerics and BatchNorm statistics against timm, sizes, errors, and
 the ImageNet-1k recipe.
 
-The golden file comes from tests/make_golden_xcit.py: a small timm Xcit
+The golden file comes from tests/support/make_golden_xcit.py: a small timm Xcit
 (24x32 px images, patch 8, 2 XCiT layers, 2 class-attention layers) with
 random weights and random BatchNorm running averages, its outputs in eval
 and train mode and its running averages after one train-mode forward.

@@ -5,7 +5,8 @@ import os
 
 import ml_collections
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))  # tests/support/tiny.py's repository
 
 
 def load_module(name):

@@ -1,9 +1,9 @@
-"""Writes the golden files under tests/golden/ from timm (PyTorch).
+"""Writes the ViT and Mixer golden files under tests/golden/ from timm.
 
 Run by hand, in an environment with torch and timm (not needed by the tests):
 
     pip install torch==2.13.0 timm==1.0.31 safetensors pillow
-    python tests/make_golden.py
+    python tests/support/make_golden.py [--out DIR]
 
 Small timm models with random weights are built; their weights (timm
 names), the inputs and timm's outputs are saved as .npz. The same weights are
@@ -11,70 +11,19 @@ also written in the `.npz` layout of Google's original ViT / Mixer code and of
 big_vision, with a mapping written here independently of
 `vit_jax.weights`, so the tests check both importers against timm.
 
-torchvision is not required: timm only imports it for data transforms and
-feature extraction, so a placeholder module is installed when it is absent.
+torchvision is not required (golden_torch.py, which the generators share,
+stands in for it).
 """
 
-import enum
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import os
-import sys
-import types
-
 import numpy as np
+import torch
 
-GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
+import golden_torch
 
-
-def _install_torchvision_placeholder():
-  """Lets `import timm` work without torchvision (no CPU build here)."""
-  if importlib.util.find_spec('torchvision') is not None:
-    return
-
-  class Anything(type):
-    def __getattr__(cls, name):
-      return cls
-
-  placeholder_class = Anything('Placeholder', (), {'__init__':
-                                                   lambda self, *a, **k: None})
-  interpolation = enum.Enum(
-      'InterpolationMode',
-      'NEAREST NEAREST_EXACT BILINEAR BICUBIC BOX HAMMING LANCZOS')
-
-  class PlaceholderModule(types.ModuleType):
-    def __getattr__(self, name):
-      if name == 'InterpolationMode':
-        return interpolation
-      if name.startswith('__'):
-        raise AttributeError(name)
-      return placeholder_class
-
-  class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path, target=None):
-      if fullname.split('.')[0] == 'torchvision':
-        return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-      return None
-
-    def create_module(self, spec):
-      module = PlaceholderModule(spec.name)
-      module.__path__ = []
-      return module
-
-    def exec_module(self, module):
-      pass
-
-  sys.meta_path.insert(0, Finder())
-
-
-_install_torchvision_placeholder()
-
-import timm  # noqa: E402
-import torch  # noqa: E402
-from timm.layers import resample_abs_pos_embed  # noqa: E402
-from timm.models.mlp_mixer import MlpMixer  # noqa: E402
-from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+with golden_torch.without_torchvision():
+  from timm.layers import resample_abs_pos_embed
+  from timm.models.mlp_mixer import MlpMixer
+  from timm.models.vision_transformer import VisionTransformer
 
 IMAGE_SIZE = 32
 BATCH = 3
@@ -99,27 +48,6 @@ CASES = {
         img_size=IMAGE_SIZE, patch_size=8, embed_dim=64, num_blocks=2,
         mlp_ratio=(0.5, 2.0), num_classes=10)),
 }
-
-
-def _randomize(model, seed):
-  """Random weights everywhere (timm zero-initialises some, e.g. biases)."""
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, param in model.named_parameters():
-      noise = torch.randn(param.shape, generator=generator)
-      if 'norm' in name and name.endswith('weight'):
-        param.copy_(1.0 + 0.2 * noise)
-      else:
-        fan_in = param.shape[1] if param.ndim == 2 else 1
-        if param.ndim == 4:
-          fan_in = param.shape[1] * param.shape[2] * param.shape[3]
-        param.copy_(noise / np.sqrt(max(fan_in, 1)) if param.ndim >= 2
-                    else 0.2 * noise)
-
-
-def _to_numpy(state_dict):
-  return {k: v.detach().cpu().numpy().astype(np.float32)
-          for k, v in state_dict.items()}
 
 
 # -- An independent mapping from timm names to Google's original layouts. --
@@ -223,32 +151,15 @@ def mixer_original_layout(sd, depth):
   return npz
 
 
-def _save(name, arrays):
-  path = os.path.join(GOLDEN_DIR, name)
-  np.savez(path, **arrays)
-  print(f'wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)')
-
-
-def main():
-  os.makedirs(GOLDEN_DIR, exist_ok=True)
+def write(out_dir):
   torch.manual_seed(0)
-  images = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.
-                       Generator().manual_seed(1))
-  images_big = torch.randn(BATCH, 3, 48, 48,
-                           generator=torch.Generator().manual_seed(2))
+  images = golden_torch.random_images(BATCH, IMAGE_SIZE, IMAGE_SIZE, seed=1)
+  images_big = golden_torch.random_images(BATCH, 48, 48, seed=2)
   for seed, (name, (constructor, kwargs)) in enumerate(CASES.items()):
     model = constructor(**kwargs).eval()
-    _randomize(model, seed)
-    state_dict = _to_numpy(model.state_dict())
-    with torch.no_grad():
-      features = model.forward_features(images)
-      pre_logits = model.forward_head(features, pre_logits=True)
-      logits = model.forward_head(features)
-    outputs = {
-        'images': images.permute(0, 2, 3, 1).numpy(),  # NHWC
-        'logits': logits.numpy(),
-        'pre_logits': pre_logits.numpy(),
-    }
+    golden_torch.randomize(model, seed)
+    state_dict = golden_torch.to_numpy(model.state_dict())
+    outputs = golden_torch.classifier_outputs(model, images)
     if name == 'vit_cls':
       # The same weights at 48 px: timm resamples the position embedding
       # (bilinear, class token apart) and runs at the new resolution.
@@ -259,22 +170,23 @@ def main():
           num_prefix_tokens=1, interpolation='bilinear', antialias=False)
       big.load_state_dict(big_sd)
       with torch.no_grad():
-        outputs['images_48'] = images_big.permute(0, 2, 3, 1).numpy()
+        outputs['images_48'] = golden_torch.nhwc(images_big)
         outputs['logits_48'] = big(images_big).numpy()
         outputs['pos_embed_48'] = big_sd['pos_embed'].numpy()
-    _save(f'{name}_timm.npz', {f'timm/{k}': v for k, v in state_dict.items()}
-          | {f'out/{k}': v for k, v in outputs.items()})
+    golden_torch.save(out_dir, f'{name}_timm.npz', timm=state_dict,
+                      out=outputs)
     heads = kwargs.get('num_heads')
     depth = kwargs.get('depth', kwargs.get('num_blocks'))
     if name == 'vit_cls':
-      _save('vit_cls_original.npz', vit_original_layout(state_dict, heads, depth))
+      golden_torch.save(out_dir, 'vit_cls_original.npz',
+                        vit_original_layout(state_dict, heads, depth))
     elif name == 'vit_map':
-      _save('vit_map_big_vision.npz',
-            vit_big_vision_layout(state_dict, heads, depth))
+      golden_torch.save(out_dir, 'vit_map_big_vision.npz',
+                        vit_big_vision_layout(state_dict, heads, depth))
     elif name == 'mixer':
-      _save('mixer_original.npz', mixer_original_layout(state_dict, depth))
-  print('timm', timm.__version__, 'torch', torch.__version__)
+      golden_torch.save(out_dir, 'mixer_original.npz',
+                        mixer_original_layout(state_dict, depth))
 
 
 if __name__ == '__main__':
-  main()
+  golden_torch.main(write, __doc__)

@@ -3,7 +3,7 @@
 Run by hand, in an environment with torch and timm (not needed by the tests):
 
     pip install torch==2.13.0 timm==1.0.31 safetensors pillow
-    python tests/make_golden_swin.py
+    python tests/support/make_golden_swin.py [--out DIR]
 
 A small Swin with random weights (relative position bias tables included)
 is built whose geometry exercises every path of the model:
@@ -16,20 +16,16 @@ is built whose geometry exercises every path of the model:
 
 Saved: timm's state dict ('timm/...'), the NHWC images, logits, pre-logits
 (final norm + average pool) and each stage's output ('out/stage_{i}', NHWC),
-for tests/test_swin.py. torchvision is not required (see make_golden.py, whose
-helpers this script reuses).
+for tests/test_swin.py. torchvision is not required (see golden_torch.py,
+which the generators share).
 """
 
-import os
+import torch
 
-import numpy as np
+import golden_torch
 
-import make_golden  # installs the torchvision placeholder before timm.
-from make_golden import _randomize, _save, _to_numpy  # noqa: I100
-
-import timm  # noqa: E402,I100
-import torch  # noqa: E402
-from timm.models.swin_transformer import SwinTransformer  # noqa: E402
+with golden_torch.without_torchvision():
+  from timm.models.swin_transformer import SwinTransformer
 
 IMAGE_SIZE = 32
 BATCH = 3
@@ -42,33 +38,21 @@ SWIN_KWARGS = dict(img_size=IMAGE_SIZE, patch_size=2, embed_dim=8,
                    mlp_ratio=4.0, num_classes=10)
 
 
-def main():
-  os.makedirs(make_golden.GOLDEN_DIR, exist_ok=True)
-  images = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE,
-                       generator=torch.Generator().manual_seed(3))
+def write(out_dir):
+  images = golden_torch.random_images(BATCH, IMAGE_SIZE, IMAGE_SIZE, seed=3)
   model = SwinTransformer(**SWIN_KWARGS).eval()
-  _randomize(model, seed=10)
+  golden_torch.randomize(model, seed=10)
   geometry = [(tuple(block.window_size), tuple(block.shift_size))
               for stage in model.layers for block in stage.blocks]
   print('window, shift per block:', geometry)
   with torch.no_grad():
     features, stage_maps = model.forward_intermediates(images)
-    pre_logits = model.forward_head(features, pre_logits=True)
-    logits = model.forward_head(features)
-    np.testing.assert_allclose(logits.numpy(), model(images).numpy(),
-                               atol=1e-6)
-  outputs = {
-      'images': images.permute(0, 2, 3, 1).numpy(),  # NHWC
-      'logits': logits.numpy(),
-      'pre_logits': pre_logits.numpy(),
-  }
-  for index, stage_map in enumerate(stage_maps):  # NCHW -> NHWC
-    outputs[f'stage_{index}'] = stage_map.permute(0, 2, 3, 1).numpy()
-  state_dict = _to_numpy(model.state_dict())
-  _save('swin_timm.npz', {f'timm/{k}': v for k, v in state_dict.items()}
-        | {f'out/{k}': v for k, v in outputs.items()})
-  print('timm', timm.__version__, 'torch', torch.__version__)
+  outputs = golden_torch.classifier_outputs(model, images, features)
+  for index, stage_map in enumerate(stage_maps):
+    outputs[f'stage_{index}'] = golden_torch.nhwc(stage_map)
+  state_dict = golden_torch.to_numpy(model.state_dict())
+  golden_torch.save(out_dir, 'swin_timm.npz', timm=state_dict, out=outputs)
 
 
 if __name__ == '__main__':
-  main()
+  golden_torch.main(write, __doc__)

@@ -4,7 +4,7 @@ Run by hand, in an environment with torch and transformers (not needed by
 the tests):
 
     pip install torch==2.13.0 transformers==5.23.0
-    python tests/make_golden_mae.py
+    python tests/support/make_golden_mae.py [--out DIR]
 
 A tiny ViTMAE with random weights is built (32 px images, 8 px patches, a
 48-wide 2-layer encoder, a 32-wide 2-layer decoder: the file stays under
@@ -15,14 +15,12 @@ tests/test_mae.py maps the weights onto `vit_jax.models.mae.MAE` with
 `vit_jax.weights.from_hf` and compares.
 """
 
-import os
-
-import numpy as np
 import torch
-import transformers
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from golden_cases import GOLDEN_DIR  # same directory; no timm needed here
+import golden_torch
+
+with golden_torch.without_torchvision():
+  from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 BATCH = 3
 CONFIG = dict(
@@ -56,46 +54,20 @@ def _init_position_embeddings(model):
     assert table[0, 2:].abs().max() > 0.5, f'{name} was not initialised'
 
 
-def _randomize(model, seed):
-  """Random weights everywhere but the fixed position embeddings."""
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, param in model.named_parameters():
-      if name in _POSITION_EMBEDDINGS:
-        continue
-      noise = torch.randn(param.shape, generator=generator)
-      if 'norm' in name and name.endswith('weight'):
-        param.copy_(1.0 + 0.2 * noise)
-      elif param.ndim >= 2 and not name.endswith(('cls_token', 'mask_token')):
-        fan_in = int(np.prod(param.shape[1:]))
-        param.copy_(noise / np.sqrt(fan_in))
-      else:  # biases, class and mask tokens
-        param.copy_(0.2 * noise)
-
-
-def _save(name, arrays):
-  path = os.path.join(GOLDEN_DIR, name)
-  np.savez(path, **arrays)
-  print(f'wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)')
-
-
-def main():
-  config = ViTMAEConfig(**CONFIG)
-  config._attn_implementation = 'eager'
-  model = ViTMAEForPreTraining(config).eval()
+def write(out_dir):
+  model = ViTMAEForPreTraining(
+      golden_torch.eager(ViTMAEConfig(**CONFIG))).eval()
   _init_position_embeddings(model)
-  _randomize(model, seed=0)
-  state_dict = {k: v.detach().cpu().numpy().astype(np.float32)
-                for k, v in model.state_dict().items()}
+  golden_torch.randomize(model, seed=0, fan_in=golden_torch.hf_fan_in,
+                         skip=_POSITION_EMBEDDINGS)
+  state_dict = golden_torch.to_numpy(model.state_dict())
 
   size, patch = CONFIG['image_size'], CONFIG['patch_size']
   num_patches = (size // patch) ** 2
-  images = torch.randn(BATCH, 3, size, size,
-                       generator=torch.Generator().manual_seed(1))
+  images = golden_torch.random_images(BATCH, size, size, seed=1)
   noise = torch.rand(BATCH, num_patches,
                      generator=torch.Generator().manual_seed(2))
-  outputs = {'images': images.permute(0, 2, 3, 1).numpy(),  # NHWC
-             'noise': noise.numpy()}
+  outputs = {'images': golden_torch.nhwc(images), 'noise': noise.numpy()}
   for norm_pix_loss in (False, True):
     model.config.norm_pix_loss = norm_pix_loss
     with torch.no_grad():
@@ -104,10 +76,8 @@ def main():
     outputs[f'loss{suffix}'] = result.loss.numpy()
     outputs[f'mask{suffix}'] = result.mask.numpy()
     outputs[f'pred{suffix}'] = result.logits.numpy()  # [B, N, p*p*C]
-  _save('mae_hf.npz', {f'hf/{k}': v for k, v in state_dict.items()}
-        | {f'out/{k}': v for k, v in outputs.items()})
-  print('transformers', transformers.__version__, 'torch', torch.__version__)
+  golden_torch.save(out_dir, 'mae_hf.npz', hf=state_dict, out=outputs)
 
 
 if __name__ == '__main__':
-  main()
+  golden_torch.main(write, __doc__)

@@ -3,7 +3,7 @@
 Run by hand, in an environment with torch and timm (not needed by the tests):
 
     pip install torch==2.13.0 timm==1.0.31 safetensors pillow
-    python tests/make_golden_convmixer.py
+    python tests/support/make_golden_convmixer.py [--out DIR]
 
 A small ConvMixer (width 16, depth 2, kernel 5, patch 4, 10 classes) at
 32 px, with random weights and random BatchNorm running statistics, so that
@@ -20,28 +20,16 @@ tests/test_convmixer.py:
                                    forward pass (momentum 0.1, unbiased
                                    variance)
 
-torchvision is not required (see make_golden.py, whose helpers this script
-reuses); its placeholder is installed even where a torchvision is, since a
-torchvision built for another torch fails to import.
+torchvision is not required (see golden_torch.py, which the generators
+share).
 """
 
-import copy
-import importlib.util
-import os
+import torch
 
-import numpy as np
+import golden_torch
 
-# make_golden installs its torchvision placeholder when it finds none.
-_find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: (
-    None if name == 'torchvision' else _find_spec(name, package))
-import make_golden  # noqa: E402,I100
-importlib.util.find_spec = _find_spec
-from make_golden import _randomize, _save, _to_numpy  # noqa: E402,I100
-
-import timm  # noqa: E402,I100
-import torch  # noqa: E402
-from timm.models.convmixer import ConvMixer  # noqa: E402
+with golden_torch.without_torchvision():
+  from timm.models.convmixer import ConvMixer
 
 IMAGE_SIZE = 32
 BATCH = 4
@@ -67,41 +55,20 @@ def _randomize_batch_norms(model, seed):
         module.running_var.copy_(torch.exp(0.5 * noise(shape)))
 
 
-def main():
-  os.makedirs(make_golden.GOLDEN_DIR, exist_ok=True)
-  images = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE,
-                       generator=torch.Generator().manual_seed(5))
+def write(out_dir):
+  images = golden_torch.random_images(BATCH, IMAGE_SIZE, IMAGE_SIZE, seed=5)
   model = ConvMixer(**CONVMIXER_KWARGS).eval()
-  _randomize(model, seed=20)
+  golden_torch.randomize(model, seed=20)
   _randomize_batch_norms(model, seed=21)
-  state_dict = _to_numpy(model.state_dict())
   with torch.no_grad():
     features = model.forward_features(images)
-    pre_logits = model.forward_head(features, pre_logits=True)
-    logits = model.forward_head(features)
-    np.testing.assert_allclose(logits.numpy(), model(images).numpy(),
-                               atol=1e-6)
-  outputs = {
-      'images': images.permute(0, 2, 3, 1).numpy(),  # NHWC
-      'logits': logits.numpy(),
-      'pre_logits': pre_logits.numpy(),
-      'encoded': features.permute(0, 2, 3, 1).numpy(),  # NHWC
-  }
-
-  trained = copy.deepcopy(model).train()
-  with torch.no_grad():
-    outputs['train_logits'] = trained(images).numpy()
-  for name, buffer in trained.named_buffers():
-    if name.endswith(('running_mean', 'running_var')):
-      before = model.get_buffer(name)
-      assert not torch.allclose(buffer, before), name  # it was updated
-      outputs[f'train_stats/{name}'] = buffer.numpy()
-
-  _save('convmixer_timm.npz',
-        {f'timm/{k}': v for k, v in state_dict.items()}
-        | {f'out/{k}': v for k, v in outputs.items()})
-  print('timm', timm.__version__, 'torch', torch.__version__)
+  outputs = golden_torch.classifier_outputs(model, images, features)
+  outputs['encoded'] = golden_torch.nhwc(features)
+  outputs.update(golden_torch.train_mode_outputs(model, images))
+  # The model as built: its train-mode forward ran on a copy.
+  golden_torch.save(out_dir, 'convmixer_timm.npz',
+                    timm=golden_torch.to_numpy(model.state_dict()), out=outputs)
 
 
 if __name__ == '__main__':
-  main()
+  golden_torch.main(write, __doc__)

@@ -9,7 +9,9 @@ import numpy as np
 
 from vit_jax import models
 
-GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
+import tiny
+
+GOLDEN_DIR = os.path.join(tiny.ROOT, 'tests', 'golden')
 
 _VIT = dict(patch_size=8, depth=2, num_classes=10)
 MODEL_KWARGS = {

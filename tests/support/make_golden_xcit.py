@@ -3,7 +3,7 @@
 Run by hand, in an environment with torch and timm (not needed by the tests):
 
     pip install torch==2.13.0 timm==1.0.31 safetensors pillow
-    python tests/make_golden_xcit.py
+    python tests/support/make_golden_xcit.py [--out DIR]
 
 A small XCiT with random weights is built (images 24x32 px, patch 8: a
 3-layer convolutional patch embedding and a 3x4 grid of patches, width 24,
@@ -19,27 +19,16 @@ eval mode depends on them. Saved, for tests/test_xcit.py:
     out/train_stats/<name>    every BatchNorm's running_mean / running_var
                               after that one train-mode forward
 
-torchvision is not needed: make_golden.py's placeholder stands in for it,
-installed here even where a torchvision is present (a wheel that does not
-match torch fails on import).
+torchvision is not needed (see golden_torch.py, which the generators
+share).
 """
 
-import copy
-import importlib.util
-import os
+import torch
 
-import numpy as np
+import golden_torch
 
-_find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, *args: (
-    None if name == 'torchvision' else _find_spec(name, *args))
-import make_golden  # noqa: E402  installs the torchvision placeholder.
-importlib.util.find_spec = _find_spec
-from make_golden import _randomize, _save, _to_numpy  # noqa: E402,I100
-
-import timm  # noqa: E402,I100
-import torch  # noqa: E402
-from timm.models.xcit import Xcit  # noqa: E402
+with golden_torch.without_torchvision():
+  from timm.models.xcit import Xcit
 
 # Not square, so that rows and columns cannot be swapped unnoticed.
 IMAGE_HEIGHT, IMAGE_WIDTH = 24, 32
@@ -72,45 +61,21 @@ def _randomize_batch_norms(model, seed):
         param.copy_(1.0 + torch.rand(param.shape, generator=generator))
 
 
-def main():
-  os.makedirs(make_golden.GOLDEN_DIR, exist_ok=True)
-  images = torch.randn(BATCH, 3, IMAGE_HEIGHT, IMAGE_WIDTH,
-                       generator=torch.Generator().manual_seed(4))
+def write(out_dir):
+  images = golden_torch.random_images(BATCH, IMAGE_HEIGHT, IMAGE_WIDTH, seed=4)
   model = Xcit(**XCIT_KWARGS).eval()
-  _randomize(model, seed=11)
+  golden_torch.randomize(model, seed=11)
   _randomize_batch_norms(model, seed=12)
-  state_dict = _to_numpy(model.state_dict())
-
+  outputs = golden_torch.classifier_outputs(model, images)
+  cls_norm_only = Xcit(**{**XCIT_KWARGS, 'tokens_norm': False}).eval()
+  cls_norm_only.load_state_dict(model.state_dict())
   with torch.no_grad():
-    features = model.forward_features(images)
-    pre_logits = model.forward_head(features, pre_logits=True)
-    logits = model.forward_head(features)
-    np.testing.assert_allclose(logits.numpy(), model(images).numpy(),
-                               atol=1e-6)
-    cls_norm_only = Xcit(**{**XCIT_KWARGS, 'tokens_norm': False}).eval()
-    cls_norm_only.load_state_dict(model.state_dict())
-    logits_cls_norm_only = cls_norm_only(images)
-    trained = copy.deepcopy(model).train()
-    train_logits = trained(images)
-  train_stats = {
-      name: value.numpy() for name, value in trained.state_dict().items()
-      if name.endswith(('running_mean', 'running_var'))}
-  print('BatchNorms:', len(train_stats) // 2, '| largest change of a running '
-        'average:', max(np.abs(value - state_dict[name]).max()
-                        for name, value in train_stats.items()))
-  outputs = {
-      'images': images.permute(0, 2, 3, 1).numpy(),  # NHWC
-      'logits': logits.numpy(),
-      'pre_logits': pre_logits.numpy(),
-      'logits_cls_norm_only': logits_cls_norm_only.numpy(),
-      'train_logits': train_logits.numpy(),
-  }
-  outputs.update({f'train_stats/{name}': value
-                  for name, value in train_stats.items()})
-  _save('xcit_timm.npz', {f'timm/{k}': v for k, v in state_dict.items()}
-        | {f'out/{k}': v for k, v in outputs.items()})
-  print('timm', timm.__version__, 'torch', torch.__version__)
+    outputs['logits_cls_norm_only'] = cls_norm_only(images).numpy()
+  outputs.update(golden_torch.train_mode_outputs(model, images))
+  # The model as built: its train-mode forward ran on a copy.
+  golden_torch.save(out_dir, 'xcit_timm.npz',
+                    timm=golden_torch.to_numpy(model.state_dict()), out=outputs)
 
 
 if __name__ == '__main__':
-  main()
+  golden_torch.main(write, __doc__)
