@@ -48,6 +48,7 @@ from vit_jax import attention_maps
 from vit_jax import build
 from vit_jax import checkpoint
 from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.models import vit
@@ -636,7 +637,7 @@ def main(argv, flag_values) -> None:
           f'(usage: python -m vit_jax.predict --workdir=DIR | '
           f'--pretrained=NAME IMAGE_OR_FOLDER... [--top_k=5] [--csv=PATH] '
           f'[--attention_plot])', file=sys.stderr)
-    sys.exit(cli.EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
   try:
     listed = list_images(argv[1:])  # bad paths fail before any loading
     if values['workdir']:
@@ -650,10 +651,10 @@ def main(argv, flag_values) -> None:
         batch_size=values['batch_size'], listed=listed)
   except (FileNotFoundError, ValueError) as error:
     print(f'vit_jax.predict: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
   except OSError as error:  # e.g. --csv not writable, a full disk
     print(f'vit_jax.predict: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
 
 
 if __name__ == '__main__':
