@@ -1,7 +1,7 @@
 """benchmarks/train_throughput.py keeps running: a tiny smoke run of two
 families, in a fresh process so that its imports are its own (no
-TensorFlow). Nothing is timed against a threshold; see benchmarks/README.md
-for the figures."""
+TensorFlow); so does benchmarks/launcher_status.py. Nothing is timed
+against a threshold; see benchmarks/README.md for the figures."""
 
 import importlib.util
 import json
@@ -15,13 +15,13 @@ from vit_jax import build
 from vit_jax.models import counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, 'benchmarks', 'train_throughput.py')
 
 
-def _load_script():
-  """benchmarks/train_throughput.py as a module (benchmarks/ is not a
-  package, and stays off sys.path here)."""
-  spec = importlib.util.spec_from_file_location('train_throughput', SCRIPT)
+def _load_script(name='train_throughput'):
+  """benchmarks/NAME.py as a module (benchmarks/ is not a package, and
+  stays off sys.path here)."""
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, 'benchmarks', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -99,3 +99,28 @@ def test_unknown_model_names_the_valid_ones():
     train_throughput.parse_models('vit_b16,vit_x')
   with pytest.raises(ValueError, match="--compare='jax'.*timm"):
     train_throughput.parse_args(['--compare=jax'])
+
+
+def test_launcher_status_benchmark_times_a_sweep_in_every_state(tmp_path):
+  """benchmarks/launcher_status.py: its 24-run sweep holds six runs in
+  each state `status` shows, and it reports both commands."""
+  launcher_status = _load_script('launcher_status')
+  sweep_dir = str(tmp_path / 'sweep')
+  launcher_status.make_sweep(sweep_dir)
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.launch', 'status',
+       f'--sweep_dir={sweep_dir}', '--format=json'], cwd=ROOT,
+      capture_output=True, text=True, timeout=900, check=True)
+  states = [json.loads(line)['state'] for line in result.stdout.splitlines()]
+  assert sorted(states) == sorted(['done', 'failed', 'preempted',
+                                   'pending'] * 6)
+
+  result = subprocess.run(
+      [sys.executable, os.path.join('benchmarks', 'launcher_status.py'),
+       '--repeats=1'], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+      capture_output=True, text=True, timeout=1800, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in result.stdout.splitlines()]
+  assert [r['command'] for r in records] == ['python -c pass', 'status']
+  assert all(len(r['cpu_s_all']) == 1 for r in records)
+  assert records[1]['cpu_s'] > 0

@@ -26,6 +26,7 @@ import sys
 
 import pytest
 
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 
@@ -99,7 +100,7 @@ def test_outcome_goes_into_the_reserve_on_a_full_disk(tmp_path,
                                                       monkeypatch):
   workdir = str(tmp_path)
   workdir_lib.mark_started(workdir)
-  reserve = os.path.join(workdir, workdir_lib.RESERVE)
+  reserve = os.path.join(workdir, layout.RESERVE)
   assert os.path.getsize(reserve) == workdir_lib.RESERVE_BYTES
 
   def full(path, data):
@@ -204,7 +205,7 @@ exit 0
       f'disk full at {workdir}'), (report / 'error').read_text()[:300]
   assert not [f for f in files if '.tmp-' in f.rsplit('/', 1)[-1] and
               'orbax-checkpoint-tmp' not in f], files
-  assert f'./{workdir_lib.RESERVE}' not in files
+  assert f'./{layout.RESERVE}' not in files
 
 
 # ----------------------------------------------------------------------------
@@ -319,7 +320,7 @@ def test_reserve_is_gone_after_done_and_after_sigterm(tmp_path, data_dir):
                           check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'done' in os.listdir(finished)
-  assert workdir_lib.RESERVE not in os.listdir(finished)
+  assert layout.RESERVE not in os.listdir(finished)
   assert _leftovers(finished) == []
 
   stopped = str(tmp_path / 'stopped')
@@ -331,11 +332,11 @@ def test_reserve_is_gone_after_done_and_after_sigterm(tmp_path, data_dir):
   while not (os.path.exists(metrics) and os.path.getsize(metrics)):
     assert process.poll() is None, process.communicate()[1][-3000:]
     time.sleep(0.5)
-  assert workdir_lib.RESERVE in os.listdir(stopped)  # while it runs
+  assert layout.RESERVE in os.listdir(stopped)  # while it runs
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=TIMEOUT)
   assert process.returncode == 3, stderr[-3000:]
   names = os.listdir(stopped)
   assert 'done' not in names and 'error' not in names, names
-  assert workdir_lib.RESERVE not in names
+  assert layout.RESERVE not in names
   assert _leftovers(stopped) == []

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vit_jax import build, checkpoint, compute, optim, sharding, train
+from vit_jax import build, checkpoint, compute, layout, optim, sharding, train
 from vit_jax import config as config_lib
 from vit_jax.evaluate import fewshot_evaluator
 from vit_jax.models import representation
@@ -288,7 +288,7 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path,
     time.sleep(0.5)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=1800)
-  assert process.returncode == train.EXIT_PREEMPTED == 3, output
+  assert process.returncode == layout.EXIT_PREEMPTED == 3, output
   assert not os.path.exists(os.path.join(workdir, 'done'))
   assert not os.path.exists(os.path.join(workdir, 'lock'))
   saved = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))]
@@ -311,7 +311,7 @@ def test_sigterm_during_start_up_stops_cleanly(tmp_path, data_dir):
     time.sleep(0.05)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=1800)
-  assert process.returncode == train.EXIT_PREEMPTED, output
+  assert process.returncode == layout.EXIT_PREEMPTED, output
   for name in ('error', 'done', 'lock'):
     assert not os.path.exists(os.path.join(workdir, name)), name
   process = _main(workdir, *flags)

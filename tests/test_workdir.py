@@ -287,3 +287,97 @@ def test_metrics_rows_past_the_resumed_step_are_dropped(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(text)
   assert workdir_lib.truncate_metrics(str(tmp_path), 10) == 3
   assert [r['step'] for r in train.read_metrics(str(tmp_path))] == [5, 10]
+
+
+# ------------------------------------------------------ light workdir readers --
+
+# What a module that only reads workdirs must not load: JAX, Flax, orbax,
+# TensorFlow or a model family (the launcher's `status`, `cancel` and
+# `resume` run on login nodes and in watch loops).
+HEAVY_MODULES = ('jax', 'flax', 'orbax', 'tensorflow', 'vit_jax.models')
+
+# Runs argv[1] in this fresh interpreter (a program's SystemExit included),
+# then prints, last, the heavy modules it loaded as a JSON list.
+_PROBE = """
+import json, sys
+heavy = json.loads(sys.argv[2])
+try:
+  exec(sys.argv[1])
+except SystemExit:
+  pass
+print(json.dumps(sorted(name for name in sys.modules if any(
+    name == h or name.startswith(h + '.') for h in heavy))))
+"""
+
+
+def _heavy_modules_loaded(code):
+  """(the heavy modules `code` loaded in a fresh interpreter, its output
+  before that list)."""
+  result = subprocess.run(
+      [sys.executable, '-c', _PROBE, code, json.dumps(HEAVY_MODULES)],
+      cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  *output, loaded = result.stdout.splitlines()
+  return json.loads(loaded), '\n'.join(output)
+
+
+def _launcher(*args):
+  """`python -m vit_jax.launch ARGS` as code for `_PROBE`."""
+  return (f'import runpy, sys; sys.argv = ["vit_jax.launch", *{list(args)!r}]'
+          f'; runpy.run_module("vit_jax.launch", run_name="__main__", '
+          f'alter_sys=True)')
+
+
+def test_the_probe_sees_a_heavy_import():
+  loaded, _ = _heavy_modules_loaded('import vit_jax.config as c; '
+                                    'c.model_fields("vit")')
+  assert 'jax' in loaded and 'vit_jax.models' in loaded
+
+
+@pytest.mark.parametrize('module', ['vit_jax.layout', 'vit_jax.workdir',
+                                    'vit_jax.config', 'vit_jax.launch.status',
+                                    'vit_jax.launch.__main__',
+                                    'vit_jax.scaling.runs'])
+def test_workdir_readers_import_no_jax_or_tensorflow(module):
+  assert _heavy_modules_loaded(f'import {module}') == ([], '')
+
+
+def test_launcher_status_cancel_and_resume_scan_load_no_jax(tmp_path,
+                                                            data_dir):
+  """The launcher's commands on a sweep directory (one run done, one never
+  started) do their work without JAX; launching validates with it."""
+  from vit_jax.launch import record as record_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.launch import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  sweep_file = tmp_path / 'sweep_def.py'
+  sweep_file.write_text(
+      'from vit_jax.launch import sweep\n'
+      'def get_sweep(arg=None):\n'
+      '  return {"config": "configs/digits.py",\n'
+      '          "runs": sweep.grid({"lr": [0.001, 0.003]}),\n'
+      f'          "fixed": {{"data.data_dir": {data_dir!r}, '
+      '"total_steps": 4, "schedule.warmup_steps": 2}}\n')
+  sweep_dir = str(tmp_path / 'sweep')
+  record = record_lib.new(sweep_lib.load(str(sweep_file), sweep_dir, ROOT),
+                          ROOT, 'local', {'parallel': 1, 'gpus_per_run': None,
+                                          'python': sys.executable})
+  record_lib.write(sweep_dir, record)
+  done = tmp_path / 'sweep' / 'lr=0.001'
+  done.mkdir()
+  (done / 'config.json').write_text('{}')
+  (done / 'metrics.jsonl').write_text('{"step": 4, "val/accuracy": 0.25}\n')
+  (done / 'done').write_text('{"step": 4}')
+
+  loaded, table = _heavy_modules_loaded(
+      _launcher('status', f'--sweep_dir={sweep_dir}'))
+  assert loaded == []
+  assert table.splitlines()[1].split()[:4] == ['lr=0.001', 'done', '4/4',
+                                               '0.2500']
+  assert table.splitlines()[-1] == '1 pending, 1 done'
+  loaded, _ = _heavy_modules_loaded(
+      _launcher('cancel', f'--sweep_dir={sweep_dir}'))
+  assert loaded == []
+  loaded, plan = _heavy_modules_loaded(
+      _launcher('resume', f'--sweep_dir={sweep_dir}', '--dry_run'))
+  assert loaded == []
+  assert 'Not relaunched: 1 runs (lr=0.001: done)' in plan
+  assert '--workdir=' + os.path.join(sweep_dir, 'lr=0.003') in plan

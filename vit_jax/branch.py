@@ -20,6 +20,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 from vit_jax import checkpoint
 from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import optim
 from vit_jax import paths
 
@@ -39,7 +40,7 @@ def _may_differ(key: str) -> bool:
 
 def trunk_config(trunk: str) -> Dict[str, Any]:
   """The trunk's config.json (resolved), or a clear error."""
-  data = paths.read_json(paths.join(trunk, 'config.json'))
+  data = layout.read_config(trunk)
   if data is None:
     raise ValueError(f'config.branch.trunk {trunk!r} has no config.json: not '
                      f'a workdir, or its run has not started yet.')
@@ -78,7 +79,7 @@ def restore(config: Any, abstract_state: Any
   after `check_compatible`; a clear error when it is not there."""
   trunk, step = config.branch.trunk, config.branch.step
   check_compatible(config, trunk_config(trunk))
-  directory = paths.join(trunk, 'checkpoints')
+  directory = layout.checkpoint_dir(trunk)
   reader = (checkpoint.TrainCheckpointer(directory, read_only=True)
             if paths.isdir(directory) else None)
   steps = reader.all_steps() if reader is not None else []

@@ -22,10 +22,8 @@ import ml_collections
 from ml_collections.config_flags import config_flags
 
 from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import paths
-
-# Exit status of a command line that cannot be parsed.
-EXIT_USAGE = 2
 
 # The argv being parsed (`parse_flags`): the config flag finds its
 # --config.KEY overrides there, not in sys.argv.
@@ -131,11 +129,11 @@ def _program_name(argv0: Optional[str]) -> str:
 
 
 def usage_error(message: str, program: Optional[str] = None) -> None:
-  """One line on stderr, exit status EXIT_USAGE."""
+  """One line on stderr, exit status `layout.EXIT_USAGE`."""
   program = _program_name(program)
   print(f'{program}: bad command line: {message} (--helpfull lists the '
         f'flags)', file=sys.stderr)
-  sys.exit(EXIT_USAGE)
+  sys.exit(layout.EXIT_USAGE)
 
 
 def exit_if_unreachable(workdir: str, program: str) -> None:
@@ -146,12 +144,12 @@ def exit_if_unreachable(workdir: str, program: str) -> None:
     paths.check_reachable(workdir)
   except paths.StorageUnreachableError as error:
     print(f'{program}: {error}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
 
 
 def parse_flags(argv: List[str]) -> List[str]:
   """absl's parsing, with any error (a flag, a --config.KEY override, the
-  config file) as one line on stderr and exit status EXIT_USAGE. A
+  config file) as one line on stderr and exit status `layout.EXIT_USAGE`. A
   repeated --config.KEY: the last one wins."""
   argv = config_lib.last_override_wins(list(argv))
   _ARGV[:] = argv

@@ -39,10 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import layout
 from vit_jax import paths
 
 FLOP_CONVENTION = 'a multiply-add is 2 FLOPs'
-SUMMARY = 'summary.json'
 
 # Top-level parameter names that are embedding or head, not body.
 BODY_EXCLUDED = ('patch_embed', 'pos_embed', 'cls_token', 'mask_token',
@@ -117,7 +117,7 @@ def mfu(flops: float, seconds: float, devices: int,
 
 def write_summary(workdir: str, facts: Dict[str, Any]) -> None:
   """Merges `facts` into WORKDIR/summary.json (main process only)."""
-  path = paths.join(workdir, SUMMARY)
+  path = paths.join(workdir, layout.SUMMARY)
   summary = paths.read_json(path) or {}
   summary.update(facts)
   summary['flop_convention'] = FLOP_CONVENTION
@@ -126,4 +126,4 @@ def write_summary(workdir: str, facts: Dict[str, Any]) -> None:
 
 
 def read_summary(workdir: str) -> Optional[Dict[str, Any]]:
-  return paths.read_json(paths.join(workdir, SUMMARY))
+  return paths.read_json(paths.join(workdir, layout.SUMMARY))

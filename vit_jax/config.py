@@ -8,7 +8,7 @@ the key, its closest valid spelling and the valid keys; nothing is silently
 ignored.
 
 Sections and who owns their fields (defaults live in one place each):
-  top level   TOP_LEVEL_DEFAULTS here
+  top level   `top_level_defaults()` here (`lr`: `vit_jax.optim.DEFAULT_LR`)
   data        `vit_jax.data.default_config()`
   model       `name` + `variant` + the family's constructor fields
               (`vit_jax.models.MODELS[name]`)
@@ -18,7 +18,10 @@ Sections and who owns their fields (defaults live in one place each):
   evals       free names, each entry checked by `vit_jax.evaluate`
               (`EVAL_FIELDS[kind]`)
 
-This module imports no TensorFlow.
+Those owners import JAX and every model family; this module imports them
+only in the functions that resolve or fill a config, so the modules that
+merely read workdirs or parse a sweep's command lines load no JAX here.
+It imports no TensorFlow.
 """
 
 import dataclasses
@@ -32,13 +35,6 @@ import ml_collections
 from ml_collections import config_dict
 from ml_collections.config_flags import config_flags
 
-from vit_jax import data as data_lib
-from vit_jax import evaluate
-from vit_jax import models
-from vit_jax import optim
-from vit_jax import weights
-from vit_jax.models import common
-
 OBJECTIVES = ('supervised', 'mae')
 LOSSES = ('softmax_xent', 'sigmoid_xent')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -51,24 +47,29 @@ class _Required:
 
 REQUIRED = _Required()
 
-TOP_LEVEL_DEFAULTS: Dict[str, Any] = {
-    'seed': 0,
-    'total_steps': REQUIRED,
-    'batch_size': REQUIRED,
-    'eval_batch_size': None,       # None: batch_size
-    'objective': 'supervised',     # OBJECTIVES
-    'loss': 'softmax_xent',        # LOSSES (supervised runs)
-    'label_smoothing': 0.0,
-    'grad_accum_steps': 1,
-    'lr': optim.DEFAULT_LR,
-    'wd': 0.0,
-    'wd_mults': None,              # None: optim.DEFAULT_WD_MULTS
-    'lr_mults': None,              # None: every parameter at 1
-    'grad_clip_norm': None,        # None or 0: no clipping
-    'log_every_steps': 50,
-    'eval_every_steps': None,      # None: no 'val' classifier evaluation
-    'peak_flops_per_device': None,  # None: vit_jax.compute.PEAK_FLOPS
-}
+
+def top_level_defaults() -> Dict[str, Any]:
+  """The top-level keys, in order, with their defaults."""
+  from vit_jax import optim  # pylint: disable=g-import-not-at-top
+  return {
+      'seed': 0,
+      'total_steps': REQUIRED,
+      'batch_size': REQUIRED,
+      'eval_batch_size': None,       # None: batch_size
+      'objective': 'supervised',     # OBJECTIVES
+      'loss': 'softmax_xent',        # LOSSES (supervised runs)
+      'label_smoothing': 0.0,
+      'grad_accum_steps': 1,
+      'lr': optim.DEFAULT_LR,
+      'wd': 0.0,
+      'wd_mults': None,              # None: optim.DEFAULT_WD_MULTS
+      'lr_mults': None,              # None: every parameter at 1
+      'grad_clip_norm': None,        # None or 0: no clipping
+      'log_every_steps': 50,
+      'eval_every_steps': None,      # None: no 'val' classifier evaluation
+      'peak_flops_per_device': None,  # None: vit_jax.compute.PEAK_FLOPS
+  }
+
 
 SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'checkpoint': {'every_steps': 1000, 'keep_last': 3, 'keep_every': None,
@@ -76,13 +77,12 @@ SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'mesh': {'data': -1, 'fsdp': 1},
     'init_from': {'kind': 'own', 'path': None},
     # A cooldown branch: start from the checkpoint of run `trunk` (a
-    # workdir) at `step` (vit_jax/train.py, `_branch_state`).
+    # workdir) at `step` (vit_jax/branch.py, `restore`).
     'branch': {'trunk': None, 'step': None},
 }
 
 SECTIONS = ('data', 'model', 'optimizer', 'schedule', 'evals',
             *SECTION_DEFAULTS)
-TOP_LEVEL_KEYS = tuple(sorted((*TOP_LEVEL_DEFAULTS, *SECTIONS)))
 
 
 def unknown_key_error(where: str, key: str, valid: Iterable[str]
@@ -123,6 +123,7 @@ def _fill(given: Mapping[str, Any], defaults: Mapping[str, Any],
 
 def model_fields(name: str) -> Dict[str, Any]:
   """The keys `config.model` may hold for family `name`, with defaults."""
+  from vit_jax import models  # pylint: disable=g-import-not-at-top
   if name not in models.MODELS:
     raise ValueError(f'Unknown model.name {name!r}; valid choices: '
                      f'{list(models.MODELS)}')
@@ -139,6 +140,7 @@ def model_fields(name: str) -> Dict[str, Any]:
 
 
 def _resolve_model(given: Dict[str, Any]) -> Dict[str, Any]:
+  from vit_jax.models import common  # pylint: disable=g-import-not-at-top
   name = given.get('name')
   fields = model_fields(name)
   for key in given:
@@ -157,10 +159,18 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
   Accepts a ConfigDict or a plain dict (e.g. a workdir's config.json).
   Returns a new, unlocked ConfigDict.
   """
+  # pylint: disable=g-import-not-at-top
+  from vit_jax import data as data_lib
+  from vit_jax import evaluate
+  from vit_jax import models
+  from vit_jax import optim
+  from vit_jax import weights
+  from vit_jax.models import common
+  # pylint: enable=g-import-not-at-top
   given = _as_dict(config, '')
   sections = {name: _as_dict(given.pop(name, None), name)
               for name in SECTIONS}
-  top = _fill(given, TOP_LEVEL_DEFAULTS, '')
+  top = _fill(given, top_level_defaults(), '')
   common.check_choice('objective', top['objective'], OBJECTIVES)
   common.check_choice('loss', top['loss'], LOSSES)
   for key in ('total_steps', 'batch_size'):
@@ -215,6 +225,7 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
 def _check_branch(resolved: Dict[str, Any]) -> None:
   """A branch's own settings: a step inside the run, before its cooldown,
   and a decay that does not depend on the run's length."""
+  from vit_jax import optim  # pylint: disable=g-import-not-at-top
   branch = resolved['branch']
   trunk, step = branch['trunk'], branch['step']
   if trunk is None and step is None:
@@ -254,7 +265,13 @@ def add_defaults(config: ml_collections.ConfigDict
   few-shot entry's datasets by `DATASET_FIELDS`. Returns (the dotted keys
   added, the sections added), for `strip_defaults`.
   """
-  from vit_jax.evaluate import fewshot_evaluator  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from vit_jax import data as data_lib
+  from vit_jax import evaluate
+  from vit_jax import models
+  from vit_jax import optim
+  from vit_jax.evaluate import fewshot_evaluator
+  # pylint: enable=g-import-not-at-top
   added, sections_added = [], []
 
   def fill(target, defaults: Mapping[str, Any], prefix: str) -> None:
@@ -278,7 +295,7 @@ def add_defaults(config: ml_collections.ConfigDict
     value = target[key]
     return value if isinstance(value, ml_collections.ConfigDict) else None
 
-  fill(config, TOP_LEVEL_DEFAULTS, '')
+  fill(config, top_level_defaults(), '')
   data = section(config, 'data', '')
   if data is not None:
     fill(data, data_lib.default_config().to_dict(), 'data.')

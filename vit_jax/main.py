@@ -14,7 +14,7 @@ PATH', and for a gs:// workdir whose storage cannot be reached, naming
 the bucket, the endpoint and the cause, with nothing created), 2 bad
 command line or config (one line, nothing written), 3 stopped on SIGTERM
 after saving
-(`train.EXIT_PREEMPTED`: rerun to resume; what schedulers' requeue and
+(`layout.EXIT_PREEMPTED`: rerun to resume; what schedulers' requeue and
 restart-on-failure wrappers should act on). Multi-host flags: `vit_jax.cli`.
 """
 
@@ -28,6 +28,7 @@ from absl import logging
 
 from vit_jax import cli
 from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax import train
 from vit_jax import workdir as workdir_lib
@@ -67,7 +68,7 @@ def main(argv):
     cli.check_inputs(config)
   except ValueError as error:  # a recipe's key or value: one line
     print(f'vit_jax.main: bad config: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(cli.EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
   workdir = cli.WORKDIR.value
   cli.exit_if_unreachable(workdir, 'vit_jax.main')
   cli.initialize_distributed()
@@ -76,12 +77,12 @@ def main(argv):
   except (workdir_lib.ConfigMismatchError,
           workdir_lib.WorkdirLockedError) as error:
     print(f'vit_jax.main: {error}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
   except train.Preempted as stopped:
     workdir_lib.release_reserve(workdir)
     logging.warning('%s', stopped)
     print(stopped, file=sys.stderr)
-    sys.exit(train.EXIT_PREEMPTED)
+    sys.exit(layout.EXIT_PREEMPTED)
   except KeyboardInterrupt:
     workdir_lib.release_reserve(workdir)
     raise
@@ -97,8 +98,8 @@ def main(argv):
                             'awaited', category=RuntimeWarning)
     print(f'vit_jax.main: disk full at {full} (the run stopped; its last '
           f'good checkpoint is kept; details in '
-          f'{paths.join(workdir, workdir_lib.ERROR)})', file=sys.stderr)
-    sys.exit(1)
+          f'{paths.join(workdir, layout.ERROR)})', file=sys.stderr)
+    sys.exit(layout.EXIT_FAILED)
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ from typing import Mapping, Optional
 
 from absl import logging
 
+from vit_jax import layout
 from vit_jax import paths
 
 # How often buffered metrics reach an object store (`paths.Appender`).
@@ -122,12 +123,12 @@ class MetricWriter:
     if not enabled:
       return
     paths.makedirs(workdir)
-    self._jsonl = paths.Appender(paths.join(workdir, 'metrics.jsonl'),
+    self._jsonl = paths.Appender(paths.join(workdir, layout.METRICS),
                                  flush_seconds)
     if tensorboard:
       try:
-        self._tensorboard = TensorBoardWriter(paths.join(workdir, 'tb'),
-                                              flush_seconds)
+        self._tensorboard = TensorBoardWriter(
+            paths.join(workdir, layout.TENSORBOARD), flush_seconds)
         if restart_step is not None:
           self._tensorboard.restart(restart_step)
       except ImportError:

@@ -47,6 +47,7 @@ from vit_jax import attention_maps
 from vit_jax import build
 from vit_jax import checkpoint
 from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.data import labels
@@ -211,7 +212,7 @@ def from_workdir(workdir: str, config=None,
   """The classifier of a training workdir at `step` (latest: None); its
   config.json unless `config` is given."""
   paths.check_supported(workdir)
-  checkpoint_dir = paths.join(workdir, 'checkpoints')
+  checkpoint_dir = layout.checkpoint_dir(workdir)
   if not paths.isdir(checkpoint_dir):
     raise FileNotFoundError(f'{workdir} is not a training workdir: it has no '
                             f'checkpoints/ directory.')
@@ -244,7 +245,7 @@ def from_workdir(workdir: str, config=None,
       class_names=names, multilabel=config.loss == 'sigmoid_xent',
       family=config.model.name,
       description=f'{workdir} at step {step}', plot_name=str(step),
-      plots_dir=paths.join(workdir, 'plots'))
+      plots_dir=paths.join(workdir, layout.PLOTS))
 
 
 def _plot_name(name: str) -> str:
@@ -532,7 +533,7 @@ def main(argv, flag_values) -> None:
           f'(usage: python -m vit_jax.predict --workdir=DIR | '
           f'--pretrained=NAME IMAGE_OR_FOLDER... [--top_k=5] [--csv=PATH] '
           f'[--attention_plot])', file=sys.stderr)
-    sys.exit(cli.EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
   try:
     listed = list_images(argv[1:])  # bad paths fail before any loading
     if values['workdir']:
@@ -546,10 +547,10 @@ def main(argv, flag_values) -> None:
         batch_size=values['batch_size'], listed=listed)
   except (FileNotFoundError, ValueError) as error:
     print(f'vit_jax.predict: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
   except OSError as error:  # e.g. --csv not writable, a full disk
     print(f'vit_jax.predict: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
 
 
 if __name__ == '__main__':

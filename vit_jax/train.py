@@ -35,6 +35,7 @@ from vit_jax import build
 from vit_jax import checkpoint
 from vit_jax import compute
 from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import losses
 from vit_jax import metric_writer
 from vit_jax import models
@@ -45,12 +46,6 @@ from vit_jax import workdir as workdir_lib
 from vit_jax.models import common
 
 State = Dict[str, Any]
-
-# Exit status of `python -m vit_jax.main` when SIGTERM stopped the run
-# after saving (preemption, a scheduler's time limit): not 0, so restart-on-
-# failure wrappers and SLURM's requeue rerun it; the rerun resumes. Errors
-# exit 1 (`workdir/error` holds the traceback), finished runs 0.
-EXIT_PREEMPTED = 3
 
 
 class Preempted(Exception):
@@ -375,7 +370,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
   is_main = jax.process_index() == 0
   if is_main:
     workdir_lib.check_config(workdir, config, allow_changes)
-  checkpoint_dir = paths.join(workdir, 'checkpoints')
+  checkpoint_dir = layout.checkpoint_dir(workdir)
   fresh = None
   if not _has_checkpoints(checkpoint_dir):
     # init_from / the branch's trunk are read before any write.
@@ -464,7 +459,7 @@ def _due_steps(every_steps: Optional[int], after: int, last: int,
 def _logged_names(workdir: str) -> Dict[int, set]:
   """{step: metric names} of metrics.jsonl (a torn line is skipped)."""
   try:
-    text = paths.read_text(paths.join(workdir, workdir_lib.METRICS))
+    text = paths.read_text(paths.join(workdir, layout.METRICS))
   except FileNotFoundError:
     return {}
   logged: Dict[int, set] = {}
@@ -539,7 +534,7 @@ def _redo_evaluations(config, run: build.Run, evaluators, state: State,
                       for name, steps in lost.items())
     _say(f'Warning: evaluations without rows in metrics.jsonl cannot be '
          f'redone (no checkpoint of their step is kept): {named}; '
-         f'recorded in {paths.join(workdir, workdir_lib.DONE)} when the run '
+         f'recorded in {paths.join(workdir, layout.DONE)} when the run '
          f'finishes.')
   if redo:
     _say('Redoing evaluations without rows: ' + '; '.join(
@@ -736,6 +731,6 @@ def _flops(lowered) -> Optional[float]:
 
 def read_metrics(workdir: str):
   """The rows of a workdir's metrics.jsonl (for tests and analysis)."""
-  text = paths.read_text(paths.join(workdir, 'metrics.jsonl'))
+  text = paths.read_text(paths.join(workdir, layout.METRICS))
   return [json.loads(line) for line in text.splitlines() if line.strip()]
 

@@ -1,5 +1,7 @@
 """A run's workdir: its identity, its lock, its record and its outcome.
 
+The files (their names: `vit_jax.layout`):
+
     DIR/config.json       the resolved config: the run's identity
     DIR/config_history/   earlier config.json versions (allowed changes)
     DIR/lock              held by the running trainer: {"host", "pid", ...}
@@ -21,7 +23,9 @@ so each (step, metric) appears once.
 
 Everything here is done by the main process only (process 0). DIR may be
 local or `gs://bucket/dir`: every read and write goes through
-`vit_jax.paths`.
+`vit_jax.paths`. The lock and the markers need no config schema (the
+sweep launcher's `status` reads them): `vit_jax.config`, the schema, is
+imported only by the functions that resolve a config.
 """
 
 import errno
@@ -34,15 +38,8 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional, Sequence
 
-from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import paths
-
-CONFIG = 'config.json'
-HISTORY = 'config_history'
-LOCK = 'lock'
-DONE = 'done'
-ERROR = 'error'
-METRICS = 'metrics.jsonl'
 
 # Keys that may differ between runs of one workdir without a flag: the data
 # location on this machine, the input pipeline's read-ahead, how often the
@@ -75,6 +72,7 @@ class ConfigMismatchError(ValueError):
 def config_differences(old: Dict[str, Any], new: Dict[str, Any]
                        ) -> Dict[str, tuple]:
   """{dotted key: (old, new)} over both configs' leaves (JSON data)."""
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   old_flat, new_flat = config_lib.flat_items(old), config_lib.flat_items(new)
   missing = object()
   return {key: (old_flat.get(key, '<absent>'), new_flat.get(key, '<absent>'))
@@ -95,14 +93,15 @@ def check_config(workdir: str, config, allow_changes: Sequence[str] = ()
   allowed differences ({} for a new workdir or an identical config);
   raises ConfigMismatchError listing the others.
   """
-  old = paths.read_json(paths.join(workdir, CONFIG))
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  old = layout.read_config(workdir)
   if old is None:
     return {}
   try:
     old = config_lib.to_json_dict(config_lib.resolve(old))
   except ValueError as error:
     raise ConfigMismatchError(
-        f'{paths.join(workdir, CONFIG)} is not a valid config of this '
+        f'{layout.config_path(workdir)} is not a valid config of this '
         f'version of vit_jax ({error}); use a new workdir.') from None
   new = config_lib.to_json_dict(config)
   differences = config_differences(old, new)
@@ -121,7 +120,7 @@ def check_config(workdir: str, config, allow_changes: Sequence[str] = ()
 
 def write_config(workdir: str, config) -> None:
   """Writes config.json, keeping the previous one in config_history/."""
-  path = paths.join(workdir, CONFIG)
+  path = layout.config_path(workdir)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   try:
     previous = paths.read_text(path)
@@ -130,7 +129,7 @@ def write_config(workdir: str, config) -> None:
   if previous is not None:
     if previous == text:
       return
-    history = paths.join(workdir, HISTORY)
+    history = paths.join(workdir, layout.HISTORY)
     paths.makedirs(history)
     stamp = time.strftime('%Y%m%d-%H%M%S')
     paths.write_atomic(paths.join(history, f'config.{stamp}.json'), previous)
@@ -139,11 +138,12 @@ def write_config(workdir: str, config) -> None:
 
 def read_config(workdir: str):
   """The resolved config of a workdir's run (for evaluation and analysis)."""
-  path = paths.join(workdir, CONFIG)
-  data = paths.read_json(path)
+  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  data = layout.read_config(workdir)
   if data is None:
-    raise FileNotFoundError(f'{path} does not exist: not a workdir written '
-                            f'by vit_jax.main (or pass --config).')
+    raise FileNotFoundError(f'{layout.config_path(workdir)} does not exist: '
+                            f'not a workdir written by vit_jax.main (or '
+                            f'pass --config).')
   return config_lib.resolve(data)
 
 
@@ -188,7 +188,7 @@ class Lock:
   """
 
   def __init__(self, workdir: str, warn=print):
-    self.path = paths.join(workdir, LOCK)
+    self.path = paths.join(workdir, layout.LOCK)
     self._warn = warn
     self._stop = threading.Event()
     self._thread = None
@@ -299,7 +299,7 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
   rewritten atomically (on gs://, on condition that nobody appended
   meanwhile, else again). A torn last line (a crash mid-write) is dropped.
   """
-  path = paths.join(workdir, METRICS)
+  path = paths.join(workdir, layout.METRICS)
   dropped = 0
 
   def drop_rows(content: Optional[bytes]) -> Optional[bytes]:
@@ -326,12 +326,13 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
 
 def mark_started(workdir: str) -> None:
   """Removes an earlier outcome and reserves room for this run's (local
-  workdirs: `RESERVE`, so `done` / `error` can be written on a full disk)."""
-  for name in (DONE, ERROR):
+  workdirs: `layout.RESERVE`, so `done` / `error` can be written on a
+  full disk)."""
+  for name in (layout.DONE, layout.ERROR):
     paths.remove(paths.join(workdir, name))
   if paths.is_local(workdir):
     try:
-      paths.write_atomic(paths.join(workdir, RESERVE),
+      paths.write_atomic(paths.join(workdir, layout.RESERVE),
                          b'\0' * RESERVE_BYTES)
     except OSError:  # already full: the outcome may still fit; no reserve
       pass
@@ -340,13 +341,13 @@ def mark_started(workdir: str) -> None:
 def release_reserve(workdir: str) -> None:
   """Removes the outcome's reservation (a run that stops without one)."""
   if paths.is_local(workdir):
-    paths.remove(paths.join(workdir, RESERVE))
+    paths.remove(paths.join(workdir, layout.RESERVE))
 
 
 def mark_done(workdir: str, step: int, **details: Any) -> None:
   """Writes `done`: JSON step, time, and `details` (e.g. the trainer's
   evaluations_lost: {evaluator: steps} that could not be redone)."""
-  _write_outcome(workdir, DONE, json.dumps(
+  _write_outcome(workdir, layout.DONE, json.dumps(
       {'step': step, 'time': time.strftime('%Y-%m-%d %H:%M:%S'),
        **details}) + '\n')
 
@@ -360,13 +361,12 @@ def mark_failed(workdir: str, error: BaseException) -> None:
   if full is not None:
     text = f'disk full at {full}\n\n{text}'
   try:
-    _write_outcome(workdir, ERROR, text)
+    _write_outcome(workdir, layout.ERROR, text)
   except Exception:  # pylint: disable=broad-except
     pass
 
 
 # Bytes kept for `done` / `error` while a run goes (`mark_started`).
-RESERVE = '.outcome-reserve'
 RESERVE_BYTES = 16384
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _DISK_FULL_TEXT = re.compile(
@@ -385,7 +385,7 @@ def _write_outcome(workdir: str, name: str, text: str) -> None:
   if not paths.is_local(workdir):
     paths.write_atomic(path, text)
     return
-  reserve = paths.join(workdir, RESERVE)
+  reserve = paths.join(workdir, layout.RESERVE)
   try:
     paths.write_atomic(path, text)
   except OSError as error:

@@ -25,6 +25,7 @@ from typing import Any, List, NamedTuple, Optional
 
 import ml_collections
 
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax.models import common
 
@@ -126,7 +127,7 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
                          f'{config.objective!r}.')
       evaluator = reconstruction.ReconstructionEvaluator(
           fns.reconstruction, fns.reconstruction_images, config.data, entry['split'] or eval_split, batch_size, mesh,
-          plots_dir=paths.join(workdir, 'plots') if workdir else None,
+          plots_dir=paths.join(workdir, layout.PLOTS) if workdir else None,
           num_images=entry['num_images'], value_range=entry['value_range'],
           prefix=entry['prefix'])
     scheduled.append(Scheduled(name, entry['every_steps'], evaluator))

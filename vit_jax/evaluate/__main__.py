@@ -28,6 +28,7 @@ from vit_jax import checkpoint
 from vit_jax import cli  # --config, --workdir, multi-host flags
 from vit_jax import config as config_lib
 from vit_jax import evaluate
+from vit_jax import layout
 from vit_jax import metric_writer
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
@@ -60,7 +61,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   """Runs the evaluators on the chosen checkpoints; {step: metrics}."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top  (TF inside)
   paths.check_supported(workdir)
-  checkpoint_dir = paths.join(workdir, 'checkpoints')
+  checkpoint_dir = layout.checkpoint_dir(workdir)
   if not paths.isdir(checkpoint_dir):
     raise FileNotFoundError(f'{workdir} is not a training workdir: it has no '
                             f'checkpoints/ directory.')
@@ -120,7 +121,7 @@ def main(argv):
     evaluate_workdir(config, workdir, _STEP.value, _EVALS.value)
   except (FileNotFoundError, ValueError) as error:
     print(f'vit_jax.evaluate: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
 
 
 if __name__ == '__main__':

@@ -52,8 +52,11 @@ import jax
 import numpy as np
 
 from vit_jax import checkpoint
+from vit_jax import config as config_lib
+from vit_jax import layout
 from vit_jax import models
 from vit_jax import paths
+from vit_jax import workdir as workdir_lib
 from vit_jax.export import configs
 from vit_jax.models import common
 from vit_jax.weights import core
@@ -335,9 +338,6 @@ def export_run(workdir: str, format: str, out: str,
   default) to `out` (`python -m vit_jax.export`); returns the files
   written. The model comes from `config` (the run's config; by default
   the workdir's config.json)."""
-  # The config schema imports every part's defaults: only when needed.
-  from vit_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   check_format(format)
   paths.check_supported(workdir)
   check_out(out, format)
@@ -348,7 +348,7 @@ def export_run(workdir: str, format: str, out: str,
              format)
   family, model_kwargs, variables = run_model(
       config.model.to_dict(),
-      checkpoint.restore_variables(paths.join(workdir, 'checkpoints'), step))
+      checkpoint.restore_variables(layout.checkpoint_dir(workdir), step))
   pretrained_cfg = preprocessing_cfg(config.data.get('pp_eval'),
                                      input_channels(variables))
   state = export(variables, family, format, image_size=image_size,

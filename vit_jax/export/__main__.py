@@ -24,6 +24,7 @@ from absl import logging
 
 from vit_jax import cli  # --workdir, --config
 from vit_jax import export as export_lib
+from vit_jax import layout
 
 _FORMAT = flags.DEFINE_enum('format', None, list(export_lib.FORMATS),
                             'Export format.')
@@ -49,11 +50,11 @@ def main(argv):
                                     _IMAGE_SIZE.value, cli.CONFIG.value)
   except (FileNotFoundError, ValueError) as error:
     print(f'vit_jax.export: {cli.one_line(error)}', file=sys.stderr)
-    sys.exit(cli.EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
   except OSError as error:  # e.g. --out not writable, a full disk
     print(f'vit_jax.export: cannot write {_OUT.value}: {cli.one_line(error)}',
           file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
   for path in written:
     print(path)
   if _FORMAT.value == 'timm' and not _OUT.value.endswith('.safetensors') and (

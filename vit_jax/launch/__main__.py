@@ -30,6 +30,7 @@ from typing import Any, Dict, List
 from absl import app
 from absl import flags
 
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax.launch import local
 from vit_jax.launch import lock as lock_lib
@@ -42,7 +43,6 @@ from vit_jax.launch import tpu_vm
 BACKENDS = {'local': local.LocalBackend, 'slurm': slurm.SlurmBackend,
             'tpu_vm': tpu_vm.TpuVmBackend}
 COMMANDS = ('launch', 'status', 'resume', 'cancel')
-EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 3
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'The sweep: FILE[:ARG], a '
                              'Python file with get_sweep(arg=None).')
@@ -66,7 +66,7 @@ _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
 
 def _usage(message: str) -> None:
   print(f'vit_jax.launch: {message}', file=sys.stderr)
-  sys.exit(EXIT_USAGE)
+  sys.exit(layout.EXIT_USAGE)
 
 
 def _default_code_dir() -> str:
@@ -175,7 +175,7 @@ def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
     submission = backend.submit(record, runs, log_dir)
   except (OSError, RuntimeError) as error:
     print(f'vit_jax.launch: {error}', file=sys.stderr)
-    return EXIT_FAILED
+    return layout.EXIT_FAILED
   record_lib.add_submission(sweep_dir, record, {
       'backend': backend_cls.name, 'settings': settings,
       'runs': [run['name'] for run in runs], **submission})
@@ -185,13 +185,13 @@ def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
           f'vit_jax.launch status --sweep_dir={sweep_dir}')
     return 0
   failed = [name for name, code in results.items()
-            if code not in (0, local.EXIT_PREEMPTED)]
+            if code not in (0, layout.EXIT_PREEMPTED)]
   stopped = len(results) < len(runs) or any(
-      code == local.EXIT_PREEMPTED for code in results.values())
+      code == layout.EXIT_PREEMPTED for code in results.values())
   print(status_lib.table(_statuses(record), record['metric']))
   if failed:
-    return EXIT_FAILED
-  return EXIT_STOPPED if stopped else 0
+    return layout.EXIT_FAILED
+  return layout.EXIT_PREEMPTED if stopped else 0
 
 
 def launch() -> int:
@@ -298,13 +298,13 @@ def main(argv):
               'cancel': cancel}[command]())
   except FileNotFoundError as error:
     print(f'vit_jax.launch: {error}', file=sys.stderr)
-    sys.exit(EXIT_FAILED)
+    sys.exit(layout.EXIT_FAILED)
   except OSError as error:  # storage out of reach, a full disk: one line
     where = f' ({_SWEEP_DIR.value})' if _SWEEP_DIR.value else ''
     text = ' '.join(str(error).split()) or type(error).__name__
     print(f'vit_jax.launch: {type(error).__name__}{where}: {text}',
           file=sys.stderr)
-    sys.exit(EXIT_FAILED)
+    sys.exit(layout.EXIT_FAILED)
 
 
 def _parse(argv):

@@ -31,10 +31,10 @@ import sys
 import time
 from typing import List, Optional
 
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 
-EXIT_PREEMPTED = 3  # train.EXIT_PREEMPTED (not imported: no JAX here)
 TAIL_LINES = 20
 
 
@@ -104,9 +104,9 @@ def record(workdir: str, status: int, log_path: Optional[str],
            since: float) -> bool:
   """Writes DIR/error for a failed attempt unless the trainer did; True
   if written."""
-  if status in (0, EXIT_PREEMPTED):
+  if status in (0, layout.EXIT_PREEMPTED):
     return False
-  path = paths.join(workdir, workdir_lib.ERROR)
+  path = paths.join(workdir, layout.ERROR)
   written = paths.mtime(path)
   if written is not None and written >= since - 1:
     return False  # the trainer's own traceback

@@ -33,8 +33,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from absl import flags
 
-from vit_jax import checkpoint
-from vit_jax import paths
+from vit_jax import layout
 from vit_jax import workdir as workdir_lib
 from vit_jax.launch import failure
 
@@ -44,7 +43,6 @@ _GPUS_PER_RUN = flags.DEFINE_integer(
     'gpus_per_run', None, 'local: GPUs per run (CUDA_VISIBLE_DEVICES '
     'slices); default: the visible GPUs split evenly over --parallel slots.')
 
-EXIT_PREEMPTED = failure.EXIT_PREEMPTED
 _PR_SET_PDEATHSIG = 1
 
 
@@ -60,7 +58,7 @@ def _die_with_parent() -> None:
 def outcome(returncode: int) -> str:
   if returncode == 0:
     return 'done'
-  if returncode == EXIT_PREEMPTED:
+  if returncode == layout.EXIT_PREEMPTED:
     return 'preempted'
   if returncode < 0:
     return f'killed by signal {-returncode}'
@@ -102,8 +100,12 @@ class ProcessRunner:
     exists, or whose trunk is neither queued nor running here (then the
     branch starts and says what is missing)."""
     after = run.get('after')
-    if not after or checkpoint.has_step(
-        paths.join(after['workdir'], 'checkpoints'), after['step']):
+    if not after:
+      return True
+    # checkpoint imports JAX: only a launcher with branches to start pays.
+    from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+    if checkpoint.has_step(layout.checkpoint_dir(after['workdir']),
+                           after['step']):
       return True
     waiting = {r['name'] for r in queue} | {
         entry[1]['name'] for entry in running.values()}

@@ -21,6 +21,7 @@ import math
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.launch import failure
@@ -49,7 +50,7 @@ def _read(path: str) -> Optional[str]:
 
 def last_metrics(workdir: str, metric: str):
   """(last logged step, latest value of `metric`) from metrics.jsonl."""
-  text = _read(paths.join(str(workdir), workdir_lib.METRICS)) or ''
+  text = _read(paths.join(str(workdir), layout.METRICS)) or ''
   step = value = None
   for line in text.splitlines():
     try:
@@ -73,12 +74,12 @@ def run_status(run: Mapping[str, Any], metric: str,
   def file(name):
     return paths.join(workdir, name)
 
-  done = _read(file(workdir_lib.DONE))
-  error_text = _read(file(workdir_lib.ERROR))
-  started = paths.mtime(file(workdir_lib.CONFIG))
+  done = _read(file(layout.DONE))
+  error_text = _read(file(layout.ERROR))
+  started = paths.mtime(file(layout.CONFIG))
   step, value = last_metrics(workdir, metric)
   error_line = failure.summary(error_text) if error_text else None
-  error_time = paths.mtime(file(workdir_lib.ERROR)) if error_text else None
+  error_time = paths.mtime(file(layout.ERROR)) if error_text else None
 
   if done is not None:
     state = 'done'
@@ -102,8 +103,8 @@ def run_status(run: Mapping[str, Any], metric: str,
 
   wall = None
   if started is not None:
-    ends = [t for t in (paths.mtime(file(workdir_lib.DONE)), error_time,
-                        paths.mtime(file(workdir_lib.METRICS))) if t]
+    ends = [t for t in (paths.mtime(file(layout.DONE)), error_time,
+                        paths.mtime(file(layout.METRICS))) if t]
     end = time.time() if state == 'running' else max(ends, default=started)
     wall = max(0.0, end - started)
   return RunStatus(name=run['name'], state=state, step=step,

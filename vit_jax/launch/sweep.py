@@ -46,9 +46,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from absl import flags
 from ml_collections import config_dict
 
-from vit_jax import build
 from vit_jax import config as config_lib
-from vit_jax import optim
 from vit_jax import paths
 
 SWEEP_KEYS = ('config', 'runs', 'fixed', 'metric')
@@ -452,6 +450,13 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
 
   `code_dir`: where the commands run (the recipe path is relative to it).
   """
+  # Validation builds each run's model and optimizer, so JAX is imported
+  # here, not with the module: `status`, `resume` and `cancel`, which read
+  # sweep.json, do without it.
+  # pylint: disable=g-import-not-at-top
+  from vit_jax import build
+  from vit_jax import optim
+  # pylint: enable=g-import-not-at-top
   path, arg = split_spec(spec)
   with open(path) as f:
     source = f.read()

@@ -38,13 +38,13 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from vit_jax import layout
 from vit_jax import paths
 from vit_jax.scaling import fits as fits_lib
 from vit_jax.scaling import frontiers as frontier_lib
 from vit_jax.scaling import plots
 from vit_jax.scaling import runs as runs_lib
 
-EXIT_USAGE = 2
 
 _WORKDIRS = flags.DEFINE_multi_string(
     'workdirs', None, 'Glob pattern of workdirs (local or gs://), e.g. '
@@ -271,7 +271,7 @@ def run() -> None:
     if garbled:
       shown = ', '.join(str(n) for n in garbled[:5])
       more = f' and {len(garbled) - 5} more' if len(garbled) > 5 else ''
-      _warn(f'{paths.join(info["workdir"], runs_lib.METRICS)}: skipped '
+      _warn(f'{paths.join(info["workdir"], layout.METRICS)}: skipped '
             f'{len(garbled)} line(s) that are not JSON rows with a step '
             f'(line {shown}{more})')
   states = {s: sum(info['state'] == s for info in infos)
@@ -361,16 +361,16 @@ def main(argv):
   if len(argv) > 1:
     print(f'vit_jax.scaling: unexpected arguments {argv[1:]}',
           file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
   try:
     run()
   except ValueError as error:
     print(f'vit_jax.scaling: {_one_line(error)}', file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
   except OSError as error:  # the output could not be written
     print(f'vit_jax.scaling: cannot write {_OUT.value}: {_one_line(error)}',
           file=sys.stderr)
-    sys.exit(1)
+    sys.exit(layout.EXIT_FAILED)
 
 
 def _one_line(error: BaseException) -> str:
@@ -384,7 +384,7 @@ def _parse(argv):
   except flags.Error as error:
     print(f'vit_jax.scaling: bad command line: {_one_line(error)} '
           f'(--helpfull lists the flags)', file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+    sys.exit(layout.EXIT_USAGE)
 
 
 if __name__ == '__main__':

@@ -31,13 +31,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from vit_jax import layout
 from vit_jax import paths
-
-CONFIG = 'config.json'
-SUMMARY = 'summary.json'
-METRICS = 'metrics.jsonl'
-DONE = 'done'
-ERROR = 'error'
 
 STATES = ('done', 'failed', 'unfinished')
 # The table's columns before the metrics, in order.
@@ -172,7 +167,8 @@ def find_workdirs(patterns: Union[str, Sequence[str]]) -> List[str]:
     workdirs = [path for path in matched if _is_workdir(path)]
     if not workdirs:
       detail = (f': it matches {len(matched)} path(s) but none is a workdir '
-                f'(a directory with {CONFIG} or {METRICS})' if matched else '')
+                f'(a directory with {layout.CONFIG} or {layout.METRICS})'
+                if matched else '')
       raise ValueError(f'No workdir matches {pattern!r}{detail}.')
     for workdir in workdirs:
       workdir = paths.absolute(workdir)
@@ -184,7 +180,7 @@ def find_workdirs(patterns: Union[str, Sequence[str]]) -> List[str]:
 
 def _is_workdir(path: str) -> bool:
   names = set(paths.listdir(path))
-  return CONFIG in names or METRICS in names
+  return layout.CONFIG in names or layout.METRICS in names
 
 
 # ----------------------------------------------------------------------------
@@ -212,7 +208,7 @@ def read_metrics(workdir: str, garbled: Optional[List[int]] = None
   the last line and unterminated (torn by a crash mid-write: skipped
   quietly)."""
   try:
-    text = paths.read_text(paths.join(workdir, METRICS))
+    text = paths.read_text(paths.join(workdir, layout.METRICS))
   except FileNotFoundError:
     return {}
   by_step: Dict[int, Dict[str, float]] = {}
@@ -306,8 +302,8 @@ def read_run(workdir: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     except ValueError:  # a torn or foreign file
       return None
 
-  config = read_json(CONFIG) or {}
-  summary = read_json(SUMMARY) or {}
+  config = read_json(layout.CONFIG) or {}
+  summary = read_json(layout.SUMMARY) or {}
   if not isinstance(config, dict):
     config = {}
   if not isinstance(summary, dict):
@@ -317,9 +313,9 @@ def read_run(workdir: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
   trunk = (branch.get('trunk') or branch.get('from')
            if isinstance(branch, dict) else None)
   is_branch = bool(trunk)
-  if DONE in names:
+  if layout.DONE in names:
     state = 'done'
-  elif ERROR in names:
+  elif layout.ERROR in names:
     state = 'failed'
   else:
     state = 'unfinished'

@@ -4,6 +4,7 @@ timm file, a Google `.npz` or another run of this package."""
 from typing import Any, Dict, Optional
 
 from vit_jax import checkpoint
+from vit_jax import layout
 from vit_jax import models
 from vit_jax import paths
 from vit_jax.models import common
@@ -37,7 +38,7 @@ def load_init_params(kind: str, path: str, name: str,
     return timm.from_timm(timm.read(path), name, image_size=image_size,
                           **model_kwargs)
   model = models.get_model(name, **model_kwargs)
-  candidate = paths.join(path, 'checkpoints')
+  candidate = layout.checkpoint_dir(path)
   if paths.isdir(candidate):
     workdir, directory = path, candidate
   else:
@@ -57,8 +58,8 @@ def load_init_params(kind: str, path: str, name: str,
 def _run_model_name(workdir: str) -> str:
   """The model family of the training run in `workdir`, from the
   config.json that every run writes there."""
-  path = paths.join(workdir, 'config.json')
-  config = paths.read_json(path)
+  path = layout.config_path(workdir)
+  config = layout.read_config(workdir)
   if config is None:
     raise FileNotFoundError(
         f'{path} not found: init_from kind \'own\' needs the source run\'s '
