@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import golden_cases
+from vit_jax import models
 from vit_jax import weights
 from vit_jax.models import common, counts, get_model
 from vit_jax.models.__main__ import count_params
@@ -288,3 +289,21 @@ def test_kwargs_from_config_as_get_model_takes_them():
                                           'num_classes': 5})
   assert kwargs == {'name': 'vit', 'variant': 'Ti/16', 'num_classes': 5}
   assert models_lib.get_model(**kwargs).width == 192
+
+
+def test_every_family_is_whole():
+  """A family is its model file (NAME, MODEL, ZOO, checkpoint_image_size),
+  its entry in models.FAMILIES, its weight tables and its analytic counts:
+  one that lacks a part fails here, not in a user's run."""
+  from vit_jax.weights import families  # pylint: disable=g-import-not-at-top
+  names = [family.NAME for family in models.FAMILIES]
+  assert len(set(names)) == len(names) and list(models.MODELS) == names
+  assert [family.NAME for family in families.FAMILIES] == names
+  for family in models.FAMILIES:
+    assert models.MODELS[family.NAME] is family.MODEL
+    assert family.ZOO and all(
+        isinstance(models.get_model(family.NAME, variant=variant),
+                   family.MODEL) for variant in family.ZOO), family.NAME
+    assert callable(family.checkpoint_image_size)
+    model = models.get_model(family.NAME, variant=family.ZOO[0])
+    assert counts.param_count(model) > 0, family.NAME

@@ -23,21 +23,15 @@ from vit_jax.models import mixer
 from vit_jax.models import swin
 from vit_jax.models import vit
 from vit_jax.models import xcit
-from vit_jax.models.convmixer import ConvMixer
-from vit_jax.models.mae import MAE
-from vit_jax.models.mixer import Mixer
-from vit_jax.models.swin import Swin
-from vit_jax.models.vit import ViT
-from vit_jax.models.xcit import XCiT
 
-MODELS = {
-    'vit': ViT,
-    'mixer': Mixer,
-    'mae': MAE,
-    'swin': Swin,
-    'xcit': XCiT,
-    'convmixer': ConvMixer,
-}
+# The families, in the order listings show them: an explicit tuple (no
+# registry filled by imports). A family's module holds NAME, MODEL (the
+# class get_model builds), ZOO (the zoo listing's variants) and
+# checkpoint_image_size; adding a family is its model file, an entry here,
+# its weight tables (vit_jax/weights/) and its analytic counts (counts.py).
+FAMILIES = (vit, mixer, swin, xcit, convmixer, mae)
+
+MODELS: Dict[str, Any] = {family.NAME: family.MODEL for family in FAMILIES}
 
 
 def get_model(name: str, variant: Optional[str] = None, **kwargs) -> nn.Module:
@@ -82,18 +76,6 @@ def kwargs_from_config(model_config: Mapping[str, Any],
           for key, value in kwargs.items()}
 
 
-# Family -> (model, flat params) -> the resolution the params were trained
-# at. An MAE's learned parameters hold no resolution (sincos position
-# embedding): it falls back to ViT's default, as a ViT with sincos2d does.
-_CHECKPOINT_IMAGE_SIZE: Dict[str, Callable[..., Tuple[int, int]]] = {
-    'vit': vit.checkpoint_image_size,
-    'mixer': mixer.checkpoint_image_size,
-    'mae': vit.checkpoint_image_size,
-    'swin': swin.checkpoint_image_size,
-    'xcit': xcit.checkpoint_image_size,
-    'convmixer': convmixer.checkpoint_image_size,
-}
-
 # (source family, target family) -> function of the source params giving
 # params of the target family (head and resolution left to the caller).
 _CONVERSIONS: Dict[Tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {
@@ -115,10 +97,10 @@ def checkpoint_image_size(name: str, model: nn.Module,
   Returns:
     (height, width) in pixels.
   """
-  if name not in _CHECKPOINT_IMAGE_SIZE:
-    raise ValueError(f'Unknown model {name!r}; valid models: '
-                     f'{list(_CHECKPOINT_IMAGE_SIZE)}')
-  return _CHECKPOINT_IMAGE_SIZE[name](model, flat_params)
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; valid models: {list(MODELS)}')
+  (family,) = [f for f in FAMILIES if f.NAME == name]
+  return family.checkpoint_image_size(model, flat_params)
 
 
 def convert_params(source_name: str, target_name: str,

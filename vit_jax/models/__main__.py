@@ -33,26 +33,11 @@ import numpy as np
 from vit_jax import models
 from vit_jax.models import counts
 
-# (family, variant, extra get_model kwargs): the rows of the listing.
+# (family, variant, extra get_model kwargs): the rows of the listing, each
+# family's ZOO in models.FAMILIES' order.
 ZOO: List[Tuple[str, str, dict]] = [
-    *[('vit', v, {}) for v in (
-        'Ti/16', 'S/32', 'S/16', 'M/16', 'B/32', 'B/16', 'B/8', 'L/32', 'L/16',
-        'L/14', 'H/14', 'g/14', 'G/14')],
-    *[('mixer', v, {}) for v in (
-        'S/32', 'S/16', 'B/32', 'B/16', 'L/32', 'L/16', 'H/14')],
-    # Swin with window 7, for 224 px (the 384 px models take window_size=12;
-    # the listing runs every row at one --resolution).
-    *[('swin', v, {}) for v in ('T/4', 'S/4', 'B/4', 'L/4')],
-    # XCiT SIZE+DEPTH/PATCH: the paper's models at patch 16 and two at 8.
-    *[('xcit', v, {}) for v in (
-        'N12/16', 'T12/16', 'S12/16', 'T24/16', 'S24/16', 'M24/16', 'L24/16',
-        'T12/8', 'S24/8')],
-    # ConvMixer WIDTH/DEPTH with the paper's kernel and patch sizes.
-    *[('convmixer', v, {}) for v in ('1536/20', '768/32', '1024/20')],
-    # MAE pre-training (encoder on 25% of patches + the paper's 512-wide,
-    # 8-block decoder); without a 'mask' rng, apply masks with a fixed seed.
-    *[('mae', v, {}) for v in ('B/16', 'L/16', 'H/14')],
-]
+    (family.NAME, variant, {}) for family in models.FAMILIES
+    for variant in family.ZOO]
 
 
 class ZooRow(NamedTuple):

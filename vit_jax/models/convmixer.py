@@ -204,3 +204,12 @@ def checkpoint_image_size(model: ConvMixer, flat_params: Mapping[str, Any]
   paper's models are trained at 224 px, Sec. 3)."""
   del model, flat_params
   return (224, 224)
+
+
+# What `vit_jax.models` lists of the family (its FAMILIES tuple): the name
+# `get_model` takes, the module class, and the zoo listing's rows.
+NAME = 'convmixer'
+MODEL = ConvMixer
+# The variants the zoo listing (`python -m vit_jax.models`) shows, WIDTH/DEPTH
+# with the paper's kernel and patch sizes.
+ZOO = ('1536/20', '768/32', '1024/20')

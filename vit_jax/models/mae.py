@@ -433,3 +433,16 @@ class MAE(nn.Module):
     target = patchify(images, self.patch_size)  # [B, N, p*p*C]
     loss = reconstruction_loss(pred, target, mask, self.norm_pix_loss)
     return loss, {'pred': pred, 'mask': mask, 'ids_restore': ids_restore}
+
+
+# What `vit_jax.models` lists of the family (its FAMILIES tuple): the name
+# `get_model` takes, the module class, and the zoo listing's rows.
+NAME = 'mae'
+MODEL = MAE
+# The variants the zoo listing (`python -m vit_jax.models`) shows: MAE
+# pre-training (encoder on 25% of patches + the paper's 512-wide, 8-block
+# decoder); without a 'mask' rng, apply masks with a fixed seed.
+ZOO = ('B/16', 'L/16', 'H/14')
+# The resolution of an MAE's learned parameters: they hold none (sincos
+# position embedding), so ViT's rule falls back to its default.
+checkpoint_image_size = vit.checkpoint_image_size

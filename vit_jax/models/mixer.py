@@ -136,3 +136,11 @@ def checkpoint_image_size(model: Mixer, flat_params: Mapping[str, Any]
     return (224, 224)
   side = int(round(math.sqrt(kernel.shape[0]))) * model.patch_size
   return (side, side)
+
+
+# What `vit_jax.models` lists of the family (its FAMILIES tuple): the name
+# `get_model` takes, the module class, and the zoo listing's rows.
+NAME = 'mixer'
+MODEL = Mixer
+# The variants the zoo listing (`python -m vit_jax.models`) shows.
+ZOO = ('S/32', 'S/16', 'B/32', 'B/16', 'L/32', 'L/16', 'H/14')

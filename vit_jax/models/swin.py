@@ -471,3 +471,13 @@ def checkpoint_image_size(model: Swin, flat_params: Mapping[str, Any]
     table_window = (int(round(np.sqrt(table.shape[0]))) + 1) // 2
     side = min(side, model.patch_size * table_window * 2 ** last_stage)
   return (side, side)
+
+
+# What `vit_jax.models` lists of the family (its FAMILIES tuple): the name
+# `get_model` takes, the module class, and the zoo listing's rows.
+NAME = 'swin'
+MODEL = Swin
+# The variants the zoo listing (`python -m vit_jax.models`) shows: window 7,
+# for 224 px (the 384 px models take window_size=12; the listing runs every
+# row at one --resolution).
+ZOO = ('T/4', 'S/4', 'B/4', 'L/4')

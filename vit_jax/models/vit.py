@@ -275,3 +275,12 @@ def checkpoint_image_size(model: ViT, flat_params: Mapping[str, Any]
   num_positions -= 1 if 'cls_token' in flat_params else 0
   side = int(round(math.sqrt(num_positions))) * model.patch_size
   return (side, side)
+
+
+# What `vit_jax.models` lists of the family (its FAMILIES tuple): the name
+# `get_model` takes, the module class, and the zoo listing's rows.
+NAME = 'vit'
+MODEL = ViT
+# The variants the zoo listing (`python -m vit_jax.models`) shows.
+ZOO = ('Ti/16', 'S/32', 'S/16', 'M/16', 'B/32', 'B/16', 'B/8', 'L/32', 'L/16',
+       'L/14', 'H/14', 'g/14', 'G/14')

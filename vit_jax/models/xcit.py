@@ -496,3 +496,13 @@ def checkpoint_image_size(model: XCiT, flat_params: Mapping[str, Any]
   position features fit every grid); the paper trains at 224 px."""
   del model, flat_params
   return (224, 224)
+
+
+# What `vit_jax.models` lists of the family (its FAMILIES tuple): the name
+# `get_model` takes, the module class, and the zoo listing's rows.
+NAME = 'xcit'
+MODEL = XCiT
+# The variants the zoo listing (`python -m vit_jax.models`) shows, SIZE+DEPTH/
+# PATCH: the paper's models at patch 16 and two at 8.
+ZOO = ('N12/16', 'T12/16', 'S12/16', 'T24/16', 'S24/16', 'M24/16', 'L24/16',
+       'T12/8', 'S24/8')
