@@ -1,9 +1,11 @@
 """Importers against timm's own outputs (golden files from make_golden.py),
 and `init_from`'s loading of this package's own runs."""
 
+import dataclasses
 import json
 import os
 import re
+import types
 
 import jax
 import jax.numpy as jnp
@@ -413,6 +415,35 @@ def test_family_tables_are_the_models_families():
       assert module.TIMM_ARCHITECTURES
       assert {architecture.family for architecture in
               module.TIMM_ARCHITECTURES.values()} == {module.NAME}
+
+
+def _timm_args_problems(module):
+  """What keeps a family's timm model_args from translating: no TIMM_ARGS
+  beside its TIMM table, or kwargs its model class does not have."""
+  if not hasattr(module, 'TIMM'):
+    return []
+  timm_args = getattr(module, 'TIMM_ARGS', None)
+  if not isinstance(timm_args, core.TimmArgs):
+    return [f'{module.NAME} has a TIMM table but no TIMM_ARGS']
+  fields = {field.name for field in
+            dataclasses.fields(models.MODELS[module.NAME])}
+  return [f'{module.NAME}: {kwarg!r} is no field of its model'
+          for kwarg in (*timm_args.renamed.values(), *timm_args.size_fields)
+          if kwarg not in fields]
+
+
+def test_every_timm_family_translates_model_args_onto_its_fields():
+  for module in families.FAMILIES:
+    assert _timm_args_problems(module) == [], module.NAME
+  # A half-added family is caught.
+  half = types.SimpleNamespace(NAME='vit', TIMM=[])
+  assert _timm_args_problems(half) == [
+      'vit has a TIMM table but no TIMM_ARGS']
+  half.TIMM_ARGS = core.TimmArgs(size_fields=('width', 'heads'),
+                                 renamed={'embed_dim': 'embed_dim'}, fixed={})
+  assert _timm_args_problems(half) == [
+      "vit: 'embed_dim' is no field of its model",
+      "vit: 'heads' is no field of its model"]
 
 
 def test_swin_heads_come_from_the_entrys_stage():

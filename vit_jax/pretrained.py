@@ -35,6 +35,7 @@ from vit_jax.weights import families
 # How a timm architecture is built here (family, get_model kwargs,
 # resolution).
 from vit_jax.weights.core import Architecture
+from vit_jax.weights.core import TimmArgs
 # Weights out: export(variables, family, format) and save(state, path,
 # format), the inverse of `load` and the importers (`vit_jax.export`).
 from vit_jax.export import export  # pylint: disable=unused-import
@@ -117,56 +118,17 @@ def _unknown_architecture(architecture: str, source: str) -> ValueError:
 # ----------------------------------------------------------------------------
 # timm's model_args -> get_model kwargs.
 
-# The get_model kwargs that size each family (what a variant stands for).
-_SIZE_FIELDS = {
-    'vit': ('patch_size', 'width', 'depth', 'mlp_dim', 'num_heads'),
-    'mixer': ('patch_size', 'width', 'depth', 'tokens_mlp_dim',
-              'channels_mlp_dim'),
-    'swin': ('patch_size', 'width', 'depths', 'num_heads'),
-    'xcit': ('patch_size', 'width', 'depth', 'num_heads', 'layer_scale_init',
-             'tokens_norm'),
-    'convmixer': ('width', 'depth', 'kernel_size', 'patch_size', 'activation'),
-}
-
-# timm argument -> get_model kwarg, the value as it is.
-_RENAMED = {
-    'vit': {'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
-            'patch_size': 'patch_size'},
-    'mixer': {'embed_dim': 'width', 'num_blocks': 'depth',
-              'patch_size': 'patch_size'},
-    'swin': {'embed_dim': 'width', 'depths': 'depths',
-             'num_heads': 'num_heads', 'patch_size': 'patch_size',
-             'window_size': 'window_size', 'mlp_ratio': 'mlp_ratio'},
-    'xcit': {'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
-             'patch_size': 'patch_size', 'mlp_ratio': 'mlp_ratio',
-             'eta': 'layer_scale_init', 'tokens_norm': 'tokens_norm',
-             'cls_attn_layers': 'class_attention_depth'},
-    'convmixer': {'dim': 'width', 'depth': 'depth',
-                  'kernel_size': 'kernel_size', 'patch_size': 'patch_size',
-                  'act_layer': 'activation'},
-}
-
-# timm arguments this package's family has fixed: the values it accepts.
-_FIXED = {
-    'vit': {'qkv_bias': (True,), 'qk_norm': (False,), 'proj_bias': (True,),
-            'init_values': (None,), 'no_embed_class': (False,),
-            'reg_tokens': (0,), 'pre_norm': (False,), 'final_norm': (True,),
-            'pos_embed': ('learn',), 'act_layer': (None, 'gelu')},
-    'mixer': {'global_pool': ('avg',), 'stem_norm': (False,)},
-    'swin': {'global_pool': ('avg',), 'qkv_bias': (True,),
-             'head_dim': (None,), 'always_partition': (False,)},
-    'xcit': {'global_pool': ('token',), 'qkv_bias': (True,),
-             'use_pos_embed': (True,)},
-    'convmixer': {'global_pool': ('avg',)},
-}
-
 # timm arguments without effect on the weights or on inference here
 # (the channels and classes are read from the weights and config).
 _IGNORED = ('in_chans', 'num_classes', 'img_size', 'dynamic_img_size',
             'dynamic_img_pad', 'strict_img_size', 'weight_init', 'fix_init',
             'nlhb')
 
-_VIT_POOLING = {'token': 'cls', 'avg': 'gap', 'map': 'map', '': 'none'}
+
+def _timm_args(family: str) -> TimmArgs:
+  """How `family`'s kwargs take timm's model_args: `TIMM_ARGS` of its
+  module in `vit_jax.weights`, beside its tables."""
+  return families.module(family).TIMM_ARGS
 
 
 def _explicit(family: str, model_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
@@ -177,7 +139,7 @@ def _explicit(family: str, model_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     model = models.get_model(family, **kwargs)
     del kwargs['variant']
     kwargs = {**{field: getattr(model, field)
-                 for field in _SIZE_FIELDS[family]}, **kwargs}
+                 for field in _timm_args(family).size_fields}, **kwargs}
   return kwargs
 
 
@@ -185,9 +147,9 @@ def _translate_model_args(family: str, model_kwargs: Mapping[str, Any],
                           model_args: Mapping[str, Any]) -> Dict[str, Any]:
   """Applies timm's `model_args` (constructor arguments beyond the
   architecture's own) to the architecture's get_model kwargs."""
-  renamed, fixed = _RENAMED[family], _FIXED[family]
-  special = {'vit': ('mlp_ratio', 'global_pool', 'class_token', 'fc_norm'),
-             'mixer': ('mlp_ratio',)}.get(family, ())
+  timm_args = _timm_args(family)
+  renamed, fixed, special = (timm_args.renamed, timm_args.fixed,
+                             timm_args.special)
   for key, value in model_args.items():
     if key in fixed and value not in fixed[key]:
       raise ValueError(
@@ -207,62 +169,19 @@ def _translate_model_args(family: str, model_kwargs: Mapping[str, Any],
 
   sizes = _explicit(family, model_kwargs)
   kwargs = dict(sizes)
-  old_width = kwargs.get('width')
   for key, value in model_args.items():
     if key in renamed:
       kwargs[renamed[key]] = (tuple(value) if isinstance(value, list)
                               else value)
-  if family == 'swin' and isinstance(kwargs.get('window_size'), tuple):
-    window = set(kwargs['window_size'])
-    if len(window) != 1:
-      raise ValueError(f'timm model_args window_size='
-                       f'{model_args["window_size"]!r}: Swin here has square '
-                       f'windows only.')
-    kwargs['window_size'] = window.pop()
-  if family == 'vit':
-    ratio = model_args.get('mlp_ratio', kwargs['mlp_dim'] / old_width)
-    kwargs['mlp_dim'] = int(kwargs['width'] * ratio)
-    _vit_pooling(kwargs, model_kwargs, model_args)
-  elif family == 'mixer':
-    ratios = model_args.get('mlp_ratio', (
-        kwargs['tokens_mlp_dim'] / old_width,
-        kwargs['channels_mlp_dim'] / old_width))
-    if not isinstance(ratios, (list, tuple)):
-      ratios = (ratios, ratios)
-    kwargs['tokens_mlp_dim'] = int(ratios[0] * kwargs['width'])
-    kwargs['channels_mlp_dim'] = int(ratios[1] * kwargs['width'])
-  fields = _SIZE_FIELDS[family]
+  if timm_args.adjust:
+    timm_args.adjust(kwargs, sizes, model_args)
+  fields = timm_args.size_fields
   if 'variant' in model_kwargs and all(kwargs[field] == sizes[field]
                                        for field in fields):
     # The variant's own sizes: keep its name.
     return {**model_kwargs, **{key: value for key, value in kwargs.items()
                                if key not in fields}}
   return kwargs
-
-
-def _vit_pooling(kwargs: Dict[str, Any], architecture_kwargs,
-                 model_args) -> None:
-  """timm's global_pool / class_token / fc_norm -> pool_type, fc_norm."""
-  if 'global_pool' in model_args:
-    pool = model_args['global_pool']
-    if pool not in _VIT_POOLING:
-      raise ValueError(f'timm model_args global_pool={pool!r} has no '
-                       f'counterpart in ViT here; supported: '
-                       f'{list(_VIT_POOLING)}.')
-    kwargs['pool_type'] = _VIT_POOLING[pool]
-  class_token = model_args.get('class_token',
-                               architecture_kwargs['pool_type'] == 'cls')
-  if class_token != (kwargs['pool_type'] == 'cls'):
-    raise ValueError(
-        f'timm model_args class_token={class_token} with pool type '
-        f'{kwargs["pool_type"]!r}: ViT here has a class token exactly when '
-        f'it pools by it (global_pool=\'token\').')
-  # timm's fc_norm=None: normalise after pooling when averaging.
-  fc_norm = model_args.get('fc_norm', architecture_kwargs.get('fc_norm'))
-  if fc_norm is None:
-    fc_norm = kwargs['pool_type'] == 'gap'
-  if fc_norm or 'fc_norm' in architecture_kwargs:
-    kwargs['fc_norm'] = fc_norm
 
 
 # ----------------------------------------------------------------------------
@@ -460,11 +379,11 @@ def load(name: str, *, num_classes: Optional[int] = None,
   checkpoint_classes = model_kwargs['num_classes']
   if num_classes is not None:
     model_overrides['num_classes'] = num_classes
-  if (set(model_overrides) & set(_SIZE_FIELDS[family])
-      or 'variant' in model_overrides):
+  size_fields = _timm_args(family).size_fields
+  if set(model_overrides) & set(size_fields) or 'variant' in model_overrides:
     model_kwargs = _explicit(family, model_kwargs)
     if 'variant' in model_overrides:  # a new variant: its sizes, not ours
-      for field in _SIZE_FIELDS[family]:
+      for field in size_fields:
         model_kwargs.pop(field, None)
   model_kwargs.update(model_overrides)
   size = checkpoint_size if image_size is None else _pair(image_size)

@@ -33,6 +33,13 @@ TIMM_ARCHITECTURES = {
                           ('convmixer_1024_20_ks9_p14', '1024/20'))}
 
 
+TIMM_ARGS = core.TimmArgs(
+    size_fields=('width', 'depth', 'kernel_size', 'patch_size', 'activation'),
+    renamed={'dim': 'width', 'depth': 'depth', 'kernel_size': 'kernel_size',
+             'patch_size': 'patch_size', 'act_layer': 'activation'},
+    fixed={'global_pool': ('avg',)})
+
+
 def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
   del image_size  # fixed by the entry point
   variant = core.variant_of(model, {

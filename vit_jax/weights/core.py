@@ -207,7 +207,8 @@ def attention(ours: str, qkv: Union[Spellings, Mapping[str, Spellings]],
 
 # ----------------------------------------------------------------------------
 # A family's timm models: the architectures read by name
-# (`vit_jax.pretrained.SUPPORTED`) and the config.json export writes.
+# (`vit_jax.pretrained.SUPPORTED`), how their model_args translate and the
+# config.json export writes.
 
 
 class Architecture(NamedTuple):
@@ -228,6 +229,25 @@ class TimmModel(NamedTuple):
   num_features: int = 0
   global_pool: Optional[str] = 'avg'  # falsy: not written
   fixed_input_size: bool = False
+
+
+# The family's arithmetic on timm's model_args that no renaming expresses:
+# adjust(kwargs, architecture, model_args) changes `kwargs` (the
+# architecture's sizes spelled out, the renamed model_args applied) in
+# place; `architecture` is the same before model_args, to compare with.
+Adjust = Callable[[Dict[str, Any], Mapping[str, Any], Mapping[str, Any]],
+                  None]
+
+
+class TimmArgs(NamedTuple):
+  """How timm's `model_args` (the constructor arguments a checkpoint's
+  config.json records beyond its architecture's own) become the family's
+  get_model kwargs (`vit_jax.pretrained`)."""
+  size_fields: Tuple[str, ...]  # the kwargs a variant stands for
+  renamed: Mapping[str, str]  # timm argument -> kwarg, the value as it is
+  fixed: Mapping[str, Tuple[Any, ...]]  # timm argument -> values accepted
+  special: Tuple[str, ...] = ()  # timm arguments only `adjust` reads
+  adjust: Optional[Adjust] = None
 
 
 def no_timm_model(reason: str) -> TimmModel:

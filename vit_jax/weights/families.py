@@ -2,9 +2,10 @@
 explicit tuple, not a registry filled by imports. A family's module names
 the family (`NAME`) and holds a table per layout it has (`TIMM`, `HF`,
 `NPZ`); with a TIMM table, also the timm architectures read by name
-(`TIMM_ARCHITECTURES`, `vit_jax.pretrained.SUPPORTED`) and `timm_model`,
-what export's timm config.json says. Adding a family is one model file,
-one table module listed here, and its counts."""
+(`TIMM_ARCHITECTURES`, `vit_jax.pretrained.SUPPORTED`), how timm's
+`model_args` become its get_model kwargs (`TIMM_ARGS`, a `core.TimmArgs`)
+and `timm_model`, what export's timm config.json says. Adding a family
+is one model file, one table module listed here, and its counts."""
 
 from typing import Any, Mapping
 

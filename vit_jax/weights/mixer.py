@@ -1,6 +1,6 @@
 """MLP-Mixer's weights in timm's and Google's `.npz` layouts."""
 
-from typing import Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from vit_jax import models
 from vit_jax.weights import core
@@ -43,6 +43,30 @@ TIMM_ARCHITECTURES = {
     f'mixer_{size}{patch}_224': Architecture(
         'mixer', dict(variant=f'{size.upper()}/{patch}'), 224)
     for size in _SIZES for patch in _PATCHES}
+
+
+
+def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
+            model_args: Mapping[str, Any]) -> None:
+  """timm's mlp_ratio: one for both MLPs, or (tokens, channels), of the
+  new width."""
+  width = architecture['width']
+  ratios = model_args.get('mlp_ratio', (kwargs['tokens_mlp_dim'] / width,
+                                        kwargs['channels_mlp_dim'] / width))
+  if not isinstance(ratios, (list, tuple)):
+    ratios = (ratios, ratios)
+  kwargs['tokens_mlp_dim'] = int(ratios[0] * kwargs['width'])
+  kwargs['channels_mlp_dim'] = int(ratios[1] * kwargs['width'])
+
+
+TIMM_ARGS = core.TimmArgs(
+    size_fields=('patch_size', 'width', 'depth', 'tokens_mlp_dim',
+                 'channels_mlp_dim'),
+    renamed={'embed_dim': 'width', 'num_blocks': 'depth',
+             'patch_size': 'patch_size'},
+    fixed={'global_pool': ('avg',), 'stem_norm': (False,)},
+    special=('mlp_ratio',),
+    adjust=_adjust)
 
 
 def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:

@@ -1,7 +1,7 @@
 """Swin's weights in timm's layout (stage i > 0 starts with
 `layers.i.downsample`, our stage_i/patch_merging)."""
 
-from typing import Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from vit_jax import models
 from vit_jax.weights import core
@@ -54,6 +54,30 @@ TIMM_ARCHITECTURES = {
     f'swin_{size}_patch4_window{window}_{res}': Architecture(
         'swin', dict(variant=f'{size[0].upper()}/4', window_size=window), res)
     for size, window, res in _NAMED}
+
+
+
+def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
+            model_args: Mapping[str, Any]) -> None:
+  """timm's window_size as a pair: one side here."""
+  del architecture
+  if isinstance(kwargs.get('window_size'), tuple):
+    window = set(kwargs['window_size'])
+    if len(window) != 1:
+      raise ValueError(f'timm model_args window_size='
+                       f'{model_args["window_size"]!r}: Swin here has square '
+                       f'windows only.')
+    kwargs['window_size'] = window.pop()
+
+
+TIMM_ARGS = core.TimmArgs(
+    size_fields=('patch_size', 'width', 'depths', 'num_heads'),
+    renamed={'embed_dim': 'width', 'depths': 'depths',
+             'num_heads': 'num_heads', 'patch_size': 'patch_size',
+             'window_size': 'window_size', 'mlp_ratio': 'mlp_ratio'},
+    fixed={'global_pool': ('avg',), 'qkv_bias': (True,), 'head_dim': (None,),
+           'always_partition': (False,)},
+    adjust=_adjust)
 
 
 def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:

@@ -1,7 +1,7 @@
 """ViT's weights in timm's, Hugging Face transformers' and Google's `.npz`
 layouts: one two-way table per layout (`vit_jax.weights.core`)."""
 
-from typing import Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from vit_jax import models
 from vit_jax.weights import core
@@ -207,7 +207,55 @@ TIMM_ARCHITECTURES = {
        for res in (224, 378)},
 }
 
+# pool_type here <-> timm's global_pool, both ways.
 _TIMM_POOLING = {'cls': 'token', 'gap': 'avg', 'map': 'map', 'none': ''}
+_POOL_TYPES = {pool: pool_type for pool_type, pool in _TIMM_POOLING.items()}
+
+
+def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
+            model_args: Mapping[str, Any]) -> None:
+  """timm's mlp_ratio (of the new width) and pooling."""
+  ratio = model_args.get('mlp_ratio',
+                         kwargs['mlp_dim'] / architecture['width'])
+  kwargs['mlp_dim'] = int(kwargs['width'] * ratio)
+  _pooling(kwargs, architecture, model_args)
+
+
+def _pooling(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
+             model_args: Mapping[str, Any]) -> None:
+  """timm's global_pool / class_token / fc_norm -> pool_type, fc_norm."""
+  if 'global_pool' in model_args:
+    pool = model_args['global_pool']
+    if pool not in _POOL_TYPES:
+      raise ValueError(f'timm model_args global_pool={pool!r} has no '
+                       f'counterpart in ViT here; supported: '
+                       f'{list(_POOL_TYPES)}.')
+    kwargs['pool_type'] = _POOL_TYPES[pool]
+  class_token = model_args.get('class_token',
+                               architecture['pool_type'] == 'cls')
+  if class_token != (kwargs['pool_type'] == 'cls'):
+    raise ValueError(
+        f'timm model_args class_token={class_token} with pool type '
+        f'{kwargs["pool_type"]!r}: ViT here has a class token exactly when '
+        f'it pools by it (global_pool=\'token\').')
+  # timm's fc_norm=None: normalise after pooling when averaging.
+  fc_norm = model_args.get('fc_norm', architecture.get('fc_norm'))
+  if fc_norm is None:
+    fc_norm = kwargs['pool_type'] == 'gap'
+  if fc_norm or 'fc_norm' in architecture:
+    kwargs['fc_norm'] = fc_norm
+
+
+TIMM_ARGS = core.TimmArgs(
+    size_fields=('patch_size', 'width', 'depth', 'mlp_dim', 'num_heads'),
+    renamed={'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
+             'patch_size': 'patch_size'},
+    fixed={'qkv_bias': (True,), 'qk_norm': (False,), 'proj_bias': (True,),
+           'init_values': (None,), 'no_embed_class': (False,),
+           'reg_tokens': (0,), 'pre_norm': (False,), 'final_norm': (True,),
+           'pos_embed': ('learn',), 'act_layer': (None, 'gelu')},
+    special=('mlp_ratio', 'global_pool', 'class_token', 'fc_norm'),
+    adjust=_adjust)
 
 
 def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:

@@ -77,6 +77,17 @@ TIMM_ARCHITECTURES = {
     for size in _SIZES for patch in (16, 8) for res in (224, 384)}
 
 
+TIMM_ARGS = core.TimmArgs(
+    size_fields=('patch_size', 'width', 'depth', 'num_heads',
+                 'layer_scale_init', 'tokens_norm'),
+    renamed={'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
+             'patch_size': 'patch_size', 'mlp_ratio': 'mlp_ratio',
+             'eta': 'layer_scale_init', 'tokens_norm': 'tokens_norm',
+             'cls_attn_layers': 'class_attention_depth'},
+    fixed={'global_pool': ('token',), 'qkv_bias': (True,),
+           'use_pos_embed': (True,)})
+
+
 def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
   """Any XCiT of timm's layout: the named entry point of its size, or
   xcit_tiny_12_p16_224 with model_args saying the sizes."""
