@@ -21,7 +21,6 @@ real `python -m` subprocess and checks it gives the same status and line.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -16,7 +16,6 @@ reach.
 """
 
 import errno
-import json
 import os
 import resource
 import shutil

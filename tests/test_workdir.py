@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 from vit_jax import build, checkpoint, config as config_lib, losses, train
+from vit_jax import layout
 from vit_jax import workdir as workdir_lib
 from vit_jax.evaluate import classification
+from vit_jax.launch import status as status_lib
 
 from tiny import ROOT, tiny_config
 
@@ -287,6 +289,34 @@ def test_metrics_rows_past_the_resumed_step_are_dropped(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(text)
   assert workdir_lib.truncate_metrics(str(tmp_path), 10) == 3
   assert [r['step'] for r in train.read_metrics(str(tmp_path))] == [5, 10]
+
+
+def test_one_reader_of_metrics_rows_garbled_and_torn_lines(tmp_path):
+  """layout.parse_metrics, which the trainer, `status` and the scaling
+  analysis all read metrics.jsonl through: rows need a JSON object with an
+  integer step; other lines are garbled, except an unterminated last one
+  (torn by a crash mid-write)."""
+  text = ('{"step": 1, "a": 0.5}\n'
+          '\n'
+          'not json\n'
+          '{"a": 1}\n'
+          '[1, 2]\n'
+          '{"step": "x"}\n'
+          '{"step": "7", "b": 2}\n'
+          '{"step": 9, "a"')
+  parsed = layout.parse_metrics(text)
+  assert parsed.rows == [(1, {'step': 1, 'a': 0.5}), (7, {'step': 7, 'b': 2})]
+  assert parsed.garbled == [3, 4, 5, 6] and parsed.torn == 8
+  # A last line that parses is a row, torn or not; damage before it is not.
+  parsed = layout.parse_metrics('{"step": 2}\n{"step": 3}')
+  assert [n for n, _ in parsed.rows] == [1, 2] and not parsed.garbled
+  assert layout.read_metrics(str(tmp_path / 'absent')) == ([], [], None)
+  (tmp_path / 'metrics.jsonl').write_text(text)
+  assert status_lib.last_metrics(str(tmp_path), 'a') == (7, 0.5)
+  with pytest.raises(ValueError, match='line 3 is not a metrics row'):
+    train.read_metrics(str(tmp_path))
+  assert workdir_lib.truncate_metrics(str(tmp_path), 5) == 6  # blank: no row
+  assert train.read_metrics(str(tmp_path)) == [{'step': 1, 'a': 0.5}]
 
 
 # ------------------------------------------------------ light workdir readers --

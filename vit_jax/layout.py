@@ -1,8 +1,8 @@
-"""What a run leaves on disk, and what its programs exit with: names only.
+"""What a run leaves on disk, and what its programs exit with.
 
 The one owner of the workdir's file and folder names, of the exit
-statuses every entry point shares, and of the reading of a run's
-`config.json`. It imports nothing of vit_jax but `paths`, and neither
+statuses every entry point shares, and of the reading of the two files
+every tool reads: a run's `config.json` and its `metrics.jsonl`. It imports nothing of vit_jax but `paths`, and neither
 JAX nor TensorFlow, so the modules that only look at workdirs (the lock
 and markers in `workdir.py`, the sweep launcher's `status`, `cancel` and
 `resume`, `vit_jax.scaling`) start in a fraction of a second. What each
@@ -20,7 +20,8 @@ file holds is in docs/DESIGN.md (Workdir) and beside its writer.
     DIR/.outcome-reserve  room for the outcome on a full disk
 """
 
-from typing import Any, Dict, Optional
+import json
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from vit_jax import paths
 
@@ -62,3 +63,44 @@ def read_config(workdir: str) -> Optional[Dict[str, Any]]:
   against this version's schema: `vit_jax.workdir.read_config` does
   that), or None when the run has not written one."""
   return paths.read_json(config_path(workdir))
+
+
+class MetricRows(NamedTuple):
+  """metrics.jsonl parsed: `rows`, the (1-based line number, row) of each
+  JSON object with an integer 'step' (as int), in file order; `garbled`,
+  the numbers of the other non-blank lines, except an unterminated last
+  line (`torn`: a crash mid-write, not damage; its number or None)."""
+  rows: List[Any]
+  garbled: List[int]
+  torn: Optional[int]
+
+
+def parse_metrics(text: str) -> MetricRows:
+  """The one reader of metrics.jsonl's format (`metric_writer` writes one
+  JSON object per line, each with its 'step'): every module that reads
+  the file (the trainer's resume, its truncation, `status`, the scaling
+  analysis) parses it here, so they agree on what a row is."""
+  lines = text.splitlines()
+  torn = len(lines) if lines and not text.endswith('\n') else None
+  rows, garbled = [], []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      row['step'] = int(row['step'])
+    except (ValueError, TypeError, KeyError, IndexError):
+      if number != torn:
+        garbled.append(number)
+      continue
+    rows.append((number, row))
+  return MetricRows(rows, garbled, torn)
+
+
+def read_metrics(workdir: str) -> MetricRows:
+  """The run's metrics.jsonl parsed (`parse_metrics`); no rows when the
+  run has not written it."""
+  try:
+    return parse_metrics(paths.read_text(paths.join(workdir, METRICS)))
+  except FileNotFoundError:
+    return MetricRows([], [], None)

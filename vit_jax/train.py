@@ -15,7 +15,6 @@ This module never imports TensorFlow (the data pipeline, imported inside
 """
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -458,17 +457,9 @@ def _due_steps(every_steps: Optional[int], after: int, last: int,
 
 def _logged_names(workdir: str) -> Dict[int, set]:
   """{step: metric names} of metrics.jsonl (a torn line is skipped)."""
-  try:
-    text = paths.read_text(paths.join(workdir, layout.METRICS))
-  except FileNotFoundError:
-    return {}
   logged: Dict[int, set] = {}
-  for line in text.splitlines():
-    try:
-      row = json.loads(line)
-      logged.setdefault(int(row['step']), set()).update(row)
-    except (ValueError, TypeError, KeyError):
-      continue
+  for _, row in layout.read_metrics(workdir).rows:
+    logged.setdefault(row['step'], set()).update(row)
   return logged
 
 
@@ -730,7 +721,12 @@ def _flops(lowered) -> Optional[float]:
 
 
 def read_metrics(workdir: str):
-  """The rows of a workdir's metrics.jsonl (for tests and analysis)."""
-  text = paths.read_text(paths.join(workdir, layout.METRICS))
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  """The rows of a workdir's metrics.jsonl (for tests and analysis); a
+  garbled line raises ValueError naming it."""
+  parsed = layout.read_metrics(workdir)
+  if parsed.garbled or parsed.torn:
+    bad = parsed.garbled or [parsed.torn]
+    raise ValueError(f'{paths.join(workdir, layout.METRICS)}: line '
+                     f'{bad[0]} is not a metrics row.')
+  return [row for _, row in parsed.rows]
 

@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from vit_jax import layout
 from vit_jax import paths
@@ -307,17 +307,11 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
     dropped = 0
     if content is None:
       return None
-    kept: List[str] = []
-    for line in content.decode('utf-8').splitlines(keepends=True):
-      try:
-        row = json.loads(line)
-      except ValueError:
-        dropped += 1
-        continue
-      if row.get('step', 0) <= last_step:
-        kept.append(json.dumps(row) + '\n')
-      else:
-        dropped += 1
+    text = content.decode('utf-8')
+    rows = layout.parse_metrics(text).rows
+    kept = [json.dumps(row) + '\n' for _, row in rows
+            if row['step'] <= last_step]
+    dropped = sum(1 for line in text.splitlines() if line.strip()) - len(kept)
     return ''.join(kept).encode('utf-8') if dropped else None
 
   paths.update(path, drop_rows)

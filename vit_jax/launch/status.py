@@ -50,15 +50,9 @@ def _read(path: str) -> Optional[str]:
 
 def last_metrics(workdir: str, metric: str):
   """(last logged step, latest value of `metric`) from metrics.jsonl."""
-  text = _read(paths.join(str(workdir), layout.METRICS)) or ''
   step = value = None
-  for line in text.splitlines():
-    try:
-      row = json.loads(line)
-    except ValueError:
-      continue  # a torn last line
-    if 'step' in row:
-      step = row['step'] if step is None else max(step, row['step'])
+  for _, row in layout.read_metrics(str(workdir)).rows:
+    step = row['step'] if step is None else max(step, row['step'])
     if metric in row:
       value = row[metric]
   return step, value

@@ -22,7 +22,6 @@ so compute/flops, continue from the branch point).
 """
 
 import fnmatch
-import json
 import math
 import os
 import re
@@ -207,29 +206,12 @@ def read_metrics(workdir: str, garbled: Optional[List[int]] = None
   a step is skipped; its number (1-based) goes into `garbled`, unless it is
   the last line and unterminated (torn by a crash mid-write: skipped
   quietly)."""
-  try:
-    text = paths.read_text(paths.join(workdir, layout.METRICS))
-  except FileNotFoundError:
-    return {}
+  parsed = layout.read_metrics(workdir)
+  if garbled is not None:
+    garbled.extend(parsed.garbled)
   by_step: Dict[int, Dict[str, float]] = {}
-  lines = text.splitlines()
-  torn = len(lines) if lines and not text.endswith('\n') else None
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except ValueError:
-      row = None
-    if not isinstance(row, dict) or 'step' not in row:
-      if garbled is not None and number != torn:
-        garbled.append(number)
-      continue
-    try:
-      step = int(row['step'])
-    except (TypeError, ValueError):
-      continue
-    values = by_step.setdefault(step, {})
+  for _, row in parsed.rows:
+    values = by_step.setdefault(row['step'], {})
     for name, value in row.items():
       number = _number(value)
       if name != 'step' and number is not None:
