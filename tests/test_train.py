@@ -366,7 +366,8 @@ def test_two_processes_match_one(tmp_path, data_dir):
   fewshot_config = _load_config('digits').evals.fewshot.to_dict()
   fewshot_config['datasets']['digits']['data_dir'] = data_dir
   one_process = fewshot_evaluator.FewShotEvaluator(
-      representation.representation_fn(model), fewshot_config['datasets'], sharding.make_mesh(-1, 1),
+      representation.representation_fn(model), fewshot_config['datasets'],
+      sharding.make_mesh(-1, 1),
       shots=fewshot_config['shots'], seeds=fewshot_config['seeds'],
       l2_reg=fewshot_config['l2_reg'],
       l2_reg_candidates=fewshot_config['l2_reg_candidates']).run(

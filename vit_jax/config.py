@@ -28,7 +28,8 @@ import dataclasses
 import difflib
 import json
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from absl import flags as absl_flags
 import ml_collections
@@ -139,6 +140,35 @@ def model_fields(name: str) -> Dict[str, Any]:
   return fields
 
 
+def section_defaults(section: str, given: Mapping[str, Any]
+                     ) -> Optional[Dict[str, Any]]:
+  """The keys config.SECTION may hold, at their defaults, for a section
+  holding `given` (the model's fields are its family's, the optimizer's
+  its name's): the one map of sections to their owners' schemas, read by
+  `resolve` and `add_defaults`. None where `given` names no valid family
+  or optimizer (`resolve` then says which), and for 'evals', whose
+  entries each have their kind's schema (`vit_jax.evaluate`)."""
+  # pylint: disable=g-import-not-at-top
+  from vit_jax import data as data_lib
+  from vit_jax import models
+  from vit_jax import optim
+  # pylint: enable=g-import-not-at-top
+  if section == 'data':
+    return data_lib.default_config().to_dict()
+  if section == 'model':
+    name = given.get('name')
+    return model_fields(name) if name in models.MODELS else None
+  if section == 'optimizer':
+    name = given.get('name') or 'adamw'
+    options = optim.OPTIMIZER_OPTIONS.get(name)
+    return None if options is None else {'name': name, **options}
+  if section == 'schedule':
+    return dict(optim.SCHEDULE_DEFAULTS)
+  if section in SECTION_DEFAULTS:
+    return dict(SECTION_DEFAULTS[section])
+  return None
+
+
 def _resolve_model(given: Dict[str, Any]) -> Dict[str, Any]:
   from vit_jax.models import common  # pylint: disable=g-import-not-at-top
   name = given.get('name')
@@ -186,13 +216,17 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
   resolved['model'] = _resolve_model(sections['model'])
 
   optimizer = sections['optimizer'] or {'name': 'adamw'}
-  name = optimizer.get('name', 'adamw')
-  common.check_choice('optimizer.name', name, optim.OPTIMIZERS)
-  resolved['optimizer'] = _fill(
-      optimizer, {'name': name, **optim.OPTIMIZER_OPTIONS[name]},
-      'optimizer.')
-  resolved['schedule'] = _fill(sections['schedule'], optim.SCHEDULE_DEFAULTS,
-                               'schedule.')
+  common.check_choice('optimizer.name', optimizer.get('name', 'adamw'),
+                      optim.OPTIMIZERS)
+  sections['optimizer'] = optimizer
+
+  def fill(section: str) -> None:
+    resolved[section] = _fill(
+        sections[section], section_defaults(section, sections[section]),
+        f'{section}.')
+
+  fill('optimizer')
+  fill('schedule')
   common.check_choice('schedule.decay', resolved['schedule']['decay'],
                 optim.DECAYS)
   # Warmup + cooldown within total_steps, the values' types: the schedule
@@ -200,8 +234,8 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
   optim.make_schedule(ml_collections.ConfigDict(
       {'lr': top['lr'], 'schedule': resolved['schedule']}),
                       top['total_steps'])
-  for section, defaults in SECTION_DEFAULTS.items():
-    resolved[section] = _fill(sections[section], defaults, f'{section}.')
+  for section in SECTION_DEFAULTS:
+    fill(section)
   common.check_choice('init_from.kind', resolved['init_from']['kind'],
                       weights.INIT_KINDS)
   common.check_choice('schedule.cooldown_shape',
@@ -266,10 +300,7 @@ def add_defaults(config: ml_collections.ConfigDict
   added, the sections added), for `strip_defaults`.
   """
   # pylint: disable=g-import-not-at-top
-  from vit_jax import data as data_lib
   from vit_jax import evaluate
-  from vit_jax import models
-  from vit_jax import optim
   from vit_jax.evaluate import fewshot_evaluator
   # pylint: enable=g-import-not-at-top
   added, sections_added = [], []
@@ -296,24 +327,12 @@ def add_defaults(config: ml_collections.ConfigDict
     return value if isinstance(value, ml_collections.ConfigDict) else None
 
   fill(config, top_level_defaults(), '')
-  data = section(config, 'data', '')
-  if data is not None:
-    fill(data, data_lib.default_config().to_dict(), 'data.')
-  model = section(config, 'model', '')
-  if model is not None and model.get('name') in models.MODELS:
-    fill(model, model_fields(model.name), 'model.')
-  optimizer = section(config, 'optimizer', '')
-  if optimizer is not None:
-    name = optimizer.get('name') or 'adamw'
-    if name in optim.OPTIMIZER_OPTIONS:
-      fill(optimizer, {'name': name, **optim.OPTIMIZER_OPTIONS[name]},
-           'optimizer.')
-  schedule = section(config, 'schedule', '')
-  if schedule is not None:
-    fill(schedule, optim.SCHEDULE_DEFAULTS, 'schedule.')
-  for name, defaults in SECTION_DEFAULTS.items():
+  for name in SECTIONS:
+    if name == 'evals':  # last, entry by entry (below)
+      continue
     target = section(config, name, '')
-    if target is not None:
+    defaults = None if target is None else section_defaults(name, target)
+    if defaults is not None:
       fill(target, defaults, f'{name}.')
   evals = section(config, 'evals', '')
   for entry_name in list(evals or ()):
