@@ -410,27 +410,40 @@ def test_pretrained_preprocessing_spec():
       'cat', 'n01440764']
 
 
-def test_predict_with_pretrained_weights_from_a_hub_directory(tmp_path):
-  """--pretrained through a local directory in timm's Hub layout (the
-  golden ViT of make_golden.py): its label names, its preprocessing (here
-  crop_pct 1 on 32 px images: only the normalisation changes pixels)."""
+def _golden_vit_hub_directory(path, channels=3, labels=None):
+  """The golden ViT of make_golden.py in timm's Hub layout at `path`, with
+  crop_pct 1 on 32 px images (only the normalisation changes pixels); a
+  one-channel copy sums the patch embedding's input channels."""
   import golden_cases  # pylint: disable=g-import-not-at-top
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   state_dict, _ = golden_cases.load('vit_cls')
-  checkpoint_dir = tmp_path / 'vit_tiny'
-  checkpoint_dir.mkdir()
-  labels = [f'class {i}' for i in range(10)]
-  (checkpoint_dir / 'config.json').write_text(json.dumps({
+  if channels != 3:
+    kernel = state_dict['patch_embed.proj.weight']  # [64, 3, 8, 8]
+    state_dict = dict(state_dict, **{
+        'patch_embed.proj.weight': kernel.sum(axis=1, keepdims=True)})
+  path.mkdir()
+  config = {
       'architecture': 'vit_tiny_patch16_224', 'num_classes': 10,
       'model_args': dict(img_size=32, patch_size=8, embed_dim=64, depth=2,
                          num_heads=2, mlp_ratio=2.0, num_classes=10,
-                         in_chans=3, global_pool='token'),
-      'pretrained_cfg': {'input_size': [3, 32, 32], 'crop_pct': 1.0,
-                         'interpolation': 'bilinear', 'mean': [0.5] * 3,
-                         'std': [0.25] * 3, 'num_classes': 10},
-      'label_names': labels}))
-  safetensors_numpy.save_file(state_dict,
-                              str(checkpoint_dir / 'model.safetensors'))
+                         in_chans=channels, global_pool='token'),
+      'pretrained_cfg': {'input_size': [channels, 32, 32], 'crop_pct': 1.0,
+                         'interpolation': 'bilinear',
+                         'mean': [0.5] * channels, 'std': [0.25] * channels,
+                         'num_classes': 10}}
+  if labels:
+    config['label_names'] = labels
+  (path / 'config.json').write_text(json.dumps(config))
+  safetensors_numpy.save_file(state_dict, str(path / 'model.safetensors'))
+  return str(path)
+
+
+def test_predict_with_pretrained_weights_from_a_hub_directory(tmp_path):
+  """--pretrained through a local directory in timm's Hub layout: its
+  label names and its preprocessing."""
+  labels = [f'class {i}' for i in range(10)]
+  checkpoint_dir = _golden_vit_hub_directory(tmp_path / 'vit_tiny',
+                                             labels=labels)
   pixels = np.random.RandomState(0).randint(0, 256, (3, 32, 32, 3),
                                             dtype=np.uint8)
   files = []
@@ -438,7 +451,7 @@ def test_predict_with_pretrained_weights_from_a_hub_directory(tmp_path):
     files.append(str(tmp_path / f'image_{i}.png'))
     Image.fromarray(image).save(files[-1])
 
-  predictor = predict.from_pretrained(str(checkpoint_dir))
+  predictor = predict.from_pretrained(checkpoint_dir)
   assert predictor.class_names == labels
   assert predictor.plot_name == 'vit_tiny'
   result = predict.run(predictor, files, top_k=2, out=io.StringIO())
@@ -451,3 +464,24 @@ def test_predict_with_pretrained_weights_from_a_hub_directory(tmp_path):
     np.testing.assert_allclose(prediction.top[0][1], row.max(), atol=1e-5)
   with pytest.raises(ValueError, match='needs --plot_dir'):
     predict.run(predictor, files, attention_plot=True)
+
+
+def test_predict_pretrained_grey_model_decodes_to_its_channels(tmp_path):
+  """--pretrained with a one-channel model (e.g. a digits run exported in
+  timm's layout): images are decoded to the model's channel count, colour
+  files included, and predicted as the model itself would."""
+  checkpoint_dir = _golden_vit_hub_directory(tmp_path / 'vit_grey', 1)
+  rng = np.random.RandomState(1)
+  grey = rng.randint(0, 256, (2, 32, 32), dtype=np.uint8)
+  files = [str(tmp_path / 'grey.png'), str(tmp_path / 'colour.png')]
+  Image.fromarray(grey[0]).save(files[0])  # mode L
+  Image.fromarray(np.repeat(grey[1][..., None], 3, -1)).save(files[1])  # RGB
+
+  predictor = predict.from_pretrained(checkpoint_dir)
+  result = predict.run(predictor, files, top_k=1, out=io.StringIO())
+  logits, _ = jax.jit(predictor.model.apply)(
+      predictor.variables, (grey[..., None] / 255.0 - 0.5) / 0.25)
+  probs = np.asarray(jax.nn.softmax(logits))
+  for prediction, row in zip(result['predictions'], probs):
+    assert prediction.class_ids[0] == int(np.argmax(row))
+    np.testing.assert_allclose(prediction.top[0][1], row.max(), atol=1e-5)

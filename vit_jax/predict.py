@@ -282,9 +282,13 @@ def from_pretrained(name: str) -> Predictor:
   spec = pretrained_spec(loaded.image_size, pre.crop_pct, pre.interpolation,
                          pre.mean, pre.std,
                          getattr(pre, 'crop_mode', 'center'))
+  # Files decode to the channels the weights take (a digits model exported
+  # in timm's layout reads grey images), whatever the files hold.
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  channels = export.input_channels(loaded.variables)
   return Predictor(
       model=loaded.model, variables=loaded.variables,
-      preprocess=spec_preprocess(spec, 3), class_names=names,
+      preprocess=spec_preprocess(spec, channels), class_names=names,
       multilabel=False, family=loaded.family, description=name,
       plot_name=_plot_name(name),
       plots_dir=None)
