@@ -308,21 +308,20 @@ def _refused(tmp_path, sweep_file, *more):
   return line
 
 
-def test_a_sweep_file_with_a_syntax_error(tmp_path):
-  sweep_file = tmp_path / 'syntax.py'
-  sweep_file.write_text("def get_sweep(arg=None):\n  return {'config': "
-                        "'configs/digits.py', 'runs': [{}]\n")
+@pytest.mark.parametrize('body, line_number, error, detail', [
+    ("def get_sweep(arg=None):\n  return {'config': "
+     "'configs/digits.py', 'runs': [{}]\n", 2, 'SyntaxError', ''),
+    ("def get_sweep(arg=None):\n  x = 1\n"
+     "  return {'config': CONFIG, 'runs': [{}]}\n", 3, 'NameError',
+     "'CONFIG'"),
+], ids=['syntax_error', 'raises'])
+def test_a_broken_sweep_file_is_one_line_naming_its_line(
+    tmp_path, body, line_number, error, detail):
+  sweep_file = tmp_path / 'broken.py'
+  sweep_file.write_text(body)
   line = _refused(tmp_path, sweep_file)
-  assert f'{sweep_file}, line 2' in line and 'SyntaxError' in line, line
-
-
-def test_a_sweep_file_that_raises(tmp_path):
-  sweep_file = tmp_path / 'raises.py'
-  sweep_file.write_text("def get_sweep(arg=None):\n  x = 1\n"
-                        "  return {'config': CONFIG, 'runs': [{}]}\n")
-  line = _refused(tmp_path, sweep_file)
-  assert f'{sweep_file}, line 3' in line and 'NameError' in line, line
-  assert "'CONFIG'" in line
+  assert f'{sweep_file}, line {line_number}' in line and error in line, line
+  assert detail in line
 
 
 def test_a_metric_no_run_logs_is_refused(tmp_path, data_dir):

@@ -31,7 +31,9 @@ from vit_jax.models import xcit
 # its weight tables (vit_jax/weights/) and its analytic counts (counts.py).
 FAMILIES = (vit, mixer, swin, xcit, convmixer, mae)
 
-MODELS: Dict[str, Any] = {family.NAME: family.MODEL for family in FAMILIES}
+_BY_NAME = {family.NAME: family for family in FAMILIES}
+MODELS: Dict[str, Any] = {name: family.MODEL
+                          for name, family in _BY_NAME.items()}
 
 
 def get_model(name: str, variant: Optional[str] = None, **kwargs) -> nn.Module:
@@ -99,8 +101,7 @@ def checkpoint_image_size(name: str, model: nn.Module,
   """
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; valid models: {list(MODELS)}')
-  (family,) = [f for f in FAMILIES if f.NAME == name]
-  return family.checkpoint_image_size(model, flat_params)
+  return _BY_NAME[name].checkpoint_image_size(model, flat_params)
 
 
 def convert_params(source_name: str, target_name: str,
