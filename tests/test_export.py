@@ -4,6 +4,7 @@ bit, and every format reads back into the same variables."""
 
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from vit_jax import models
 from vit_jax import pretrained
 from vit_jax import weights
 from vit_jax import workdir as workdir_lib
+from vit_jax.export import data_config
 from vit_jax.models import common
 
 # Every golden timm state dict, with the kwargs its test module imports it
@@ -147,7 +149,12 @@ def _hf_names(depth, width, mlp_dim, patch, tokens, classes):
 
 def test_hf_export_has_transformers_layout(tmp_path):
   family, kwargs, golden, variables = _imported('vit_cls')
-  exported = export.export(variables, family, 'hf', **kwargs)
+  labels = [f'class {index}' for index in range(10)]
+  exported = export.export(
+      variables, family, 'hf', label_names=labels,
+      pretrained_cfg=pretrained.Preprocessing(
+          mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0,
+          interpolation='bicubic', crop_mode='squash'), **kwargs)
   expected = _hf_names(depth=2, width=64, mlp_dim=128, patch=8, tokens=17,
                        classes=10)
   assert {name: value.shape for name, value in exported.items()} == expected
@@ -170,10 +177,22 @@ def test_hf_export_has_transformers_layout(tmp_path):
           hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
           intermediate_size=128, image_size=32, patch_size=8, num_channels=3,
           num_labels=10, layer_norm_eps=1e-6, hidden_act='gelu')
-  assert len(config['id2label']) == 10
+  assert config['id2label'] == {str(index): name
+                                for index, name in enumerate(labels)}
+  assert config['label2id'] == {name: index
+                                for index, name in enumerate(labels)}
+  # timm's 'squash' at crop_pct 1 is ViTImageProcessor's own resize.
+  assert exported.processor == {
+      'image_processor_type': 'ViTImageProcessor', 'do_resize': True,
+      'size': {'height': 32, 'width': 32}, 'resample': 3,  # PIL's BICUBIC
+      'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+      'image_mean': [0.5] * 3, 'image_std': [0.25] * 3,
+      'do_convert_rgb': True}
   written = export.save(exported, str(tmp_path / 'hf'), 'hf')
   assert [os.path.basename(path) for path in written] == [
-      'model.safetensors', 'config.json']
+      'model.safetensors', 'config.json', 'preprocessor_config.json']
+  with open(written[2]) as f:
+    assert json.load(f) == exported.processor
   loaded = safetensors_numpy.load_file(written[0])
   assert sorted(loaded) == sorted(exported)
   with open(written[1]) as f:
@@ -212,6 +231,129 @@ def test_timm_directory_holds_timms_hub_files(tmp_path):
   path = str(tmp_path / 'weights.safetensors')
   assert export.save(exported, path, 'timm') == [path]
   assert sorted(safetensors_numpy.load_file(path)) == sorted(exported)
+
+
+def test_imported_preprocessing_and_labels_survive_export_and_load(
+    tmp_path):
+  """An imported checkpoint's Preprocessing and label names, exported
+  again, are what `pretrained.load` reads back: timm's data config in
+  full (what resolve_data_config reads) and label_names at the top
+  level, where timm's own exports put them."""
+  family, kwargs, _, variables = _imported('vit_cls')
+  preprocessing = pretrained.Preprocessing(
+      mean=(0.5, 0.25, 0.125), std=(0.2, 0.3, 0.4), crop_pct=0.9,
+      interpolation='bilinear', crop_mode='center')
+  labels = tuple(f'n{index:08d}' for index in range(10))
+  first = tmp_path / 'first'
+  export.save(export.export(variables, family, 'timm',
+                            pretrained_cfg=preprocessing, label_names=labels,
+                            **kwargs), str(first), 'timm')
+  config = json.loads((first / 'config.json').read_text())
+  assert config['label_names'] == list(labels)
+  assert {key: config['pretrained_cfg'][key] for key in (
+      'input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std',
+      'num_classes')} == dict(
+          input_size=[3, 32, 32], interpolation='bilinear', crop_pct=0.9,
+          crop_mode='center', mean=[0.5, 0.25, 0.125], std=[0.2, 0.3, 0.4],
+          num_classes=10)
+  loaded = pretrained.load(str(first))
+  assert loaded.preprocessing == preprocessing
+  assert loaded.label_names == labels
+  # Exported again from what was loaded: the same files.
+  second = tmp_path / 'second'
+  export.save(export.export(loaded.variables, loaded.family, 'timm',
+                            pretrained_cfg=loaded.preprocessing,
+                            label_names=loaded.label_names,
+                            image_size=loaded.image_size,
+                            **loaded.model_kwargs), str(second), 'timm')
+  assert json.loads((second / 'config.json').read_text()) == config
+  # A class without a name: timm's {index: name} form, read back as None.
+  partial = labels[:3] + (None,) * 7
+  state = export.export(variables, family, 'timm', label_names=partial,
+                        pretrained_cfg=preprocessing, **kwargs)
+  assert state.config['label_names'] == {'0': labels[0], '1': labels[1],
+                                         '2': labels[2]}
+  export.save(state, str(tmp_path / 'partial'), 'timm')
+  assert pretrained.load(str(tmp_path / 'partial')).label_names == partial
+  # transformers: timm's 'center' crop is BitImageProcessor's (shorter
+  # side to floor(32 / 0.9) = 35, centre crop 32); id2label from the names.
+  state = export.export(variables, family, 'hf', label_names=partial,
+                        pretrained_cfg=preprocessing, **kwargs)
+  assert state.processor == {
+      'image_processor_type': 'BitImageProcessor', 'do_resize': True,
+      'size': {'shortest_edge': 35}, 'resample': 2,  # PIL's BILINEAR
+      'do_center_crop': True, 'crop_size': {'height': 32, 'width': 32},
+      'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+      'image_mean': [0.5, 0.25, 0.125], 'image_std': [0.2, 0.3, 0.4],
+      'do_convert_rgb': True}
+  assert state.config['id2label'] == {
+      '0': labels[0], '1': labels[1], '2': labels[2],
+      **{str(index): f'LABEL_{index}' for index in range(3, 10)}}
+  with pytest.raises(ValueError, match=r"mean \[0\.5, 0\.5\] has 2 values; "
+                     r"the model takes 3 channels"):
+    export.export(variables, family, 'timm', pretrained_cfg={
+        'mean': [0.5, 0.5]}, **kwargs)
+
+
+# Recipes' evaluation specs (configs/*.py) -> (timm's data config, the
+# size timm's eval transform resizes to: floor(input size / crop_pct)).
+PP_EVAL_CASES = {
+    # digits: no resize, the 8x8 images as they are.
+    'value_range(-1, 1)|onehot(10)': (dict(
+        crop_mode='center', crop_pct=1.0, interpolation='bilinear',
+        mean=[0.5], std=[0.5]), None),
+    # vit_i1k and the other ImageNet recipes.
+    'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|'
+    'onehot(1000)': (dict(
+        crop_mode='center', crop_pct=0.875, interpolation='bilinear',
+        input_size=[3, 224, 224], mean=[0.5] * 3, std=[0.5] * 3), (256, 256)),
+    # convmixer_i1k: 224 / 233 nudged so that timm's floor gives 233.
+    "decode|resize_small(233, 'bicubic')|central_crop(224)|"
+    'value_range(-1, 1)|onehot(1000)': (dict(
+        crop_mode='center', crop_pct=0.9613733905579399,
+        interpolation='bicubic', input_size=[3, 224, 224], mean=[0.5] * 3,
+        std=[0.5] * 3), (233, 233)),
+    # finetune: a squash to the resolution.
+    'decode|resize(384)|value_range(-1, 1)|onehot(37)': (dict(
+        crop_mode='squash', crop_pct=1.0, interpolation='bilinear',
+        input_size=[3, 384, 384], mean=[0.5] * 3, std=[0.5] * 3), (384, 384)),
+    # Value ops chained: one affine map.
+    "resize((64, 48), method='nearest')|central_crop((32, 24))|"
+    'value_range(0, 1)|normalize([0.485, 0.456, 0.406], '
+    '[0.229, 0.224, 0.225])': (dict(
+        crop_mode='squash', crop_pct=0.5, interpolation='nearest',
+        input_size=[3, 32, 24], mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225]), (64, 48)),
+}
+
+
+@pytest.mark.parametrize('spec', sorted(PP_EVAL_CASES))
+def test_run_preprocessing_as_timms_data_config(spec):
+  expected, scaled = PP_EVAL_CASES[spec]
+  cfg = data_config.from_pp_eval(spec, len(expected['mean']))
+  assert cfg == expected
+  if scaled:
+    assert tuple(math.floor(side / cfg['crop_pct'])
+                 for side in cfg['input_size'][1:]) == scaled
+
+
+def test_run_preprocessing_timm_cannot_express_is_noted(caplog):
+  cfg = data_config.from_pp_eval(
+      "decode|inception_crop(224)|flip_lr|value_range(-1, 1)", 3)
+  assert cfg['notes'] == [
+      "vit_jax: the run's pp_eval 'decode|inception_crop(224)|flip_lr|"
+      "value_range(-1, 1)' is not exactly timm's data config: its random "
+      "ops ['flip_lr', 'inception_crop'] are left out."]
+  cfg = data_config.from_pp_eval(
+      "resize_small(36, method='area')|central_crop(32)|value_range(0, 1)",
+      1)
+  assert cfg['interpolation'] == 'box' and 'method \'area\' has no timm ' \
+      'interpolation; \'box\' is the closest' in cfg['notes'][0]
+  assert cfg['mean'] == [0.0] and cfg['std'] == [1.0]
+  cfg = data_config.from_pp_eval('central_crop(6)|value_range(-1, 1)', 1)
+  assert "resize and crop ops ['central_crop'] have no timm counterpart" in (
+      cfg['notes'][0])
+  assert 'is not exactly timm\'s data config' in caplog.text
 
 
 def test_timm_config_needs_a_timm_entry_point(tmp_path, caplog):
@@ -324,10 +466,29 @@ def test_export_run_reloads_into_the_same_params(run_workdir, tmp_path):
   _assert_trees_identical(loaded['params'], jax.tree.map(np.asarray, params))
   with open(written[1]) as f:
     timm_config = json.load(f)
-  # digits: 8x8 grey images, value_range(-1, 1).
-  assert timm_config['pretrained_cfg']['input_size'] == [1, 8, 8]
-  assert timm_config['pretrained_cfg']['mean'] == [0.5]
-  assert timm_config['pretrained_cfg']['std'] == [0.5]
+  # digits: 8x8 grey images as they are (no resize: timm's resize to
+  # floor(8 / crop_pct) = 8 leaves them so), value_range(-1, 1); the
+  # dataset's class names.
+  assert {key: timm_config['pretrained_cfg'][key] for key in (
+      'input_size', 'crop_pct', 'crop_mode', 'interpolation', 'mean',
+      'std')} == dict(input_size=[1, 8, 8], crop_pct=1.0, crop_mode='center',
+                      interpolation='bilinear', mean=[0.5], std=[0.5])
+  assert 'notes' not in timm_config['pretrained_cfg']
+  assert timm_config['label_names'] == [str(digit) for digit in range(10)]
+  # transformers: the same preprocessing, the same names.
+  written = export.export_run(workdir, 'hf', str(tmp_path / 'hf'))
+  with open(written[1]) as f:
+    assert json.load(f)['id2label'] == {str(digit): str(digit)
+                                        for digit in range(10)}
+  with open(written[2]) as f:
+    processor = json.load(f)
+  assert {key: processor[key] for key in (
+      'image_processor_type', 'size', 'crop_size', 'resample', 'image_mean',
+      'image_std', 'do_convert_rgb')} == dict(
+          image_processor_type='BitImageProcessor',
+          size={'shortest_edge': 8}, crop_size={'height': 8, 'width': 8},
+          resample=2, image_mean=[0.5], image_std=[0.5],
+          do_convert_rgb=False)
   with pytest.raises(ValueError, match=r'No checkpoint at step 7.*\[5\]'):
     export.export_run(workdir, 'npz', str(tmp_path / 'x.npz'), step=7)
 

@@ -485,3 +485,31 @@ def test_predict_pretrained_grey_model_decodes_to_its_channels(tmp_path):
   for prediction, row in zip(result['predictions'], probs):
     assert prediction.class_ids[0] == int(np.argmax(row))
     np.testing.assert_allclose(prediction.top[0][1], row.max(), atol=1e-5)
+
+
+def test_predict_an_export_as_its_run(trained, tmp_path):
+  """A run exported in timm's layout predicts as the run itself: the
+  export carries the run's preprocessing (no resize of the 8x8 digits:
+  crop_pct 1, the value range as mean / std) and its class names."""
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  exported = str(tmp_path / 'digits_timm')
+  export.export_run(trained.workdir, 'timm', exported)
+  from_export = predict.from_pretrained(exported)
+  from_run = predict.from_workdir(trained.workdir)
+  assert from_export.class_names == from_run.class_names
+  by_export = predict.run(from_export, trained.files, top_k=10,
+                          out=io.StringIO())['predictions']
+  by_run = predict.run(from_run, trained.files, top_k=10,
+                       out=io.StringIO())['predictions']
+  for ours, theirs in zip(by_export, by_run):
+    assert ours.path == theirs.path
+    assert ours.class_ids[0] == theirs.class_ids[0]
+    # Every class's probability (top 10 of 10), by name.
+    mine, its = dict(ours.top), dict(theirs.top)
+    assert sorted(mine) == sorted(its) == from_run.class_names
+    np.testing.assert_allclose([mine[name] for name in sorted(mine)],
+                               [its[name] for name in sorted(mine)],
+                               atol=1e-6)
+    np.testing.assert_allclose(
+        [mine[str(digit)] for digit in range(10)],
+        trained.expected[ours.path], atol=1e-5)

@@ -13,7 +13,10 @@ Formats (`FAMILIES` says which families each takes):
   `pretrained_cfg`), so `timm.create_model('local-dir:DIR',
   pretrained=True)` builds the model and loads the weights; written where
   a timm entry point can express the model (every ViT, Swin and XCiT; Mixer
-  and ConvMixer only at timm's own sizes), else None, with a warning.
+  and ConvMixer only at timm's own sizes), else None, with a warning. Its
+  pretrained_cfg holds the full data config (input_size, interpolation,
+  crop_pct, crop_mode, mean, std: `data_config.py`), and `label_names`
+  where the classes are named.
 - 'npz': the flat '/'-joined layout of Google's original ViT and Mixer
   releases ('Transformer/encoderblock_0/MultiHeadDotProductAttention_1/
   query/kernel', 'MixerBlock_0/token_mixing/Dense_0/kernel', ...) that
@@ -23,7 +26,11 @@ Formats (`FAMILIES` says which families each takes):
 - 'hf': Hugging Face transformers' ViTForImageClassification (class-token
   ViTs with a head): the hub checkpoints' names ('vit.embeddings.cls_token',
   'vit.encoder.layer.N.attention.attention.query.weight', ...,
-  'classifier.weight') and `config` its config.json (ViTConfig).
+  'classifier.weight'), `config` its config.json (ViTConfig, id2label /
+  label2id) and `processor` its preprocessor_config.json (the image
+  processor that prepares images as timm's data config says:
+  `configs.hf_processor_config`), so `transformers.pipeline(
+  'image-classification', model=DIR)` loads it.
 
 A ViT with `posemb='sincos2d'` is exported to timm and HF with its fixed
 table as their learned position embedding (numerically the same model;
@@ -37,7 +44,9 @@ or concatenation: the round trip through the importers is exact.
 (`__main__.py`). The names and transforms come from the same tables as
 the importers' (`vit_jax.weights`' family modules, through
 `weights.timm.to_timm`, `weights.hf.to_hf`, `weights.npz.to_npz`);
-`configs.py` writes the config.json files.
+`configs.py` writes the config files, `data_config.py` the preprocessing
+(a run's pp_eval as timm's data config, or what the caller gives, e.g. an
+imported checkpoint's `pretrained.Preprocessing`).
 """
 
 # `format` names the export format, as in the API asked for.
@@ -45,8 +54,8 @@ the importers' (`vit_jax.weights`' family modules, through
 
 import io
 import json
-import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import (Any, Dict, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 import jax
 import numpy as np
@@ -58,6 +67,7 @@ from vit_jax import models
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.export import configs
+from vit_jax.export import data_config
 from vit_jax.models import common
 from vit_jax.weights import core
 from vit_jax.weights import hf
@@ -77,14 +87,17 @@ ImageSize = Union[int, Tuple[int, int]]
 
 
 class StateDict(dict):
-  """Names -> numpy arrays in a format's layout, and `config`: the
-  JSON-able dict that format's loaders read beside the weights
-  (config.json), or None."""
+  """Names -> numpy arrays in a format's layout, `config`: the JSON-able
+  dict that format's loaders read beside the weights (config.json), or
+  None, and `processor`: transformers' preprocessor_config.json (hf), or
+  None."""
 
   def __init__(self, arrays: Mapping[str, np.ndarray],
-               config: Optional[Dict[str, Any]] = None):
+               config: Optional[Dict[str, Any]] = None,
+               processor: Optional[Dict[str, Any]] = None):
     super().__init__(arrays)
     self.config = config
+    self.processor = processor
 
 
 # ----------------------------------------------------------------------------
@@ -162,7 +175,8 @@ def _check_fits(flat: Mapping[str, np.ndarray], model,
 
 def export(variables: Mapping[str, Any], family: str, format: str,
            *, image_size: Optional[ImageSize] = None,
-           pretrained_cfg: Optional[Mapping[str, Any]] = None,
+           pretrained_cfg: Optional[Any] = None,
+           label_names: Optional[Sequence[Optional[str]]] = None,
            **model_kwargs) -> StateDict:
   """This package's variables as a state dict of `format`.
 
@@ -175,16 +189,22 @@ def export(variables: Mapping[str, Any], family: str, format: str,
     image_size: the resolution the weights are for, written into the
       configs (and the grid of a sincos2d position embedding); default:
       what the parameters say (`models.checkpoint_image_size`).
-    pretrained_cfg: entries for timm's pretrained_cfg (e.g. mean, std,
-      crop_pct, interpolation: the run's preprocessing); timm's defaults
-      otherwise.
+    pretrained_cfg: how images are prepared for the weights: timm's data
+      config entries (mean, std, crop_pct, interpolation, crop_mode; other
+      pretrained_cfg entries pass through to timm's config), or the
+      `pretrained.Preprocessing` of an imported checkpoint; timm's
+      defaults for what is missing (with a warning when nothing is
+      given). Written into timm's pretrained_cfg and hf's
+      preprocessor_config.json.
+    label_names: one class name per output (None: unknown); timm's
+      label_names, hf's id2label.
     **model_kwargs: as for `get_model(family, ...)`, the model the variables
       are for (checked against their shapes).
 
   Returns:
-    A `StateDict`: names -> contiguous numpy arrays, and `config` (timm's
-    or transformers' config.json; None for npz and where timm has no entry
-    point for the model).
+    A `StateDict`: names -> contiguous numpy arrays, `config` (timm's or
+    transformers' config.json; None for npz and where timm has no entry
+    point for the model) and `processor` (hf's preprocessor_config.json).
   """
   check_pair(family, format)
   model = models.get_model(family, **model_kwargs)
@@ -214,15 +234,20 @@ def export(variables: Mapping[str, Any], family: str, format: str,
           f'transformers\' ViTForImageClassification is a class-token ViT '
           f'with a head; this one has {" and ".join(problems)}. The timm '
           f'format holds every ViT.')
+  data_cfg = data_config.complete(pretrained_cfg, image_size, channels)
+  if format == 'hf':
     return StateDict(hf.to_hf(flat, family),
-                     configs.hf_config(model, image_size, channels))
+                     configs.hf_config(model, image_size, channels,
+                                       label_names),
+                     configs.hf_processor_config(data_cfg))
   return StateDict(timm.to_timm(flat, family),
                    configs.timm_config(family, model, image_size, channels,
-                                       pretrained_cfg))
+                                       data_cfg, label_names))
 
 
 SAFETENSORS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
+PROCESSOR_NAME = 'preprocessor_config.json'  # transformers' image processor
 
 
 def _safetensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -264,9 +289,11 @@ def save(state: Mapping[str, np.ndarray], path: str,
   .safetensors (the weights alone), else a directory `path` with
   model.safetensors and, where the state has one, timm's config.json
   (timm.create_model('local-dir:PATH', pretrained=True) reads it). 'hf':
-  a directory with model.safetensors and config.json
-  (ViTForImageClassification.from_pretrained(PATH)). `path` may be local
-  or gs:// (`vit_jax.paths`).
+  a directory with model.safetensors, config.json and, where the state
+  has one, preprocessor_config.json
+  (ViTForImageClassification.from_pretrained(PATH),
+  AutoImageProcessor.from_pretrained(PATH), transformers.pipeline).
+  `path` may be local or gs:// (`vit_jax.paths`).
   """
   check_out(path, format)
   config = getattr(state, 'config', None)
@@ -288,9 +315,11 @@ def save(state: Mapping[str, np.ndarray], path: str,
   paths.makedirs(path)
   written = [paths.join(path, SAFETENSORS_NAME)]
   paths.write_atomic(written[0], _safetensors_bytes(state))
-  if config is not None:
-    written.append(paths.join(path, CONFIG_NAME))
-    paths.write_atomic(written[1], json.dumps(config, indent=2) + '\n')
+  for name, content in ((CONFIG_NAME, config),
+                        (PROCESSOR_NAME, getattr(state, 'processor', None))):
+    if content is not None:
+      written.append(paths.join(path, name))
+      paths.write_atomic(written[-1], json.dumps(content, indent=2) + '\n')
   return written
 
 
@@ -315,20 +344,25 @@ def run_model(model_config: Mapping[str, Any], variables: Mapping[str, Any]
       'mae', 'vit', variables['params'])}
 
 
-_VALUE_RANGE = re.compile(
-    r'value_range\(\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*\)')
-
-
-def preprocessing_cfg(pp_eval: str, channels: int) -> Dict[str, Any]:
-  """timm's mean / std for an evaluation spec that ends its pixel scaling
-  with `value_range(lo, hi)` (from [0, 255]): (x / 255 - mean) / std is
-  then lo + (hi - lo) x / 255. Empty for other specs (timm's defaults)."""
-  match = _VALUE_RANGE.search(pp_eval or '')
-  if match is None or 'normalize(' in pp_eval:
-    return {}
-  low, high = float(match[1]), float(match[2])
-  return {'mean': [-low / (high - low)] * channels,
-          'std': [1.0 / (high - low)] * channels}
+def run_label_names(data: Any, num_classes: int) -> Optional[List[str]]:
+  """The class names of a run's dataset (`data.labels.dataset_labels`),
+  one per output; None, with a warning, where they cannot be had (an
+  image folder not on this machine) or do not match the head."""
+  from vit_jax.data import labels  # pylint: disable=g-import-not-at-top  (TF)
+  if not num_classes:
+    return None
+  try:
+    names, _ = labels.dataset_labels(data)
+  except (ValueError, FileNotFoundError, KeyError) as error:
+    data_config.LOGGER.warning('No label names for dataset %r (%s): the '
+                               'export has none.', data.get('name'), error)
+    return None
+  if len(names) != num_classes:
+    data_config.LOGGER.warning('Dataset %r has %d classes, the model %d '
+                               'outputs: no label names exported.',
+                               data.get('name'), len(names), num_classes)
+    return None
+  return names
 
 
 def export_run(workdir: str, format: str, out: str,
@@ -349,8 +383,12 @@ def export_run(workdir: str, format: str, out: str,
   family, model_kwargs, variables = run_model(
       config.model.to_dict(),
       checkpoint.restore_variables(layout.checkpoint_dir(workdir), step))
-  pretrained_cfg = preprocessing_cfg(config.data.get('pp_eval'),
-                                     input_channels(variables))
+  # The run's own evaluation preprocessing and class names.
+  pretrained_cfg = data_config.from_pp_eval(config.data.get('pp_eval'),
+                                            input_channels(variables))
+  label_names = run_label_names(config.data,
+                                model_kwargs.get('num_classes') or 0)
   state = export(variables, family, format, image_size=image_size,
-                 pretrained_cfg=pretrained_cfg, **model_kwargs)
+                 pretrained_cfg=pretrained_cfg, label_names=label_names,
+                 **model_kwargs)
   return save(state, out, format)

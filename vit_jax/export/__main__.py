@@ -4,18 +4,22 @@
         [--step=N] [--image_size=N] [--config=configs/FILE.py[:ARG]]
 
 `vit_jax.export.export_run`: reads DIR/config.json (or --config) for the
-model (family and kwargs) and the run's evaluation preprocessing (timm's
-mean / std, where `value_range` gives them), restores the variables of
+model (family and kwargs), the run's evaluation preprocessing
+(config.data.pp_eval as timm's data config: `export/data_config.py`) and
+its dataset's class names, restores the variables of
 DIR/checkpoints at the step (the latest by default;
 `checkpoint.restore_variables`), and writes them with `export` / `save`: a
 directory for timm (model.safetensors and config.json; a .safetensors PATH:
 the weights alone) and hf, an .npz file for npz. An MAE run exports its
-encoder as a ViT. Prints the files written. Bad input (flags, an
+encoder as a ViT. Prints the files written, and a warning line for what
+the export cannot carry (a pp_eval with no timm counterpart, class names
+not found). Bad input (flags, an
 unsupported family / format pair, a missing config or checkpoint): one line
 on stderr, exit status 2. DIR and PATH may be local or gs://
 (`vit_jax.paths`).
 """
 
+import logging as std_logging
 import sys
 
 from absl import app
@@ -44,6 +48,16 @@ def main(argv):
     cli.usage_error(f'unexpected arguments {argv[1:]}', 'vit_jax.export')
   if not flags.FLAGS['verbosity'].present:  # orbax's notes on reading
     logging.set_verbosity(logging.ERROR)
+  # The export's own warnings, one line each, whatever the verbosity
+  # (put back as they were: tests call main in one process).
+  handler = std_logging.StreamHandler(sys.stderr)
+  handler.setFormatter(std_logging.Formatter(
+      'vit_jax.export: warning: %(message)s'))
+  export_logger = std_logging.getLogger('vit_jax.export')
+  saved_propagate, saved_level = export_logger.propagate, export_logger.level
+  export_logger.addHandler(handler)
+  export_logger.propagate = False
+  export_logger.setLevel(std_logging.WARNING)
   try:
     written = export_lib.export_run(cli.WORKDIR.value, _FORMAT.value,
                                     _OUT.value, _STEP.value,
@@ -55,6 +69,10 @@ def main(argv):
     print(f'vit_jax.export: cannot write {_OUT.value}: {cli.one_line(error)}',
           file=sys.stderr)
     sys.exit(layout.EXIT_FAILED)
+  finally:
+    export_logger.removeHandler(handler)
+    export_logger.propagate = saved_propagate
+    export_logger.setLevel(saved_level)
   for path in written:
     print(path)
   if _FORMAT.value == 'timm' and not _OUT.value.endswith('.safetensors') and (

@@ -1,15 +1,20 @@
-"""The config.json files read beside exported weights: timm's hub config
-(`architecture`, `num_classes`, `model_args`, `pretrained_cfg`; what
-`timm.create_model('local-dir:DIR', pretrained=True)` builds the model
-from) and transformers' ViTConfig.
+"""The config files read beside exported weights: timm's hub config.json
+(`architecture`, `num_classes`, `label_names`, `model_args`,
+`pretrained_cfg`; what `timm.create_model('local-dir:DIR',
+pretrained=True)` builds the model from and `resolve_data_config` reads
+the preprocessing from), transformers' ViTConfig (config.json, with
+id2label) and its image processor's preprocessor_config.json.
 """
 
 import logging
-from typing import Any, Dict, Mapping, Optional, Tuple
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vit_jax.weights import core
 from vit_jax.weights import families
 from vit_jax.weights import timm
+
+LOGGER = logging.getLogger('vit_jax.export')  # as data_config.LOGGER
 
 
 def _module_of(table, entry_filter) -> str:
@@ -19,10 +24,26 @@ def _module_of(table, entry_filter) -> str:
   return item.theirs[0][:-len('.weight')]
 
 
+def _label_list(label_names: Optional[Sequence[Optional[str]]],
+                num_classes: int) -> Optional[List[Optional[str]]]:
+  """The label names as a list of `num_classes`, or None (unknown, or
+  not one per class: a warning)."""
+  if not label_names or not num_classes:
+    return None
+  if len(label_names) != num_classes:
+    LOGGER.warning('%d label names for %d classes: none are exported.',
+                   len(label_names), num_classes)
+    return None
+  return [None if name is None else str(name) for name in label_names]
+
+
 def timm_config(family: str, model, image_size: Tuple[int, int],
-                channels: int, pretrained_cfg: Optional[Mapping[str, Any]]
+                channels: int, data_config: Mapping[str, Any],
+                label_names: Optional[Sequence[Optional[str]]] = None
                 ) -> Optional[Dict[str, Any]]:
-  """timm's hub config.json for the model, or None (with a warning)."""
+  """timm's hub config.json for the model, or None (with a warning).
+  `data_config`: the full preprocessing (`data_config.complete`), and any
+  other pretrained_cfg entries."""
   timm_model = families.module(family).timm_model(model, image_size)
   if timm_model.architecture is None:
     logging.warning('No timm config.json for this %s (%s): only the state '
@@ -41,19 +62,30 @@ def timm_config(family: str, model, image_size: Tuple[int, int],
          'classifier': _module_of(table, lambda item: item.ours == (
              'head/kernel')),
          'custom_load': False}
-  cfg.update(pretrained_cfg or {})
+  cfg.update(data_config)
   config = {'architecture': timm_model.architecture,
             'num_classes': num_classes,
             'num_features': timm_model.num_features}
+  labels = _label_list(label_names, num_classes)
+  if labels:
+    # Where timm's own exports put them (top level); a name left unknown
+    # is left out of the {index: name} form timm reads too.
+    config['label_names'] = labels if None not in labels else {
+        str(index): name for index, name in enumerate(labels) if name}
   if timm_model.global_pool:
     config['global_pool'] = timm_model.global_pool
   return {**config, 'model_args': model_args, 'pretrained_cfg': cfg}
 
 
-def hf_config(model, image_size: Tuple[int, int], channels: int
+def hf_config(model, image_size: Tuple[int, int], channels: int,
+              label_names: Optional[Sequence[Optional[str]]] = None
               ) -> Dict[str, Any]:
-  """transformers' ViTConfig (config.json) of ViTForImageClassification."""
-  labels = {str(index): f'LABEL_{index}' for index in range(model.num_classes)}
+  """transformers' ViTConfig (config.json) of ViTForImageClassification;
+  id2label from `label_names` (transformers' LABEL_i where unknown)."""
+  names = _label_list(label_names, model.num_classes) or []
+  labels = {str(index): (names[index] if index < len(names) and names[index]
+                         else f'LABEL_{index}')
+            for index in range(model.num_classes)}
   return {
       'architectures': ['ViTForImageClassification'],
       'model_type': 'vit',
@@ -77,3 +109,55 @@ def hf_config(model, image_size: Tuple[int, int], channels: int
       'id2label': labels,
       'label2id': {name: int(index) for index, name in labels.items()},
   }
+
+
+# timm's interpolation names -> PIL's resampling filters (the integers
+# transformers' image processors keep as `resample`).
+PIL_RESAMPLE = {'nearest': 0, 'lanczos': 1, 'bilinear': 2, 'bicubic': 3,
+                'box': 4, 'hamming': 5}
+
+
+def hf_processor_config(data_config: Mapping[str, Any]) -> Dict[str, Any]:
+  """transformers' preprocessor_config.json doing what timm's eval
+  transform does with `data_config` (`data_config.complete`).
+
+  ViTImageProcessor resizes to (height, width), ignoring the aspect
+  ratio: timm's 'squash' at crop_pct 1 exactly. Every other case is
+  BitImageProcessor (as DINOv2's checkpoints use with their ViTs): the
+  shorter side to floor(size / crop_pct), then the centre crop, which is
+  timm's 'center' (and, with height and width, its 'squash' at crop_pct <
+  1). timm's 'border' (fit the longer side, pad) has no transformers
+  processor: 'center' is written, with a warning.
+  """
+  channels, height, width = data_config['input_size']
+  mode, pct = data_config['crop_mode'], data_config['crop_pct']
+  interpolation = data_config['interpolation']
+  if interpolation not in PIL_RESAMPLE:
+    raise ValueError(f'Interpolation {interpolation!r} has no PIL filter; '
+                     f'valid choices: {list(PIL_RESAMPLE)}.')
+  common = {'do_resize': True, 'resample': PIL_RESAMPLE[interpolation],
+            'do_rescale': True, 'rescale_factor': 1 / 255,
+            'do_normalize': True, 'image_mean': list(data_config['mean']),
+            'image_std': list(data_config['std']),
+            # Grey models take grey arrays as they are (transformers'
+            # pipeline itself converts every image to RGB).
+            'do_convert_rgb': channels == 3}
+  if mode == 'squash' and pct == 1.0:
+    return {'image_processor_type': 'ViTImageProcessor', **common,
+            'size': {'height': height, 'width': width}}
+  if mode not in ('center', 'squash'):
+    LOGGER.warning('timm\'s crop_mode %r has no transformers image '
+                   'processor: the preprocessor_config.json crops the '
+                   'centre (\'center\') instead.', mode)
+  scaled = [math.floor(side / pct) for side in (height, width)]
+  if mode == 'squash':
+    size = {'height': scaled[0], 'width': scaled[1]}
+  else:
+    if height != width:
+      LOGGER.warning('A non-square input size %dx%d: transformers\' '
+                     'shortest-edge resize differs from timm\'s.',
+                     height, width)
+    size = {'shortest_edge': min(scaled)}
+  return {'image_processor_type': 'BitImageProcessor', **common,
+          'size': size, 'do_center_crop': True,
+          'crop_size': {'height': height, 'width': width}}
