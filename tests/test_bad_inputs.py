@@ -209,7 +209,6 @@ def _runner(entry):
                                 flags_parser=cli.parse_flags)
   if entry == 'evaluate':
     from vit_jax.evaluate import __main__ as module  # pylint: disable=g-import-not-at-top
-    flags.mark_flags_as_required(['workdir'])
     return lambda argv: app.run(module.main, argv=argv,
                                 flags_parser=cli.parse_flags)
   if entry == 'export':

@@ -24,8 +24,13 @@ from vit_jax import optim
 from vit_jax import train
 from vit_jax.models import counts
 
+# Configs in configs/ that are not training recipes: few-shot evaluation of
+# a pretrained checkpoint (tests/test_evaluate_pretrained.py runs it).
+EVALUATION_CONFIGS = ('fewshot_eval',)
 RECIPES = sorted(name[:-3] for name in os.listdir(
-    os.path.join(tiny.ROOT, 'configs')) if name.endswith('.py'))
+    os.path.join(tiny.ROOT, 'configs'))
+                 if name.endswith('.py') and name[:-3] not in
+                 EVALUATION_CONFIGS)
 VARIANTS = [(name, arg) for name in RECIPES
             for arg in stand_in.documented_args(name)]
 INIT_KINDS = ('own', 'npz', 'timm')  # configs/finetune.py's weights
