@@ -74,7 +74,8 @@ def grid_of_table(rows: int) -> int:
   if table_rows((side, side)) != rows:
     raise ValueError(f'A BEiT relative position bias table of {rows} rows '
                      f'fits no square patch grid: it has (2s - 1)**2 + 3 '
-                     f'rows for a grid of side s.')
+                     f'rows for a grid of side s (a non-square grid\'s '
+                     f'table: give the image size).')
   return side
 
 
