@@ -256,7 +256,7 @@ def test_listing_prints_the_whole_zoo(capsys):
 
 @pytest.mark.parametrize('pattern,expected', [
     ('vit B/*', ['vit B/32', 'vit B/16', 'vit B/8']),
-    ('B/16', ['vit B/16', 'mixer B/16', 'mae B/16']),
+    ('B/16', ['vit B/16', 'mixer B/16', 'mae B/16', 'beit B/16']),
     ('*/8', ['vit B/8', 'xcit T12/8', 'xcit S24/8']),
     ('g/14', ['vit g/14']),
     ('convmixer 7*', ['convmixer 768/32']),

@@ -305,6 +305,13 @@ _TABLE_CASES = [
     ('convmixer', 'TIMM', dict(width=16, depth=2, kernel_size=5, patch_size=4,
                                num_classes=10), 32),
     ('mae', 'HF', dict(_TINY_MAE, num_channels=3), 16),
+    # BEiT as released (fc_norm, LayerScale, tables), and the other options
+    # (encoder_norm, an absolute position embedding).
+    ('beit', 'TIMM', dict(patch_size=8, width=32, depth=2, mlp_dim=64,
+                          num_heads=4, num_classes=10), 32),
+    ('beit', 'TIMM', dict(patch_size=8, width=32, depth=1, mlp_dim=64,
+                          num_heads=4, num_classes=10, fc_norm=False,
+                          posemb='learn', qkv_bias=False), 32),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_jax.models import beit
 from vit_jax.models import convmixer
 from vit_jax.models import mae
 from vit_jax.models import mixer
@@ -29,7 +30,7 @@ from vit_jax.models import xcit
 # class get_model builds), ZOO (the zoo listing's variants) and
 # checkpoint_image_size; adding a family is its model file, an entry here,
 # its weight tables (vit_jax/weights/) and its analytic counts (counts.py).
-FAMILIES = (vit, mixer, swin, xcit, convmixer, mae)
+FAMILIES = (vit, mixer, swin, xcit, convmixer, mae, beit)
 
 _BY_NAME = {family.NAME: family for family in FAMILIES}
 MODELS: Dict[str, Any] = {name: family.MODEL

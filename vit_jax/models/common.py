@@ -241,6 +241,9 @@ class Attention(nn.Module):
   dtype: Dtype = jnp.float32
   implementation: Optional[str] = None
   capture_weights: bool = False
+  # Whether the query, key and value projections have biases (BEiT's have
+  # none on the key: a bias there adds the same logit to every key).
+  qkv_bias: Tuple[bool, bool, bool] = (True, True, True)
 
   @nn.compact
   def __call__(self, queries: jax.Array, keys_values: jax.Array,
@@ -251,12 +254,13 @@ class Attention(nn.Module):
       raise ValueError(f'Width {width} is not divisible by the number of '
                        f'heads {self.num_heads}.')
     head_dim = width // self.num_heads
-    project = lambda name: nn.DenseGeneral(  # noqa: E731
-        (self.num_heads, head_dim), dtype=self.dtype,
+    query_bias, key_bias, value_bias = self.qkv_bias
+    project = lambda name, bias: nn.DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), dtype=self.dtype, use_bias=bias,
         kernel_init=DENSE_KERNEL_INIT, name=name)
-    query = project('query')(queries)  # [B, Nq, H, hd]
-    key = project('key')(keys_values)  # [B, Nk, H, hd]
-    value = project('value')(keys_values)  # [B, Nk, H, hd]
+    query = project('query', query_bias)(queries)  # [B, Nq, H, hd]
+    key = project('key', key_bias)(keys_values)  # [B, Nk, H, hd]
+    value = project('value', value_bias)(keys_values)  # [B, Nk, H, hd]
     capture = (self.capture_weights
                and self.is_mutable_collection('intermediates'))
     if capture or (self.dropout > 0.0 and not deterministic):

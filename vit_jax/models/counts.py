@@ -33,6 +33,7 @@ from typing import Callable, Dict, Tuple, Type, Union
 
 import flax.linen as nn
 
+from vit_jax.models import beit
 from vit_jax.models import convmixer
 from vit_jax.models import mae
 from vit_jax.models import mixer
@@ -300,6 +301,33 @@ def _convmixer(model: convmixer.ConvMixer, image_size: Pair,
   return tally
 
 
+def _beit(model: beit.Beit, image_size: Pair, channels: int) -> Tally:
+  tally = Tally()
+  grid = _check_divisible(image_size, model.patch_size, 'BEiT')
+  width = model.width
+  tally.conv(image_size, model.patch_size, channels, width,
+             stride=model.patch_size)
+  tokens = grid[0] * grid[1] + 1  # the class token is always there
+  tally.param(width)  # cls_token
+  if model.posemb == 'learn':
+    tally.param(tokens * width)
+  for _ in range(model.depth):
+    tally.norm(width)
+    tally.attention(tokens, tokens, width)
+    tally.params -= width  # no key bias
+    if not model.qkv_bias:
+      tally.params -= 2 * width  # nor query and value biases
+    if model.rel_pos_bias:
+      tally.param(beit.table_rows(grid) * model.num_heads)
+    tally.norm(width)
+    tally.mlp(tokens, width, model.mlp_dim)
+    if model.layer_scale_init:
+      tally.param(2 * width)  # gamma_attn, gamma_mlp
+  tally.norm(width)  # encoder_norm, or fc_norm after pooling
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
 _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     vit.ViT: _vit,
     mixer.Mixer: _mixer,
@@ -307,6 +335,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     mae.MAE: _mae,
     xcit.XCiT: _xcit,
     convmixer.ConvMixer: _convmixer,
+    beit.Beit: _beit,
 }
 
 

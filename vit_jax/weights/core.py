@@ -514,6 +514,13 @@ def fit_to_model(loaded: FlatParams, name: str, model,
                    new_shape)
       loaded['pos_embed'] = resample_posemb(loaded['pos_embed'], grid, prefix)
 
+  # Parameters whose shape follows the resolution in a family's own way
+  # (BEiT's relative position bias tables): its table module's `resize`.
+  from vit_jax.weights import families  # pylint: disable=g-import-not-at-top
+  resize = getattr(families.module(name), 'resize', None)
+  if resize is not None:
+    loaded = resize(loaded, model, image_size)
+
   # A new task: drop the old head (and the pre-logits layer, which the ViT
   # paper removes for fine-tuning, Sec. 3.1) and start a zero head.
   head_paths = ('head/kernel', 'head/bias')

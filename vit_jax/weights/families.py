@@ -10,6 +10,7 @@ is one model file, one table module listed here, and its counts."""
 from typing import Any, Mapping
 
 from vit_jax import models
+from vit_jax.weights import beit
 from vit_jax.weights import convmixer
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
@@ -17,7 +18,7 @@ from vit_jax.weights import swin
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, xcit, convmixer, mae)
+FAMILIES = (vit, mixer, swin, xcit, convmixer, mae, beit)
 
 
 def module(name: str):
