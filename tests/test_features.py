@@ -239,6 +239,14 @@ def test_representation_names_list_blocks_and_their_norms():
                      r'range; valid: block_0 \.\. block_1'):
     representation.representation_fn(model, 'block_5_norm')(
         variables, golden['images'])
+  scanned = models.get_model('vit', **CASES['vit_cls'][1], scan=True)
+  stacked = {'params': common.stack_blocks(variables['params'])}
+  with pytest.raises(ValueError, match=r"'blok_1' is not a block or stage, "
+                     r"an aux key or a module path of ViT; valid: "
+                     r"\['encoded', 'pre_logits', 'block_0', .*name them "
+                     r'block_N'):
+    representation.representation_fn(scanned, 'blok_1')(
+        stacked, golden['images'])
 
 
 def test_fewshot_on_a_block_of_a_digits_model(data_dir):

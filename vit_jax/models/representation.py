@@ -127,12 +127,12 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits',
                                                       Mapping) else {}
     if '__call__' not in captured:
       valid = layer_names(model, images.shape[1:])
-      raise ValueError(f'Representation layer {layer!r} is not an aux key or '
-                       f'module path of {type(model).__name__}; valid: '
-                       f'{valid}. (Blocks under scan=True are not '
-                       f'captured one by one: build the model with '
-                       f'scan=False and convert the params with '
-                       f'models.common.unstack_blocks.)')
+      scanned = (' (Scanned blocks have no module path of their own: '
+                 'name them block_N.)' if getattr(model, 'scan', False)
+                 else '')
+      raise ValueError(f'Representation layer {layer!r} is not a block or '
+                       f'stage, an aux key or a module path of '
+                       f'{type(model).__name__}; valid: {valid}.{scanned}')
     output = captured['__call__'][0]
     if isinstance(output, (tuple, list)):  # modules returning (x, extra)
       output = output[0]
