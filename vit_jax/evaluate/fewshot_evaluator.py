@@ -71,7 +71,10 @@ class FewShotEvaluator:
   Args:
     features_fn: (variables, images) -> features [B, D], jittable: the
       representation to evaluate (`vit_jax.build.eval_functions(run)
-      .representation(layer)`; any family, an MAE through its encoder).
+      .representation(layer)`; any family, an MAE through its encoder;
+      `layer` 'pre_logits', a block or stage such as 'block_8',
+      'block_-1_norm' or 'stage_2', an aux key or a module path: see
+      `vit_jax.models.representation`).
     datasets: {metric name: {name, train_split, test_split, pp, data_dir,
       folder}}, see DATASET_FIELDS. `pp` must give the model's input size;
       the one-hot labels are added here.

@@ -4,9 +4,10 @@
     features, label_ids = compute_representations(
         encode, variables, batches, mesh)   # numpy [n, D], [n]
 
-`representation_fn` (which layer, how it is pooled, an MAE through its
-encoder) is `vit_jax.models.representation`'s; `vit_jax.build` hands it to
-evaluators as `eval_functions(run).representation(layer)`.
+`representation_fn` (which layer: 'pre_logits', 'block_8', 'stage_2_norm',
+...; how it is pooled; an MAE through its encoder) is
+`vit_jax.models.representation`'s; `vit_jax.build` hands it to evaluators
+as `eval_functions(run).representation(layer)`.
 """
 
 from typing import Any, Callable, Iterable, Mapping, Tuple

@@ -213,3 +213,5 @@ MODEL = ConvMixer
 # The variants the zoo listing (`python -m vit_jax.models`) shows, WIDTH/DEPTH
 # with the paper's kernel and patch sizes.
 ZOO = ('1536/20', '768/32', '1024/20')
+# What `models.features` extracts: each block's map; there is no final norm.
+FEATURES = dict(layers='block_{}')

@@ -144,3 +144,5 @@ NAME = 'mixer'
 MODEL = Mixer
 # The variants the zoo listing (`python -m vit_jax.models`) shows.
 ZOO = ('S/32', 'S/16', 'B/32', 'B/16', 'L/32', 'L/16', 'H/14')
+# What `models.features` extracts: each block's tokens, on the stem's grid.
+FEATURES = dict(layers='block_{}', grid='stem', norm='pre_head_norm')

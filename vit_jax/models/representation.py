@@ -8,9 +8,18 @@ over a split, sharded):
 The representation is named by `layer`:
   'pre_logits'  `aux['pre_logits']`, the vector the classifier head reads
                 (class token, average or MAP pooling, after pre-logits);
+  'block_N', 'stage_N' (Swin)
+                a block's or stage's output as `models.features.extract`
+                gives it (timm's forward_intermediates), N from 0, or
+                negative from the end ('block_-1': the last): the patch
+                tokens (prefix tokens such as the class token left out) or
+                the map, averaged over the grid; with the suffix '_norm'
+                ('block_8_norm') through the model's final norm first
+                (norm=True); scanned blocks are read unrolled;
   another aux key, e.g. 'encoded' (ViT's final tokens);
-  a module path, e.g. 'encoder/block_2' or 'stage_1' (Swin): that module's
-                output, captured with flax's `capture_intermediates`.
+  a module path, e.g. 'encoder/block_2' or 'class_block_0' (XCiT): that
+                module's output, captured with flax's
+                `capture_intermediates`.
 Outputs with more than two axes ([B, N, D] tokens, [B, H, W, C] maps) are
 averaged over all axes between the batch and the last, giving [B, D].
 
@@ -28,6 +37,8 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vit_jax.models import features as features_lib
 
 FeaturesFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -64,7 +75,10 @@ def layer_names(model: nn.Module, image_shape: Tuple[int, int, int]
       elif isinstance(value, Mapping):
         walk(value, prefix + [name])
   walk(state['intermediates'], [])
-  return sorted(aux) + sorted(path for path in paths if path)
+  blocks = features_lib.layer_names(model, variables)
+  return (sorted(aux) + blocks
+          + [name + features_lib.NORM_SUFFIX for name in blocks]
+          + sorted(path for path in paths if path))
 
 
 def representation_fn(model: nn.Module, layer: str = 'pre_logits',
@@ -77,17 +91,25 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits',
   `select_params` maps the trained params to its params (for an MAE,
   `models.classifier_view('mae', model)` gives the encoder and
   `mae.encoder_params`); None: the params as they are.
-  Raises ValueError at the first call if `layer` is neither an aux key nor
-  a module path of the model, listing the ones it has.
+  Raises ValueError at the first call if `layer` is neither a block or
+  stage, nor an aux key, nor a module path of the model, listing the ones
+  it has.
   """
   if not isinstance(layer, str) or not layer:
     raise ValueError(f'layer must be an aux key or a module path, got '
                      f'{layer!r}.')
 
+  block = features_lib.representation_layer(model, layer)
+
   def features_fn(variables, images):
     variables = dict(variables)
     if select_params:
       variables['params'] = select_params(variables['params'])
+    if block:
+      name, norm = block
+      (tokens,) = features_lib.extract(model, variables, images, name,
+                                       norm=norm, output_fmt='NLC').values()
+      return _pool(tokens)
     is_layer = lambda module, method: (  # noqa: E731
         method == '__call__' and _module_path(module) == layer)
     (_, aux), state = model.apply(variables, images, train=False,
@@ -105,12 +127,12 @@ def representation_fn(model: nn.Module, layer: str = 'pre_logits',
                                                       Mapping) else {}
     if '__call__' not in captured:
       valid = layer_names(model, images.shape[1:])
-      raise ValueError(f'Representation layer {layer!r} is not an aux key or '
-                       f'module path of {type(model).__name__}; valid: '
-                       f'{valid}. (Blocks under scan=True are not '
-                       f'captured one by one: build the model with '
-                       f'scan=False and convert the params with '
-                       f'models.common.unstack_blocks.)')
+      scanned = (' (Scanned blocks have no module path of their own: '
+                 'name them block_N.)' if getattr(model, 'scan', False)
+                 else '')
+      raise ValueError(f'Representation layer {layer!r} is not a block or '
+                       f'stage, an aux key or a module path of '
+                       f'{type(model).__name__}; valid: {valid}.{scanned}')
     output = captured['__call__'][0]
     if isinstance(output, (tuple, list)):  # modules returning (x, extra)
       output = output[0]

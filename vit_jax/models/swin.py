@@ -481,3 +481,6 @@ MODEL = Swin
 # for 224 px (the 384 px models take window_size=12; the listing runs every
 # row at one --resolution).
 ZOO = ('T/4', 'S/4', 'B/4', 'L/4')
+# What `models.features` extracts: each stage's map; the final norm fits
+# the last stage only.
+FEATURES = dict(layers='stage_{}', norm='final_norm', norm_last_only=True)

@@ -284,3 +284,7 @@ MODEL = ViT
 # The variants the zoo listing (`python -m vit_jax.models`) shows.
 ZOO = ('Ti/16', 'S/32', 'S/16', 'M/16', 'B/32', 'B/16', 'B/8', 'L/32', 'L/16',
        'L/14', 'H/14', 'g/14', 'G/14')
+# What `models.features` extracts: each encoder block's tokens (class token
+# first), on the patch grid, through encoder_norm with norm=True.
+FEATURES = dict(layers='encoder/block_{}', grid='patch_embed',
+                norm='encoder_norm')

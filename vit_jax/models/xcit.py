@@ -506,3 +506,6 @@ MODEL = XCiT
 # PATCH: the paper's models at patch 16 and two at 8.
 ZOO = ('N12/16', 'T12/16', 'S12/16', 'T24/16', 'S24/16', 'M24/16', 'L24/16',
        'T12/8', 'S24/8')
+# What `models.features` extracts: each XCiT layer's patch tokens (the
+# class token joins after them), on the patch grid.
+FEATURES = dict(layers='block_{}', grid='patch_embed', norm='norm')
