@@ -5,7 +5,9 @@ line on stderr naming the problem, and nothing created or changed.
 CATALOGUE is a table of (entry point, argv, exit status, text the line must
 hold); COUNT = len(CATALOGUE) is the number docs/testing.md quotes. Placeholders
 in argv: {tmp} a fresh directory per case (also the working directory),
-{file} an existing file and {dir} an existing empty directory in it, {run}
+{file} an existing file, {dir} an existing empty directory, {image} a PNG
+image and {transformers} a transformers checkpoint's directory (its
+config.json) in it, {run}
 a workdir as a training run leaves it (config.json, a checkpoint at step
 5), {data} the prepared TFDS data_dir, {sweep} a directory of finished
 runs `vit_jax.scaling` can fit, {root} the checkout.
@@ -144,12 +146,27 @@ CATALOGUE = [
     ('predict', ('--workdir={run}', '--config={root}/configs/digits.py',
                  '--config.modle.width=3', '{file}'), 2,
      "Did you mean 'model'?"),
+    # --pretrained names (offline, an empty Hub cache: _environment).
+    ('predict', ('--pretrained=vit_base_r50_s16_384', '{image}'), 1,
+     "Unsupported timm architecture 'vit_base_r50_s16_384' (of "
+     "'vit_base_r50_s16_384'): it needs a ResNet stem (hybrid ViT)"),
+    ('predict', ('--pretrained=vit_base_patch16_224', '{image}'), 1,
+     'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k: config.json '
+     '(revision main) is not in the Hugging Face cache'),
+    ('predict', ('--pretrained=vit_large_patch14_224', '{image}'), 1,
+     "'vit_large_patch14_224' names no tag, and timm has no weights of "
+     'vit_large_patch14_224 on the Hub'),
+    ('predict', ('--pretrained=vit_base_patch16_224@', '{image}'), 1,
+     "nothing on one side of '@'"),
+    ('predict', ('--pretrained={transformers}', '{image}'), 1,
+     'config.json of {transformers} is a Hugging Face transformers config '
+     "(model_type 'vit', ViTForImageClassification), not timm's"),
     # python -m vit_jax.models
     ('models', ('--family=resnet',), 2, "invalid choice: 'resnet'"),
     ('models', ('--resolution=0',), 2, '--resolution must be positive'),
     ('models', ('--filter=zzz',), 2, 'no zoo row matches'),
-    ('models', ('--pretrained', '--family=vit'), 2,
-     '--family and --filter select zoo rows'),
+    ('models', ('--pretrained', '--filter=resnet'), 2,
+     "no pretrained architecture matches --family=None --filter='resnet'"),
     ('models', ('--bogus',), 2, 'unrecognized arguments: --bogus'),
     # python -m vit_jax.launch
     ('launch', ('--sweep={tmp}/no_such_sweep.py', '--sweep_dir={tmp}/s',
@@ -352,12 +369,26 @@ def _prepare(index, places, base):
   for name, text in _SWEEP_FILES.items():
     with open(os.path.join(tmp, name), 'w') as f:
       f.write(text)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.new('RGB', (8, 8), (200, 30, 30)).save(os.path.join(tmp,
+                                                            'image.png'))
+  transformers = os.path.join(tmp, 'transformers')
+  os.makedirs(transformers)
+  with open(os.path.join(transformers, 'config.json'), 'w') as f:
+    json.dump({'model_type': 'vit',
+               'architectures': ['ViTForImageClassification']}, f)
   return {**places, 'tmp': tmp, 'file': os.path.join(tmp, 'file.txt'),
-          'dir': os.path.join(tmp, 'dir')}
+          'dir': os.path.join(tmp, 'dir'),
+          'image': os.path.join(tmp, 'image.png'),
+          'transformers': transformers}
 
 
 def _environment():
   env = dict(os.environ)
+  # Pretrained names never reach the network here, nor a cache of the
+  # machine's: an empty one that cannot be created.
+  env['HF_HUB_OFFLINE'] = '1'
+  env['HF_HUB_CACHE'] = os.path.join(os.devnull, 'hub')
   env['PYTHONPATH'] = os.pathsep.join(
       [ROOT, os.path.dirname(os.path.abspath(__file__)),
        env.get('PYTHONPATH', '')])

@@ -232,7 +232,7 @@ def test_local_directory_loads_by_name_as_timm(tmp_path):
 ])
 def test_timm_architectures_and_their_parameter_counts(name, variant, size,
                                                        layer_scale, params):
-  family, kwargs, image_size = pretrained.SUPPORTED[name]
+  family, kwargs, image_size = pretrained.SUPPORTED[name][:3]
   assert (family, image_size) == ('beit', size)
   assert kwargs == dict(variant=variant, layer_scale_init=layer_scale)
   model = get_model(family, **kwargs)

@@ -294,18 +294,21 @@ def test_listing_skips_rows_the_resolution_does_not_fit(capsys):
 
 def test_listing_pretrained_prints_the_supported_table(capsys, monkeypatch):
   fake = types.ModuleType('vit_jax.pretrained')
-  fake.supported_table = lambda: 'timm name  family  variant'
+  fake.supported_table = lambda pattern, family: f'{pattern} {family}'
   monkeypatch.setitem(sys.modules, 'vit_jax.pretrained', fake)
   zoo.main(['--pretrained'])
-  assert capsys.readouterr().out == 'timm name  family  variant\n'
-
-
-def test_listing_pretrained_takes_no_zoo_filter(capsys):
+  assert capsys.readouterr().out == '* None\n'
+  # --filter as for the zoo: a substring, or a glob; --family as it is.
+  zoo.main(['--pretrained', '--filter', 'siglip', '--family', 'vit'])
+  assert capsys.readouterr().out == '*siglip* vit\n'
+  zoo.main(['--pretrained', '--filter', '*.mae'])
+  assert capsys.readouterr().out == '*.mae None\n'
+  fake.supported_table = lambda pattern, family: ''
   with pytest.raises(SystemExit) as exit_info:
-    zoo.main(['--pretrained', '--filter', 'vit'])
+    zoo.main(['--pretrained', '--filter', 'resnet'])
   assert exit_info.value.code == 2
-  assert ('--family and --filter select zoo rows'
-          in capsys.readouterr().err)
+  assert ("no pretrained architecture matches --family=None "
+          "--filter='resnet'" in capsys.readouterr().err)
 
 
 def test_listing_pretrained_without_the_module_is_an_error(capsys,

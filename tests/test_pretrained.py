@@ -3,8 +3,10 @@ the Hub layout and from the Hugging Face cache (offline, never the
 network), against timm's outputs (the golden files of make_golden*.py);
 and `weights.from_hf` against transformers' ViT (make_golden_hf_vit.py)."""
 
+import ast
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -217,13 +219,149 @@ def test_offline_miss_is_a_clear_error(offline_cache, tmp_path):
                     cache_dir=str(tmp_path / 'other'))
 
 
+def test_name_without_a_tag_loads_timms_default_tag(offline_cache):
+  """issue 19: 'ARCH' alone looked for a repository 'timm/ARCH'."""
+  outputs, _ = _hub_cache(offline_cache,
+                          'vit_tiny_patch16_224.augreg_in21k_ft_in1k',
+                          'vit_cls')
+  for name in ('vit_tiny_patch16_224', 'timm/vit_tiny_patch16_224',
+               'hf-hub:timm/vit_tiny_patch16_224'):
+    loaded = pretrained.load(name)
+    np.testing.assert_allclose(_logits(loaded, outputs['images']),
+                               outputs['logits'], atol=TOL, rtol=0)
+  # A miss names the repository the default tag gives.
+  with pytest.raises(FileNotFoundError, match=r'^timm/vit_base_patch16_224\.'
+                     r'augreg2_in21k_ft_in1k: config\.json .*offline mode.*'
+                     r"timm's tags of vit_base_patch16_224: \['augreg2_in21k"):
+    pretrained.load('vit_base_patch16_224')
+  with pytest.raises(ValueError, match=r"'vit_large_patch14_224' names no "
+                     r'tag, and timm has no weights of vit_large_patch14_224 '
+                     r'on the Hub'):
+    pretrained.load('vit_large_patch14_224')
+
+
+def test_revision_after_an_at_sign(offline_cache):
+  outputs, commit = _hub_cache(offline_cache, 'vit_tiny_patch16_224.golden',
+                               'vit_cls')
+  loaded = pretrained.load(f'timm/vit_tiny_patch16_224.golden@{commit}')
+  np.testing.assert_allclose(_logits(loaded, outputs['images']),
+                             outputs['logits'], atol=TOL, rtol=0)
+  with pytest.raises(FileNotFoundError, match=r'^timm/vit_tiny_patch16_224\.'
+                     r'golden: config\.json \(revision v9\) is not in'):
+    pretrained.load('vit_tiny_patch16_224.golden@v9')
+  assert pretrained.resolve_name('vit_tiny_patch16_224@v1', 'v1') == (
+      'timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k', 'v1',
+      'vit_tiny_patch16_224')
+  with pytest.raises(ValueError, match=r"names revision 'v1' and load\(\) "
+                     r"was given revision='v2'"):
+    pretrained.load('vit_tiny_patch16_224@v1', revision='v2')
+  with pytest.raises(ValueError, match=r'nothing on one side of'):
+    pretrained.load('vit_tiny_patch16_224@')
+
+
+def _hub_error(cls, message):
+  """A huggingface_hub error as hf_hub_download raises it online (its
+  HTTP response left out: only the message is read)."""
+  error = cls.__new__(cls)
+  Exception.__init__(error, message)
+  return error
+
+
+@pytest.mark.parametrize('error,pattern', [
+    ('RepositoryNotFoundError', r"^No Hub repository timm/vit_base_patch16_"
+     r"224\.nope \(or it is private or gated: `hf auth login` with access "
+     r"to it\), and no local directory 'timm/vit_base_patch16_224\.nope'\. "
+     r"timm's tags of vit_base_patch16_224: \['augreg2_in21k_ft_in1k', "),
+    ('RevisionNotFoundError', r'^The Hub repository timm/vit_base_patch16_'
+     r"224\.nope has no revision 'v2' \(a branch, tag or commit\)\.$"),
+    ('HfHubHTTPError', r'^timm/vit_base_patch16_224\.nope: config\.json '
+     r'could not be downloaded: 500 Server Error\.$'),
+])
+def test_online_misses_are_one_line_naming_the_repository(
+    monkeypatch, error, pattern):
+  """issue 19: an online miss was huggingface_hub's multi-line error."""
+  import huggingface_hub  # pylint: disable=g-import-not-at-top
+  from huggingface_hub import errors  # pylint: disable=g-import-not-at-top
+
+  def download(*args, **kwargs):
+    del args, kwargs
+    raise _hub_error(getattr(errors, error), '500 Server Error.\n\nFor url:'
+                     ' https://huggingface.co/timm/x (Request ID: 1)')
+  monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+  monkeypatch.setattr(huggingface_hub, 'hf_hub_download', download)
+  with pytest.raises(FileNotFoundError) as caught:
+    pretrained.load('vit_base_patch16_224.nope', revision='v2')
+  assert len(str(caught.value).splitlines()) == 1
+  assert re.search(pattern, str(caught.value)), str(caught.value)
+
+
+def _transformers_directory(directory, **config):
+  directory.mkdir()
+  (directory / 'config.json').write_text(json.dumps(config))
+  return str(directory)
+
+
+def test_transformers_layout_points_to_from_hf(tmp_path):
+  state_dict, _, outputs, _ = _load_hf_golden()
+  # The golden model's config as transformers saves it (make_golden_hf_vit).
+  directory = _transformers_directory(
+      tmp_path / 'hf', model_type='vit',
+      architectures=['ViTForImageClassification'], image_size=16,
+      patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+      num_attention_heads=2, intermediate_size=64, hidden_act='gelu',
+      layer_norm_eps=1e-12, qkv_bias=True,
+      id2label={str(i): f'LABEL_{i}' for i in range(10)})
+  safetensors_numpy.save_file(state_dict, os.path.join(directory,
+                                                       'model.safetensors'))
+  with pytest.raises(ValueError) as caught:
+    pretrained.load(directory)
+  message = str(caught.value)
+  assert message.startswith(
+      f"config.json of {directory} is a Hugging Face transformers config "
+      f"(model_type 'vit', ViTForImageClassification), not timm's")
+  # The call it gives reads the checkpoint: transformers' logits.
+  call = ast.parse(re.search(r'(from_hf\(.*\))\.$', message)[1]).body[0]
+  family = ast.literal_eval(call.value.args[1])
+  kwargs = {keyword.arg: ast.literal_eval(keyword.value)
+            for keyword in call.value.keywords}
+  assert kwargs == dict(HF_KWARGS, patch_size=4)
+  variables = weights.from_hf(state_dict, family, **kwargs)
+  logits, _ = jax.jit(models.get_model(family, **kwargs).apply)(
+      variables, jnp.asarray(outputs['images']))
+  np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
+  # A model type from_hf does not read, with no weights file yet.
+  other = _transformers_directory(tmp_path / 'dinov2', model_type='dinov2',
+                                  architectures=['Dinov2Model'])
+  with pytest.raises(ValueError, match=r"model_type 'dinov2', Dinov2Model\)"
+                     r".*from_hf reads transformers' model types \['vit', "
+                     r"'vit_mae'\] only"):
+    pretrained.load(other)
+
+
+@pytest.mark.parametrize('architecture,features', [
+    ('deit_base_distilled_patch16_224', 'the distillation token and head'),
+    ('vit_base_r50_s16_384', 'a ResNet stem'),
+    ('vit_relpos_base_patch16_224', 'a relative position bias'),
+    ('vit_base_patch16_rope_reg1_gap_256',
+     'register tokens; rotary position embedding'),
+    ('cait_s24_224', 'class attention with talking heads and layer scale'),
+])
+def test_unsupported_architectures_say_what_they_need(architecture,
+                                                      features):
+  with pytest.raises(ValueError, match=(
+      rf"^Unsupported timm architecture '{architecture}' \(of "
+      rf"'{architecture}\.tag'\): it needs {re.escape(features)}")):
+    pretrained.load(f'{architecture}.tag')
+
+
 def test_unknown_names_list_close_matches(tmp_path):
-  with pytest.raises(ValueError, match=r"Unknown timm architecture "
-                     r"'vit_bse_patch16_224'.*close matches: \["
-                     r"'vit_base_patch16_224'"):
+  with pytest.raises(ValueError, match=r"Unsupported timm architecture "
+                     r"'vit_bse_patch16_224'.*no family here builds it\. "
+                     r"Close matches: \['vit_base_patch16_224'"):
     pretrained.load('timm/vit_bse_patch16_224.augreg_in21k')  # no network
   _write_checkpoint(tmp_path / 'resnet', 'vit_cls', architecture='resnet50')
-  with pytest.raises(ValueError, match=r"'resnet50'.*close matches: none"):
+  with pytest.raises(ValueError, match=r"'resnet50'.*convolutional stages.*"
+                     r"Close matches: none"):
     pretrained.load(str(tmp_path / 'resnet'))
   with pytest.raises(ValueError, match=r"'a/b/c' is neither a local "
                      r"directory nor a Hub model name"):
@@ -257,7 +395,7 @@ def test_missing_files_are_named(tmp_path):
 
 def _param_count(name, **overrides):
   """Parameters of a SUPPORTED entry, from `jax.eval_shape` of its init."""
-  family, kwargs, size = pretrained.SUPPORTED[name]
+  family, kwargs, size, _ = pretrained.SUPPORTED[name]
   model = models.get_model(family, **kwargs, **overrides)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                           jax.ShapeDtypeStruct((1, size, size, 3),
@@ -267,7 +405,7 @@ def _param_count(name, **overrides):
 
 @pytest.mark.parametrize('name', sorted(pretrained.SUPPORTED))
 def test_every_supported_architecture_builds_at_its_resolution(name):
-  family, kwargs, size = pretrained.SUPPORTED[name]
+  family, kwargs, size, _ = pretrained.SUPPORTED[name]
   model = models.get_model(family, **kwargs)  # checks the options
   if family == 'swin':  # raises for a resolution the windows do not tile
     swin.stage_geometry((size, size), model.patch_size, len(model.depths),
@@ -304,11 +442,52 @@ def test_parameter_counts_match_timm(name):
 
 
 def test_supported_table_has_a_line_per_architecture():
-  lines = pretrained.supported_table().splitlines()
+  header, *lines = pretrained.supported_table().splitlines()
+  assert header.split()[:4] == ['architecture', 'family', 'built', 'as']
   assert len(lines) == len(pretrained.SUPPORTED)
   (line,) = [line for line in lines
              if line.split()[0] == 'vit_base_patch16_224']
-  assert line.split()[1:] == ['vit', 'B/16', 'pool_type=cls', '224', 'px']
+  assert line.split()[1:7] == ['vit', 'B/16', 'pool_type=cls', '224', 'px',
+                               'augreg2_in21k_ft_in1k']
+  (line,) = [line for line in lines if line.startswith('mixer_s32_224 ')]
+  assert line.endswith('(none: no weights on the Hub)')
+  # Selected: by family, by a pattern over architectures or tags.
+  _, *lines = pretrained.supported_table('*.mae', family='vit').splitlines()
+  assert [line.split()[0] for line in lines] == [
+      'vit_base_patch16_224', 'vit_large_patch16_224', 'vit_huge_patch14_224']
+  assert all(line.split()[-1] == 'mae' for line in lines)
+  assert pretrained.supported_table('*.mae', family='swin') == ''
+
+
+# timm 1.0.31's tags of the supported architectures on the Hub
+# (`timm.list_pretrained()` of those with a 'timm/' repository): how many,
+# and one architecture's in timm's order (the default first).
+TIMM_TAG_COUNT = 135
+TIMM_TAGS = {
+    'vit_base_patch16_224': (
+        'augreg2_in21k_ft_in1k', 'augreg_in21k_ft_in1k', 'orig_in21k_ft_in1k',
+        'augreg_in1k', 'orig_in21k', 'augreg_in21k', 'sam_in1k', 'bamboo',
+        'dino', 'mae'),
+    'swin_tiny_patch4_window7_224': ('ms_in1k', 'ms_in22k_ft_in1k',
+                                     'ms_in22k'),
+    'xcit_nano_12_p8_384': ('fb_dist_in1k',),
+    'vit_large_patch14_224': (),  # untrained in timm
+}
+
+
+def test_list_names_the_known_tags_like_timm():
+  names = pretrained.list()
+  assert len(names) == len(set(names)) == TIMM_TAG_COUNT
+  for architecture, tags in TIMM_TAGS.items():
+    assert pretrained.SUPPORTED[architecture].tags == tags
+    assert pretrained.list(architecture) == [f'{architecture}.{tag}'
+                                             for tag in tags]
+  assert pretrained.list('*.mae') == [
+      'vit_base_patch16_224.mae', 'vit_large_patch16_224.mae',
+      'vit_huge_patch14_224.mae']
+  assert pretrained.list('timm/swin_*_384.ms_in1k') == [
+      'swin_base_patch4_window12_384.ms_in1k']
+  assert pretrained.list('resnet*') == []
 
 
 # -- Hugging Face transformers' ViT. --

@@ -133,8 +133,9 @@ def test_npz_pre_logits_dropped_with_new_head(tmp_path):
 @pytest.mark.parametrize('override,pattern', [
     (dict(depth=3), r'missing from the checkpoint: \[.*encoder/block_2/'),
     (dict(depth=1), r'unexpected in the checkpoint: \[.*encoder/block_1/'),
-    (dict(mlp_dim=96), r'shape mismatches: .*encoder/block_0/mlp/fc1/kernel:'
-     r' checkpoint \(64, 128\) vs model \(64, 96\)'),
+    (dict(mlp_dim=96), r'6 shape mismatches, in its own names: '
+     r'\[.*blocks\.0\.mlp\.fc1\.weight: checkpoint \(128, 64\) vs model '
+     r'\(96, 64\) \(ours: encoder/block_0/mlp/fc1/kernel\)'),
     (dict(pool_type='gap'), r'unexpected in the checkpoint: \[.*cls_token'),
 ])
 def test_mismatch_lists_offending_keys(override, pattern):
@@ -142,6 +143,87 @@ def test_mismatch_lists_offending_keys(override, pattern):
   state_dict, _ = golden_cases.load('vit_cls')
   with pytest.raises(ValueError, match=pattern):
     weights.from_timm(state_dict, name, **dict(kwargs, **override))
+
+
+def test_a_wrong_size_is_named_before_any_reshape():
+  """issue 19: variant='Ti/16' on these weights (width 64) failed inside
+  a reshape into Ti's 3 heads ('cannot reshape array of size 4096')."""
+  state_dict, _ = golden_cases.load('vit_cls')
+  with pytest.raises(ValueError, match=(
+      r'^The timm state dict does not fit the model \(wrong variant or '
+      r'options\?\): 30 shape mismatches, in its own names: \['
+      r"'cls_token: checkpoint \(1, 1, 64\) vs model \(1, 1, 192\) \(ours: "
+      r"cls_token\)', .*'patch_embed\.proj\.weight: checkpoint \(64, 3, 8, "
+      r"8\) vs model \(192, 3, 16, 16\).* and 22 more\.$")):
+    weights.from_timm(state_dict, 'vit', variant='Ti/16', num_classes=10)
+  # A fused qkv of the wrong width: named with its parts.
+  name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
+  narrow = dict(state_dict)
+  narrow['blocks.1.attn.qkv.weight'] = np.ones((3 * 48, 64), np.float32)
+  with pytest.raises(ValueError, match=(
+      r"1 shape mismatch, in its own names: \['blocks\.1\.attn\.qkv\.weight:"
+      r' checkpoint \(144, 64\) vs model \(192, 64\) \(ours: \{encoder/block_1/'
+      r'attn/query/kernel, encoder/block_1/attn/key/kernel, '
+      r"encoder/block_1/attn/value/kernel\}\)'\]\.$")):
+    weights.from_timm(narrow, name, **kwargs)
+
+
+def test_from_hf_names_a_wrong_size_in_transformers_names():
+  path = os.path.join(golden_cases.GOLDEN_DIR, 'vit_hf.npz')
+  with np.load(path) as archive:
+    state_dict = {k[len('hf/'):]: archive[k] for k in archive.files
+                  if k.startswith('hf/')}
+  with pytest.raises(ValueError, match=(
+      r"Hugging Face state dict does not fit .*'vit\.embeddings\.cls_token: "
+      r"checkpoint \(1, 1, 32\) vs model \(1, 1, 48\)")):
+    weights.from_hf(state_dict, 'vit', patch_size=4, width=48, depth=2,
+                    mlp_dim=64, num_heads=3, num_classes=10)
+
+
+_SWIN_HEADS = dict(patch_size=2, width=8, depths=(2, 2, 2, 1),
+                   window_size=4, num_classes=10)
+
+
+@pytest.mark.parametrize('case,family,kwargs,pattern', [
+    # Swin's bias table has a column per head (the golden last stage: 8).
+    ('swin', 'swin', dict(_SWIN_HEADS, num_heads=(2, 2, 4, 4)),
+     r"\['layers\.3\.blocks\.0\.attn\.relative_position_bias_table: "
+     r'checkpoint \(9, 8\) vs model \(9, 4\)'),
+    # XCiT's temperature is per head (the golden model: 4).
+    ('xcit', 'xcit', dict(patch_size=8, width=24, depth=2, num_heads=8,
+                          mlp_ratio=2.0, layer_scale_init=1.0,
+                          tokens_norm=True, num_classes=10),
+     r"2 shape mismatches.*\['blocks\.0\.attn\.temperature: checkpoint "
+     r'\(4, 1, 1\) vs model \(8, 1, 1\)'),
+])
+def test_num_heads_is_checked_where_the_weights_fix_it(case, family, kwargs,
+                                                       pattern):
+  state_dict, _ = golden_cases.load(case)
+  with pytest.raises(ValueError, match=pattern):
+    weights.from_timm(state_dict, family, **kwargs)
+
+
+def test_npz_num_heads_is_in_the_kernel_shapes():
+  """Flax's query kernels are [width, heads, head_dim]: a wrong num_heads
+  is a named mismatch."""
+  name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
+  path = os.path.join(golden_cases.GOLDEN_DIR, 'vit_cls_original.npz')
+  with pytest.raises(ValueError, match=(
+      r'shape mismatches: .*encoder/block_0/attn/key/kernel: checkpoint '
+      r'\(64, 2, 32\) vs model \(64, 4, 16\)')):
+    weights.load_npz(path, name, **dict(kwargs, num_heads=4))
+
+
+def test_vit_num_heads_cannot_be_seen_in_timms_weights():
+  """timm's fused qkv is [3 * width, width] for any head count: a wrong
+  num_heads of the same width loads (documented in from_timm) and gives
+  other outputs than timm's."""
+  name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
+  state_dict, outputs = golden_cases.load('vit_cls')
+  wrong = dict(kwargs, num_heads=4)  # timm's: 2
+  params = weights.from_timm(state_dict, name, **wrong)['params']
+  logits, _ = _forward(name, wrong, params, outputs['images'])
+  assert np.abs(logits - outputs['logits']).max() > 1e-2
 
 
 def test_unknown_timm_entries_are_named():
@@ -460,6 +542,11 @@ def test_swin_heads_come_from_the_entrys_stage():
   assert params['stage_3']['block_0']['attn']['query']['kernel'].shape == (
       64, 8, 8)
   three_stages = dict(_SWIN_KWARGS, depths=(2, 2, 2), num_heads=(2, 2, 4))
+  # The sizes are checked first (the final norm's width).
+  with pytest.raises(ValueError, match=r"\['norm\.weight: checkpoint \(64,\) "
+                     r'vs model \(32,\) \(ours: final_norm/scale\)'):
+    weights.from_timm(state_dict, 'swin', **three_stages)
   with pytest.raises(ValueError, match=r'weight of stage 3 matches no stage '
                      r'of the model \(num_heads \(2, 2, 4\)\)'):
-    weights.from_timm(state_dict, 'swin', **three_stages)
+    core.to_ours(state_dict, families.tables('TIMM')['swin'],
+                 get_model('swin', **three_stages), 'timm state dict')

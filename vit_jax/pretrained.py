@@ -7,6 +7,11 @@ a local directory in the same layout), as this package's models.
     state_dict = vit_jax.pretrained.export(variables, 'vit', 'timm',
                                            variant='B/16')
 
+Names are timm's: 'timm/ARCHITECTURE.TAG' (or without 'timm/'); without
+a tag, timm's default tag of the architecture (`Architecture.tags`, the
+first); '@REVISION' at the end picks a branch, tag or commit.
+`list(pattern)` gives the known names, like `timm.list_pretrained`.
+
 A checkpoint in timm's Hub layout is a directory (a Hub repository) with
 `config.json` and `model.safetensors`. The config names the timm
 `architecture`, the number of classes, the `pretrained_cfg` (input size,
@@ -24,10 +29,13 @@ so. Both variables are read when `load` runs (huggingface_hub itself reads
 them once, when it is imported).
 """
 
+import builtins
 import difflib
+import fnmatch
 import json
 import os
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import (Any, Dict, List, Mapping, NamedTuple, Optional, Tuple,
+                    Union)
 
 from vit_jax import models
 from vit_jax import weights
@@ -97,22 +105,115 @@ def _describe(architecture: Architecture) -> str:
   return ' '.join(words + [f'{architecture.image_size} px'])
 
 
-def supported_table() -> str:
-  """One line per supported timm architecture: its name, the family here,
-  and the variant, options and resolution it is built with."""
-  width = max(len(name) for name in SUPPORTED)
-  return '\n'.join(
-      f'{name:<{width}}  {architecture.family:<9}  {_describe(architecture)}'
-      for name, architecture in SUPPORTED.items())
+def _strip_hub_prefix(name: str) -> str:
+  """timm's 'hf-hub:' / 'hf_hub:' prefix and the 'timm/' organisation
+  off a name."""
+  for prefix in ('hf-hub:', 'hf_hub:', HUB_ORGANISATION + '/'):
+    name = name[len(prefix):] if name.startswith(prefix) else name
+  return name
+
+
+def _matching_tags(pattern: str, name: str,
+                   architecture: Architecture) -> Tuple[str, ...]:
+  """The tags of `name` whose 'ARCHITECTURE.TAG' matches `pattern`; all
+  of them where the architecture's name does."""
+  if fnmatch.fnmatchcase(name, pattern):
+    return architecture.tags
+  return tuple(tag for tag in architecture.tags
+               if fnmatch.fnmatchcase(f'{name}.{tag}', pattern))
+
+
+# `list` is timm's name for it (list_pretrained); in this module the
+# builtin is `builtins.list`.
+def list(pattern: str = '*') -> List[str]:  # pylint: disable=redefined-builtin
+  """The known timm names 'ARCHITECTURE.TAG' (the Hub's 'timm/...'
+  repositories) this package loads, as `timm.list_pretrained(pattern)`
+  lists them: `pattern` an fnmatch pattern over the name (or over the
+  architecture alone, which keeps all its tags), e.g. '*siglip*',
+  '*.mae', 'vit_base_patch16_224'. In SUPPORTED's order, each
+  architecture's default tag first."""
+  pattern = _strip_hub_prefix(pattern)
+  return [f'{name}.{tag}' for name, architecture in SUPPORTED.items()
+          for tag in _matching_tags(pattern, name, architecture)]
+
+
+def supported_table(pattern: str = '*', family: Optional[str] = None) -> str:
+  """A header, then one line per supported timm architecture: its name,
+  the family here, the variant, options and resolution it is built with,
+  and timm's tags of it on the Hub (the first the default). `pattern`
+  (as for `list`) and `family` select lines; a pattern that names tags
+  shows those. Empty when nothing matches."""
+  pattern = _strip_hub_prefix(pattern)
+  rows = []
+  for name, architecture in SUPPORTED.items():
+    if family not in (None, architecture.family):
+      continue
+    tags = _matching_tags(pattern, name, architecture)
+    if tags or fnmatch.fnmatchcase(name, pattern):
+      rows.append((name, architecture.family, _describe(architecture),
+                   ' '.join(tags) or '(none: no weights on the Hub)'))
+  if not rows:
+    return ''
+  header = ('architecture', 'family', 'built as',
+            'timm tags (the first is the default)')
+  widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+  return '\n'.join('  '.join([*(cell.ljust(width) for cell, width
+                                in zip(row[:3], widths)), row[3]])
+                   for row in [header, *rows])
+
+
+# Why an architecture is not supported: fnmatch patterns of timm's names
+# -> what it builds that no family here does (every matching row is
+# named). Facts of timm's entry points.
+UNSUPPORTED_FEATURES = (
+    ('*_reg[0-9]*', 'register tokens'),
+    ('*dinov2*', 'layer scale and DINOv2\'s position-embedding '
+     'interpolation'),
+    ('*dinov3*', 'rotary position embedding, register tokens and layer '
+     'scale'),
+    ('deit3_*', 'layer scale'),
+    ('deit_*distilled*', 'the distillation token and head'),
+    ('beit*', 'a relative position bias per block and layer scale'),
+    ('swinv2*', 'cosine attention, a log-spaced continuous position bias '
+     'and res-post-norm'),
+    ('eva*', 'rotary position embedding and SwiGLU'),
+    ('*_clip_*', 'a LayerNorm before the blocks (pre-norm)'),
+    ('*quickgelu*', 'quick-GELU'),
+    ('*rope*', 'rotary position embedding'),
+    ('*relpos*', 'a relative position bias'),
+    ('vit_*_r[0-9]*_s*', 'a ResNet stem (hybrid ViT)'),
+    ('vit_*_r_s*', 'a ResNet stem (hybrid ViT)'),
+    ('vit_*_resnet*', 'a ResNet stem (hybrid ViT)'),
+    ('vit_*_siglip_gap_*', 'SigLIP\'s tanh GELU'),
+    ('vit_pe_*', 'rotary position embedding and layer scale'),
+    ('cait_*', 'class attention with talking heads and layer scale'),
+    ('gmixer_*', 'gated (SwiGLU) token mixing'),
+    ('resmlp_*', 'affine normalisation and layer scale'),
+    ('swin_s3_*', 'searched per-stage window sizes'),
+    ('resnet*', 'convolutional stages (no family here)'),
+    ('convnext*', 'convolutional stages (no family here)'),
+    ('efficientnet*', 'convolutional stages (no family here)'),
+)
+
+
+def _missing_features(architecture: str) -> List[str]:
+  found = []
+  for pattern, features in UNSUPPORTED_FEATURES:
+    if fnmatch.fnmatchcase(architecture, pattern) and features not in found:
+      found.append(features)
+  return found
 
 
 def _unknown_architecture(architecture: str, source: str) -> ValueError:
   close = difflib.get_close_matches(architecture, SUPPORTED, n=6, cutoff=0.6)
+  features = _missing_features(architecture)
+  why = (f'it needs {"; ".join(features)}, which no family here builds'
+         if features else 'no family here builds it')
   return ValueError(
-      f'Unknown timm architecture {architecture!r} (of {source!r}); close '
-      f'matches: {close or "none"}. All supported architectures: '
-      f'vit_jax.pretrained.SUPPORTED, or `python -m vit_jax.models '
-      f'--pretrained`.')
+      f'Unsupported timm architecture {architecture!r} (of {source!r}): '
+      f'{why}. Close matches: {close or "none"}. All supported '
+      f'architectures and their tags: vit_jax.pretrained.list(), or '
+      f'`python -m vit_jax.models --pretrained`.')
 
 
 # ----------------------------------------------------------------------------
@@ -155,7 +256,7 @@ def _translate_model_args(family: str, model_kwargs: Mapping[str, Any],
       raise ValueError(
           f'timm model_args {key}={value!r} has no counterpart in this '
           f'package\'s {family} (it supports {key} in '
-          f'{list(fixed[key])}).')
+          f'{[*fixed[key]]}).')
     known = (key in renamed or key in fixed or key in special
              or key in _IGNORED or key.endswith('drop_rate'))
     if not known:
@@ -171,7 +272,8 @@ def _translate_model_args(family: str, model_kwargs: Mapping[str, Any],
   kwargs = dict(sizes)
   for key, value in model_args.items():
     if key in renamed:
-      kwargs[renamed[key]] = (tuple(value) if isinstance(value, list)
+      kwargs[renamed[key]] = (tuple(value)
+                              if isinstance(value, builtins.list)
                               else value)
   if timm_args.adjust:
     timm_args.adjust(kwargs, sizes, model_args)
@@ -193,9 +295,10 @@ def _env_flag(name: str) -> bool:
 
 
 def _hub_file(repo_id: str, filename: str, revision: Optional[str],
-              cache_dir: Optional[str]) -> str:
+              cache_dir: Optional[str], hint: str = '') -> str:
   """The local path of `filename` of Hub repository `repo_id`, downloaded
-  into the cache unless it is there or offline mode is on."""
+  into the cache unless it is there or offline mode is on. A miss is one
+  line naming the repository (and `hint`: what else the name could be)."""
   import huggingface_hub  # pylint: disable=g-import-not-at-top
   from huggingface_hub import constants  # pylint: disable=g-import-not-at-top
   from huggingface_hub import errors  # pylint: disable=g-import-not-at-top
@@ -212,36 +315,156 @@ def _hub_file(repo_id: str, filename: str, revision: Optional[str],
     if offline:
       raise FileNotFoundError(
           f'{what} and offline mode is on (HF_HUB_OFFLINE=1): download it '
-          f'once with network access, or unset HF_HUB_OFFLINE.') from error
+          f'once with network access, or unset HF_HUB_OFFLINE.{hint}'
+      ) from error
     raise FileNotFoundError(
-        f'{what} and could not be downloaded (is the Hub reachable?).'
+        f'{what} and could not be downloaded (is the Hub reachable?).{hint}'
     ) from error
   except errors.EntryNotFoundError as error:
     raise FileNotFoundError(
         f'The Hub repository {repo_id} has no {filename} (timm checkpoints '
         f'are read from {CONFIG_FILE} and {WEIGHTS_FILE}).') from error
+  except errors.RevisionNotFoundError:
+    raise FileNotFoundError(
+        f'The Hub repository {repo_id} has no revision {revision!r} (a '
+        f'branch, tag or commit).') from None
+  except errors.RepositoryNotFoundError:
+    # Also what the Hub answers for a private or gated repository.
+    raise FileNotFoundError(
+        f'No Hub repository {repo_id} (or it is private or gated: '
+        f'`hf auth login` with access to it), and no local directory '
+        f'{repo_id!r}.{hint}') from None
+  except errors.HfHubHTTPError as error:
+    reason = _first_line(error)
+    raise FileNotFoundError(
+        f'{repo_id}: {filename} could not be downloaded: {reason}') from error
 
 
-def _repo_id(name: str) -> str:
-  """'timm/ARCH.TAG', 'ARCH.TAG' or timm's 'hf-hub:timm/ARCH.TAG' -> the
-  Hub repository; anything else is an error."""
+def _first_line(error: BaseException) -> str:
+  """The first line of an error's message."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+class HubName(NamedTuple):
+  """A name resolved to a Hub repository."""
+  repo_id: str  # 'ORGANISATION/NAME'
+  revision: Optional[str]  # None: the default branch
+  architecture: Optional[str]  # timm's, for 'timm/' names; else None
+
+
+def resolve_name(name: str, revision: Optional[str] = None) -> HubName:
+  """'timm/ARCH.TAG', 'ARCH.TAG', 'ARCH' (timm's default tag) or timm's
+  'hf-hub:...', each with an optional '@REVISION', or 'ORG/NAME' -> the
+  Hub repository and revision.
+
+  Raises:
+    ValueError: a name of neither form; an architecture not in SUPPORTED
+      (saying what it needs and the close matches); no tag where timm
+      has no weights of the architecture; two different revisions.
+  """
+  text = name
   for prefix in ('hf-hub:', 'hf_hub:'):
-    if name.startswith(prefix):
-      name = name[len(prefix):]
-  parts = name.split('/')
+    text = text[len(prefix):] if text.startswith(prefix) else text
+  if '@' in text:
+    text, _, at = text.rpartition('@')
+    if not at or not text:
+      raise ValueError(f'{name!r}: nothing on one side of \'@\'; the form '
+                       f'is NAME@REVISION (a branch, tag or commit).')
+    if revision not in (None, at):
+      raise ValueError(f'{name!r} names revision {at!r} and load() was '
+                       f'given revision={revision!r}: give one.')
+    revision = at
+  parts = text.split('/')
   if len(parts) == 1:
-    parts = [HUB_ORGANISATION, name]
-  if len(parts) != 2 or not all(parts) or name.startswith(('.', '~')):
+    parts = [HUB_ORGANISATION, text]
+  if len(parts) != 2 or not all(parts) or text.startswith(('.', '~')):
     raise ValueError(
         f'{name!r} is neither a local directory nor a Hub model name '
         f'(\'timm/ARCHITECTURE.TAG\', e.g. '
-        f'\'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k\').')
-  return '/'.join(parts)
+        f'\'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k\', or '
+        f'\'ARCHITECTURE\' for timm\'s default tag).')
+  organisation, repo_name = parts
+  if organisation != HUB_ORGANISATION:
+    return HubName('/'.join(parts), revision, None)
+  architecture, _, tag = repo_name.partition('.')
+  if architecture not in SUPPORTED:
+    raise _unknown_architecture(architecture, name)  # before downloading
+  if not tag:
+    tags = SUPPORTED[architecture].tags
+    if not tags:
+      raise ValueError(
+          f'{name!r} names no tag, and timm has no weights of '
+          f'{architecture} on the Hub (an untrained entry point): name a '
+          f'repository (\'ORGANISATION/NAME\') or a local directory.')
+    repo_name = f'{architecture}.{tags[0]}'
+  return HubName(f'{HUB_ORGANISATION}/{repo_name}', revision, architecture)
 
 
-def _read_config(path: str) -> Dict[str, Any]:
+def _known_tags(hub_name: HubName) -> str:
+  """What a miss's error adds: the architecture's known tags."""
+  if hub_name.architecture is None:
+    return ''
+  tags = SUPPORTED[hub_name.architecture].tags
+  return (f' timm\'s tags of {hub_name.architecture}: {[*tags]} (the '
+          f'first is the default).' if tags else '')
+
+
+# transformers' model_type -> from_hf's family; its config's sizes (name,
+# get_model kwarg, transformers' default where the config leaves it out:
+# ViTConfig's and ViTMAEConfig's) -> get_model kwargs, for the error that
+# points there.
+_HF_FAMILIES = {'vit': 'vit', 'vit_mae': 'mae'}
+_HF_SIZES = (('patch_size', 'patch_size', 16), ('hidden_size', 'width', 768),
+             ('num_hidden_layers', 'depth', 12),
+             ('num_attention_heads', 'num_heads', 12),
+             ('intermediate_size', 'mlp_dim', 3072),
+             ('layer_norm_eps', 'layer_norm_eps', 1e-12))
+_HF_DECODER_SIZES = (('decoder_hidden_size', 'decoder_width', 512),
+                     ('decoder_num_hidden_layers', 'decoder_depth', 8),
+                     ('decoder_num_attention_heads', 'decoder_num_heads', 16),
+                     ('decoder_intermediate_size', 'decoder_mlp_dim', 2048))
+_HF_LABELS = 2  # transformers' num_labels without an id2label
+
+
+def _transformers_layout(source: str, config: Mapping[str, Any]
+                         ) -> ValueError:
+  """The error for a transformers checkpoint (`source`: its directory or
+  Hub repository): the `from_hf` call that reads it, or why none does."""
+  model_type = config.get('model_type')
+  classes = config.get('architectures') or []
+  what = (f'{CONFIG_FILE} of {source} is a Hugging Face transformers '
+          f'config (model_type '
+          f'{model_type!r}{", " + ", ".join(classes) if classes else ""}), '
+          f'not timm\'s (no "architecture")')
+  family = _HF_FAMILIES.get(model_type)
+  if family is None:
+    return ValueError(
+        f'{what}; vit_jax.weights.from_hf reads transformers\' model types '
+        f'{[*_HF_FAMILIES]} only: load the timm release of these weights '
+        f'(vit_jax.pretrained.list() names those known).')
+  sizes = _HF_SIZES + (_HF_DECODER_SIZES if family == 'mae' else ())
+  kwargs = {ours: config.get(theirs, default)
+            for theirs, ours, default in sizes}
+  if family == 'vit':
+    classifies = any(name.endswith('ForImageClassification')
+                     for name in classes)
+    kwargs['num_classes'] = (len(config.get('id2label') or ()) or _HF_LABELS
+                             if classifies else 0)
+  arguments = ', '.join(f'{key}={value!r}' for key, value in kwargs.items())
+  return ValueError(
+      f'{what}: read its {WEIGHTS_FILE} with '
+      f'safetensors.numpy.load_file and convert it with '
+      f'vit_jax.weights.from_hf(state_dict, {family!r}, {arguments}).')
+
+
+def _read_config(path: str, source: str) -> Dict[str, Any]:
+  """timm's config.json at `path` (of `source`, a directory or Hub
+  repository), in its newer layout."""
   with open(path) as f:
     config = json.load(f)
+  if isinstance(config, dict) and 'architecture' not in config and (
+      'model_type' in config or 'architectures' in config):
+    raise _transformers_layout(source, config)
   if not isinstance(config, dict) or 'architecture' not in config:
     raise ValueError(f'{path} is not a timm model config: it names no '
                      f'"architecture".')
@@ -330,14 +553,17 @@ def load(name: str, *, num_classes: Optional[int] = None,
   Args:
     name: a timm model on the Hugging Face Hub,
       'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k' (the 'timm/' may be
-      left out), or a local directory in the Hub layout (config.json and
-      model.safetensors, as timm writes them).
+      left out; without '.TAG', timm's default tag of the architecture;
+      '@REVISION' at the end, as `revision`), another 'ORGANISATION/NAME'
+      in timm's layout, or a local directory in the Hub layout
+      (config.json and model.safetensors, as timm writes them).
     num_classes: outputs of the head; None keeps the checkpoint's. Another
       number replaces the head by a zero-initialised one (0: no head; the
       logits are then the representation).
     image_size: the resolution to run at; None keeps the checkpoint's. A
       learned position embedding is resampled to it (`weights.from_timm`).
-    revision: a Hub branch, tag or commit (default: 'main').
+    revision: a Hub branch, tag or commit (default: 'main'); the same as
+      'NAME@REVISION'.
     cache_dir: the Hugging Face cache to use (default: HF_HUB_CACHE, else
       huggingface_hub's default).
     **model_overrides: get_model kwargs over the architecture's (e.g.
@@ -348,16 +574,23 @@ def load(name: str, *, num_classes: Optional[int] = None,
     num_classes, preprocessing, label_names.
 
   Raises:
-    ValueError: an architecture not in SUPPORTED (with the close matches),
-      or timm model_args this package cannot express.
+    ValueError: an architecture not in SUPPORTED (what it needs that no
+      family here builds, and the close matches), timm model_args this
+      package cannot express, a transformers checkpoint (the `from_hf`
+      call that reads it), or a size of the weights that is not the
+      model's (`weights.from_timm`).
     FileNotFoundError: a file neither in the directory nor in the cache
-      (with offline mode on, or the Hub unreachable).
+      (with offline mode on, or the Hub unreachable), a repository or
+      revision the Hub does not have: one line naming the repository.
   """
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   name = os.fspath(name)
   if os.path.isdir(name):
     config_path = os.path.join(name, CONFIG_FILE)
     weights_path = os.path.join(name, WEIGHTS_FILE)
+    source = name
+    if os.path.isfile(config_path):  # transformers' layout: said first
+      _read_config(config_path, source)
     for path in (config_path, weights_path):
       if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -365,16 +598,14 @@ def load(name: str, *, num_classes: Optional[int] = None,
             f'layout has {CONFIG_FILE} and {WEIGHTS_FILE}.')
     fetch = lambda path: path  # noqa: E731
   else:
-    repo_id = _repo_id(name)
-    organisation, repo_name = repo_id.split('/')
-    architecture = repo_name.split('.')[0]
-    if organisation == HUB_ORGANISATION and architecture not in SUPPORTED:
-      raise _unknown_architecture(architecture, name)  # before downloading
+    hub_name = resolve_name(name, revision)
+    source = hub_name.repo_id
     config_path, weights_path = CONFIG_FILE, WEIGHTS_FILE
     fetch = lambda filename: _hub_file(  # noqa: E731
-        repo_id, filename, revision, cache_dir)
+        hub_name.repo_id, filename, hub_name.revision, cache_dir,
+        _known_tags(hub_name))
 
-  config = _read_config(fetch(config_path))
+  config = _read_config(fetch(config_path), source)
   family, model_kwargs, checkpoint_size = resolve_config(config, name)
   checkpoint_classes = model_kwargs['num_classes']
   if num_classes is not None:

@@ -17,7 +17,12 @@ forward pass.
 contains PATTERN, or, when PATTERN has a glob character (* ? [), whose name
 or variant matches it: `--filter 'vit B/*'`, `--filter '*/14'`.
 `--pretrained` prints the timm architectures `vit_jax.pretrained` can load
-instead (`pretrained.supported_table()`).
+instead (`pretrained.supported_table()`): each with its family, how it is
+built and timm's tags of it on the Hub, the default first; there
+`--family` keeps one family's and `--filter` keeps the lines whose
+'ARCHITECTURE.TAG' or architecture contains PATTERN, or with a glob
+character, matches it (`pretrained.list`): `--filter siglip`, `--filter
+'*.mae'`.
 """
 
 import argparse
@@ -103,7 +108,8 @@ def format_table(rows: Sequence[ZooRow], resolution: int) -> str:
   return '\n'.join(lines)
 
 
-def _print_pretrained(parser: argparse.ArgumentParser) -> None:
+def _print_pretrained(parser: argparse.ArgumentParser,
+                      args: argparse.Namespace) -> None:
   # Imported only here: the zoo itself needs nothing outside models/.
   try:
     pretrained = importlib.import_module('vit_jax.pretrained')
@@ -112,7 +118,16 @@ def _print_pretrained(parser: argparse.ArgumentParser) -> None:
       raise  # a dependency of the module, not the module, is missing.
     parser.error('--pretrained needs the module vit_jax.pretrained, which '
                  'this installation lacks.')
-  print(pretrained.supported_table())
+  pattern = args.filter or '*'
+  if not any(char in pattern for char in '*?['):  # a substring, as above
+    pattern = f'*{pattern}*'
+  table = pretrained.supported_table(pattern, args.family)
+  if not table:
+    parser.error(
+        f'no pretrained architecture matches --family={args.family} '
+        f"--filter={args.filter!r}; lines are named 'ARCHITECTURE.TAG', "
+        f"e.g. --filter=siglip, --filter='*.mae'.")
+  print(table)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,18 +151,17 @@ def main(argv: Sequence[str]) -> None:
       '--filter', metavar='PATTERN',
       help="list only rows whose 'FAMILY VARIANT' name contains PATTERN, "
       "or with * ? [, whose name or variant matches it as a glob: "
-      "'vit B/*', '*/14', 'B/16'")
+      "'vit B/*', '*/14', 'B/16'; with --pretrained, the same over "
+      "'ARCHITECTURE.TAG': 'siglip', '*.mae'")
   parser.add_argument('--resolution', type=int, default=224,
                       help='image side in pixels (default 224)')
   parser.add_argument('--pretrained', action='store_true',
                       help='print the timm architectures '
-                      'vit_jax.pretrained can load, instead of the zoo')
+                      'vit_jax.pretrained can load and their tags, instead '
+                      'of the zoo')
   args = parser.parse_args(argv)
   if args.pretrained:
-    if args.family or args.filter:
-      parser.error('--family and --filter select zoo rows; with '
-                   '--pretrained, filter its lines with grep.')
-    _print_pretrained(parser)
+    _print_pretrained(parser, args)
     return
   if args.resolution < 1:
     parser.error(f'--resolution must be positive, got {args.resolution}.')

@@ -17,7 +17,9 @@ name.)
   or the variables of another training run of this package
   (`checkpoint.restore_variables`).
 
-All importers end in the same place (`core.fit_to_model`): the converted
+All importers end in the same place (`core.fit_to_model`; timm's and
+transformers' state dicts are first checked entry by entry in their own
+names, `core.import_variables`): the converted
 flat parameters are checked against the shapes the target model expects,
 the position embedding is resampled to the target resolution, the head is
 replaced when the number of classes changes, and anything still missing,

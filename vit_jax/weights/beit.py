@@ -64,6 +64,20 @@ TIMM_ARCHITECTURES = {
                        resolution)
     for name, variant, resolution, scale in _NAMED}
 
+# timm's pretrained tags on the Hub (timm 1.0.31's default_cfgs, the
+# default first).
+_FT_1K = ('in22k_ft_in22k_in1k',)
+_V2 = ('in1k_ft_in22k_in1k', 'in1k_ft_in1k', 'in1k_ft_in22k')
+TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
+    'beit_base_patch16_224': (*_FT_1K, 'in22k_ft_in22k'),
+    'beit_base_patch16_384': _FT_1K,
+    'beit_large_patch16_224': (*_FT_1K, 'in22k_ft_in22k'),
+    'beit_large_patch16_384': _FT_1K,
+    'beit_large_patch16_512': _FT_1K,
+    'beitv2_base_patch16_224': _V2,
+    'beitv2_large_patch16_224': _V2,
+})
+
 # pool_type here <-> timm's global_pool, both ways.
 _TIMM_POOLING = {'gap': 'avg', 'cls': 'token'}
 _POOL_TYPES = {pool: pool_type for pool_type, pool in _TIMM_POOLING.items()}

@@ -26,8 +26,10 @@ TIMM = [
 # timm's ConvMixer entry points fix the paper's sizes (they cannot be
 # overridden through model_args); each is one of this package's variants,
 # its activation included.
+# Tags: timm's on the Hub (timm 1.0.31).
 TIMM_ARCHITECTURES = {
-    name: Architecture('convmixer', dict(variant=variant), 224)
+    name: Architecture('convmixer', dict(variant=variant), 224,
+                       tags=('in1k',))
     for name, variant in (('convmixer_1536_20', '1536/20'),
                           ('convmixer_768_32', '768/32'),
                           ('convmixer_1024_20_ks9_p14', '1024/20'))}

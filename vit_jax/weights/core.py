@@ -216,6 +216,22 @@ class Architecture(NamedTuple):
   family: str  # a key of models.MODELS
   model_kwargs: Mapping[str, Any]  # get_model(family, **model_kwargs)
   image_size: int  # the resolution the architecture's name is for
+  # timm's pretrained tags of the architecture on the Hub (repositories
+  # 'timm/ARCHITECTURE.TAG'), its default first: what a name without a tag
+  # loads, as in timm. Empty where timm has no weights of it on the Hub.
+  tags: Tuple[str, ...] = ()
+
+
+def tagged(architectures: Mapping[str, Architecture],
+           tags: Mapping[str, Tuple[str, ...]]) -> Dict[str, Architecture]:
+  """`architectures` with the `tags` of each name (rows that name their
+  own tags keep them); a name without a row is an error."""
+  unknown = sorted(set(tags) - set(architectures))
+  if unknown:
+    raise ValueError(f'Tags for architectures without a row: {unknown}')
+  return {name: (row._replace(tags=tuple(tags[name]))
+                 if name in tags and not row.tags else row)
+          for name, row in architectures.items()}
 
 
 class TimmModel(NamedTuple):
@@ -339,13 +355,26 @@ def _find(name: str, candidates):
 
 
 def to_ours(source: Mapping[str, Any], table: Sequence[Entry], model,
-            source_name: str, keep_unmatched: bool = False) -> FlatParams:
+            source_name: str, keep_unmatched: bool = False,
+            expected: Optional[Callable[[FlatParams],
+                                        Mapping[str, Tuple[int, ...]]]] = None
+            ) -> FlatParams:
   """Import: renames and transforms every entry of `source` by the first
   table entry one of whose spellings matches it; a name no entry matches
-  is an error (or kept as it is, with `keep_unmatched`)."""
+  is an error (or kept as it is, with `keep_unmatched`).
+
+  `expected` (the converted entries that need no attention heads -> the
+  shapes the model expects, in our paths) turns on the size check: each
+  entry's shape is compared with the model's variable exported to the
+  source's layout, under the source's name, before any entry is split
+  into heads. A split into heads succeeds for any head count that divides
+  the width, so only this check names a wrong width; a wrong head count
+  of the same width is seen only where a weight has an axis per head
+  (Swin's bias tables, XCiT's temperature)."""
   candidates = [(name, item) for item in table for name in item.theirs]
   converted: FlatParams = {}
   unknown: List[str] = []
+  matched = []
   for name, array in source.items():
     array = np.asarray(array)
     item, match = _find(name, candidates)
@@ -361,21 +390,110 @@ def to_ours(source: Mapping[str, Any], table: Sequence[Entry], model,
       raise ValueError(f'The table entry {item.theirs[0]!r} -> '
                        f'{item.ours!r} has no import: its transform '
                        f'{item.transform.name!r} converts one way only.')
-    heads = (item.heads(model, tuple(map(int, _indices(match))))
-             if item.transform.uses_heads else None)
-    if item.parts:
-      pieces = np.split(array, len(item.parts), axis=0)
-      for part, piece in zip(item.parts, pieces):
-        converted[_fill(item.ours, match, part)] = item.transform.to_ours(
-            piece, heads)
-    else:
-      converted[_fill(item.ours, match)] = item.transform.to_ours(array,
-                                                                  heads)
+    matched.append((name, array, item, match))
   if unknown:
     raise ValueError(
         f'{len(unknown)} {source_name} entries have no counterpart in this '
         f'model family: {unknown}')
+  # What needs no heads first: it tells the resolution and the image
+  # channels the expected shapes are for.
+  split = [record for record in matched if record[2].transform.uses_heads]
+  for record in matched:
+    if not record[2].transform.uses_heads:
+      converted.update(_convert(record, model, source_name))
+  if expected is not None:
+    _check_sizes(matched, expected(converted), source_name)
+  for record in split:
+    converted.update(_convert(record, model, source_name))
   return converted
+
+
+def _ours_paths(item: Entry, match: 're.Match[str]') -> List[str]:
+  return ([_fill(item.ours, match, part) for part in item.parts]
+          if item.parts else [_fill(item.ours, match)])
+
+
+def _convert(record, model, source_name: str) -> FlatParams:
+  """One matched source entry in our paths (a fused one split)."""
+  name, array, item, match = record
+  paths = _ours_paths(item, match)
+  heads = (item.heads(model, tuple(map(int, _indices(match))))
+           if item.transform.uses_heads else None)
+  try:
+    pieces = (np.split(array, len(paths), axis=0) if item.parts
+              else [array])
+    return {path: item.transform.to_ours(piece, heads)
+            for path, piece in zip(paths, pieces, strict=True)}
+  except ValueError as error:  # e.g. a width the heads do not divide
+    per_head = f' into {heads} heads' if heads else ''
+    raise ValueError(
+        f'The {source_name} entry {name} {tuple(array.shape)} does not '
+        f'convert ({item.transform.name}{per_head}) to {paths}: '
+        f'{error}') from error
+
+
+def _standin(shape: Tuple[int, ...]) -> np.ndarray:
+  """An array of `shape` that holds no memory (every stride 0): the
+  transforms, transposes and reshapes, give its shape in the other
+  layout for free."""
+  return np.broadcast_to(np.zeros((), np.float32), shape)
+
+
+def _theirs_shape(item: Entry, shapes: Sequence[Tuple[int, ...]]
+                  ) -> Optional[Tuple[int, ...]]:
+  """The shape of `item` in the other layout, from its parts' shapes in
+  ours; None where the transform does not export."""
+  if item.transform.to_theirs is None:
+    return None
+  pieces = [np.shape(item.transform.to_theirs(_standin(shape)))
+            for shape in shapes]
+  if len(pieces) == 1:
+    return tuple(pieces[0])
+  return (sum(piece[0] for piece in pieces), *pieces[0][1:])
+
+
+# Paths whose size may differ from the model's: fit_to_model resamples
+# the position embedding and replaces the head.
+_HEAD_PATHS = ('head/kernel', 'head/bias')
+
+
+def _adapted(path: str, shape: Tuple[int, ...],
+             expected: Tuple[int, ...]) -> bool:
+  if path in _HEAD_PATHS:
+    return True
+  return (path == 'pos_embed' and len(shape) == len(expected)
+          and shape[-1] == expected[-1])
+
+
+_LISTED = 8  # mismatches named in an error; the rest are counted
+
+
+def _check_sizes(matched, expected: Mapping[str, Tuple[int, ...]],
+                 source_name: str) -> None:
+  """Every matched entry's shape against the model's, in the source's
+  names; one error naming each mismatch (key, checkpoint and model
+  shapes)."""
+  problems = []
+  for name, array, item, match in matched:
+    paths = _ours_paths(item, match)
+    shape = tuple(array.shape)
+    if not all(path in expected for path in paths):
+      continue  # fit_to_model names what the model lacks
+    if any(_adapted(path, shape, expected[path]) for path in paths):
+      continue
+    wanted = _theirs_shape(item, [expected[path] for path in paths])
+    if wanted is not None and wanted != shape:
+      ours = paths[0] if len(paths) == 1 else '{' + ', '.join(paths) + '}'
+      problems.append(f'{name}: checkpoint {shape} vs model {wanted} '
+                      f'(ours: {ours})')
+  if problems:
+    more = len(problems) - _LISTED
+    plural = 'es' if len(problems) > 1 else ''
+    raise ValueError(
+        f'The {source_name} does not fit the model (wrong variant or '
+        f'options?): {len(problems)} shape mismatch{plural}, in its own '
+        f'names: {problems[:_LISTED]}'
+        + (f' and {more} more.' if more > 0 else '.'))
 
 
 def to_theirs(flat: Mapping[str, Any], table: Sequence[Entry], layout: str,
@@ -457,11 +575,27 @@ def resample_posemb(posemb: np.ndarray, grid: Tuple[int, int],
 
 def expected_shapes(model, image_size: Tuple[int, int],
                      channels: int) -> Dict[str, Tuple[int, ...]]:
+  """The flat variables' shapes of `model` at a resolution and channel
+  count (`jax.eval_shape` of its init; remembered per model, as an import
+  asks several times)."""
+  key = (model, tuple(image_size), channels)
+  try:
+    hash(key)
+  except TypeError:  # a module with an unhashable field
+    return _traced_shapes(*key)
+  return dict(_remembered_shapes(*key))
+
+
+def _traced_shapes(model, image_size: Tuple[int, int],
+                   channels: int) -> Dict[str, Tuple[int, ...]]:
   unrolled = model.clone(scan=False) if getattr(model, 'scan', False) else model
   images = jax.ShapeDtypeStruct((1, *image_size, channels), jnp.float32)
   variables = jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), images)
   return {path: tuple(leaf.shape)
           for path, leaf in flatten_variables(variables).items()}
+
+
+_remembered_shapes = functools.lru_cache(maxsize=16)(_traced_shapes)
 
 
 def _input_channels(loaded: FlatParams, model,
@@ -488,18 +622,39 @@ def _input_channels(loaded: FlatParams, model,
   return channels.pop() if channels else 3
 
 
+def _target(loaded: FlatParams, name: str, model,
+            image_size: Optional[ImageSize]
+            ) -> Tuple[Tuple[int, int], Dict[str, Tuple[int, ...]]]:
+  """The resolution `loaded` is fitted to (the checkpoint's own, where
+  None) and the shapes `model` expects there, for the image channels
+  `loaded` was trained on."""
+  if image_size is None:
+    image_size = models.checkpoint_image_size(name, model, loaded)
+  elif isinstance(image_size, int):
+    image_size = (image_size, image_size)
+  return image_size, expected_shapes(
+      model, image_size, _input_channels(loaded, model, image_size))
+
+
+def import_variables(source: Mapping[str, Any], table: Sequence[Entry],
+                     name: str, model, image_size: Optional[ImageSize],
+                     source_name: str) -> Dict[str, Any]:
+  """A state dict in the layout of `table` as `model`'s variables: every
+  size checked in the state dict's own names first (`to_ours`), then
+  fitted (`fit_to_model`)."""
+  converted = to_ours(
+      source, table, model, source_name,
+      expected=lambda partial: _target(partial, name, model, image_size)[1])
+  return fit_to_model(converted, name, model, image_size, source_name)
+
+
 def fit_to_model(loaded: FlatParams, name: str, model,
                   image_size: Optional[ImageSize],
                   source_name: str) -> Dict[str, Any]:
   """Checks, resamples and completes `loaded` (flat, see
   `flatten_variables`) for `model` (of family `name`); returns its
   variables."""
-  if image_size is None:
-    image_size = models.checkpoint_image_size(name, model, loaded)
-  elif isinstance(image_size, int):
-    image_size = (image_size, image_size)
-  expected = expected_shapes(model, image_size,
-                              _input_channels(loaded, model, image_size))
+  image_size, expected = _target(loaded, name, model, image_size)
   loaded = dict(loaded)
 
   if 'pos_embed' in loaded and 'pos_embed' in expected:
@@ -523,11 +678,10 @@ def fit_to_model(loaded: FlatParams, name: str, model,
 
   # A new task: drop the old head (and the pre-logits layer, which the ViT
   # paper removes for fine-tuning, Sec. 3.1) and start a zero head.
-  head_paths = ('head/kernel', 'head/bias')
   head_changes = any(loaded.get(p, np.zeros(0)).shape != expected.get(p)
-                     for p in head_paths if p in loaded or p in expected)
+                     for p in _HEAD_PATHS if p in loaded or p in expected)
   if head_changes:
-    for path in head_paths:
+    for path in _HEAD_PATHS:
       loaded.pop(path, None)
     if 'head/kernel' in expected:
       logging.info('Replacing the head: new shape %s.',

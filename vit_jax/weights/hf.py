@@ -37,7 +37,11 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
       class-token models (pool_type='cls', the default), with their
       config's layer_norm_eps: 1e-12 by default and in Google's ViT
       checkpoints (this package's default is 1e-6); ViTMAE checkpoints
-      use 1e-6.
+      use 1e-6. Sizes are checked as for `from_timm`; the query, key and
+      value weights are [heads * head_dim, width] whatever the split, so
+      give the config's num_attention_heads as num_heads (a wrong one of
+      the same width is not seen; MAE's decoder_num_attention_heads
+      likewise).
 
   Returns:
     variables for `get_model(name, **model_kwargs)`: {'params': ...}.
@@ -46,10 +50,8 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
     raise ValueError(f'Cannot import Hugging Face checkpoints for model '
                      f'{name!r}; valid models: {list(HF_IMPORTABLE)}')
   model = models.get_model(name, **model_kwargs)
-  converted = core.to_ours(state_dict, TABLES[name], model,
-                           'Hugging Face state dict')
-  return core.fit_to_model(converted, name, model, image_size,
-                           'Hugging Face state dict')
+  return core.import_variables(state_dict, TABLES[name], name, model,
+                               image_size, 'Hugging Face state dict')
 
 
 def to_hf(flat: Mapping[str, np.ndarray],

@@ -44,6 +44,14 @@ TIMM_ARCHITECTURES = {
         'mixer', dict(variant=f'{size.upper()}/{patch}'), 224)
     for size in _SIZES for patch in _PATCHES}
 
+# timm's pretrained tags on the Hub (timm 1.0.31, the default first; the
+# other sizes are untrained entry points).
+TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
+    'mixer_b16_224': ('goog_in21k_ft_in1k', 'goog_in21k', 'miil_in21k',
+                      'miil_in21k_ft_in1k'),
+    'mixer_l16_224': ('goog_in21k_ft_in1k', 'goog_in21k'),
+})
+
 
 
 def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],

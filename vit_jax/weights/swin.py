@@ -55,6 +55,17 @@ TIMM_ARCHITECTURES = {
         'swin', dict(variant=f'{size[0].upper()}/4', window_size=window), res)
     for size, window, res in _NAMED}
 
+# timm's pretrained tags on the Hub (timm 1.0.31, the default first).
+_IN22K = ('ms_in22k_ft_in1k', 'ms_in22k')
+TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
+    'swin_tiny_patch4_window7_224': ('ms_in1k', *_IN22K),
+    **{f'swin_{size}_patch4_window{window}_{res}': (
+        _IN22K[0], 'ms_in1k', _IN22K[1]) for size, window, res in (
+            ('small', 7, 224), ('base', 7, 224), ('base', 12, 384))},
+    **{f'swin_large_patch4_window{window}_{res}': _IN22K
+       for window, res in ((7, 224), (12, 384))},
+})
+
 
 
 def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],

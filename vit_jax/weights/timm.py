@@ -30,15 +30,26 @@ def from_timm(state_dict: Mapping[str, Any], name: str,
       pool_type='map', num_classes=10 (a different num_classes replaces the
       head with a zero-initialised one).
 
+  Raises:
+    ValueError: an entry whose shape is not the model's, named in timm's
+      names with both shapes (before anything is split into heads), or
+      entries without a counterpart. `num_heads` is checked where the
+      weights fix it (Swin's relative position bias tables, one column per
+      head; XCiT's per-head temperature); timm's fused qkv, its separate
+      q / k / v and the MAP head's q / kv are [heads * head_dim, width]
+      whatever the split, so there a wrong num_heads of the same width
+      cannot be seen: it loads and gives wrong outputs. Give the
+      architecture's num_heads (`vit_jax.pretrained.load` reads it from
+      the checkpoint's config).
+
   Returns:
     variables for `get_model(name, **model_kwargs)`: {'params': ...}, plus
     'batch_stats' (timm's BatchNorm running averages) for the families
     with BatchNorm; scanned layout if the kwargs ask for scan=True.
   """
   model = families.build(name, model_kwargs)
-  converted = core.to_ours(state_dict, TABLES[name], model, 'timm state dict')
-  return core.fit_to_model(converted, name, model, image_size,
-                           'timm state dict')
+  return core.import_variables(state_dict, TABLES[name], name, model,
+                               image_size, 'timm state dict')
 
 
 def to_timm(flat: Mapping[str, np.ndarray],

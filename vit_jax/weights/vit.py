@@ -207,6 +207,46 @@ TIMM_ARCHITECTURES = {
        for res in (224, 378)},
 }
 
+# timm's pretrained tags on the Hub (timm 1.0.31's default_cfgs, the
+# default first; 'timm/' repositories only: untrained entry points and
+# I-JEPA's URL-only weights have none).
+_AUGREG = ('augreg_in21k_ft_in1k',)
+_SIGLIP = ('v2_webli', 'webli')
+TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
+    'vit_tiny_patch16_224': (*_AUGREG, 'augreg_in21k'),
+    'vit_tiny_patch16_384': _AUGREG,
+    'vit_small_patch32_224': (*_AUGREG, 'augreg_in21k'),
+    'vit_small_patch32_384': _AUGREG,
+    'vit_small_patch16_224': (*_AUGREG, 'augreg_in1k', 'augreg_in21k',
+                              'dino'),
+    'vit_small_patch16_384': (*_AUGREG, 'augreg_in1k'),
+    'vit_small_patch8_224': ('dino',),
+    'vit_base_patch32_224': (*_AUGREG, 'augreg_in1k', 'orig_in21k',
+                             'augreg_in21k', 'sam_in1k'),
+    'vit_base_patch32_384': (*_AUGREG, 'augreg_in1k'),
+    'vit_base_patch16_224': ('augreg2_in21k_ft_in1k', *_AUGREG,
+                             'orig_in21k_ft_in1k', 'augreg_in1k',
+                             'orig_in21k', 'augreg_in21k', 'sam_in1k',
+                             'bamboo', 'dino', 'mae'),
+    'vit_base_patch16_384': (*_AUGREG, 'orig_in21k_ft_in1k', 'augreg_in1k'),
+    'vit_base_patch8_224': ('augreg2_in21k_ft_in1k', *_AUGREG,
+                            'augreg_in21k', 'dino'),
+    'vit_large_patch32_224': ('orig_in21k',),
+    'vit_large_patch32_384': ('orig_in21k_ft_in1k',),
+    'vit_large_patch16_224': (*_AUGREG, 'orig_in21k', 'augreg_in21k', 'mae'),
+    'vit_large_patch16_384': _AUGREG,
+    'vit_huge_patch14_224': ('orig_in21k', 'mae'),
+    **{f'deit_{size}_patch16_{res}': ('fb_in1k',)
+       for size, res in (('tiny', 224), ('small', 224), ('base', 224),
+                         ('base', 384))},
+    **{f'vit_base_patch16_siglip_{res}': _SIGLIP for res in (224, 384, 512)},
+    'vit_base_patch16_siglip_256': (*_SIGLIP, 'webli_i18n'),
+    'vit_large_patch16_siglip_256': _SIGLIP,
+    'vit_large_patch16_siglip_384': _SIGLIP,
+    'vit_so400m_patch14_siglip_224': _SIGLIP,
+    'vit_so400m_patch14_siglip_378': (*_SIGLIP, 'webli_ft_in1k'),
+})
+
 # pool_type here <-> timm's global_pool, both ways.
 _TIMM_POOLING = {'cls': 'token', 'gap': 'avg', 'map': 'map', 'none': ''}
 _POOL_TYPES = {pool: pool_type for pool_type, pool in _TIMM_POOLING.items()}

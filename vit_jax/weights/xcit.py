@@ -71,9 +71,12 @@ _SIZES = {'nano_12': 'N12', 'tiny_12': 'T12', 'small_12': 'S12',
           'tiny_24': 'T24', 'small_24': 'S24', 'medium_24': 'M24',
           'large_24': 'L24'}
 
+# Tags: timm's on the Hub (timm 1.0.31, the default first); at 384 px only
+# the distilled weights.
 TIMM_ARCHITECTURES = {
     f'xcit_{size}_p{patch}_{res}': Architecture(
-        'xcit', dict(variant=f'{_SIZES[size]}/{patch}'), res)
+        'xcit', dict(variant=f'{_SIZES[size]}/{patch}'), res,
+        tags=('fb_in1k', 'fb_dist_in1k') if res == 224 else ('fb_dist_in1k',))
     for size in _SIZES for patch in (16, 8) for res in (224, 384)}
 
 
