@@ -154,8 +154,9 @@ def test_resolution_read_from_the_tables_or_position_embedding():
 
 def test_wrong_heads_or_size_name_the_table():
   kwargs, state_dict, _, _ = _load('beit')
-  with pytest.raises(ValueError, match=r'encoder/block_0/relative_position_'
-                     r'bias_table: checkpoint \(52, 4\) vs model \(52, 2\)'):
+  with pytest.raises(ValueError, match=r'blocks\.0\.attn\.relative_position_'
+                     r'bias_table: checkpoint \(52, 4\) vs model \(52, 2\) '
+                     r'\(ours: encoder/block_0/relative_position_bias_table'):
     weights.from_timm(state_dict, 'beit', **dict(kwargs, num_heads=2))
   with pytest.raises(ValueError, match=r"blocks\.0\.attn\.k_bias"):
     weights.from_timm(dict(state_dict, **{

@@ -200,6 +200,14 @@ def resample_table(table: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
   return np.concatenate([resampled, class_rows])
 
 
+def resizable(path: str, shape: Tuple[int, ...],
+              expected: Tuple[int, ...]) -> bool:
+  """Whether `resize` adapts a checkpoint's `shape` at `path` to the
+  model's `expected` one: a bias table of another resolution, same heads."""
+  return (path.endswith('relative_position_bias_table') and len(shape) == 2
+          and len(expected) == 2 and shape[1] == expected[1])
+
+
 def resize(loaded: Dict[str, np.ndarray], model,
            image_size: Tuple[int, int]) -> Dict[str, np.ndarray]:
   """`loaded` (flat, unstacked blocks) with every bias table resampled to

@@ -357,8 +357,8 @@ def _find(name: str, candidates):
 def to_ours(source: Mapping[str, Any], table: Sequence[Entry], model,
             source_name: str, keep_unmatched: bool = False,
             expected: Optional[Callable[[FlatParams],
-                                        Mapping[str, Tuple[int, ...]]]] = None
-            ) -> FlatParams:
+                                        Mapping[str, Tuple[int, ...]]]] = None,
+            resizable=None) -> FlatParams:
   """Import: renames and transforms every entry of `source` by the first
   table entry one of whose spellings matches it; a name no entry matches
   is an error (or kept as it is, with `keep_unmatched`).
@@ -402,7 +402,7 @@ def to_ours(source: Mapping[str, Any], table: Sequence[Entry], model,
     if not record[2].transform.uses_heads:
       converted.update(_convert(record, model, source_name))
   if expected is not None:
-    _check_sizes(matched, expected(converted), source_name)
+    _check_sizes(matched, expected(converted), source_name, resizable)
   for record in split:
     converted.update(_convert(record, model, source_name))
   return converted
@@ -469,17 +469,20 @@ _LISTED = 8  # mismatches named in an error; the rest are counted
 
 
 def _check_sizes(matched, expected: Mapping[str, Tuple[int, ...]],
-                 source_name: str) -> None:
+                 source_name: str, resizable=None) -> None:
   """Every matched entry's shape against the model's, in the source's
   names; one error naming each mismatch (key, checkpoint and model
-  shapes)."""
+  shapes). `resizable(path, shape, expected)`: shapes the family's own
+  `resize` adapts in fit_to_model (e.g. BEiT's bias tables)."""
   problems = []
   for name, array, item, match in matched:
     paths = _ours_paths(item, match)
     shape = tuple(array.shape)
     if not all(path in expected for path in paths):
       continue  # fit_to_model names what the model lacks
-    if any(_adapted(path, shape, expected[path]) for path in paths):
+    if any(_adapted(path, shape, expected[path]) or (
+        resizable is not None and resizable(path, shape, expected[path]))
+           for path in paths):
       continue
     wanted = _theirs_shape(item, [expected[path] for path in paths])
     if wanted is not None and wanted != shape:
@@ -642,9 +645,11 @@ def import_variables(source: Mapping[str, Any], table: Sequence[Entry],
   """A state dict in the layout of `table` as `model`'s variables: every
   size checked in the state dict's own names first (`to_ours`), then
   fitted (`fit_to_model`)."""
+  from vit_jax.weights import families  # pylint: disable=g-import-not-at-top
   converted = to_ours(
       source, table, model, source_name,
-      expected=lambda partial: _target(partial, name, model, image_size)[1])
+      expected=lambda partial: _target(partial, name, model, image_size)[1],
+      resizable=getattr(families.module(name), 'resizable', None))
   return fit_to_model(converted, name, model, image_size, source_name)
 
 
