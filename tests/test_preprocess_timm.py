@@ -60,8 +60,8 @@ def _ours(tf, case, timm=True):
   spec = predict.pretrained_crop_spec(case['size'], case['crop_pct'],
                                       case['interpolation'],
                                       case['crop_mode'], case['mean'])
-  if not timm:  # the ops as they were before timm=True
-    spec = spec.replace(', timm=True', '').replace(', fill=', ', 0 * ')
+  if not timm:  # the spec predict wrote before ('center' and 'squash')
+    spec = spec.replace(', timm=True', '')
   return _run(tf, spec + '|value_range(0, 1)', case['image'])
 
 
