@@ -55,8 +55,10 @@ def get_config(arg: str = '1536/20') -> ml_collections.ConfigDict:
   config.data.pp_train = ('decode|inception_crop(224)|flip_lr|randaug(2, 9)|'
                           'value_range(-1, 1)|random_erase(0.25)|'
                           'onehot(1000)')
-  config.data.pp_eval = ("decode|resize_small(233, 'bicubic')|"
-                         'central_crop(224)|value_range(-1, 1)|onehot(1000)')
+  # timm's evaluation transform pixel for pixel (timm=True: PIL's resampling).
+  config.data.pp_eval = ("decode|resize_small(233, 'bicubic', timm=True)|"
+                         'central_crop(224, timm=True)|value_range(-1, 1)|'
+                         'onehot(1000)')
   config.data.shuffle_buffer = 250_000
   config.data.mixup_alpha = 0.5
   config.data.cutmix_alpha = 0.5  # each batch: mixup or CutMix, 1/2 each

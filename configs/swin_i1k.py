@@ -39,8 +39,11 @@ def get_config(arg: str = 'T/4') -> ml_collections.ConfigDict:
   config.data.pp_train = ('decode|inception_crop(224)|flip_lr|randaug(2, 9)|'
                           'value_range(-1, 1)|random_erase(0.25)|'
                           'onehot(1000)')
-  config.data.pp_eval = ('decode|resize_small(256)|central_crop(224)|'
-                         'value_range(-1, 1)|onehot(1000)')
+  # The authors' evaluation (torchvision on PIL images: bicubic resize of
+  # the shorter side to 256, central 224 crop), pixel for pixel.
+  config.data.pp_eval = ("decode|resize_small(256, 'bicubic', timm=True)|"
+                         'central_crop(224, timm=True)|value_range(-1, 1)|'
+                         'onehot(1000)')
   config.data.shuffle_buffer = 250_000
   config.data.mixup_alpha = 0.8
   config.data.cutmix_alpha = 1.0  # each batch: mixup or CutMix, 1/2 each

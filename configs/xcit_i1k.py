@@ -49,8 +49,10 @@ def get_config(arg: str = 'S12/16') -> ml_collections.ConfigDict:
                           "method='bicubic')|flip_lr|randaug(2, 9)|"
                           'value_range(-1, 1)|random_erase(0.25)|'
                           'onehot(1000)')
-  config.data.pp_eval = ("decode|resize_small(224, method='bicubic')|"
-                         'central_crop(224)|value_range(-1, 1)|onehot(1000)')
+  # timm's evaluation transform pixel for pixel (timm=True: PIL's resampling).
+  config.data.pp_eval = ("decode|resize_small(224, method='bicubic', "
+                         'timm=True)|central_crop(224, timm=True)|'
+                         'value_range(-1, 1)|onehot(1000)')
   config.data.shuffle_buffer = 250_000
   config.data.mixup_alpha = 0.8
   config.data.cutmix_alpha = 1.0  # each batch: mixup or CutMix, 1/2 each

@@ -391,7 +391,10 @@ def test_command_line_errors(trained, capsys):
 def test_pretrained_preprocessing_spec():
   spec = predict.pretrained_spec(224, 0.875, 'bicubic', (0.5, 0.5, 0.5),
                                  (0.5, 0.5, 0.5))
-  assert spec == ("resize_small(256, 'bicubic')|central_crop((224, 224))|"
+  # timm's transform exactly: PIL's resampling, torchvision's sizes and
+  # centre (tests/test_preprocess_timm.py compares the pixels).
+  assert spec == ("resize_small(256, 'bicubic', timm=True)|"
+                  'central_crop((224, 224), timm=True)|'
                   'value_range(0, 1)|normalize([0.5, 0.5, 0.5], '
                   '[0.5, 0.5, 0.5])')
   with pytest.raises(ValueError, match="interpolation 'cubic'.*'bicubic'"):

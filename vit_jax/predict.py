@@ -10,8 +10,9 @@ checkpoint, its own evaluation preprocessing (config.data.pp_eval, applied
 with `vit_jax.data.preprocess` to the decoded file) and its dataset's class
 names (TFDS's label names; an image folder's class folders; '0'..'9' for
 digits). --pretrained: `vit_jax.pretrained.load(NAME)`'s model, its
-preprocessing (shorter side resized to image_size / crop_pct, centre
-crop, mean / std normalisation) and its label names; ImageNet-1k's
+preprocessing exactly as timm's evaluation transform (`pretrained_spec`:
+resize to image_size / crop_pct, crop, mean / std normalisation, pixel for
+pixel) and its label names; ImageNet-1k's
 classes (a 1000-class head without names, or names that are WordNet ids
 as timm's checkpoints have) are shown by their readable names
 (`vit_jax.data.labels`).
@@ -55,9 +56,7 @@ from vit_jax.models import vit
 
 # What TensorFlow's decode_image reads.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.gif', '.bmp')
-INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3',
-                  'lanczos5', 'mitchellcubic', 'gaussian')
-CROP_MODES = ('center', 'squash')  # timm's eval crop modes supported here
+CROP_MODES = ('center', 'squash', 'border')  # timm's evaluation crop modes
 DEFAULT_CSV = 'predictions.csv'
 
 
@@ -144,33 +143,47 @@ def list_images(inputs: Sequence[str]) -> Tuple[List[str], bool]:
 # Preprocessing.
 
 
-def spec_preprocess(spec: str, channels: int) -> Callable[[bytes], Any]:
+def spec_preprocess(spec: str, channels: int,
+                    decode_like_pil: bool = False) -> Callable[[bytes], Any]:
   """File bytes -> float32 [H, W, C]: decoded with `channels` channels,
   then the preprocessing spec (`vit_jax.data.preprocess`; a dummy label 0
-  feeds ops such as onehot)."""
+  feeds ops such as onehot).
+
+  decode_like_pil: JPEGs decoded with the accurate integer IDCT, as PIL
+  (libjpeg's default) decodes them, for timm's pixels; TensorFlow's default
+  (the fast IDCT, as TFDS decodes training data) differs by up to ~12 / 255.
+  """
   from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
   preprocess_fn = preprocess.build(spec)
 
   def apply(encoded: bytes):
-    image = tf.io.decode_image(encoded, channels=channels,
-                               expand_animations=False)
+    if decode_like_pil and bool(tf.io.is_jpeg(encoded)):
+      image = tf.io.decode_jpeg(encoded, channels=channels,
+                                dct_method='INTEGER_ACCURATE')
+    else:
+      image = tf.io.decode_image(encoded, channels=channels,
+                                 expand_animations=False)
     example = preprocess_fn({'image': image,
                              'label': tf.constant(0, tf.int64)})
     return np.asarray(example['image'], np.float32)
   return apply
 
 
-def pretrained_spec(image_size, crop_pct: float, interpolation: str,
-                    mean: Sequence[float], std: Sequence[float],
-                    crop_mode: str = 'center') -> str:
-  """The preprocessing spec of pretrained weights, as timm evaluates them:
-  resize to floor(size / crop_pct) -- the shorter side for 'center' (a
-  square size only), both sides for 'squash' --, crop the centre
-  `image_size`, scale pixels to [0, 1] and normalise with mean / std."""
-  if interpolation not in INTERPOLATIONS:
+def pretrained_crop_spec(image_size, crop_pct: float, interpolation: str,
+                         crop_mode: str = 'center',
+                         mean: Sequence[float] = (0.0,)) -> str:
+  """The resize and crop of timm's evaluation transform, exactly (the ops'
+  timm=True: PIL's resampling, torchvision's sizes and centre): with S =
+  floor(size / crop_pct) per side, 'center' resizes the shorter side to S
+  (keeping the aspect ratio; a non-square size: the side needing the larger
+  factor) and crops the centre; 'squash' resizes to S ignoring the aspect
+  ratio, then crops; 'border' fits the image inside S, then crops, padding
+  with round(255 * mean) where the image is smaller."""
+  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  if interpolation not in preprocess.PIL_METHODS:
     raise ValueError(f'Unknown interpolation {interpolation!r}; valid '
-                     f'choices: {list(INTERPOLATIONS)}')
+                     f'choices: {list(preprocess.PIL_METHODS)}')
   if crop_mode not in CROP_MODES:
     raise ValueError(f'Unknown crop_mode {crop_mode!r}; valid choices: '
                      f'{list(CROP_MODES)}')
@@ -182,19 +195,32 @@ def pretrained_spec(image_size, crop_pct: float, interpolation: str,
     height, width = (int(side) for side in image_size)
   scaled = (int(math.floor(height / crop_pct)),
             int(math.floor(width / crop_pct)))
+  crop = f'central_crop(({height}, {width}), timm=True)'
   if crop_mode == 'squash':
-    resize = f'resize({scaled}, {interpolation!r})'
+    resize = f'resize({scaled}, {interpolation!r}, timm=True)'
+  elif crop_mode == 'border':
+    resize = (f'resize_keep_ratio({scaled}, {interpolation!r}, longest=1.0, '
+              f'timm=True)')
+    fill = [round(255 * float(m)) for m in np.ravel(mean)]
+    crop = f'central_crop(({height}, {width}), timm=True, fill={fill})'
   elif height == width:
-    resize = f'resize_small({scaled[0]}, {interpolation!r})'
+    resize = f'resize_small({scaled[0]}, {interpolation!r}, timm=True)'
   else:
-    raise ValueError(f'crop_mode {crop_mode!r} with a non-square image size '
-                     f'{height}x{width} is not supported (the aspect-keeping '
-                     f'resize it needs has no preprocessing op); supported '
-                     f'here: square sizes, or crop_mode \'squash\'.')
+    resize = f'resize_keep_ratio({scaled}, {interpolation!r}, timm=True)'
+  return f'{resize}|{crop}'
+
+
+def pretrained_spec(image_size, crop_pct: float, interpolation: str,
+                    mean: Sequence[float], std: Sequence[float],
+                    crop_mode: str = 'center') -> str:
+  """The preprocessing spec of pretrained weights, as timm evaluates them:
+  `pretrained_crop_spec`, then pixels scaled to [0, 1] and normalised with
+  mean / std."""
+  crop = pretrained_crop_spec(image_size, crop_pct, interpolation, crop_mode,
+                              mean)
   mean = [float(m) for m in np.ravel(mean)]
   std = [float(s) for s in np.ravel(std)]
-  return (f'{resize}|central_crop(({height}, {width}))|value_range(0, 1)|'
-          f'normalize({mean}, {std})')
+  return f'{crop}|value_range(0, 1)|normalize({mean}, {std})'
 
 
 def _decode_error(path: str, error: Exception) -> ValueError:
@@ -288,7 +314,8 @@ def from_pretrained(name: str) -> Predictor:
   channels = export.input_channels(loaded.variables)
   return Predictor(
       model=loaded.model, variables=loaded.variables,
-      preprocess=spec_preprocess(spec, channels), class_names=names,
+      preprocess=spec_preprocess(spec, channels, decode_like_pil=True),
+      class_names=names,
       multilabel=False, family=loaded.family, description=name,
       plot_name=_plot_name(name),
       plots_dir=None)

@@ -16,10 +16,20 @@ int64 seed that the pipeline derives from (seed, process, epoch, position
 in the epoch); see `example_seed`. Each random op folds its position in the spec into that
 seed, so the augmentation of an example is a pure function of where it sits
 in the data stream: reproducible, and resumable from any step.
+
+The resizing and crop ops take `timm=True` for timm's evaluation transform
+pixel for pixel (PIL's resampling, torchvision's sizes and centre), e.g.
+timm's 'center' crop at crop_pct 0.875:
+
+    "decode|resize_small(256, 'bicubic', timm=True)|"
+    'central_crop(224, timm=True)|value_range(0, 1)|normalize(MEAN, STD)'
+
+(`vit_jax.predict.pretrained_spec` writes them for each crop mode).
 """
 
 import ast
 import inspect
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from vit_jax.data import randaugment
@@ -84,6 +94,156 @@ def _with(example: Example, **updates) -> Example:
 
 
 # ----------------------------------------------------------------------------
+# timm's evaluation transform, exactly (the ops' `timm=True`): torchvision's
+# sizes and centre crop on PIL images, resampled as PIL (Pillow 13)
+# resamples 8-bit images. The facts come from Pillow's Resample.c and
+# torchvision's transforms; checked by tests/test_preprocess_timm.py.
+
+# tf.image.resize's methods (timm=False).
+TF_METHODS = ('bilinear', 'bicubic', 'nearest', 'area', 'lanczos3',
+              'lanczos5', 'mitchellcubic', 'gaussian')
+# PIL's convolution filters by timm's names, with their support in input
+# pixels; shrinking stretches the support by the scale factor, which is
+# what antialiases them. (PIL's 'nearest' is another code path, not
+# modelled.)
+PIL_SUPPORT = {'bilinear': 1.0, 'bicubic': 2.0, 'box': 0.5, 'hamming': 1.0,
+               'lanczos': 3.0}
+PIL_METHODS = tuple(PIL_SUPPORT)
+# PIL's fixed point for 8-bit images: 32 bits less 8 for the pixel and 2
+# of headroom for the overshoot of negative lobes.
+_PIL_PRECISION_BITS = 22
+
+
+def _check_method(op_name: str, method: str, timm: bool) -> None:
+  valid = PIL_METHODS if timm else TF_METHODS
+  if method not in valid:
+    with_timm = ' with timm=True' if timm else ''
+    raise ValueError(f'{op_name}: unknown method {method!r}{with_timm}; '
+                     f'valid choices: {list(valid)}.')
+
+
+def _pil_filter(method: str, x: tf.Tensor) -> tf.Tensor:
+  """PIL's kernel of `method` at float64 offsets `x`, in PIL's order of
+  operations (its coefficients are rounded to integers later, so the last
+  bit can matter)."""
+  zero = tf.zeros_like(x)
+  a = tf.abs(x)
+  if method == 'box':
+    return tf.where((x > -0.5) & (x <= 0.5), tf.ones_like(x), zero)
+  if method == 'bilinear':
+    return tf.where(a < 1, 1 - a, zero)
+  if method == 'bicubic':
+    c = -0.5  # Keys' cubic convolution with a = -0.5
+    inner = ((c + 2) * a - (c + 3)) * a * a + 1
+    outer = (((a - 5) * a + 8) * a - 4) * c
+    return tf.where(a < 1, inner, tf.where(a < 2, outer, zero))
+
+  def sinc(t):
+    t_pi = t * math.pi
+    return tf.where(tf.equal(t, 0), tf.ones_like(t), tf.sin(t_pi) / t_pi)
+  if method == 'hamming':
+    # PIL writes the window's constants as C floats, 0.54f and 0.46f:
+    # these are their exact values.
+    window = 0.5400000214576721 + 0.46000000834465027 * tf.cos(a * math.pi)
+    return tf.where(a >= 1, zero, sinc(a) * window)
+  return tf.where((x >= -3) & (x < 3), sinc(x) * sinc(x / 3), zero)
+
+
+def _pil_taps(in_size: tf.Tensor, out_size: tf.Tensor,
+              method: str) -> Tuple[tf.Tensor, tf.Tensor]:
+  """For one axis resized from `in_size` to `out_size` pixels: the input
+  pixel each tap of each output pixel reads and its weight, PIL's 22-bit
+  fixed-point integer (both [taps, out] int32).
+
+  Output pixel o is centred at (o + 0.5) * scale in input coordinates; its
+  window spans the filter's support (stretched by the scale when
+  shrinking), cut to the image; the weights are normalised to sum 1 (the
+  sum taken tap by tap, as PIL adds them) and rounded half away from zero
+  to integers at 2^22.
+  """
+  scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+  filter_scale = tf.maximum(scale, 1.0)
+  support = PIL_SUPPORT[method] * filter_scale
+  num_taps = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
+  center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
+  # PIL's (int) casts truncate toward zero, as tf.cast does.
+  first = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)
+  end = tf.minimum(tf.cast(center + support + 0.5, tf.int32), in_size)
+  index = tf.range(num_taps)[:, None] + first[None, :]
+  offset = (tf.cast(index, tf.float64) - center[None, :] + 0.5) * (
+      1.0 / filter_scale)
+  weight = tf.where(index < end[None, :], _pil_filter(method, offset),
+                    tf.zeros_like(offset))
+  total = tf.foldl(lambda acc, tap: acc + tap, weight,
+                   initializer=tf.zeros_like(center))
+  weight = tf.where(tf.equal(total, 0)[None, :], weight,
+                    weight / total[None, :])
+  fixed = weight * float(1 << _PIL_PRECISION_BITS)
+  fixed = tf.cast(tf.where(weight < 0, fixed - 0.5, fixed + 0.5), tf.int32)
+  return tf.minimum(index, in_size - 1), fixed
+
+
+def _pil_pass(pixels: tf.Tensor, out_size: tf.Tensor,
+              method: str) -> tf.Tensor:
+  """One of PIL's two passes: the rows of `pixels` (int32 [H, W, C]
+  holding 0..255) resampled to `out_size` rows, rounded and clipped to
+  0..255 as PIL stores its 8-bit intermediate. PIL's own int32
+  arithmetic, wrap-around included (its headroom makes that unreachable)."""
+  index, weight = _pil_taps(tf.shape(pixels)[0], out_size, method)
+
+  def add_tap(total, tap):
+    tap_index, tap_weight = tap
+    return total + tf.gather(pixels, tap_index) * tap_weight[:, None, None]
+  # The initial half unit makes the floor below round half up, as PIL's.
+  initial = tf.fill(tf.concat([[out_size], tf.shape(pixels)[1:]], 0),
+                    1 << (_PIL_PRECISION_BITS - 1))
+  total = tf.foldl(add_tap, (index, weight), initializer=initial)
+  return tf.clip_by_value(
+      tf.bitwise.right_shift(total, _PIL_PRECISION_BITS), 0, 255)
+
+
+def _pil_resize(image: tf.Tensor, size, method: str) -> tf.Tensor:
+  """PIL's Image.resize of a uint8 [H, W, C] image to size = (height,
+  width) (ints or int32 tensors) with filter `method`."""
+  if image.dtype != tf.uint8:
+    raise ValueError(f'timm=True resizes as PIL resizes 8-bit images, so it '
+                     f'needs uint8 images (before value_range / normalize), '
+                     f'got {image.dtype.name}.')
+  height, width = (tf.cast(side, tf.int32) for side in size)
+  in_height, in_width = tf.shape(image)[0], tf.shape(image)[1]
+  # Pillow 13 resamples rows first when the image loses more than twice as
+  # many rows as columns (earlier Pillow: always columns first). The order
+  # matters where the first pass clips overshoot to 0..255. Found by
+  # comparing with Pillow 13.0.0 (bit-exact on ~5000 size pairs, ties
+  # 2 * (W - w) == H - h included; its source does not say).
+  rows_first = (height < in_height) & (
+      2 * (in_width - width) < in_height - height)
+
+  def transpose(x):
+    return tf.transpose(x, [1, 0, 2])
+
+  def resample_rows(x, rows):  # an axis that keeps its size is left alone
+    return tf.cond(tf.equal(tf.shape(x)[0], rows), lambda: x,
+                   lambda: _pil_pass(x, rows, method))
+  # Each pass resamples rows: the image is transposed to bring the axis of
+  # each pass first (one traced pass each, whichever the order).
+  pixels = tf.cast(image, tf.int32)
+  pixels = tf.cond(rows_first, lambda: pixels, lambda: transpose(pixels))
+  pixels = resample_rows(pixels, tf.where(rows_first, height, width))
+  pixels = resample_rows(transpose(pixels),
+                         tf.where(rows_first, width, height))
+  resized = tf.cond(rows_first, lambda: transpose(pixels), lambda: pixels)
+  resized = tf.cast(resized, tf.uint8)
+  resized.set_shape([None, None, image.shape[-1]])
+  return resized
+
+
+def _round_half_even(x: tf.Tensor) -> tf.Tensor:
+  """Python's round() (half to even), which torchvision and timm use."""
+  return tf.cast(tf.round(x), tf.int32)  # tf.round rounds half to even
+
+
+# ----------------------------------------------------------------------------
 # The ops. Each factory takes the spec's arguments and returns an Op.
 
 
@@ -112,25 +272,51 @@ def decode(channels: Optional[int] = None) -> Op:
   return apply
 
 
-def resize(size: Size, method: str = 'bilinear') -> Op:
-  """Resizes to `size` (int or (height, width)), ignoring the aspect ratio."""
+def resize(size: Size, method: str = 'bilinear', timm: bool = False) -> Op:
+  """Resizes to `size` (int or (height, width)), ignoring the aspect ratio.
+
+  `method`: one of TF_METHODS (tf.image.resize, not antialiased). With
+  timm=True (uint8 images): resampled exactly as PIL resizes 8-bit images,
+  which is what timm's evaluation transform does ('squash' crop mode);
+  `method` one of PIL_METHODS, antialiased when shrinking (`_pil_resize`).
+  """
   size = _size_pair(size, 'resize')
+  _check_method('resize', method, timm)
 
   def apply(example, seed):
     del seed
-    return _with(example, image=_resize(example['image'], size, method))
+    image = example['image']
+    if timm:
+      return _with(example, image=_pil_resize(image, size, method))
+    return _with(example, image=_resize(image, size, method))
   return apply
 
 
-def resize_small(size: int, method: str = 'bilinear') -> Op:
-  """Resizes so that the shorter side is `size`, keeping the aspect ratio."""
+def resize_small(size: int, method: str = 'bilinear',
+                 timm: bool = False) -> Op:
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio.
+
+  The longer side is rounded to the nearest pixel; with timm=True it is
+  truncated, as torchvision's Resize(int) does (500x375 to 248: 330, not
+  331), and the image is resampled as PIL does (see `resize`): timm's
+  'center' crop mode for square inputs.
+  """
   _size_pair(size, 'resize_small')
+  _check_method('resize_small', method, timm)
 
   def apply(example, seed):
     del seed
     image = example['image']
     height = tf.cast(tf.shape(image)[0], tf.float64)
     width = tf.cast(tf.shape(image)[1], tf.float64)
+    if timm:
+      short = tf.minimum(height, width)
+      long_side = tf.cast(tf.floor(size * tf.maximum(height, width) / short),
+                          tf.int32)
+      new_size = tf.where(width <= height, tf.stack([long_side, size]),
+                          tf.stack([size, long_side]))
+      return _with(example, image=_pil_resize(image, tf.unstack(new_size),
+                                              method))
     scale = size / tf.minimum(height, width)
     new_size = tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
     resized = tf.image.resize(image, new_size, method=method)
@@ -138,15 +324,77 @@ def resize_small(size: int, method: str = 'bilinear') -> Op:
   return apply
 
 
-def central_crop(size: Size) -> Op:
-  """Crops the central `size` (int or (height, width)) window."""
-  crop_height, crop_width = _size_pair(size, 'central_crop')
+def resize_keep_ratio(size: Size, method: str = 'bilinear',
+                      longest: float = 0.0, timm: bool = False) -> Op:
+  """Resizes both sides by one factor, as timm's ResizeKeepRatio: with
+  the ratios r = image side / `size` side (int or (height, width)), the
+  image is divided by max(r) * longest + min(r) * (1 - longest) and the
+  sides rounded half to even. longest=0 covers `size` (one side matches,
+  the other is longer: timm's 'center' crop mode for non-square inputs);
+  longest=1 fits inside it (one side matches, the other is shorter:
+  timm's 'border' mode, then a padding central_crop). timm=True resamples
+  as PIL does (see `resize`).
+  """
+  target = _size_pair(size, 'resize_keep_ratio')
+  _check_method('resize_keep_ratio', method, timm)
+  if not 0 <= longest <= 1:
+    raise ValueError(f'resize_keep_ratio: longest must lie in [0, 1], got '
+                     f'{longest!r}.')
 
   def apply(example, seed):
     del seed
     image = example['image']
-    top = (tf.shape(image)[0] - crop_height) // 2
-    left = (tf.shape(image)[1] - crop_width) // 2
+    sides = tf.cast(tf.shape(image)[:2], tf.float64)
+    ratios = sides / tf.constant(target, tf.float64)
+    ratio = (tf.reduce_max(ratios) * longest +
+             tf.reduce_min(ratios) * (1.0 - longest))
+    new_size = _round_half_even(sides / ratio)
+    if timm:
+      return _with(example, image=_pil_resize(image, tf.unstack(new_size),
+                                              method))
+    return _with(example, image=_resize(image, new_size, method))
+  return apply
+
+
+def central_crop(size: Size, timm: bool = False,
+                 fill: Union[float, Sequence[float]] = 0) -> Op:
+  """Crops the central `size` (int or (height, width)) window.
+
+  The window starts at (H - height) // 2; with timm=True at round((H -
+  height) / 2), half to even, as torchvision's CenterCrop (one pixel
+  further when H - height is 3 mod 4), and an image smaller than `size`
+  is first padded to it (the smaller half of the padding before) with
+  `fill` (one value or one per channel, in the image's value scale), as
+  timm's CenterCropOrPad (whose fill is round(255 * mean)).
+  """
+  crop_height, crop_width = _size_pair(size, 'central_crop')
+  if not timm and fill != 0:
+    raise ValueError(f'central_crop: fill={fill!r} needs timm=True (only '
+                     f'that mode pads).')
+
+  def apply(example, seed):
+    del seed
+    image = example['image']
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    if timm:
+      fills = len(fill) if isinstance(fill, (list, tuple)) else 1
+      if fills not in (1, image.shape[-1]):
+        raise ValueError(f'central_crop: fill has {fills} values but the '
+                         f'image {image.shape[-1]} channels.')
+      pad_height = tf.maximum(crop_height - height, 0)
+      pad_width = tf.maximum(crop_width - width, 0)
+      paddings = [[pad_height // 2, pad_height - pad_height // 2],
+                  [pad_width // 2, pad_width - pad_width // 2], [0, 0]]
+      inside = tf.pad(tf.ones_like(image[..., :1], tf.bool), paddings)
+      filled = tf.broadcast_to(tf.cast(fill, image.dtype),
+                               tf.shape(image)[-1:])
+      image = tf.where(inside, tf.pad(image, paddings), filled)
+      height, width = tf.shape(image)[0], tf.shape(image)[1]
+      top = _round_half_even(tf.cast(height - crop_height, tf.float64) / 2)
+      left = _round_half_even(tf.cast(width - crop_width, tf.float64) / 2)
+    else:
+      top = (height - crop_height) // 2
+      left = (width - crop_width) // 2
     image = tf.image.crop_to_bounding_box(image, top, left, crop_height,
                                           crop_width)
     return _with(example, image=image)
@@ -326,6 +574,7 @@ OPS: Dict[str, Callable[..., Op]] = {
     'decode': decode,
     'resize': resize,
     'resize_small': resize_small,
+    'resize_keep_ratio': resize_keep_ratio,
     'central_crop': central_crop,
     'inception_crop': inception_crop,
     'flip_lr': flip_lr,
