@@ -14,10 +14,11 @@ from vit_jax.weights import convmixer
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
 from vit_jax.weights import swin
+from vit_jax.weights import swinv2
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, xcit, convmixer, mae)
+FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae)
 
 
 def module(name: str):
