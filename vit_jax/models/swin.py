@@ -275,8 +275,7 @@ class PatchMerging(nn.Module):
   layer_norm_eps: float = 1e-5
   dtype: Any = jnp.float32
   # Swin V2 (`vit_jax.models.swinv2`) normalises the reduced 2C features
-  # instead of the concatenated 4C ones (its paper's Sec. 3.1 moves every
-  # norm after the layer it follows).
+  # instead of the concatenated 4C ones (its reference code and timm).
   norm_last: bool = False
 
   @nn.compact

@@ -8,7 +8,8 @@ Swin's own code, imported) with the paper's three changes (Sec. 3):
 
 - res-post-norm (Sec. 3.2, Fig. 1): each block is x + LN(attention(x)),
   then x + LN(MLP(x)): the norm moves from the branch's input to its
-  output. Patch merging likewise reduces 4C -> 2C, then normalises.
+  output. Patch merging likewise reduces 4C -> 2C, then normalises (the
+  reference code's order).
 - scaled cosine attention (Sec. 3.2, Eq. 2): the logits are
   cos(q, k) / tau + B, with a learned 1 / tau per head (`logit_scale`, as
   its log, clamped at log(100)) instead of q.k / sqrt(d).
@@ -53,8 +54,8 @@ Pair = Tuple[int, int]
 # "a 2-layer MLP with a ReLU activation in between"; 512 in the reference
 # code and timm).
 CPB_HIDDEN = 512
-# The bias is 16 * sigmoid(MLP output): bounded, in [0, 16] (reference
-# code; it keeps the bias from dominating the cosine logits early on).
+# The bias is 16 * sigmoid(MLP output), bounded to [0, 16] (the reference
+# code and timm; the paper's Eq. 3 leaves the MLP's output as it is).
 CPB_BIAS_RANGE = 16.0
 # 1 / tau is clamped at 100 (tau >= 0.01, paper Sec. 3.2); the parameter
 # is its log, initialised at log(10).
