@@ -379,6 +379,7 @@ _TABLE_CASES = [
       for layout in ('TIMM', 'NPZ')],
     ('vit', 'HF', golden_cases.MODEL_KWARGS['vit_cls'][1], 32),
     ('swin', 'TIMM', _SWIN_KWARGS, 32),
+    ('swinv2', 'TIMM', _SWIN_KWARGS, 32),
     ('xcit', 'TIMM', dict(patch_size=8, width=24, depth=2, num_heads=4,
                           mlp_ratio=2.0, num_classes=10), 32),
     # Patches of 16: a fourth convolution in the patch embedding.

@@ -183,6 +183,21 @@ def classifier_outputs(model, images, features=None):
           'pre_logits': pre_logits.numpy()}
 
 
+def stage_outputs(model, images):
+  """A timm Swin's classifier outputs and each stage's map ('stage_{i}',
+  NHWC), from `forward_intermediates`; prints each block's window and
+  shift, the geometry the golden model covers."""
+  geometry = [(tuple(block.window_size), tuple(block.shift_size))
+              for stage in model.layers for block in stage.blocks]
+  print('window, shift per block:', geometry)
+  with torch.no_grad():
+    features, stage_maps = model.forward_intermediates(images)
+  outputs = classifier_outputs(model, images, features)
+  for index, stage_map in enumerate(stage_maps):
+    outputs[f'stage_{index}'] = nhwc(stage_map)
+  return outputs
+
+
 def train_mode_outputs(model, images):
   """One train-mode forward of a copy of `model`: its logits and every
   BatchNorm's running mean and variance after it ('train_stats/<name>')."""

@@ -20,8 +20,6 @@ for tests/test_swin.py. torchvision is not required (see golden_torch.py,
 which the generators share).
 """
 
-import torch
-
 import golden_torch
 
 with golden_torch.without_torchvision():
@@ -42,14 +40,7 @@ def write(out_dir):
   images = golden_torch.random_images(BATCH, IMAGE_SIZE, IMAGE_SIZE, seed=3)
   model = SwinTransformer(**SWIN_KWARGS).eval()
   golden_torch.randomize(model, seed=10)
-  geometry = [(tuple(block.window_size), tuple(block.shift_size))
-              for stage in model.layers for block in stage.blocks]
-  print('window, shift per block:', geometry)
-  with torch.no_grad():
-    features, stage_maps = model.forward_intermediates(images)
-  outputs = golden_torch.classifier_outputs(model, images, features)
-  for index, stage_map in enumerate(stage_maps):
-    outputs[f'stage_{index}'] = golden_torch.nhwc(stage_map)
+  outputs = golden_torch.stage_outputs(model, images)
   state_dict = golden_torch.to_numpy(model.state_dict())
   golden_torch.save(out_dir, 'swin_timm.npz', timm=state_dict, out=outputs)
 

@@ -38,6 +38,7 @@ from vit_jax.models import convmixer
 from vit_jax.models import mae
 from vit_jax.models import mixer
 from vit_jax.models import swin
+from vit_jax.models import swinv2
 from vit_jax.models import vit
 from vit_jax.models import xcit
 
@@ -184,6 +185,11 @@ def _mixer(model: mixer.Mixer, image_size: Pair, channels: int) -> Tally:
 
 
 def _swin(model: swin.Swin, image_size: Pair, channels: int) -> Tally:
+  """Swin, and Swin V2 (a subclass): its merging norms the reduced 2C
+  features, its key has no bias, and each block has a logit scale per head
+  and a position-bias MLP (run once over the window's offsets) in place of
+  the bias table."""
+  v2 = isinstance(model, swinv2.SwinV2)
   tally = Tally()
   geometry = swin.stage_geometry(image_size, model.patch_size,
                                  len(model.depths), model.window_size)
@@ -196,15 +202,22 @@ def _swin(model: swin.Swin, image_size: Pair, channels: int) -> Tally:
     feature, window, _ = geometry[stage]
     tokens = feature[0] * feature[1]
     if stage > 0:
-      tally.norm(4 * width)
+      tally.norm(2 * width if v2 else 4 * width)
       tally.dense(tokens, 4 * width, 2 * width, bias=False)
       width *= 2
     window_area = window[0] * window[1]
+    offsets = (2 * window[0] - 1) * (2 * window[1] - 1)
     for _ in range(depth):
       tally.norm(width)
-      tally.param((2 * window[0] - 1) * (2 * window[1] - 1) * heads)
+      if v2:
+        tally.param(heads)  # logit_scale
+        tally.dense(offsets, 2, swinv2.CPB_HIDDEN)
+        tally.dense(offsets, swinv2.CPB_HIDDEN, heads, bias=False)
+        tally.param(2 * width)  # query and value biases; the key has none
+      else:
+        tally.param(offsets * heads)  # relative_position_bias_table
       # Attention within each window: keys are the window's tokens.
-      tally.dense(tokens, width, 3 * width)  # query, key, value
+      tally.dense(tokens, width, 3 * width, bias=not v2)  # query, key, value
       tally.flops += 2 * 2 * tokens * window_area * width
       tally.dense(tokens, width, width)  # out
       tally.norm(width)
@@ -332,6 +345,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     vit.ViT: _vit,
     mixer.Mixer: _mixer,
     swin.Swin: _swin,
+    swinv2.SwinV2: _swin,
     mae.MAE: _mae,
     xcit.XCiT: _xcit,
     convmixer.ConvMixer: _convmixer,

@@ -274,6 +274,9 @@ class PatchMerging(nn.Module):
   """
   layer_norm_eps: float = 1e-5
   dtype: Any = jnp.float32
+  # Swin V2 (`vit_jax.models.swinv2`) normalises the reduced 2C features
+  # instead of the concatenated 4C ones (its reference code and timm).
+  norm_last: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:  # [B, H, W, C]
@@ -282,11 +285,13 @@ class PatchMerging(nn.Module):
     # [B, H/2, W/2, col offset, row offset, C]
     groups = groups.transpose(0, 1, 3, 4, 2, 5)
     merged = groups.reshape(batch, height // 2, width // 2, 4 * channels)
-    merged = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
-                          name='norm')(merged)
-    return nn.Dense(2 * channels, use_bias=False, dtype=self.dtype,
-                    kernel_init=_DENSE_INIT,
-                    name='reduction')(merged)  # [B, H/2, W/2, 2C]
+    norm = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype, name='norm')
+    if not self.norm_last:
+      merged = norm(merged)
+    reduced = nn.Dense(2 * channels, use_bias=False, dtype=self.dtype,
+                       kernel_init=_DENSE_INIT,
+                       name='reduction')(merged)  # [B, H/2, W/2, 2C]
+    return norm(reduced) if self.norm_last else reduced
 
 
 class SwinStage(nn.Module):
@@ -308,15 +313,25 @@ class SwinStage(nn.Module):
   remat: bool = False
   attention_impl: Optional[str] = None
 
+  # What a subclass changes (Swin V2, `vit_jax.models.swinv2`): the block
+  # class and its further fields, and the merging's norm (class attributes,
+  # not fields).
+  block_class = SwinBlock
+  merge_norm_last = False
+
+  def _block_options(self) -> Mapping[str, Any]:
+    return {}
+
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
     if self.downsample:
       tokens = PatchMerging(self.layer_norm_eps, self.dtype,
+                            norm_last=self.merge_norm_last,
                             name='patch_merging')(tokens)
     channels = tokens.shape[-1]  # [B, H_i, W_i, C_i]
     # The drop-path rate (argument 2, counting `self`) stays a Python float.
-    block_cls = (nn.remat(SwinBlock, static_argnums=(2,)) if self.remat
-                 else SwinBlock)
+    block_cls = (nn.remat(self.block_class, static_argnums=(2,))
+                 if self.remat else self.block_class)
     for index in range(self.depth):
       shift = self.geometry.shift if index % 2 else (0, 0)
       tokens, _ = block_cls(
@@ -325,6 +340,7 @@ class SwinStage(nn.Module):
           attention_dropout=self.attention_dropout,
           deterministic=deterministic, layer_norm_eps=self.layer_norm_eps,
           dtype=self.dtype, attention_impl=self.attention_impl,
+          **self._block_options(),
           name=f'block_{index}')(tokens, self.drop_path_rates[index])
     return tokens  # [B, H_i, W_i, C_i]
 
@@ -377,6 +393,14 @@ class Swin(nn.Module):
   remat: bool = False
   attention_impl: Optional[str] = None
 
+  # What a subclass changes (Swin V2): the stage class and its further
+  # fields per stage (a class attribute and a method, not fields).
+  stage_class = SwinStage
+
+  def _stage_options(self, stage: int) -> Mapping[str, Any]:
+    del stage
+    return {}
+
   @classmethod
   def from_variant(cls, variant: str, **kwargs) -> 'Swin':
     """Swin.from_variant('T/4'); Swin.from_variant('B/4', window_size=12)."""
@@ -423,13 +447,14 @@ class Swin(nn.Module):
     rates = stage_drop_path_rates(self.stochastic_depth, self.depths)
     stage_features = []
     for stage, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
-      tokens = SwinStage(
+      tokens = self.stage_class(
           depth=depth, num_heads=heads, geometry=geometry[stage],
           mlp_ratio=self.mlp_ratio, downsample=stage > 0,
           drop_path_rates=rates[stage],
           dropout=self.dropout, attention_dropout=self.attention_dropout,
           layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
           remat=self.remat, attention_impl=self.attention_impl,
+          **self._stage_options(stage),
           name=f'stage_{stage}')(tokens, deterministic)  # [B, H_i, W_i, C_i]
       stage_features.append(tokens)
 

@@ -8,9 +8,9 @@ name.)
 - `core.py`: the two-way table entries and paired transforms, applying a
   table in either direction (`to_ours` imports, `to_theirs` exports), flat
   parameter dicts, position-embedding resampling, fitting to a model.
-- One module per family (vit.py, mixer.py, swin.py, convmixer.py, xcit.py,
-  mae.py): its tables, one per layout it has (TIMM, HF, NPZ), listed in
-  `families.FAMILIES`.
+- One module per family (vit.py, mixer.py, swin.py, swinv2.py,
+  convmixer.py, xcit.py, mae.py): its tables, one per layout it has (TIMM,
+  HF, NPZ), listed in `families.FAMILIES`.
 - One module per source format (timm.py, hf.py, npz.py): reading the
   format, `from_timm` / `from_hf` / `load_npz` and the export direction.
 - `init_from.py`: `load_init_params`, `config.init_from`: either importer,

@@ -15,10 +15,11 @@ from vit_jax.weights import convmixer
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
 from vit_jax.weights import swin
+from vit_jax.weights import swinv2
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, xcit, convmixer, mae, beit)
+FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit)
 
 
 def module(name: str):
