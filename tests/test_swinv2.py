@@ -236,10 +236,12 @@ def test_timm_buffers_skipped_other_entries_named(golden):
 def test_wrong_heads_are_an_error(golden):
   """The logit scales and the bias MLP's outputs fix the heads."""
   state_dict, _, _ = golden
-  with pytest.raises(ValueError, match=r'shape mismatches: .*stage_0/block_0/'
-                     r'attn/cpb_mlp/fc2/kernel: checkpoint \(512, 2\) vs '
-                     r'model \(512, 4\).*stage_0/block_0/attn/logit_scale: '
-                     r'checkpoint \(2,\) vs model \(4,\)'):
+  with pytest.raises(ValueError, match=r'shape mismatches, in its own names: '
+                     r'.*layers\.0\.blocks\.0\.attn\.logit_scale: checkpoint '
+                     r'\(2, 1, 1\) vs model \(4, 1, 1\) \(ours: stage_0/'
+                     r'block_0/attn/logit_scale\).*layers\.0\.blocks\.0\.attn\.'
+                     r'cpb_mlp\.2\.weight: checkpoint \(2, 512\) vs model '
+                     r'\(4, 512\)'):
     weights.from_timm(state_dict, 'swinv2', **dict(
         GOLDEN_KWARGS, num_heads=(4, 2, 4, 8)))
 

@@ -312,3 +312,8 @@ MODEL = Beit
 # The variants the zoo listing (`python -m vit_jax.models`) shows: the
 # released sizes.
 ZOO = ('B/16', 'L/16')
+# What `models.features` extracts: each block's tokens (class token first),
+# on the patch grid, through encoder_norm with norm=True (none with fc_norm,
+# as timm's BEiT).
+FEATURES = dict(layers='encoder/block_{}', grid='patch_embed',
+                norm='encoder_norm')

@@ -278,3 +278,6 @@ MODEL = SwinV2
 # for 224 px, as Swin's rows (the paper's 256 px models take
 # window_size=8 or 16).
 ZOO = ('T/4', 'S/4', 'B/4', 'L/4')
+# What `models.features` extracts: Swin's stages (the same module names);
+# the final norm fits the last stage only.
+FEATURES = dict(layers='stage_{}', norm='final_norm', norm_last_only=True)

@@ -92,6 +92,23 @@ TIMM_ARCHITECTURES = {
         resolution)
     for name, (size, window, pretrained, resolution) in _NAMED.items()}
 
+# timm's pretrained tags on the Hub (timm 1.0.31's default_cfgs: one each).
+_IN1K, _IN22K, _FT = ('ms_in1k',), ('ms_in22k',), ('ms_in22k_ft_in1k',)
+TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
+    'swinv2_tiny_window8_256': _IN1K,
+    'swinv2_tiny_window16_256': _IN1K,
+    'swinv2_small_window8_256': _IN1K,
+    'swinv2_small_window16_256': _IN1K,
+    'swinv2_base_window8_256': _IN1K,
+    'swinv2_base_window16_256': _IN1K,
+    'swinv2_base_window12_192': _IN22K,
+    'swinv2_large_window12_192': _IN22K,
+    'swinv2_base_window12to16_192to256': _FT,
+    'swinv2_base_window12to24_192to384': _FT,
+    'swinv2_large_window12to16_192to256': _FT,
+    'swinv2_large_window12to24_192to384': _FT,
+})
+
 
 def _ints(value) -> Tuple[int, ...]:
   """Every int of timm's window spec (an int, (h, w), or one per stage)."""
