@@ -231,9 +231,8 @@ def test_unknown_names_list_close_matches(tmp_path):
 
 
 @pytest.mark.parametrize('model_args,pattern', [
-    (dict(init_values=1e-5), r'init_values=1e-05 has no counterpart.*'
-     r'\[None\]'),
-    (dict(reg_tokens=4), r'reg_tokens=4 has no counterpart'),
+    (dict(qk_norm=True), r'qk_norm=True has no counterpart.*\[False\]'),
+    (dict(pos_embed='none'), r"pos_embed='none' has no counterpart"),
     (dict(global_pool='avg'), r'class_token=True with pool type \'gap\''),
     (dict(mystery=1), r"Unsupported timm model_args mystery=1 for family "
      r"'vit'; supported: \[.*'embed_dim'"),

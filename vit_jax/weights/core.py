@@ -429,14 +429,26 @@ def to_theirs(flat: Mapping[str, Any], table: Sequence[Entry], layout: str,
 # Position embeddings.
 
 
+# How a position embedding is resampled: 'bilinear' (the ViT paper's
+# fine-tuning at a higher resolution) or 'bicubic', antialiased when
+# shrinking (timm's resample_abs_pos_embed, as timm loads a checkpoint at
+# another size, e.g. DINOv2's 518 px at 224; jax.image.resize's kernel is
+# the same as torch's antialiased one).
+POSEMB_INTERPOLATIONS = ('bilinear', 'bicubic')
+
+
 def resample_posemb(posemb: np.ndarray, grid: Tuple[int, int],
-                    num_prefix_tokens: int) -> np.ndarray:
-  """Bilinear resampling of a learned position embedding to a new grid.
+                    num_prefix_tokens: int,
+                    interpolation: str = 'bilinear') -> np.ndarray:
+  """Resampling of a learned position embedding to a new grid.
 
   posemb: [1, prefix + h*w, D] with a square old grid; the prefix rows (the
-  class token's) are kept as they are (ViT paper, Sec. 3.2, "Fine-tuning
-  and higher resolution").
+  class token's, registers') are kept as they are (ViT paper, Sec. 3.2,
+  "Fine-tuning and higher resolution"). interpolation: one of
+  POSEMB_INTERPOLATIONS.
   """
+  common.check_choice('posemb interpolation', interpolation,
+                      POSEMB_INTERPOLATIONS)
   prefix, patch_rows = posemb[:, :num_prefix_tokens], posemb[
       :, num_prefix_tokens:]
   old_side = int(round(np.sqrt(patch_rows.shape[1])))
@@ -447,7 +459,7 @@ def resample_posemb(posemb: np.ndarray, grid: Tuple[int, int],
   width = posemb.shape[-1]
   old_grid = patch_rows.reshape(old_side, old_side, width)
   new_grid = jax.image.resize(jnp.asarray(old_grid, jnp.float32),
-                              (grid[0], grid[1], width), method='bilinear')
+                              (grid[0], grid[1], width), method=interpolation)
   new_rows = np.asarray(new_grid).reshape(1, grid[0] * grid[1], width)
   return np.concatenate([prefix, new_rows.astype(posemb.dtype)], axis=1)
 
@@ -490,10 +502,11 @@ def _input_channels(loaded: FlatParams, model,
 
 def fit_to_model(loaded: FlatParams, name: str, model,
                   image_size: Optional[ImageSize],
-                  source_name: str) -> Dict[str, Any]:
-  """Checks, resamples and completes `loaded` (flat, see
-  `flatten_variables`) for `model` (of family `name`); returns its
-  variables."""
+                  source_name: str,
+                  posemb_interpolation: str = 'bilinear') -> Dict[str, Any]:
+  """Checks, resamples (`resample_posemb`'s `interpolation`) and completes
+  `loaded` (flat, see `flatten_variables`) for `model` (of family `name`);
+  returns its variables."""
   if image_size is None:
     image_size = models.checkpoint_image_size(name, model, loaded)
   elif isinstance(image_size, int):
@@ -504,15 +517,19 @@ def fit_to_model(loaded: FlatParams, name: str, model,
 
   if 'pos_embed' in loaded and 'pos_embed' in expected:
     old_shape, new_shape = loaded['pos_embed'].shape, expected['pos_embed']
-    prefix = 1 if 'cls_token' in expected else 0
-    same_prefix = prefix == (1 if 'cls_token' in loaded else 0)
+    cls_prefix = 1 if 'cls_token' in expected else 0
+    same_prefix = cls_prefix == (1 if 'cls_token' in loaded else 0)
+    # A model with register tokens or without the prefix's rows says how
+    # many rows precede the patches' (`ViT.posemb_prefix_tokens`).
+    prefix = getattr(model, 'posemb_prefix_tokens', cls_prefix)
     if old_shape != new_shape and old_shape[-1] == new_shape[-1] and (
         same_prefix):
       grid = (image_size[0] // model.patch_size,
               image_size[1] // model.patch_size)
       logging.info('Resampling position embedding %s -> %s.', old_shape,
                    new_shape)
-      loaded['pos_embed'] = resample_posemb(loaded['pos_embed'], grid, prefix)
+      loaded['pos_embed'] = resample_posemb(loaded['pos_embed'], grid, prefix,
+                                            posemb_interpolation)
 
   # A new task: drop the old head (and the pre-logits layer, which the ViT
   # paper removes for fine-tuning, Sec. 3.1) and start a zero head.
