@@ -128,6 +128,7 @@ OPTIONS = {
                     layer_scale_init=1e-5), 32),
     'vit_pre_norm_quick_gelu': (
         'vit', dict(VIT, pre_norm=True, activation='quick_gelu'), 32),
+    'vit_swiglu': ('vit', dict(VIT, activation='swiglu'), 32),
     'vit_registers_gap_sincos': (
         'vit', dict(VIT, num_registers=2, pool_type='gap',
                     posemb='sincos2d'), 32),

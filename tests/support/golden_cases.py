@@ -42,6 +42,8 @@ VIT_VARIANTS = {
                               posemb_prefix=False)),
     'vit_reg_gap': ('vit', dict(_VARIANT, num_registers=2, pool_type='gap',
                                 fc_norm=False)),
+    'vit_dinov2_swiglu': ('vit', dict(_VARIANT, layer_scale_init=1e-5,
+                                      mlp_dim=128, activation='swiglu')),
 }
 
 

@@ -1,6 +1,6 @@
 """Writes the golden files of timm's ViT variants under tests/golden/:
-DINOv2 (with and without registers), a CLIP image tower, DeiT III, and
-registers with average pooling.
+DINOv2 (with and without registers, and the giant's SwiGLU MLP), a CLIP
+image tower, DeiT III, and registers with average pooling.
 
 Run by hand, in an environment with torch and timm (not needed by the tests):
 
@@ -9,7 +9,8 @@ Run by hand, in an environment with torch and timm (not needed by the tests):
 
 Each case is timm's VisionTransformer with the constructor arguments its
 entry points use (vit_*_patch14_dinov2, vit_*_patch14_reg4_dinov2,
-vit_*_clip_quickgelu_224, deit3_*), at a tiny size, with random weights
+vit_*_clip_quickgelu_224, deit3_*, vit_giant_patch14_dinov2's MLP), at a
+tiny size, with random weights
 (LayerScale and register tokens included). Saved per case,
 `vit_<case>_timm.npz`: timm's state dict ('timm/...'), the NHWC images,
 logits and pre-logits ('out/...'); for the DINOv2 cases also the same
@@ -29,6 +30,7 @@ import golden_torch
 
 with golden_torch.without_torchvision():
   from timm.layers import resample_abs_pos_embed
+  from timm.layers import SwiGLUPacked
   from timm.models.vision_transformer import VisionTransformer
 
 IMAGE_SIZE = 32
@@ -49,6 +51,10 @@ CASES = {
     'vit_deit3': (dict(_TINY, init_values=1e-6, no_embed_class=True), None),
     'vit_reg_gap': (dict(_TINY, reg_tokens=2, class_token=False,
                          global_pool='avg', fc_norm=False), None),
+    # vit_giant_patch14_dinov2's MLP: SwiGLU, 2 x 64 hidden units.
+    'vit_dinov2_swiglu': (dict(_TINY, init_values=1e-5, mlp_ratio=4.0,
+                               mlp_layer=SwiGLUPacked,
+                               act_layer=torch.nn.SiLU), None),
 }
 
 

@@ -140,11 +140,21 @@ def quick_gelu(x: jax.Array) -> jax.Array:
   return x * jax.nn.sigmoid(1.702 * x)
 
 
+def swiglu(x: jax.Array) -> jax.Array:
+  """SiLU(a) * b of the two halves [a, b] of the hidden units (Shazeer
+  2020, "GLU Variants Improve Transformer"): the MLP's second layer then
+  takes half its first layer's width (DINOv2's giant, timm's
+  SwiGLUPacked)."""
+  gate, value = jnp.split(x, 2, axis=-1)
+  return nn.silu(gate) * value
+
+
 # The MLP's activation by name. 'gelu' is the exact (erf) GELU, as in the
 # reference PyTorch implementations.
 ACTIVATIONS = {
     'gelu': lambda x: nn.gelu(x, approximate=False),
     'quick_gelu': quick_gelu,
+    'swiglu': swiglu,
 }
 
 

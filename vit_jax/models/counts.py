@@ -127,14 +127,20 @@ class Tally:
 
 
 def _encoder_blocks(tally: Tally, tokens: int, width: int, depth: int,
-                    mlp_dim: int, layer_scale: bool = False) -> None:
+                    mlp_dim: int, layer_scale: bool = False,
+                    gated: bool = False) -> None:
   """`vit.Encoder`: pre-norm attention and MLP blocks (each branch with a
-  LayerScale of `width` scales, if `layer_scale`)."""
+  LayerScale of `width` scales, if `layer_scale`; a gated MLP's output
+  layer takes half its hidden units, if `gated`)."""
   for _ in range(depth):
     tally.norm(width)
     tally.attention(tokens, tokens, width)
     tally.norm(width)
-    tally.mlp(tokens, width, mlp_dim)
+    if gated:
+      tally.dense(tokens, width, mlp_dim)
+      tally.dense(tokens, mlp_dim // 2, width)
+    else:
+      tally.mlp(tokens, width, mlp_dim)
     if layer_scale:
       tally.param(2 * width)  # ls1, ls2
 
@@ -153,7 +159,8 @@ def _vit(model: vit.ViT, image_size: Pair, channels: int) -> Tally:
   if model.pre_norm:
     tally.norm(width)  # norm_pre
   _encoder_blocks(tally, tokens, width, model.depth, model.mlp_dim,
-                  model.layer_scale_init is not None)
+                  model.layer_scale_init is not None,
+                  model.activation == 'swiglu')
   tally.norm(width)  # encoder_norm, or fc_norm after pooling
   pooled = 1
   if model.pool_type == 'map':

@@ -167,8 +167,10 @@ class ViT(nn.Module):
     layer_scale_init: None, or the initial value of a learned per-channel
       scale on each residual branch (`LayerScale`, `ls1` / `ls2`; CaiT,
       DeiT-3 1e-6, DINOv2 1e-5).
-    activation: the MLPs' activation, one of ACTIVATIONS: 'gelu' (exact)
-      or 'quick_gelu' (x * sigmoid(1.702 x), OpenAI's CLIP).
+    activation: the MLPs' activation, one of ACTIVATIONS: 'gelu' (exact),
+      'quick_gelu' (x * sigmoid(1.702 x), OpenAI's CLIP) or 'swiglu'
+      (SiLU of the first half of the `mlp_dim` hidden units times the
+      second half, which the MLP's output layer takes: DINOv2's giant).
     representation_size: width of the tanh pre-logits layer of the original
       ViT (ViT paper, Sec. 3.1 and App. B); None for none.
     head_bias_init: constant initial head bias (e.g. -10 for sigmoid
@@ -234,6 +236,13 @@ class ViT(nn.Module):
     common.check_choice('attention_impl', self.attention_impl,
                         common.ATTENTION_IMPLS)
     common.check_choice('activation', self.activation, ACTIVATIONS)
+    if self.activation == 'swiglu' and (self.mlp_dim % 2
+                                        or self.pool_type == 'map'):
+      raise ValueError(f'activation=\'swiglu\' halves the blocks\' MLP '
+                       f'hidden units: it needs an even mlp_dim and a pool '
+                       f'type other than \'map\' (whose MLP is not gated), '
+                       f'got mlp_dim={self.mlp_dim}, '
+                       f'pool_type={self.pool_type!r}.')
     if not isinstance(self.num_registers, int) or self.num_registers < 0:
       raise ValueError(f'num_registers must be an integer >= 0, got '
                        f'{self.num_registers!r}.')

@@ -184,10 +184,13 @@ _WRITTEN_NAMES = frozenset(f'vit_{size}_patch{patch}_{resolution}'
 # timm's DINOv2 (Oquab et al. 2023), without and with 4 registers (Darcet
 # et al. 2023): LayerScale from 1e-5; the register models' position
 # embedding has no class-token or register rows (timm's no_embed_class).
-# Their weights are for 518 px (37 x 37 patches of 14). The giant's SwiGLU
-# MLP is not among ViT's options here.
+# Their weights are for 518 px (37 x 37 patches of 14). The giant: width
+# 1536, 24 heads, a SwiGLU MLP of 2 x 4096 hidden units (timm's
+# SwiGLUPacked).
 _DINOV2 = dict(layer_scale_init=1e-5)
 _DINOV2_REG4 = dict(_DINOV2, num_registers=4, posemb_prefix=False)
+_DINOV2_GIANT = dict(patch_size=14, width=1536, depth=40, mlp_dim=8192,
+                     num_heads=24, activation='swiglu', pool_type='cls')
 # CLIP and OpenCLIP image towers: a LayerNorm before the blocks (and a
 # patch embedding without bias), LayerNorm eps 1e-5; the `_quickgelu_`
 # entry points run OpenAI's quick GELU, the others the exact GELU (timm's
@@ -240,6 +243,9 @@ TIMM_ARCHITECTURES = {
     **{f'vit_{size}_patch14_{kind}dinov2': _vit(f'{_SIZES[size]}/14', 518,
                                                 **options)
        for size in ('small', 'base', 'large')
+       for kind, options in (('', _DINOV2), ('reg4_', _DINOV2_REG4))},
+    **{f'vit_giant_patch14_{kind}dinov2': Architecture(
+        'vit', dict(_DINOV2_GIANT, **options), 518)
        for kind, options in (('', _DINOV2), ('reg4_', _DINOV2_REG4))},
     **{f'vit_{size}_patch{patch}_clip_{kind}{res}': _vit(
         f'{_SIZES[size]}/{patch}', res, **options)
@@ -321,7 +327,8 @@ TIMM_ARGS = core.TimmArgs(
 
 # The options beyond the plain ViT: our field -> (timm's model_args key,
 # our value -> timm's), each written to model_args where it differs from
-# timm's VisionTransformer default or from the entry point's own.
+# the entry point's own (timm's VisionTransformer defaults for the plain
+# ViT's).
 _OPTION_ARGS = {
     'layer_scale_init': ('init_values', lambda value: value),
     'num_registers': ('reg_tokens', lambda value: value),
@@ -368,6 +375,11 @@ def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
     return core.no_timm_model('timm\'s ViT has LayerNorm eps 1e-6 (its '
                               'CLIP towers 1e-5) and an MLP of int(width * '
                               'mlp_ratio)')
+  named = _named_architecture(model, image_size)
+  if model.activation == 'swiglu' and named is None:
+    return core.no_timm_model('timm\'s ViT has the SwiGLU MLP only in its '
+                              'DINOv2 giant entry points (mlp_layer, which '
+                              'config.json cannot say)')
   plain = all(getattr(model, field) == default
               for field, default in _PLAIN_OPTIONS.items())
   size = {letter: name for name, letter in _SIZES.items()}.get(
@@ -376,7 +388,7 @@ def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
   if plain and model.layer_norm_eps == 1e-6:
     name = name if name in _WRITTEN_NAMES else None
   else:
-    name = _named_architecture(model, image_size)
+    name = named
   name = name or _BASE_BY_EPS[model.layer_norm_eps]
   pool = _TIMM_POOLING[model.pool_type]
   model_args = dict(
@@ -388,7 +400,7 @@ def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
       name in TIMM_ARCHITECTURES) else dict(_PLAIN_OPTIONS)
   for field, (key, to_timm) in _OPTION_ARGS.items():
     value = getattr(model, field)
-    if value != _PLAIN_OPTIONS[field] or value != own[field]:
+    if value != own[field]:
       model_args[key] = to_timm(value)
   return core.TimmModel(name, model_args, num_features=model.width,
                         global_pool=pool, fixed_input_size=True)
