@@ -121,6 +121,17 @@ OPTIONS = {
     'vit_none': ('vit', dict(VIT, pool_type='none', representation_size=32),
                  32),
     'vit_scan': ('vit', dict(VIT, depth=2, scan=True), 32),
+    # DINOv2 with registers (LayerScale, no prefix position rows), a CLIP
+    # tower (pre-norm, no patch bias), registers left out of the average.
+    'vit_registers_layer_scale': (
+        'vit', dict(VIT, num_registers=4, posemb_prefix=False,
+                    layer_scale_init=1e-5), 32),
+    'vit_pre_norm_quick_gelu': (
+        'vit', dict(VIT, pre_norm=True, activation='quick_gelu'), 32),
+    'vit_swiglu': ('vit', dict(VIT, activation='swiglu'), 32),
+    'vit_registers_gap_sincos': (
+        'vit', dict(VIT, num_registers=2, pool_type='gap',
+                    posemb='sincos2d'), 32),
     'mae_mask_ratio': ('mae', dict(patch_size=8, width=64, depth=1,
                                    mlp_dim=128, num_heads=4,
                                    decoder_width=32, decoder_depth=2,
@@ -215,13 +226,25 @@ def test_flops_match_published_multiply_adds(family, variant, size, gmacs,
     ('vit', 'Ti/16', 5_717_416),
     ('vit', 'B/16', 86_567_656),
     ('vit', 'G/14', 1_844_440_680),
+    # timm 1.0.31's vit_base_patch14_reg4_dinov2 (518 px),
+    # vit_large_patch14_clip_224 and deit3_base_patch16_224, 1000 classes
+    # (tests/test_vit_variants.py has the other entry points).
+    ('vit', dict(variant='B/14', layer_scale_init=1e-5, num_registers=4,
+                 posemb_prefix=False, image_size=518), 87_351_016),
+    ('vit', dict(variant='L/14', pre_norm=True, layer_norm_eps=1e-5),
+     304_204_776),
+    ('vit', dict(variant='B/16', layer_scale_init=1e-6,
+                 posemb_prefix=False), 86_585_320),
     ('mixer', 'L/16', 208_196_168),
     ('swin', 'L/4', 196_532_476),
     ('xcit', 'S24/16', 47_671_384),
     ('convmixer', '1536/20', 51_625_960),
 ])
 def test_param_counts_match_published(family, variant, expected):
-  assert counts.param_count(get_model(family, variant=variant)) == expected
+  kwargs = dict(variant) if isinstance(variant, dict) else dict(
+      variant=variant)
+  size = kwargs.pop('image_size', 224)
+  assert counts.param_count(get_model(family, **kwargs), size) == expected
 
 
 def test_valid_taps_leave_padding_out():

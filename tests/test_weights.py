@@ -229,8 +229,16 @@ def test_vit_num_heads_cannot_be_seen_in_timms_weights():
 def test_unknown_timm_entries_are_named():
   name, kwargs = golden_cases.MODEL_KWARGS['vit_cls']
   state_dict, _ = golden_cases.load('vit_cls')
+  state_dict['blocks.0.attn.q_norm.weight'] = np.ones(32, np.float32)
+  with pytest.raises(ValueError,
+                     match=r'blocks\.0\.attn\.q_norm\.weight \(32,\)'):
+    weights.from_timm(state_dict, name, **kwargs)
+  # A known entry of an option the model lacks (LayerScale): named as
+  # the parameter it would be.
+  del state_dict['blocks.0.attn.q_norm.weight']
   state_dict['blocks.0.ls1.gamma'] = np.ones(64, np.float32)
-  with pytest.raises(ValueError, match=r'blocks\.0\.ls1\.gamma \(64,\)'):
+  with pytest.raises(ValueError, match=r'unexpected in the checkpoint: '
+                     r'\[\'encoder/block_0/ls1/scale \(64,\)\'\]'):
     weights.from_timm(state_dict, name, **kwargs)
 
 
@@ -378,6 +386,10 @@ _TABLE_CASES = [
       for family, kwargs in golden_cases.MODEL_KWARGS.values()
       for layout in ('TIMM', 'NPZ')],
     ('vit', 'HF', golden_cases.MODEL_KWARGS['vit_cls'][1], 32),
+    # Registers, LayerScale, the pre-norm: the entries of timm's ViT
+    # variants (DINOv2, CLIP, DeiT III).
+    ('vit', 'TIMM', dict(golden_cases.VIT_VARIANTS['vit_dinov2_reg4'][1],
+                         pre_norm=True), 32),
     ('swin', 'TIMM', _SWIN_KWARGS, 32),
     ('swinv2', 'TIMM', _SWIN_KWARGS, 32),
     ('xcit', 'TIMM', dict(patch_size=8, width=24, depth=2, num_heads=4,

@@ -561,7 +561,8 @@ def load(name: str, *, num_classes: Optional[int] = None,
       number replaces the head by a zero-initialised one (0: no head; the
       logits are then the representation).
     image_size: the resolution to run at; None keeps the checkpoint's. A
-      learned position embedding is resampled to it (`weights.from_timm`).
+      learned position embedding is resampled to it as timm does
+      (`weights.from_timm`'s posemb_interpolation='bicubic').
     revision: a Hub branch, tag or commit (default: 'main'); the same as
       'NAME@REVISION'.
     cache_dir: the Hugging Face cache to use (default: HF_HUB_CACHE, else
@@ -620,7 +621,10 @@ def load(name: str, *, num_classes: Optional[int] = None,
   size = checkpoint_size if image_size is None else _pair(image_size)
 
   state_dict = safetensors_numpy.load_file(fetch(weights_path))
+  # At another resolution, the position embedding resampled as timm
+  # resamples a checkpoint it loads at another size (antialiased bicubic).
   variables = weights.from_timm(state_dict, family, image_size=size,
+                                posemb_interpolation='bicubic',
                                 **model_kwargs)
   final_classes = model_kwargs['num_classes'] or 0
   return Pretrained(

@@ -27,6 +27,25 @@ MODEL_KWARGS = {
                             tokens_mlp_dim=32, channels_mlp_dim=128)),
 }
 
+# make_golden_vit_variants.py's timm ViTs (DINOv2, CLIP, DeiT III, ...);
+# tests/test_vit_variants.py.
+_VARIANT = dict(patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=4,
+                num_classes=10)
+VIT_VARIANTS = {
+    'vit_dinov2': ('vit', dict(_VARIANT, layer_scale_init=1e-5)),
+    'vit_dinov2_reg4': ('vit', dict(_VARIANT, layer_scale_init=1e-5,
+                                    num_registers=4, posemb_prefix=False)),
+    'vit_clip_quickgelu': ('vit', dict(_VARIANT, pre_norm=True,
+                                       layer_norm_eps=1e-5,
+                                       activation='quick_gelu')),
+    'vit_deit3': ('vit', dict(_VARIANT, layer_scale_init=1e-6,
+                              posemb_prefix=False)),
+    'vit_reg_gap': ('vit', dict(_VARIANT, num_registers=2, pool_type='gap',
+                                fc_norm=False)),
+    'vit_dinov2_swiglu': ('vit', dict(_VARIANT, layer_scale_init=1e-5,
+                                      mlp_dim=128, activation='swiglu')),
+}
+
 
 def load(case):
   """Returns (timm state dict, outputs) of a golden case."""

@@ -216,7 +216,7 @@ def export(variables: Mapping[str, Any], family: str, format: str,
   _check_fits(flat, model, image_size, channels)
 
   if family == 'vit' and model.posemb == 'sincos2d' and format != 'npz':
-    prefix = int(model.pool_type == 'cls')
+    prefix = model.posemb_prefix_tokens
     flat['pos_embed'] = common.posemb_sincos_2d(
         image_size[0] // model.patch_size, image_size[1] // model.patch_size,
         model.width, num_prefix_tokens=prefix)[None]  # [1, N, D]
@@ -228,7 +228,9 @@ def export(variables: Mapping[str, Any], family: str, format: str,
         (f'pool_type {model.pool_type!r} (it needs \'cls\')',
          model.pool_type != 'cls'),
         (f'num_classes {model.num_classes!r} (it needs a head)',
-         not model.num_classes)) if bad]
+         not model.num_classes),
+        ('posemb_prefix=False (it needs a class-token position row)',
+         not model.posemb_prefix)) if bad]
     if problems:
       raise ValueError(
           f'transformers\' ViTForImageClassification is a class-token ViT '

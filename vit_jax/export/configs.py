@@ -93,7 +93,9 @@ def hf_config(model, image_size: Tuple[int, int], channels: int,
       'num_hidden_layers': model.depth,
       'num_attention_heads': model.num_heads,
       'intermediate_size': model.mlp_dim,
-      'hidden_act': 'gelu',  # the exact (erf) GELU, as `common.Mlp`
+      # 'gelu' the exact (erf) GELU, 'quick_gelu' CLIP's: transformers'
+      # names of `common.ACTIVATIONS`.
+      'hidden_act': model.activation,
       'hidden_dropout_prob': 0.0,
       'attention_probs_dropout_prob': 0.0,
       'initializer_range': 0.02,

@@ -104,6 +104,7 @@ class PatchEmbed(nn.Module):
   width: int
   dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:  # [B, H, W, C]
@@ -122,23 +123,51 @@ class PatchEmbed(nn.Module):
             f'{expected}.')
     kernel = self.param('kernel', self.kernel_init,
                         (p, p, channels, self.width), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (self.width,),
-                      jnp.float32)
     tokens = jax.lax.conv_general_dilated(
         images.astype(self.dtype), kernel.astype(self.dtype),
         window_strides=(p, p), padding='VALID',
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if not self.use_bias:
+      return tokens  # [B, H/p, W/p, D]
+    bias = self.param('bias', nn.initializers.zeros, (self.width,),
+                      jnp.float32)
     return tokens + bias.astype(self.dtype)  # [B, H/p, W/p, D]
 
 
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """x * sigmoid(1.702 x): the sigmoid approximation of GELU (Hendrycks and
+  Gimpel 2016, Sec. 2) that OpenAI's CLIP image towers were trained with."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+def swiglu(x: jax.Array) -> jax.Array:
+  """SiLU(a) * b of the two halves [a, b] of the hidden units (Shazeer
+  2020, "GLU Variants Improve Transformer"): the MLP's second layer then
+  takes half its first layer's width (DINOv2's giant, timm's
+  SwiGLUPacked)."""
+  gate, value = jnp.split(x, 2, axis=-1)
+  return nn.silu(gate) * value
+
+
+# The MLP's activation by name. 'gelu' is the exact (erf) GELU, as in the
+# reference PyTorch implementations.
+ACTIVATIONS = {
+    'gelu': lambda x: nn.gelu(x, approximate=False),
+    'quick_gelu': quick_gelu,
+    'swiglu': swiglu,
+}
+
+
 class Mlp(nn.Module):
-  """Two dense layers with GELU in between (the transformer MLP block)."""
+  """Two dense layers with an activation (`ACTIVATIONS`) in between (the
+  transformer MLP block)."""
   hidden_dim: int
   out_dim: Optional[int] = None
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   kernel_init: Initializer = DENSE_KERNEL_INIT
   bias_init: Initializer = MLP_BIAS_INIT
+  activation: str = 'gelu'
 
   @nn.compact
   def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
@@ -146,8 +175,7 @@ class Mlp(nn.Module):
     hidden = nn.Dense(self.hidden_dim, dtype=self.dtype,
                       kernel_init=self.kernel_init, bias_init=self.bias_init,
                       name='fc1')(inputs)
-    # The exact (erf) GELU, as in the reference PyTorch implementations.
-    hidden = nn.gelu(hidden, approximate=False)
+    hidden = ACTIVATIONS[self.activation](hidden)
     hidden = nn.Dropout(self.dropout)(hidden, deterministic)
     outputs = nn.Dense(out_dim, dtype=self.dtype,
                        kernel_init=self.kernel_init, bias_init=self.bias_init,
@@ -310,6 +338,7 @@ class MAPHead(nn.Module):
   mlp_dim: int
   dtype: Dtype = jnp.float32
   layer_norm_eps: float = 1e-6
+  activation: str = 'gelu'
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:  # [B, N, D]
@@ -321,8 +350,9 @@ class MAPHead(nn.Module):
         probe, tokens)  # [B, 1, D]
     normed = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
                           name='norm')(pooled)
-    pooled = pooled + Mlp(self.mlp_dim, dtype=self.dtype, name='mlp')(
-        normed, deterministic=True)
+    pooled = pooled + Mlp(self.mlp_dim, dtype=self.dtype,
+                          activation=self.activation, name='mlp')(
+                              normed, deterministic=True)
     return pooled[:, 0]  # [B, D]
 
 

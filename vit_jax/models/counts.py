@@ -129,13 +129,22 @@ class Tally:
 
 
 def _encoder_blocks(tally: Tally, tokens: int, width: int, depth: int,
-                    mlp_dim: int) -> None:
-  """`vit.Encoder`: pre-norm attention and MLP blocks."""
+                    mlp_dim: int, layer_scale: bool = False,
+                    gated: bool = False) -> None:
+  """`vit.Encoder`: pre-norm attention and MLP blocks (each branch with a
+  LayerScale of `width` scales, if `layer_scale`; a gated MLP's output
+  layer takes half its hidden units, if `gated`)."""
   for _ in range(depth):
     tally.norm(width)
     tally.attention(tokens, tokens, width)
     tally.norm(width)
-    tally.mlp(tokens, width, mlp_dim)
+    if gated:
+      tally.dense(tokens, width, mlp_dim)
+      tally.dense(tokens, mlp_dim // 2, width)
+    else:
+      tally.mlp(tokens, width, mlp_dim)
+    if layer_scale:
+      tally.param(2 * width)  # ls1, ls2
 
 
 def _vit(model: vit.ViT, image_size: Pair, channels: int) -> Tally:
@@ -144,13 +153,16 @@ def _vit(model: vit.ViT, image_size: Pair, channels: int) -> Tally:
   patches = grid_h * grid_w
   width = model.width
   tally.conv(image_size, model.patch_size, channels, width,
-             stride=model.patch_size)
-  tokens = patches + (model.pool_type == 'cls')
-  if model.pool_type == 'cls':
-    tally.param(width)  # cls_token
+             stride=model.patch_size, bias=not model.pre_norm)
+  tokens = patches + model.num_prefix_tokens
+  tally.param(model.num_prefix_tokens * width)  # cls_token, reg_token
   if model.posemb == 'learn':
-    tally.param(tokens * width)
-  _encoder_blocks(tally, tokens, width, model.depth, model.mlp_dim)
+    tally.param((patches + model.posemb_prefix_tokens) * width)
+  if model.pre_norm:
+    tally.norm(width)  # norm_pre
+  _encoder_blocks(tally, tokens, width, model.depth, model.mlp_dim,
+                  model.layer_scale_init is not None,
+                  model.activation == 'swiglu')
   tally.norm(width)  # encoder_norm, or fc_norm after pooling
   pooled = 1
   if model.pool_type == 'map':

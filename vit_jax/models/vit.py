@@ -5,7 +5,8 @@ sizes and pooling of Zhai et al. 2021, "Scaling Vision Transformers".
 
     images [B, H, W, C]
       -> patch embedding                       [B, H/p * W/p, D]
-      -> (+ class token) + position embedding  [B, N, D]
+      -> (+ class token, registers) + position embedding  [B, N, D]
+      -> (pre-norm LayerNorm: CLIP)            [B, N, D]
       -> `depth` pre-norm encoder blocks        [B, N, D]
       -> pooling: cls | gap | map | none        [B, D]  (none: [B, N, D])
       -> (pre-logits layer) -> head             [B, num_classes]
@@ -36,10 +37,25 @@ VARIANTS = {
 
 POOL_TYPES = ('cls', 'gap', 'map', 'none')
 POSEMB_TYPES = ('learn', 'sincos2d')
+ACTIVATIONS = tuple(common.ACTIVATIONS)
+
+
+class LayerScale(nn.Module):
+  """A learned per-channel scale of a residual branch (Touvron et al. 2021,
+  "Going deeper with Image Transformers" (CaiT), Sec. 2.1), started small
+  so that deep stacks begin close to the identity."""
+  init_value: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param('scale', nn.initializers.constant(self.init_value),
+                       (x.shape[-1],), jnp.float32)
+    return x * scale.astype(x.dtype)
 
 
 class EncoderBlock(nn.Module):
-  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x));
+  with `layer_scale_init` each branch is scaled by a `LayerScale`.
 
   `__call__` takes and returns a (tokens, drop-path rate) carry so the same
   block runs in a Python loop or under `nn.scan`.
@@ -53,6 +69,13 @@ class EncoderBlock(nn.Module):
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None
   capture_attention: bool = False  # sow the attention probabilities
+  layer_scale_init: Optional[float] = None
+  activation: str = 'gelu'
+
+  def _scaled(self, branch: jax.Array, name: str) -> jax.Array:
+    if self.layer_scale_init is None:
+      return branch
+    return LayerScale(self.layer_scale_init, name=name)(branch)
 
   @nn.compact
   def __call__(self, tokens: jax.Array, drop_path_rate) -> Any:  # [B, N, D]
@@ -64,13 +87,15 @@ class EncoderBlock(nn.Module):
         capture_weights=self.capture_attention, name='attn')(
             normed, normed, self.deterministic)
     attended = nn.Dropout(self.dropout)(attended, self.deterministic)
+    attended = self._scaled(attended, 'ls1')
     tokens = tokens + common.drop_path(attended, drop_path_rate,
                                        self.deterministic, self)
     normed = nn.LayerNorm(self.layer_norm_eps, dtype=self.dtype,
                           name='norm2')(tokens)
     transformed = common.Mlp(self.mlp_dim, dropout=self.dropout,
-                             dtype=self.dtype, name='mlp')(
-                                 normed, self.deterministic)
+                             dtype=self.dtype, activation=self.activation,
+                             name='mlp')(normed, self.deterministic)
+    transformed = self._scaled(transformed, 'ls2')
     tokens = tokens + common.drop_path(transformed, drop_path_rate,
                                        self.deterministic, self)
     return tokens, None  # [B, N, D]
@@ -96,6 +121,8 @@ class Encoder(nn.Module):
   remat: bool = False
   attention_impl: Optional[str] = None
   capture_attention: Tuple[int, ...] = ()
+  layer_scale_init: Optional[float] = None
+  activation: str = 'gelu'
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
@@ -103,7 +130,8 @@ class Encoder(nn.Module):
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout,
         attention_dropout=self.attention_dropout, deterministic=deterministic,
         layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
-        attention_impl=self.attention_impl)
+        attention_impl=self.attention_impl,
+        layer_scale_init=self.layer_scale_init, activation=self.activation)
     overrides = {index: {'capture_attention': True}
                  for index in self.capture_attention}
     return common.run_blocks(EncoderBlock, block_kwargs, tokens,
@@ -125,6 +153,24 @@ class ViT(nn.Module):
     posemb: 'learn' (learned, normal(0.02) init) or 'sincos2d' (fixed).
     fc_norm: with 'gap', normalise after pooling instead of before (as MAE
       fine-tuning and BEiT do); the norm is then named `fc_norm`.
+    num_registers: learned register tokens after the class token (Darcet et
+      al. 2023, "Vision Transformers Need Registers"; DINOv2 with
+      registers), `reg_token` [1, R, D]; no pooling reads them ('gap'
+      averages the patch tokens only).
+    posemb_prefix: the learned position embedding has rows for the class
+      token and registers (added after they are prepended: the original
+      ViT, DINOv2); False: rows for the patches only, added before (DeiT-3,
+      DINOv2 with registers; timm's no_embed_class=True).
+    pre_norm: a LayerNorm (`norm_pre`) on the embedded tokens before the
+      blocks, as CLIP's image towers have; the patch embedding then has no
+      bias, as in CLIP.
+    layer_scale_init: None, or the initial value of a learned per-channel
+      scale on each residual branch (`LayerScale`, `ls1` / `ls2`; CaiT,
+      DeiT-3 1e-6, DINOv2 1e-5).
+    activation: the MLPs' activation, one of ACTIVATIONS: 'gelu' (exact),
+      'quick_gelu' (x * sigmoid(1.702 x), OpenAI's CLIP) or 'swiglu'
+      (SiLU of the first half of the `mlp_dim` hidden units times the
+      second half, which the MLP's output layer takes: DINOv2's giant).
     representation_size: width of the tanh pre-logits layer of the original
       ViT (ViT paper, Sec. 3.1 and App. B); None for none.
     head_bias_init: constant initial head bias (e.g. -10 for sigmoid
@@ -160,6 +206,22 @@ class ViT(nn.Module):
   remat: bool = False
   attention_impl: Optional[str] = None
   capture_attention: Tuple[int, ...] = ()
+  num_registers: int = 0
+  posemb_prefix: bool = True
+  pre_norm: bool = False
+  layer_scale_init: Optional[float] = None
+  activation: str = 'gelu'
+
+  @property
+  def num_prefix_tokens(self) -> int:
+    """The class token (with pool_type 'cls') and the registers, before
+    the patch tokens."""
+    return int(self.pool_type == 'cls') + self.num_registers
+
+  @property
+  def posemb_prefix_tokens(self) -> int:
+    """The learned position embedding's rows before the patches'."""
+    return self.num_prefix_tokens if self.posemb_prefix else 0
 
   @classmethod
   def from_variant(cls, variant: str, **kwargs) -> 'ViT':
@@ -173,6 +235,17 @@ class ViT(nn.Module):
     common.check_choice('posemb', self.posemb, POSEMB_TYPES)
     common.check_choice('attention_impl', self.attention_impl,
                         common.ATTENTION_IMPLS)
+    common.check_choice('activation', self.activation, ACTIVATIONS)
+    if self.activation == 'swiglu' and (self.mlp_dim % 2
+                                        or self.pool_type == 'map'):
+      raise ValueError(f'activation=\'swiglu\' halves the blocks\' MLP '
+                       f'hidden units: it needs an even mlp_dim and a pool '
+                       f'type other than \'map\' (whose MLP is not gated), '
+                       f'got mlp_dim={self.mlp_dim}, '
+                       f'pool_type={self.pool_type!r}.')
+    if not isinstance(self.num_registers, int) or self.num_registers < 0:
+      raise ValueError(f'num_registers must be an integer >= 0, got '
+                       f'{self.num_registers!r}.')
     if self.fc_norm and self.pool_type != 'gap':
       raise ValueError(f'fc_norm=True applies to pool_type="gap" only, got '
                        f'pool_type={self.pool_type!r}.')
@@ -192,26 +265,43 @@ class ViT(nn.Module):
     """Returns (logits, aux); aux holds 'pre_logits' and 'encoded'."""
     deterministic = not train
     patches = common.PatchEmbed(self.patch_size, self.width, dtype=self.dtype,
+                                use_bias=not self.pre_norm,
                                 name='patch_embed')(images)  # [B, h, w, D]
     batch, grid_h, grid_w, _ = patches.shape
     tokens = patches.reshape(batch, grid_h * grid_w, self.width)  # [B, N, D]
 
+    prefix = []  # [class token] + registers, each [B, n, D]
     if self.pool_type == 'cls':
       cls_token = self.param('cls_token', nn.initializers.zeros,
                              (1, 1, self.width), jnp.float32)
-      cls_token = jnp.broadcast_to(cls_token.astype(tokens.dtype),
-                                   (batch, 1, self.width))
-      tokens = jnp.concatenate([cls_token, tokens], axis=1)  # [B, 1+N, D]
+      prefix.append(cls_token)
+    if self.num_registers:
+      prefix.append(self.param('reg_token', nn.initializers.normal(1e-6),
+                               (1, self.num_registers, self.width),
+                               jnp.float32))
+    prefix = [jnp.broadcast_to(token.astype(tokens.dtype),
+                               (batch,) + token.shape[1:])
+              for token in prefix]
 
+    # With posemb_prefix the prefix tokens get position rows of their own
+    # (prepended first); else only the patches do (added first).
+    if prefix and self.posemb_prefix:
+      tokens = jnp.concatenate(prefix + [tokens], axis=1)  # [B, P+N, D]
     if self.posemb == 'learn':
       pos_embed = self.param('pos_embed', nn.initializers.normal(0.02),
                              (1,) + tokens.shape[1:], jnp.float32)
     else:
       pos_embed = jnp.asarray(common.posemb_sincos_2d(
           grid_h, grid_w, self.width,
-          num_prefix_tokens=int(self.pool_type == 'cls')))[None]
+          num_prefix_tokens=self.posemb_prefix_tokens))[None]
     tokens = tokens + pos_embed.astype(tokens.dtype)
+    if prefix and not self.posemb_prefix:
+      tokens = jnp.concatenate(prefix + [tokens], axis=1)  # [B, P+N, D]
     tokens = nn.Dropout(self.dropout)(tokens, deterministic)
+    norm = functools.partial(nn.LayerNorm, self.layer_norm_eps,
+                             dtype=self.dtype)
+    if self.pre_norm:
+      tokens = norm(name='norm_pre')(tokens)
 
     tokens = Encoder(
         depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
@@ -220,10 +310,9 @@ class ViT(nn.Module):
         layer_norm_eps=self.layer_norm_eps, dtype=self.dtype, scan=self.scan,
         remat=self.remat, attention_impl=self.attention_impl,
         capture_attention=tuple(self.capture_attention),
+        layer_scale_init=self.layer_scale_init, activation=self.activation,
         name='encoder')(tokens, deterministic)  # [B, N, D]
 
-    norm = functools.partial(nn.LayerNorm, self.layer_norm_eps,
-                             dtype=self.dtype)
     if not self.fc_norm:
       tokens = norm(name='encoder_norm')(tokens)
     aux = {'encoded': tokens}
@@ -231,13 +320,15 @@ class ViT(nn.Module):
     if self.pool_type == 'cls':
       representation = tokens[:, 0]  # [B, D]
     elif self.pool_type == 'gap':
-      representation = tokens.mean(axis=1)  # [B, D]
+      # The patch tokens' mean (registers, if any, left out).
+      representation = tokens[:, self.num_prefix_tokens:].mean(axis=1)
       if self.fc_norm:
         representation = norm(name='fc_norm')(representation)
     elif self.pool_type == 'map':
       representation = common.MAPHead(
           self.num_heads, self.mlp_dim, dtype=self.dtype,
-          layer_norm_eps=self.layer_norm_eps, name='map_head')(tokens)
+          layer_norm_eps=self.layer_norm_eps, activation=self.activation,
+          name='map_head')(tokens)
     else:  # 'none'
       representation = tokens  # [B, N, D]
 
@@ -262,7 +353,8 @@ def checkpoint_image_size(model: ViT, flat_params: Mapping[str, Any]
   embedding's square grid of patches (class-token row apart).
 
   Args:
-    model: the ViT the params are for (its patch size).
+    model: the ViT the params are for (its patch size; with posemb_prefix
+      the class token's and registers' rows are not patches').
     flat_params: '/'-joined paths (unscanned blocks) to arrays.
 
   Returns:
@@ -272,7 +364,10 @@ def checkpoint_image_size(model: ViT, flat_params: Mapping[str, Any]
   if 'pos_embed' not in flat_params:
     return (224, 224)
   num_positions = flat_params['pos_embed'].shape[1]
-  num_positions -= 1 if 'cls_token' in flat_params else 0
+  if model.posemb_prefix:
+    num_positions -= 1 if 'cls_token' in flat_params else 0
+    if 'reg_token' in flat_params:
+      num_positions -= flat_params['reg_token'].shape[1]
   side = int(round(math.sqrt(num_positions))) * model.patch_size
   return (side, side)
 

@@ -550,14 +550,26 @@ def to_theirs(flat: Mapping[str, Any], table: Sequence[Entry], layout: str,
 # Position embeddings.
 
 
+# How a position embedding is resampled: 'bilinear' (the ViT paper's
+# fine-tuning at a higher resolution) or 'bicubic', antialiased when
+# shrinking (timm's resample_abs_pos_embed, as timm loads a checkpoint at
+# another size, e.g. DINOv2's 518 px at 224; jax.image.resize's kernel is
+# the same as torch's antialiased one).
+POSEMB_INTERPOLATIONS = ('bilinear', 'bicubic')
+
+
 def resample_posemb(posemb: np.ndarray, grid: Tuple[int, int],
-                    num_prefix_tokens: int) -> np.ndarray:
-  """Bilinear resampling of a learned position embedding to a new grid.
+                    num_prefix_tokens: int,
+                    interpolation: str = 'bilinear') -> np.ndarray:
+  """Resampling of a learned position embedding to a new grid.
 
   posemb: [1, prefix + h*w, D] with a square old grid; the prefix rows (the
-  class token's) are kept as they are (ViT paper, Sec. 3.2, "Fine-tuning
-  and higher resolution").
+  class token's, registers') are kept as they are (ViT paper, Sec. 3.2,
+  "Fine-tuning and higher resolution"). interpolation: one of
+  POSEMB_INTERPOLATIONS.
   """
+  common.check_choice('posemb interpolation', interpolation,
+                      POSEMB_INTERPOLATIONS)
   prefix, patch_rows = posemb[:, :num_prefix_tokens], posemb[
       :, num_prefix_tokens:]
   old_side = int(round(np.sqrt(patch_rows.shape[1])))
@@ -568,7 +580,7 @@ def resample_posemb(posemb: np.ndarray, grid: Tuple[int, int],
   width = posemb.shape[-1]
   old_grid = patch_rows.reshape(old_side, old_side, width)
   new_grid = jax.image.resize(jnp.asarray(old_grid, jnp.float32),
-                              (grid[0], grid[1], width), method='bilinear')
+                              (grid[0], grid[1], width), method=interpolation)
   new_rows = np.asarray(new_grid).reshape(1, grid[0] * grid[1], width)
   return np.concatenate([prefix, new_rows.astype(posemb.dtype)], axis=1)
 
@@ -641,7 +653,9 @@ def _target(loaded: FlatParams, name: str, model,
 
 def import_variables(source: Mapping[str, Any], table: Sequence[Entry],
                      name: str, model, image_size: Optional[ImageSize],
-                     source_name: str) -> Dict[str, Any]:
+                     source_name: str,
+                     posemb_interpolation: str = 'bilinear'
+                     ) -> Dict[str, Any]:
   """A state dict in the layout of `table` as `model`'s variables: every
   size checked in the state dict's own names first (`to_ours`), then
   fitted (`fit_to_model`)."""
@@ -650,29 +664,35 @@ def import_variables(source: Mapping[str, Any], table: Sequence[Entry],
       source, table, model, source_name,
       expected=lambda partial: _target(partial, name, model, image_size)[1],
       resizable=getattr(families.module(name), 'resizable', None))
-  return fit_to_model(converted, name, model, image_size, source_name)
+  return fit_to_model(converted, name, model, image_size, source_name,
+                      posemb_interpolation)
 
 
 def fit_to_model(loaded: FlatParams, name: str, model,
                   image_size: Optional[ImageSize],
-                  source_name: str) -> Dict[str, Any]:
-  """Checks, resamples and completes `loaded` (flat, see
-  `flatten_variables`) for `model` (of family `name`); returns its
-  variables."""
+                  source_name: str,
+                  posemb_interpolation: str = 'bilinear') -> Dict[str, Any]:
+  """Checks, resamples (`resample_posemb`'s `interpolation`) and completes
+  `loaded` (flat, see `flatten_variables`) for `model` (of family `name`);
+  returns its variables."""
   image_size, expected = _target(loaded, name, model, image_size)
   loaded = dict(loaded)
 
   if 'pos_embed' in loaded and 'pos_embed' in expected:
     old_shape, new_shape = loaded['pos_embed'].shape, expected['pos_embed']
-    prefix = 1 if 'cls_token' in expected else 0
-    same_prefix = prefix == (1 if 'cls_token' in loaded else 0)
+    cls_prefix = 1 if 'cls_token' in expected else 0
+    same_prefix = cls_prefix == (1 if 'cls_token' in loaded else 0)
+    # A model with register tokens or without the prefix's rows says how
+    # many rows precede the patches' (`ViT.posemb_prefix_tokens`).
+    prefix = getattr(model, 'posemb_prefix_tokens', cls_prefix)
     if old_shape != new_shape and old_shape[-1] == new_shape[-1] and (
         same_prefix):
       grid = (image_size[0] // model.patch_size,
               image_size[1] // model.patch_size)
       logging.info('Resampling position embedding %s -> %s.', old_shape,
                    new_shape)
-      loaded['pos_embed'] = resample_posemb(loaded['pos_embed'], grid, prefix)
+      loaded['pos_embed'] = resample_posemb(loaded['pos_embed'], grid, prefix,
+                                            posemb_interpolation)
 
   # Parameters whose shape follows the resolution in a family's own way
   # (BEiT's relative position bias tables): its table module's `resize`.

@@ -15,6 +15,7 @@ TABLES = families.tables('TIMM')
 
 def from_timm(state_dict: Mapping[str, Any], name: str,
               image_size: Optional[core.ImageSize] = None,
+              posemb_interpolation: str = 'bilinear',
               **model_kwargs) -> Dict[str, Any]:
   """Converts a timm state dict (names -> arrays) to this package's variables.
 
@@ -26,6 +27,10 @@ def from_timm(state_dict: Mapping[str, Any], name: str,
     image_size: resolution the params are for; the position embedding is
       resampled to it. Default: the checkpoint's own (Swin: the resolution
       its window size is for, `Swin.default_image_size`).
+    posemb_interpolation: how a learned position embedding is resampled,
+      one of core.POSEMB_INTERPOLATIONS: 'bilinear', or 'bicubic' (timm's
+      own choice when it loads a checkpoint at another size, e.g.
+      DINOv2's 518 px weights at 224 px).
     **model_kwargs: as for `get_model(name, ...)`, e.g. variant='B/16',
       pool_type='map', num_classes=10 (a different num_classes replaces the
       head with a zero-initialised one).
@@ -49,7 +54,8 @@ def from_timm(state_dict: Mapping[str, Any], name: str,
   """
   model = families.build(name, model_kwargs)
   return core.import_variables(state_dict, TABLES[name], name, model,
-                               image_size, 'timm state dict')
+                               image_size, 'timm state dict',
+                               posemb_interpolation=posemb_interpolation)
 
 
 def to_timm(flat: Mapping[str, np.ndarray],

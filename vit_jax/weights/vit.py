@@ -1,7 +1,7 @@
 """ViT's weights in timm's, Hugging Face transformers' and Google's `.npz`
 layouts: one two-way table per layout (`vit_jax.weights.core`)."""
 
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from vit_jax import models
 from vit_jax.weights import core
@@ -15,8 +15,10 @@ _FCS = ('fc1', 'fc2')
 
 TIMM = [
     entry('cls_token', 'cls_token'),
+    entry('reg_token', 'reg_token'),
     entry('pos_embed', 'pos_embed'),
     *dense('patch_embed.proj', 'patch_embed', CONV),
+    *norm('norm_pre', 'norm_pre'),
     *[e for n in _NORMS
       for e in norm(f'blocks.{{0}}.{n}', f'encoder/block_{{0}}/{n}')],
     *attention('encoder/block_{0}/attn', 'blocks.{0}.attn.qkv',
@@ -24,6 +26,9 @@ TIMM = [
     *[e for fc in _FCS
       for e in dense(f'blocks.{{0}}.mlp.{fc}',
                      f'encoder/block_{{0}}/mlp/{fc}')],
+    # LayerScale (DeiT-3, DINOv2).
+    *[entry(f'blocks.{{0}}.{ls}.gamma', f'encoder/block_{{0}}/{ls}/scale')
+      for ls in ('ls1', 'ls2')],
     *norm('norm', 'encoder_norm'),
     *norm('fc_norm', 'fc_norm'),
     # MAP head: timm's AttentionPoolLatent (query alone, key and value fused).
@@ -162,8 +167,8 @@ def _vit(variant: str, image_size: int, pool_type: str = 'cls',
                                   **options), image_size)
 
 
-_SIZES = {'tiny': 'Ti', 'small': 'S', 'base': 'B', 'large': 'L',
-          'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
+_SIZES = {'tiny': 'Ti', 'small': 'S', 'medium': 'M', 'base': 'B',
+          'large': 'L', 'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
 # (size, patch, resolution) of the plain ViTs that export names (facts of
 # timm 1.0); reading takes giant and gigantic too.
 _WRITTEN = (
@@ -175,6 +180,36 @@ _WRITTEN = (
     ('large', 16, 384), ('large', 14, 224), ('huge', 14, 224))
 _WRITTEN_NAMES = frozenset(f'vit_{size}_patch{patch}_{resolution}'
                            for size, patch, resolution in _WRITTEN)
+
+# timm's DINOv2 (Oquab et al. 2023), without and with 4 registers (Darcet
+# et al. 2023): LayerScale from 1e-5; the register models' position
+# embedding has no class-token or register rows (timm's no_embed_class).
+# Their weights are for 518 px (37 x 37 patches of 14). The giant: width
+# 1536, 24 heads, a SwiGLU MLP of 2 x 4096 hidden units (timm's
+# SwiGLUPacked).
+_DINOV2 = dict(layer_scale_init=1e-5)
+_DINOV2_REG4 = dict(_DINOV2, num_registers=4, posemb_prefix=False)
+_DINOV2_GIANT = dict(patch_size=14, width=1536, depth=40, mlp_dim=8192,
+                     num_heads=24, activation='swiglu', pool_type='cls')
+# CLIP and OpenCLIP image towers: a LayerNorm before the blocks (and a
+# patch embedding without bias), LayerNorm eps 1e-5; the `_quickgelu_`
+# entry points run OpenAI's quick GELU, the others the exact GELU (timm's
+# `.openai` tags under the plain name run GELU too, as timm does).
+_CLIP = dict(pre_norm=True, layer_norm_eps=1e-5)
+_CLIP_QUICKGELU = dict(_CLIP, activation='quick_gelu')
+# (size, patch, resolutions) of timm's CLIP and quick-GELU CLIP towers.
+_CLIP_TOWERS = (('base', 32, (224, 256, 384, 448)), ('base', 16, (224, 384)),
+                ('large', 14, (224, 336)), ('huge', 14, (224, 336, 378)),
+                ('giant', 14, (224,)), ('gigantic', 14, (224, 378)))
+_CLIP_QUICKGELU_TOWERS = (('base', 32, (224,)), ('base', 16, (224,)),
+                          ('large', 14, (224, 336)), ('huge', 14, (224, 378)),
+                          ('gigantic', 14, (224,)))
+# DeiT III (Touvron et al. 2022): LayerScale from 1e-6, no position rows
+# for the class token.
+_DEIT3 = dict(layer_scale_init=1e-6, posemb_prefix=False)
+_DEIT3_SIZES = (('small', 16, 224), ('small', 16, 384), ('medium', 16, 224),
+                ('base', 16, 224), ('base', 16, 384), ('large', 16, 224),
+                ('large', 16, 384), ('huge', 14, 224))
 
 # timm's SigLIP So400m image tower (Alabdulmohsin et al. 2023, "Getting ViT
 # in Shape"): a size of no named variant.
@@ -205,6 +240,22 @@ TIMM_ARCHITECTURES = {
     **{f'vit_so400m_patch14_siglip_{res}': Architecture(
         'vit', dict(_SO400M, patch_size=14, pool_type='map'), res)
        for res in (224, 378)},
+    **{f'vit_{size}_patch14_{kind}dinov2': _vit(f'{_SIZES[size]}/14', 518,
+                                                **options)
+       for size in ('small', 'base', 'large')
+       for kind, options in (('', _DINOV2), ('reg4_', _DINOV2_REG4))},
+    **{f'vit_giant_patch14_{kind}dinov2': Architecture(
+        'vit', dict(_DINOV2_GIANT, **options), 518)
+       for kind, options in (('', _DINOV2), ('reg4_', _DINOV2_REG4))},
+    **{f'vit_{size}_patch{patch}_clip_{kind}{res}': _vit(
+        f'{_SIZES[size]}/{patch}', res, **options)
+       for kind, options, towers in (('', _CLIP, _CLIP_TOWERS),
+                                     ('quickgelu_', _CLIP_QUICKGELU,
+                                      _CLIP_QUICKGELU_TOWERS))
+       for size, patch, resolutions in towers for res in resolutions},
+    **{f'deit3_{size}_patch{patch}_{res}': _vit(f'{_SIZES[size]}/{patch}',
+                                                res, **_DEIT3)
+       for size, patch, res in _DEIT3_SIZES},
 }
 
 # timm's pretrained tags on the Hub (timm 1.0.31's default_cfgs, the
@@ -252,25 +303,41 @@ _TIMM_POOLING = {'cls': 'token', 'gap': 'avg', 'map': 'map', 'none': ''}
 _POOL_TYPES = {pool: pool_type for pool_type, pool in _TIMM_POOLING.items()}
 
 
+# timm's act_layer -> activation here (None: timm's default, nn.GELU).
+_ACTIVATIONS = {None: 'gelu', 'gelu': 'gelu', 'quick_gelu': 'quick_gelu'}
+
+
 def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
             model_args: Mapping[str, Any]) -> None:
-  """timm's mlp_ratio (of the new width) and pooling."""
+  """timm's mlp_ratio (of the new width), pooling, act_layer and
+  no_embed_class."""
   ratio = model_args.get('mlp_ratio',
                          kwargs['mlp_dim'] / architecture['width'])
   kwargs['mlp_dim'] = int(kwargs['width'] * ratio)
   _pooling(kwargs, architecture, model_args)
+  if 'act_layer' in model_args:
+    kwargs['activation'] = _counterpart(model_args, 'act_layer',
+                                        _ACTIVATIONS)
+  if 'no_embed_class' in model_args:
+    kwargs['posemb_prefix'] = not model_args['no_embed_class']
+
+
+def _counterpart(model_args: Mapping[str, Any], key: str,
+                 table: Mapping[Any, Any]) -> Any:
+  """The ViT value here of timm's model_args[key], by `table`."""
+  value = model_args[key]
+  if value not in table:
+    raise ValueError(f'timm model_args {key}={value!r} has no counterpart '
+                     f'in ViT here; supported: {list(table)}.')
+  return table[value]
 
 
 def _pooling(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
              model_args: Mapping[str, Any]) -> None:
   """timm's global_pool / class_token / fc_norm -> pool_type, fc_norm."""
   if 'global_pool' in model_args:
-    pool = model_args['global_pool']
-    if pool not in _POOL_TYPES:
-      raise ValueError(f'timm model_args global_pool={pool!r} has no '
-                       f'counterpart in ViT here; supported: '
-                       f'{list(_POOL_TYPES)}.')
-    kwargs['pool_type'] = _POOL_TYPES[pool]
+    kwargs['pool_type'] = _counterpart(model_args, 'global_pool',
+                                       _POOL_TYPES)
   class_token = model_args.get('class_token',
                                architecture['pool_type'] == 'cls')
   if class_token != (kwargs['pool_type'] == 'cls'):
@@ -289,31 +356,91 @@ def _pooling(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
 TIMM_ARGS = core.TimmArgs(
     size_fields=('patch_size', 'width', 'depth', 'mlp_dim', 'num_heads'),
     renamed={'embed_dim': 'width', 'depth': 'depth', 'num_heads': 'num_heads',
-             'patch_size': 'patch_size'},
+             'patch_size': 'patch_size', 'init_values': 'layer_scale_init',
+             'reg_tokens': 'num_registers', 'pre_norm': 'pre_norm'},
     fixed={'qkv_bias': (True,), 'qk_norm': (False,), 'proj_bias': (True,),
-           'init_values': (None,), 'no_embed_class': (False,),
-           'reg_tokens': (0,), 'pre_norm': (False,), 'final_norm': (True,),
-           'pos_embed': ('learn',), 'act_layer': (None, 'gelu')},
-    special=('mlp_ratio', 'global_pool', 'class_token', 'fc_norm'),
+           'final_norm': (True,), 'pos_embed': ('learn',)},
+    special=('mlp_ratio', 'global_pool', 'class_token', 'fc_norm',
+             'act_layer', 'no_embed_class'),
     adjust=_adjust)
 
 
+# The options beyond the plain ViT: our field -> (timm's model_args key,
+# our value -> timm's), each written to model_args where it differs from
+# the entry point's own (timm's VisionTransformer defaults for the plain
+# ViT's).
+_OPTION_ARGS = {
+    'layer_scale_init': ('init_values', lambda value: value),
+    'num_registers': ('reg_tokens', lambda value: value),
+    'posemb_prefix': ('no_embed_class', lambda value: not value),
+    'pre_norm': ('pre_norm', lambda value: value),
+    'activation': ('act_layer', lambda value: value),
+}
+_PLAIN_OPTIONS = {field: models.vit.ViT.__dataclass_fields__[field].default
+                  for field in _OPTION_ARGS}
+# The entry point whose LayerNorm eps (which model_args cannot say) a ViT
+# of no named architecture is built from: timm's ViTs and its CLIP towers.
+_BASE_BY_EPS = {1e-6: 'vit_base_patch16_224', 1e-5: 'vit_base_patch16_clip_224'}
+# The fields that fix a ViT's weights and function, compared to find the
+# named architecture it is.
+_STRUCTURE = ('patch_size', 'width', 'depth', 'mlp_dim', 'num_heads',
+              'pool_type', 'posemb', 'fc_norm', 'representation_size',
+              'layer_norm_eps', *_OPTION_ARGS)
+
+
+def _named_architecture(model, image_size: Tuple[int, int]) -> Optional[str]:
+  """The timm entry point (beyond the plain ViTs) that is `model` at
+  `image_size`, if one is."""
+  if image_size[0] != image_size[1]:
+    return None
+  for name, architecture in TIMM_ARCHITECTURES.items():
+    options = architecture.model_kwargs
+    if architecture.image_size != image_size[0] or not any(
+        options.get(field, default) != default
+        for field, default in _PLAIN_OPTIONS.items()):
+      continue
+    row = models.get_model('vit', **options)
+    if all(getattr(row, field) == getattr(model, field)
+           for field in _STRUCTURE):
+      return name
+  return None
+
+
 def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
-  """Any ViT of timm's layout: the named entry point of its size, or
-  vit_base_patch16_224 with model_args saying the sizes."""
+  """Any ViT of timm's layout: the named entry point of its size (plain,
+  DINOv2, CLIP, DeiT-3), or vit_base_patch16_224 (vit_base_patch16_clip_224
+  for LayerNorm eps 1e-5) with model_args saying the sizes and options."""
   mlp_ratio = core.ratio(model.mlp_dim, model.width)
-  if model.layer_norm_eps != 1e-6 or mlp_ratio is None:
-    return core.no_timm_model('timm\'s ViT has LayerNorm eps 1e-6 and an '
-                              'MLP of int(width * mlp_ratio)')
+  if model.layer_norm_eps not in _BASE_BY_EPS or mlp_ratio is None:
+    return core.no_timm_model('timm\'s ViT has LayerNorm eps 1e-6 (its '
+                              'CLIP towers 1e-5) and an MLP of int(width * '
+                              'mlp_ratio)')
+  named = _named_architecture(model, image_size)
+  if model.activation == 'swiglu' and named is None:
+    return core.no_timm_model('timm\'s ViT has the SwiGLU MLP only in its '
+                              'DINOv2 giant entry points (mlp_layer, which '
+                              'config.json cannot say)')
+  plain = all(getattr(model, field) == default
+              for field, default in _PLAIN_OPTIONS.items())
   size = {letter: name for name, letter in _SIZES.items()}.get(
       core.variant_of(model, models.vit.VARIANTS))
   name = f'vit_{size}_patch{model.patch_size}_{image_size[0]}'
+  if plain and model.layer_norm_eps == 1e-6:
+    name = name if name in _WRITTEN_NAMES else None
+  else:
+    name = named
+  name = name or _BASE_BY_EPS[model.layer_norm_eps]
   pool = _TIMM_POOLING[model.pool_type]
-  return core.TimmModel(
-      name if name in _WRITTEN_NAMES else 'vit_base_patch16_224',
-      dict(img_size=core.side(image_size), patch_size=model.patch_size,
-           embed_dim=model.width, depth=model.depth,
-           num_heads=model.num_heads, mlp_ratio=mlp_ratio,
-           class_token=model.pool_type == 'cls', global_pool=pool,
-           fc_norm=model.fc_norm),
-      num_features=model.width, global_pool=pool, fixed_input_size=True)
+  model_args = dict(
+      img_size=core.side(image_size), patch_size=model.patch_size,
+      embed_dim=model.width, depth=model.depth, num_heads=model.num_heads,
+      mlp_ratio=mlp_ratio, class_token=model.pool_type == 'cls',
+      global_pool=pool, fc_norm=model.fc_norm)
+  own = {**_PLAIN_OPTIONS, **TIMM_ARCHITECTURES[name].model_kwargs} if (
+      name in TIMM_ARCHITECTURES) else dict(_PLAIN_OPTIONS)
+  for field, (key, to_timm) in _OPTION_ARGS.items():
+    value = getattr(model, field)
+    if value != own[field]:
+      model_args[key] = to_timm(value)
+  return core.TimmModel(name, model_args, num_features=model.width,
+                        global_pool=pool, fixed_input_size=True)
