@@ -211,6 +211,36 @@ def test_hub_name_from_the_cache_offline(offline_cache):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_quickgelu_names_load_the_plain_clip_repository(offline_cache):
+  """timm keeps the weights of `*_clip_quickgelu_*.TAG` in the plain CLIP
+  entry point's repository (whose config.json names the plain entry point,
+  exact GELU): the name asked for decides the activation."""
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  family, kwargs = golden_cases.VIT_VARIANTS['vit_clip_quickgelu']
+  state_dict, outputs = golden_cases.load('vit_clip_quickgelu')
+  config = export.export(weights.from_timm(state_dict, family, **kwargs),
+                         family, 'timm', **kwargs).config
+  assert config['architecture'] == 'vit_base_patch16_clip_224'
+  assert config['model_args'].pop('act_layer') == 'quick_gelu'
+  commit = 'ab' * 20
+  repo = offline_cache / 'models--timm--vit_base_patch16_clip_224.openai'
+  (repo / 'snapshots' / commit).mkdir(parents=True)
+  (repo / 'snapshots' / commit / 'config.json').write_text(
+      json.dumps(config))
+  safetensors_numpy.save_file(
+      state_dict, str(repo / 'snapshots' / commit / 'model.safetensors'))
+  (repo / 'refs').mkdir()
+  (repo / 'refs' / 'main').write_text(commit)
+  quick = pretrained.load('vit_base_patch16_clip_quickgelu_224.openai')
+  assert quick.model_kwargs['activation'] == 'quick_gelu'
+  np.testing.assert_allclose(_logits(quick, outputs['images']),
+                             outputs['logits'], atol=TOL, rtol=0)
+  plain = pretrained.load('vit_base_patch16_clip_224.openai')
+  assert plain.model_kwargs.get('activation', 'gelu') == 'gelu'
+  assert np.abs(_logits(plain, outputs['images'])
+                - outputs['logits']).max() > 100 * TOL
+
+
 def test_offline_miss_is_a_clear_error(offline_cache, tmp_path):
   with pytest.raises(FileNotFoundError,
                      match=r'timm/vit_base_patch16_224\.augreg_in21k: '
@@ -346,9 +376,10 @@ def test_transformers_layout_points_to_from_hf(tmp_path):
     ('deit_base_distilled_patch16_224', 'the distillation token and head'),
     ('vit_base_r50_s16_384', 'a ResNet stem'),
     ('vit_relpos_base_patch16_224', 'a relative position bias'),
-    ('vit_base_patch16_rope_reg1_gap_256',
-     'register tokens; rotary position embedding'),
-    ('cait_s24_224', 'class attention with talking heads and layer scale'),
+    ('vit_base_patch16_rope_reg1_gap_256', 'rotary position embedding'),
+    ('cait_s24_224', 'class attention with talking heads'),
+    ('swinv2_cr_tiny_224', 'the SwinV2-CR block layout'),
+    ('eva02_base_patch14_224', 'rotary position embedding and SwiGLU'),
 ])
 def test_unsupported_architectures_say_what_they_need(architecture,
                                                       features):
@@ -465,7 +496,7 @@ def test_supported_table_has_a_line_per_architecture():
 # timm 1.0.31's tags of the supported architectures on the Hub
 # (`timm.list_pretrained()` of those with a 'timm/' repository): how many,
 # and one architecture's in timm's order (the default first).
-TIMM_TAG_COUNT = 160
+TIMM_TAG_COUNT = 266
 TIMM_TAGS = {
     'vit_base_patch16_224': (
         'augreg2_in21k_ft_in1k', 'augreg_in21k_ft_in1k', 'orig_in21k_ft_in1k',

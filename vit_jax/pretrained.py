@@ -96,6 +96,11 @@ SUPPORTED: Dict[str, Architecture] = {
     name: architecture for family in families.FAMILIES
     for name, architecture in getattr(family, 'TIMM_ARCHITECTURES',
                                       {}).items()}
+# Entry points whose weights are on the Hub under another entry point's
+# name (timm's hf_hub_id): {architecture: the repositories' architecture}.
+HUB_ALIASES: Dict[str, str] = {
+    name: alias for family in families.FAMILIES
+    for name, alias in getattr(family, 'HUB_ALIASES', {}).items()}
 
 
 def _describe(architecture: Architecture) -> str:
@@ -166,29 +171,21 @@ def supported_table(pattern: str = '*', family: Optional[str] = None) -> str:
 # -> what it builds that no family here does (every matching row is
 # named). Facts of timm's entry points.
 UNSUPPORTED_FEATURES = (
-    ('*_reg[0-9]*', 'register tokens'),
-    ('*dinov2*', 'layer scale and DINOv2\'s position-embedding '
-     'interpolation'),
-    ('*dinov3*', 'rotary position embedding, register tokens and layer '
-     'scale'),
-    ('deit3_*', 'layer scale'),
+    ('*dinov3*', 'rotary position embedding'),
     ('deit_*distilled*', 'the distillation token and head'),
-    ('beit*', 'a relative position bias per block and layer scale'),
-    ('swinv2*', 'cosine attention, a log-spaced continuous position bias '
-     'and res-post-norm'),
+    ('swinv2_cr_*', 'the SwinV2-CR block layout (timm\'s own, not the '
+     'authors\')'),
     ('eva*', 'rotary position embedding and SwiGLU'),
-    ('*_clip_*', 'a LayerNorm before the blocks (pre-norm)'),
-    ('*quickgelu*', 'quick-GELU'),
     ('*rope*', 'rotary position embedding'),
     ('*relpos*', 'a relative position bias'),
     ('vit_*_r[0-9]*_s*', 'a ResNet stem (hybrid ViT)'),
     ('vit_*_r_s*', 'a ResNet stem (hybrid ViT)'),
     ('vit_*_resnet*', 'a ResNet stem (hybrid ViT)'),
     ('vit_*_siglip_gap_*', 'SigLIP\'s tanh GELU'),
-    ('vit_pe_*', 'rotary position embedding and layer scale'),
-    ('cait_*', 'class attention with talking heads and layer scale'),
+    ('vit_pe_*', 'rotary position embedding'),
+    ('cait_*', 'class attention with talking heads'),
     ('gmixer_*', 'gated (SwiGLU) token mixing'),
-    ('resmlp_*', 'affine normalisation and layer scale'),
+    ('resmlp_*', 'affine normalisation'),
     ('swin_s3_*', 'searched per-stage window sizes'),
     ('resnet*', 'convolutional stages (no family here)'),
     ('convnext*', 'convolutional stages (no family here)'),
@@ -396,7 +393,8 @@ def resolve_name(name: str, revision: Optional[str] = None) -> HubName:
           f'{name!r} names no tag, and timm has no weights of '
           f'{architecture} on the Hub (an untrained entry point): name a '
           f'repository (\'ORGANISATION/NAME\') or a local directory.')
-    repo_name = f'{architecture}.{tags[0]}'
+    tag = tags[0]
+  repo_name = f'{HUB_ALIASES.get(architecture, architecture)}.{tag}'
   return HubName(f'{HUB_ORGANISATION}/{repo_name}', revision, architecture)
 
 
@@ -586,6 +584,7 @@ def load(name: str, *, num_classes: Optional[int] = None,
   """
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   name = os.fspath(name)
+  hub_name = None
   if os.path.isdir(name):
     config_path = os.path.join(name, CONFIG_FILE)
     weights_path = os.path.join(name, WEIGHTS_FILE)
@@ -607,6 +606,11 @@ def load(name: str, *, num_classes: Optional[int] = None,
         _known_tags(hub_name))
 
   config = _read_config(fetch(config_path), source)
+  if hub_name is not None and hub_name.architecture not in (
+      None, config.get('architecture')):
+    # As timm builds a name it loads from another entry point's repository
+    # (HUB_ALIASES): the architecture named, with the repository's weights.
+    config = dict(config, architecture=hub_name.architecture)
   family, model_kwargs, checkpoint_size = resolve_config(config, name)
   checkpoint_classes = model_kwargs['num_classes']
   if num_classes is not None:

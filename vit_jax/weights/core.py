@@ -229,6 +229,10 @@ def tagged(architectures: Mapping[str, Architecture],
   unknown = sorted(set(tags) - set(architectures))
   if unknown:
     raise ValueError(f'Tags for architectures without a row: {unknown}')
+  loose = sorted(name for name, given in tags.items()
+                 if isinstance(given, str))
+  if loose:  # ('tag') is a string: its letters would be the tags
+    raise ValueError(f'Tags of {loose} are a string, not a tuple.')
   return {name: (row._replace(tags=tuple(tags[name]))
                  if name in tags and not row.tags else row)
           for name, row in architectures.items()}

@@ -298,6 +298,80 @@ TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
     'vit_so400m_patch14_siglip_378': (*_SIGLIP, 'webli_ft_in1k'),
 })
 
+# The DINOv2, CLIP and DeiT III rows' tags (the same source). The
+# `_quickgelu_` entry points have no repositories of their own: their tags'
+# weights are the plain CLIP entry point's (HUB_ALIASES).
+_DEIT3_TAGS = ('fb_in1k', 'fb_in22k_ft_in1k')
+TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
+    'vit_small_patch14_dinov2': ('lvd142m',),
+    'vit_small_patch14_reg4_dinov2': ('lvd142m',),
+    'vit_base_patch14_dinov2': ('lvd142m',),
+    'vit_base_patch14_reg4_dinov2': ('lvd142m',),
+    'vit_large_patch14_dinov2': ('lvd142m',),
+    'vit_large_patch14_reg4_dinov2': ('lvd142m',),
+    'vit_giant_patch14_dinov2': ('lvd142m',),
+    'vit_giant_patch14_reg4_dinov2': ('lvd142m',),
+    'vit_base_patch32_clip_224': (
+        'laion2b_ft_in12k_in1k', 'laion2b_ft_in1k', 'openai_ft_in1k',
+        'laion2b', 'laion400m_e32', 'datacompxl', 'metaclip_2pt5b',
+        'metaclip_400m', 'openai'),
+    'vit_base_patch32_clip_256': ('datacompxl',),
+    'vit_base_patch32_clip_384': (
+        'laion2b_ft_in12k_in1k', 'openai_ft_in12k_in1k'),
+    'vit_base_patch32_clip_448': ('laion2b_ft_in12k_in1k',),
+    'vit_base_patch16_clip_224': (
+        'laion2b_ft_in12k_in1k', 'openai_ft_in12k_in1k', 'laion2b_ft_in1k',
+        'openai_ft_in1k', 'laion2b_ft_in12k', 'openai_ft_in12k', 'laion2b',
+        'laion400m_e32', 'datacompxl', 'dfn2b', 'metaclip_2pt5b',
+        'metaclip_400m', 'openai'),
+    'vit_base_patch16_clip_384': (
+        'laion2b_ft_in12k_in1k', 'openai_ft_in12k_in1k', 'laion2b_ft_in1k',
+        'openai_ft_in1k'),
+    'vit_large_patch14_clip_224': (
+        'laion2b_ft_in12k_in1k', 'openai_ft_in12k_in1k', 'laion2b_ft_in1k',
+        'openai_ft_in1k', 'laion2b_ft_in12k', 'openai_ft_in12k', 'laion2b',
+        'laion400m_e32', 'datacompxl', 'dfn2b_s39b', 'dfn2b', 'metaclip_2pt5b',
+        'metaclip_400m', 'openai', 'apple_mclip2_dfndr2b'),
+    'vit_large_patch14_clip_336': (
+        'laion2b_ft_in12k_in1k', 'openai_ft_in12k_in1k', 'laion2b_ft_in1k',
+        'openai'),
+    'vit_huge_patch14_clip_224': (
+        'laion2b_ft_in12k_in1k', 'laion2b_ft_in1k', 'laion2b_ft_in12k',
+        'laion2b', 'dfn5b', 'metaclip2_worldwide', 'metaclip_2pt5b',
+        'metaclip_altogether'),
+    'vit_huge_patch14_clip_336': ('laion2b_ft_in12k_in1k',),
+    'vit_huge_patch14_clip_378': ('dfn5b', 'metaclip2_worldwide'),
+    'vit_giant_patch14_clip_224': ('laion2b',),
+    'vit_gigantic_patch14_clip_224': (
+        'laion2b', 'metaclip2_worldwide', 'metaclip_2pt5b'),
+    'vit_gigantic_patch14_clip_378': ('metaclip2_worldwide',),
+    'vit_base_patch32_clip_quickgelu_224': (
+        'laion400m_e32', 'metaclip_2pt5b', 'metaclip_400m', 'openai'),
+    'vit_base_patch16_clip_quickgelu_224': (
+        'metaclip_2pt5b', 'metaclip_400m', 'openai'),
+    'vit_large_patch14_clip_quickgelu_224': (
+        'dfn2b', 'metaclip_2pt5b', 'metaclip_400m', 'openai'),
+    'vit_large_patch14_clip_quickgelu_336': ('openai',),
+    'vit_huge_patch14_clip_quickgelu_224': (
+        'dfn5b', 'metaclip2_worldwide', 'metaclip_2pt5b'),
+    'vit_huge_patch14_clip_quickgelu_378': ('dfn5b',),
+    'vit_gigantic_patch14_clip_quickgelu_224': ('metaclip_2pt5b',),
+    'deit3_small_patch16_224': _DEIT3_TAGS,
+    'deit3_small_patch16_384': _DEIT3_TAGS,
+    'deit3_medium_patch16_224': _DEIT3_TAGS,
+    'deit3_base_patch16_224': _DEIT3_TAGS,
+    'deit3_base_patch16_384': _DEIT3_TAGS,
+    'deit3_large_patch16_224': _DEIT3_TAGS,
+    'deit3_large_patch16_384': _DEIT3_TAGS,
+    'deit3_huge_patch14_224': _DEIT3_TAGS,
+})
+
+# Where an entry point's weights live on the Hub, when not under its own
+# name: timm loads `X_quickgelu_R.TAG` from `timm/X_R.TAG` (whose
+# config.json names X_R; the quick GELU is the entry point's).
+HUB_ALIASES = {name: name.replace('_quickgelu', '')
+               for name in TIMM_ARCHITECTURES if '_quickgelu_' in name}
+
 # pool_type here <-> timm's global_pool, both ways.
 _TIMM_POOLING = {'cls': 'token', 'gap': 'avg', 'map': 'map', 'none': ''}
 _POOL_TYPES = {pool: pool_type for pool_type, pool in _TIMM_POOLING.items()}
