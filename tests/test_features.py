@@ -28,6 +28,10 @@ _CONVMIXER = dict(width=16, depth=2, kernel_size=5, patch_size=4,
 _MAE = dict(patch_size=8, width=48, depth=2, mlp_dim=96, num_heads=2,
             decoder_width=32, decoder_depth=2, decoder_num_heads=4,
             decoder_mlp_dim=64)
+# make_golden_beit.py's two BEiTs (fc_norm and average pooling; class token
+# after the final norm); make_golden_swinv2.py's Swin V2 is _SWIN's size.
+_BEIT = dict(patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=4,
+             num_classes=10)
 CASES = {
     'vit_cls': golden_cases.MODEL_KWARGS['vit_cls'],
     'vit_gap_fcnorm': golden_cases.MODEL_KWARGS['vit_gap_fcnorm'],
@@ -36,7 +40,19 @@ CASES = {
     'xcit': ('xcit', _XCIT),
     'convmixer': ('convmixer', _CONVMIXER),
     'mae': ('mae', _MAE),
+    'beit': ('beit', dict(_BEIT, layer_scale_init=0.1)),
+    'beit_cls': ('beit', dict(_BEIT, pool_type='cls', fc_norm=False,
+                              posemb='learn', qkv_bias=False,
+                              layer_scale_init=1e-5)),
+    'swinv2': ('swinv2', _SWIN),
+    # Five prefix tokens (class token and four registers); a pre-norm.
+    'vit_dinov2_reg4': golden_cases.VIT_VARIANTS['vit_dinov2_reg4'],
+    'vit_clip_quickgelu': golden_cases.VIT_VARIANTS['vit_clip_quickgelu'],
 }
+# Cases whose final norm comes after pooling (fc_norm): none over tokens,
+# as timm's Identity norm.
+POOLED_NORM = ('vit_gap_fcnorm', 'beit')
+HIERARCHICAL = ('swin', 'swinv2')
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,8 +66,11 @@ def _case(case):
                     if k.startswith('hf/')}
     variables = weights.from_hf(state_dict, 'mae', **kwargs)
   else:
-    state_dict, _ = golden_cases.load(case)
+    state_dict, outputs = golden_cases.load(case)
+    if family == 'beit':  # its tables cannot tell a 3x4 grid from 4x3
+      kwargs = dict(kwargs, image_size=outputs['images'].shape[1:3])
     variables = weights.from_timm(state_dict, family, **kwargs)
+    kwargs = CASES[case][1]
   path = os.path.join(golden_cases.GOLDEN_DIR, f'features_{case}.npz')
   with np.load(path) as archive:
     golden = dict(archive)
@@ -79,7 +98,7 @@ def test_layers_match_timms_forward_intermediates(case):
                    intermediates_only=False)
   normed = _extract(model, variables, images, norm=True)
   expected = _golden_layers(golden, 'layer')
-  kind = 'stage' if case == 'swin' else 'block'
+  kind = 'stage' if case in HIERARCHICAL else 'block'
   names = [f'{kind}_{i}' for i in range(len(expected))]
   assert sorted(normed) == names
   for name, want, want_normed in zip(names, expected,
@@ -95,12 +114,12 @@ def test_layers_match_timms_forward_intermediates(case):
     tokens = _extract(model, variables, images, layers=[-1],
                       output_fmt='NLC')
     np.testing.assert_allclose(tokens[names[-1]], nlc[-1], atol=TOL)
-  # Only what the final norm changes differs: a ViT with fc_norm and
-  # ConvMixer have none, Swin's fits its last stage only.
+  # Only what the final norm changes differs: a ViT or BEiT with fc_norm
+  # and ConvMixer have none, Swin's fits its last stage only.
   unchanged = [np.array_equal(normed[name], plain[name]) for name in names]
-  if case in ('vit_gap_fcnorm', 'convmixer'):
+  if case in POOLED_NORM + ('convmixer',):
     assert all(unchanged)
-  elif case == 'swin':
+  elif case in HIERARCHICAL:
     assert unchanged == [True] * (len(names) - 1) + [False]
   else:
     assert not any(unchanged)
@@ -158,7 +177,7 @@ def test_every_family_declares_modules_it_has(case):
   depth = len(_golden_layers(golden, 'layer'))
   declared = [spec['layers'].format(i) for i in range(depth)]
   declared += [spec[key] for key in ('grid', 'norm') if spec[key]]
-  if case == 'vit_gap_fcnorm':  # its norm comes after pooling: none here
+  if case in POOLED_NORM:  # its norm comes after pooling: none here
     declared.remove('encoder_norm')
   assert set(declared) <= called, set(declared) - called
   assert spec['layers'].format(depth) not in called
@@ -218,6 +237,7 @@ def test_maps_have_no_prefix_tokens():
     ('vit_cls', 'block_-1_norm', 'layer_norm', 1),
     ('swin', 'stage_3_norm', 'layer_norm', 3),
     ('mae', 'block_1', 'layer', 1),
+    ('beit_cls', 'block_1_norm', 'layer_norm', 1),
 ])
 def test_representation_by_name_is_the_pooled_layer(case, layer, group,
                                                     index):
@@ -227,6 +247,19 @@ def test_representation_by_name_is_the_pooled_layer(case, layer, group,
   got = features_fn(variables, golden['images'])
   want = golden[f'{group}/{index}'].mean(axis=(1, 2))  # prefix tokens out
   np.testing.assert_allclose(got, want, atol=TOL)
+
+
+def test_representation_of_a_register_model_averages_patches_only():
+  """DINOv2 with registers: 'block_1' is the mean of the 16 patch tokens,
+  neither the class token nor the 4 registers in it."""
+  model, variables, golden = _case('vit_dinov2_reg4')
+  got = jax.jit(representation.representation_fn(model, 'block_1'))(
+      variables, golden['images'])
+  patches, prefix = golden['nlc/1'], golden['prefix/1']  # timm's split
+  assert patches.shape[1:] == (16, 32) and prefix.shape[1:] == (5, 32)
+  np.testing.assert_allclose(got, patches.mean(axis=1), atol=TOL)
+  every_token = np.concatenate([prefix, patches], axis=1).mean(axis=1)
+  assert np.abs(got - every_token).max() > 100 * TOL
 
 
 def test_representation_names_list_blocks_and_their_norms():

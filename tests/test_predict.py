@@ -195,6 +195,66 @@ def test_rollout_without_a_class_token_averages_the_rows():
       [[[0.25625, 0.25625], [0.18125, 0.30625]]], atol=1e-7)
 
 
+def test_registers_pass_attention_on_but_are_left_off_the_map():
+  # A class token, 2 registers, a 2x2 grid. Block 0: register 1 attends to
+  # patch 0 only; block 1: the class token to register 1 only (other rows
+  # attend to themselves). (A + I) / 2 gives register 1's row
+  # [0, .5, 0, .5, 0, 0, 0] and the class token's [.5, .5, 0, ...]: rolled
+  # out, [.5, .25, 0, .25, 0, 0, 0], patch 0 reached through the register.
+  first, second = np.eye(7), np.eye(7)
+  first[1] = np.eye(7)[3]
+  second[0] = np.eye(7)[1]
+  maps = {0: first[None, None], 1: second[None, None]}
+  expected = [[[0.25, 0.0], [0.0, 0.0]]]
+  np.testing.assert_allclose(
+      attention_lib.attention_rollout(maps, num_registers=2), expected,
+      atol=1e-7)
+  # Given the grid (what predict passes), the registers are what it leaves.
+  np.testing.assert_allclose(attention_lib.attention_rollout(
+      maps, class_token=True, grid_shape=(2, 2)), expected, atol=1e-7)
+  # Each block's own map: the class token's row over the patches only.
+  row = np.array([0.1, 0.3, 0.2, 0.05, 0.15, 0.1, 0.1])
+  block = np.full((1, 2, 7, 7), 1.0 / 7)
+  block[0, :, 0] = row
+  np.testing.assert_allclose(attention_lib.class_token_maps(
+      {0: block}, num_registers=2)[0], [[[0.05, 0.15], [0.1, 0.1]]],
+                             atol=1e-7)
+  with pytest.raises(ValueError, match=r'The layout of 7 tokens is '
+                     r'ambiguous .*class token False \+ 3 registers \+ '
+                     r'grid \(2, 2\), class token True \+ 2 registers'):
+    attention_lib.class_token_maps({0: block}, grid_shape=(2, 2))
+  with pytest.raises(ValueError, match=r'num_registers must be an integer '
+                     r'>= 0 or None, got -1'):
+    attention_lib.attention_rollout(maps, num_registers=-1)
+  with pytest.raises(ValueError, match=r'token layout of 7 tokens \(class '
+                     r'token: True, registers: 3, grid: None'):
+    attention_lib.attention_rollout(maps, class_token=True, num_registers=3)
+
+
+@pytest.mark.parametrize('pool_type', ['cls', 'gap'])
+def test_attention_maps_of_a_register_model(pool_type):
+  """As predict draws them: the model's layout, registers left out."""
+  model, variables, images = _tiny_vit(num_registers=2, pool_type=pool_type)
+  maps = attention_lib.attention_maps(model, variables, images)
+  class_token, grid = attention_lib.token_layout(model, images.shape[1:])
+  prefix = 3 if pool_type == 'cls' else 2
+  assert (class_token, grid) == (pool_type == 'cls', (2, 2))
+  assert maps[1].shape == (2, 2, prefix + 4, prefix + 4)
+  per_block = attention_lib.class_token_maps(maps, class_token=class_token,
+                                             grid_shape=grid)
+  heads = maps[1].mean(axis=1)  # [B, N, N]
+  if class_token:
+    want = heads[:, 0, prefix:]
+  else:  # the patch tokens' rows
+    want = heads[:, prefix:, prefix:].mean(axis=1)
+  np.testing.assert_allclose(per_block[1], want.reshape(2, 2, 2), atol=1e-6)
+  rollout = attention_lib.attention_rollout(maps, class_token=class_token,
+                                            grid_shape=grid)
+  assert rollout.shape == (2, 2, 2)
+  np.testing.assert_allclose(rollout, attention_lib.attention_rollout(
+      maps, class_token=class_token, num_registers=2), atol=1e-7)
+
+
 def test_rollout_rejects_bad_settings():
   with pytest.raises(ValueError, match=r"head_fusion 'median'.*'mean'"):
     attention_lib.attention_rollout({0: _uniform(5)}, head_fusion='median')

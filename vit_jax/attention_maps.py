@@ -17,9 +17,12 @@ Transformers", Sec. 3: each block's attention (heads fused) plus the
 identity for the residual connection, rows renormalised, multiplied through
 the blocks from the first to the last. The map of an image is the class
 token's row over the patch tokens; a model without a class token ('gap' or
-'map' pooling) has the mean over all rows instead, each token weighing
-equally as in average pooling (for 'map' an approximation: its probe's own
-attention is not included).
+'map' pooling) has the mean over the patch tokens' rows instead, each
+weighing equally as in average pooling (for 'map' an approximation: its
+probe's own attention is not included). Register tokens (DINOv2 with
+registers, Darcet et al. 2023) take part in the rollout but have no place
+on the map: it shows the class token's attention to the patches, as that
+paper's figures do.
 
 Importing this module does not import TensorFlow; the plot imports
 matplotlib (Agg, no global state) when it is drawn.
@@ -100,8 +103,9 @@ def attention_maps(model: vit.ViT, variables: Mapping[str, Any],
     blocks: block indices (0 is the first); None: every block.
 
   Returns:
-    {block: float32 numpy [B, heads, N, N]}, N the tokens (with the class
-    token first where the model has one); rows (queries) sum to 1.
+    {block: float32 numpy [B, heads, N, N]}, N the tokens (the class token
+    first where the model has one, then its registers, then the patches);
+    rows (queries) sum to 1.
   """
   capturing, variables, blocks = capturing_model(model, variables, blocks)
   _, maps = jax.jit(attention_maps_fn(capturing, blocks))(
@@ -112,37 +116,70 @@ def attention_maps(model: vit.ViT, variables: Mapping[str, Any],
 def token_layout(model: vit.ViT, image_shape: Sequence[int]
                  ) -> Tuple[bool, Tuple[int, int]]:
   """(has a class token, (h, w) patch grid) of `model` on images of
-  `image_shape` ([H, W, C] or [H, W])."""
+  `image_shape` ([H, W, C] or [H, W]). Registers need no mention: given
+  the grid, `attention_rollout` and `class_token_maps` take the tokens
+  between the class token and the patches as registers."""
   height, width = image_shape[:2]
   return (model.pool_type == 'cls',
           (height // model.patch_size, width // model.patch_size))
 
 
 def _layout(num_tokens: int, class_token: Optional[bool],
-            grid_shape: Optional[Tuple[int, int]]) -> Tuple[int, Tuple[int,
-                                                                      int]]:
-  """(prefix tokens, grid) of N tokens; square grids are inferred."""
-  if class_token is None:
-    side = int(round(np.sqrt(num_tokens)))
-    side_cls = int(round(np.sqrt(num_tokens - 1)))
-    if side * side == num_tokens:
-      class_token = False
-    elif side_cls * side_cls == num_tokens - 1:
-      class_token = True
-    else:
-      raise ValueError(f'Cannot tell the token layout of {num_tokens} '
-                       f'tokens (neither a square grid nor one plus a square '
-                       f'grid): pass class_token and grid_shape.')
-  prefix = int(bool(class_token))
-  if grid_shape is None:
-    side = int(round(np.sqrt(num_tokens - prefix)))
-    grid_shape = (side, side)
-  grid_shape = tuple(int(s) for s in grid_shape)
-  if grid_shape[0] * grid_shape[1] != num_tokens - prefix:
-    raise ValueError(f'Grid {grid_shape} does not hold the '
-                     f'{num_tokens - prefix} patch tokens of {num_tokens} '
-                     f'tokens (class token: {bool(class_token)}).')
-  return prefix, grid_shape
+            grid_shape: Optional[Tuple[int, int]],
+            num_registers: Optional[int]) -> Tuple[int, bool, Tuple[int, int]]:
+  """(prefix tokens, whether the first is a class token, (h, w) grid) of N
+  tokens laid out as the ViT lays them out: [class token] + registers +
+  patches. What is not given is inferred: a square grid; no registers, or
+  with the grid given, as many as it leaves; the class token from what
+  fits. Several fits, or none, raise."""
+  if num_registers is not None and (
+      isinstance(num_registers, bool)
+      or not isinstance(num_registers, (int, np.integer)) or num_registers < 0):
+    raise ValueError(f'num_registers must be an integer >= 0 or None, got '
+                     f'{num_registers!r}.')
+  if grid_shape is not None:
+    grid_shape = tuple(int(s) for s in grid_shape)
+  class_tokens = [False, True] if class_token is None else [bool(class_token)]
+
+  def grid_of(patches):
+    if patches < 1:
+      return None
+    if grid_shape is not None:
+      return grid_shape if grid_shape[0] * grid_shape[1] == patches else None
+    side = int(round(np.sqrt(patches)))
+    return (side, side) if side * side == patches else None
+
+  def fits(registers_of):
+    found = []
+    for has_class in class_tokens:
+      registers = registers_of(has_class)
+      grid = grid_of(num_tokens - has_class - registers)
+      if registers >= 0 and grid:
+        found.append((has_class, registers, grid))
+    return found
+
+  if num_registers is not None:
+    found = fits(lambda has_class: num_registers)
+  else:
+    found = fits(lambda has_class: 0)
+    if not found and grid_shape is not None:
+      found = fits(lambda has_class: (num_tokens - has_class
+                                      - grid_shape[0] * grid_shape[1]))
+  if len(found) != 1:
+    given = (f'class token: {class_token}, registers: {num_registers}, grid: '
+             f'{grid_shape} (None: inferred)')
+    if found:
+      options = ', '.join(f'class token {c} + {r} registers + grid {g}'
+                          for c, r, g in found)
+      raise ValueError(f'The layout of {num_tokens} tokens is ambiguous '
+                       f'({given}): {options} all fit; pass class_token.')
+    raise ValueError(
+        f'Cannot tell the token layout of {num_tokens} tokens ({given}): no '
+        f'class token, registers and patch grid add up to them (a square '
+        f'grid unless grid_shape is given); pass class_token, num_registers '
+        f'and grid_shape (token_layout gives a ViT\'s).')
+  has_class, registers, grid = found[0]
+  return int(has_class) + registers, has_class, grid
 
 
 def _checked_maps(maps: Maps) -> Tuple[Tuple[int, ...], np.ndarray]:
@@ -164,20 +201,22 @@ def _checked_maps(maps: Maps) -> Tuple[Tuple[int, ...], np.ndarray]:
 def _to_grid(rows: np.ndarray, prefix: int, class_token_row: bool,
              grid_shape: Tuple[int, int]) -> np.ndarray:
   """[B, N, N] -> [B, h, w]: the class token's row over the patches, or
-  the mean over all rows, at the patch positions."""
+  the mean over the patch tokens' rows (what average pooling weighs), at
+  the patch positions; registers are in no map (they hold no place in the
+  image), though attention flows through them in the rollout."""
   batch = rows.shape[0]
   if class_token_row:
     weights = rows[:, 0, prefix:]
   else:
-    weights = rows.mean(axis=1)[:, prefix:]
+    weights = rows[:, prefix:].mean(axis=1)[:, prefix:]
   return weights.reshape(batch, *grid_shape).astype(np.float32)
 
 
 def attention_rollout(maps: Maps, discard_ratio: float = 0.0,
                       head_fusion: str = 'mean',
                       class_token: Optional[bool] = None,
-                      grid_shape: Optional[Tuple[int, int]] = None
-                      ) -> np.ndarray:
+                      grid_shape: Optional[Tuple[int, int]] = None,
+                      num_registers: Optional[int] = None) -> np.ndarray:
   """Attention rollout (Abnar and Zuidema 2020, Sec. 3) over `maps`.
 
   For each block in increasing order: fuse the heads ('mean', 'max' or
@@ -192,12 +231,16 @@ def attention_rollout(maps: Maps, discard_ratio: float = 0.0,
     discard_ratio: fraction in [0, 1) of the smallest fused weights dropped.
     head_fusion: one of HEAD_FUSIONS.
     class_token: whether token 0 is a class token; None infers it from N
-      (1 + a square grid: yes; a square grid: no).
+      (1 + registers + the grid: yes; registers + the grid: no).
     grid_shape: the (h, w) patch grid; None: square.
+    num_registers: the register tokens after the class token (DINOv2 with
+      registers has 4); None: what the grid leaves where it is given, else
+      none.
 
   Returns:
     float32 [B, h, w]: the class token's rolled-out attention over the
-    patches, or, without a class token, the mean over all tokens' rows.
+    patches, or, without a class token, the mean over the patch tokens'
+    rows; the registers' columns left out.
   """
   common.check_choice('head_fusion', head_fusion, HEAD_FUSIONS)
   if not 0.0 <= discard_ratio < 1.0:
@@ -205,7 +248,8 @@ def attention_rollout(maps: Maps, discard_ratio: float = 0.0,
                      f'{discard_ratio!r}.')
   _, stacked = _checked_maps(maps)  # [L, B, heads, N, N]
   num_tokens = stacked.shape[-1]
-  prefix, grid_shape = _layout(num_tokens, class_token, grid_shape)
+  prefix, has_class, grid_shape = _layout(num_tokens, class_token,
+                                          grid_shape, num_registers)
   fused = getattr(np, head_fusion)(stacked, axis=2)  # [L, B, N, N]
   identity = np.eye(num_tokens)
   rollout = np.broadcast_to(identity, fused.shape[1:]).copy()  # [B, N, N]
@@ -219,18 +263,21 @@ def attention_rollout(maps: Maps, discard_ratio: float = 0.0,
     attention = attention + identity
     attention = attention / attention.sum(axis=-1, keepdims=True)
     rollout = attention @ rollout
-  return _to_grid(rollout, prefix, bool(prefix), grid_shape)
+  return _to_grid(rollout, prefix, has_class, grid_shape)
 
 
 def class_token_maps(maps: Maps, class_token: Optional[bool] = None,
-                     grid_shape: Optional[Tuple[int, int]] = None
+                     grid_shape: Optional[Tuple[int, int]] = None,
+                     num_registers: Optional[int] = None
                      ) -> Dict[int, np.ndarray]:
   """Each block's own attention (heads averaged) as a map: {block: float32
-  [B, h, w]}, the class token's row over the patches, or the mean over all
-  rows without a class token (arguments as `attention_rollout`)."""
+  [B, h, w]}, the class token's row over the patches, or the mean over the
+  patch tokens' rows without a class token (arguments as
+  `attention_rollout`)."""
   blocks, stacked = _checked_maps(maps)
-  prefix, grid_shape = _layout(stacked.shape[-1], class_token, grid_shape)
-  return {block: _to_grid(stacked[i].mean(axis=1), prefix, bool(prefix),
+  prefix, has_class, grid_shape = _layout(stacked.shape[-1], class_token,
+                                          grid_shape, num_registers)
+  return {block: _to_grid(stacked[i].mean(axis=1), prefix, has_class,
                           grid_shape)
           for i, block in enumerate(blocks)}
 

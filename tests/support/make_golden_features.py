@@ -9,7 +9,8 @@ by the tests), after the generators of the models themselves:
 
 No new weights: each case's model is built with the constructor arguments
 of its generator (make_golden.py, make_golden_swin.py, make_golden_xcit.py,
-make_golden_convmixer.py, make_golden_mae.py) and loaded with the state
+make_golden_convmixer.py, make_golden_mae.py, make_golden_beit.py,
+make_golden_swinv2.py, make_golden_vit_variants.py) and loaded with the state
 dict committed in its tests/golden/ file, then run on that file's images
 (checked: its logits, or the MAE's loss, come out as committed). Saved,
 NHWC where timm gives NCHW, for tests/test_features.py:
@@ -30,6 +31,7 @@ is shuffled), normalised with its final LayerNorm. torchvision is not
 required (see golden_torch.py, which the generators share).
 """
 
+import inspect
 import os
 
 import numpy as np
@@ -37,21 +39,27 @@ import torch
 
 import golden_torch
 import make_golden
+import make_golden_beit
 import make_golden_convmixer
 import make_golden_mae
 import make_golden_swin
+import make_golden_swinv2
+import make_golden_vit_variants
 import make_golden_xcit
 
 with golden_torch.without_torchvision():
   from timm.models import _features as timm_features
+  from timm.models.beit import Beit
   from timm.models.convmixer import ConvMixer
   from timm.models.swin_transformer import SwinTransformer
+  from timm.models.swin_transformer_v2 import SwinTransformerV2
+  from timm.models.vision_transformer import VisionTransformer
   from timm.models.xcit import Xcit
   from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 # case -> (constructor, kwargs, golden file, whether timm offers
 # output_fmt='NLC'); the final features are tokens or NCHW maps, except
-# Swin's, which are NHWC already.
+# Swin's and Swin V2's, which are NHWC already.
 TIMM_CASES = {
     name: (constructor, kwargs, f'{name}_timm.npz', True)
     for name, (constructor, kwargs) in make_golden.CASES.items()
@@ -62,7 +70,21 @@ TIMM_CASES.update({
     'xcit': (Xcit, make_golden_xcit.XCIT_KWARGS, 'xcit_timm.npz', True),
     'convmixer': (ConvMixer, make_golden_convmixer.CONVMIXER_KWARGS,
                   'convmixer_timm.npz', False),
+    # BEiT with fc_norm (timm's final norm is then an Identity) and with
+    # class-token pooling after the final norm, on a 3x4 grid.
+    'beit': (Beit, make_golden_beit.BEIT_KWARGS, 'beit_timm.npz', True),
+    'beit_cls': (Beit, make_golden_beit.CLS_KWARGS, 'beit_cls_timm.npz',
+                 True),
+    'swinv2': (SwinTransformerV2, make_golden_swinv2.SWINV2_KWARGS,
+               'swinv2_timm.npz', False),
 })
+# Four registers besides the class token (five prefix tokens); a CLIP tower,
+# its pre-norm before the blocks.
+TIMM_CASES.update({
+    name: (VisionTransformer, make_golden_vit_variants.CASES[name][0],
+           f'{name}_timm.npz', True)
+    for name in ('vit_dinov2_reg4', 'vit_clip_quickgelu')})
+HIERARCHICAL = (SwinTransformer, SwinTransformerV2)
 
 TAKE_SPECS = {'all': None, 'last1': 1, 'last3': 3, '0': [0], '-1': [-1],
               '2,-1': [2, -1], '-4,3': [-4, 3]}
@@ -98,7 +120,7 @@ def timm_case(constructor, kwargs, file_name, has_nlc):
     final, layers = model.forward_intermediates(images)
     normed = model.forward_intermediates(images, norm=True,
                                          intermediates_only=True)
-    arrays['final'] = (final.numpy() if constructor is SwinTransformer
+    arrays['final'] = (final.numpy() if constructor in HIERARCHICAL
                        else _maps([final])[0])
     for group, tensors in (('layer', layers), ('layer_norm', normed)):
       arrays.update({f'{group}/{i}': array
@@ -107,8 +129,8 @@ def timm_case(constructor, kwargs, file_name, has_nlc):
       nlc = model.forward_intermediates(images, output_fmt='NLC',
                                         intermediates_only=True)
       arrays.update({f'nlc/{i}': t.numpy() for i, t in enumerate(nlc)})
-    if isinstance(model, make_golden.VisionTransformer) and (
-        model.num_prefix_tokens):
+    if getattr(model, 'num_prefix_tokens', 0) and 'return_prefix_tokens' in (
+        inspect.signature(model.forward_intermediates).parameters):
       pairs = model.forward_intermediates(images, return_prefix_tokens=True,
                                           intermediates_only=True)
       arrays.update({f'prefix/{i}': prefix.numpy()

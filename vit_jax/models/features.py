@@ -1,5 +1,5 @@
 """Intermediate outputs of any family, per block (ViT, MAE's encoder, Mixer,
-XCiT, ConvMixer) or per stage (Swin), in the layout of timm's
+XCiT, ConvMixer, BEiT) or per stage (Swin, SwinV2), in the layout of timm's
 `forward_intermediates`:
 
     from vit_jax.models import features
@@ -18,8 +18,8 @@ returns {layer name: output}. What it returns for a layer follows timm's
   norm     True: through the model's final norm (ViT's encoder_norm, ...),
            as timm applies its `norm` to every block; a hierarchical family
            only to its last stage (the norm is sized for it), and a model
-           without a final norm (ViT with fc_norm, ConvMixer) returns the
-           outputs as they are, as timm's Identity norm does.
+           without a final norm (ViT or BEiT with fc_norm, ConvMixer)
+           returns the outputs as they are, as timm's Identity norm does.
   output_fmt
            'NHWC' (timm's 'NCHW', channels last as JAX takes images): token
            outputs without their prefix tokens (class token, registers)
