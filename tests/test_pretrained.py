@@ -379,7 +379,7 @@ def test_transformers_layout_points_to_from_hf(tmp_path):
     ('vit_base_patch16_rope_reg1_gap_256', 'rotary position embedding'),
     ('cait_s24_224', 'class attention with talking heads'),
     ('swinv2_cr_tiny_224', 'the SwinV2-CR block layout'),
-    ('eva02_base_patch14_224', 'rotary position embedding and SwiGLU'),
+    ('eva02_enormous_patch14_clip_224', 'residual post-norm blocks'),
 ])
 def test_unsupported_architectures_say_what_they_need(architecture,
                                                       features):
@@ -496,7 +496,7 @@ def test_supported_table_has_a_line_per_architecture():
 # timm 1.0.31's tags of the supported architectures on the Hub
 # (`timm.list_pretrained()` of those with a 'timm/' repository): how many,
 # and one architecture's in timm's order (the default first).
-TIMM_TAG_COUNT = 266
+TIMM_TAG_COUNT = 291
 TIMM_TAGS = {
     'vit_base_patch16_224': (
         'augreg2_in21k_ft_in1k', 'augreg_in21k_ft_in1k', 'orig_in21k_ft_in1k',

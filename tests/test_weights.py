@@ -407,6 +407,14 @@ _TABLE_CASES = [
     ('beit', 'TIMM', dict(patch_size=8, width=32, depth=1, mlp_dim=64,
                           num_heads=4, num_classes=10, fc_norm=False,
                           posemb='learn', qkv_bias=False), 32),
+    # EVA-02 B / L (the unpacked SwiGLU, fc_norm), and the CLIP towers'
+    # options with the packed MLP and LayerScale (encoder_norm).
+    ('eva', 'TIMM', dict(patch_size=8, width=32, depth=1, mlp_dim=64,
+                         num_heads=4, num_classes=10, mlp_norm=True), 32),
+    ('eva', 'TIMM', dict(patch_size=8, width=32, depth=1, mlp_dim=64,
+                         num_heads=4, num_classes=10, pool_type='cls',
+                         fc_norm=False, attn_norm=True,
+                         layer_scale_init=0.1), 32),
 ]
 
 

@@ -175,7 +175,9 @@ UNSUPPORTED_FEATURES = (
     ('deit_*distilled*', 'the distillation token and head'),
     ('swinv2_cr_*', 'the SwinV2-CR block layout (timm\'s own, not the '
      'authors\')'),
-    ('eva*', 'rotary position embedding and SwiGLU'),
+    ('eva02_enormous_*', 'residual post-norm blocks (EVA-02-E)'),
+    ('eva_large_*', 'a class token beside average pooling in timm\'s '
+     'VisionTransformer'),
     ('*rope*', 'rotary position embedding'),
     ('*relpos*', 'a relative position bias'),
     ('vit_*_r[0-9]*_s*', 'a ResNet stem (hybrid ViT)'),

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from vit_jax.models import beit
 from vit_jax.models import convmixer
+from vit_jax.models import eva
 from vit_jax.models import mae
 from vit_jax.models import mixer
 from vit_jax.models import swin
@@ -31,7 +32,7 @@ from vit_jax.models import xcit
 # class get_model builds), ZOO (the zoo listing's variants) and
 # checkpoint_image_size; adding a family is its model file, an entry here,
 # its weight tables (vit_jax/weights/) and its analytic counts (counts.py).
-FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit)
+FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva)
 
 _BY_NAME = {family.NAME: family for family in FAMILIES}
 MODELS: Dict[str, Any] = {name: family.MODEL

@@ -153,18 +153,20 @@ class BeitBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """`depth` BEiT blocks, unrolled (`block_i`) or scanned (`blocks`), as
+  """`depth` BEiT blocks (or another family's `block_cls` of the same
+  carry, EVA's), unrolled (`block_i`) or scanned (`blocks`), as
   `vit.Encoder` stacks its blocks."""
   depth: int
   block_kwargs: Mapping[str, Any]
   stochastic_depth: float = 0.0
   scan: bool = False
   remat: bool = False
+  block_cls: Any = BeitBlock
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
     return common.run_blocks(
-        BeitBlock, dict(self.block_kwargs, deterministic=deterministic),
+        self.block_cls, dict(self.block_kwargs, deterministic=deterministic),
         tokens, self.depth, self.stochastic_depth, self.scan, self.remat)
 
 
@@ -234,24 +236,10 @@ class Beit(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False):
     """Returns (logits, aux); aux holds 'pre_logits' and 'encoded'."""
     deterministic = not train
-    patches = common.PatchEmbed(self.patch_size, self.width, dtype=self.dtype,
-                                name='patch_embed')(images)  # [B, h, w, D]
-    batch, grid_h, grid_w, _ = patches.shape
-    tokens = patches.reshape(batch, grid_h * grid_w, self.width)
-    cls_token = self.param('cls_token', _TRUNC_NORMAL, (1, 1, self.width),
-                           jnp.float32)
-    cls_token = jnp.broadcast_to(cls_token.astype(tokens.dtype),
-                                 (batch, 1, self.width))
-    tokens = jnp.concatenate([cls_token, tokens], axis=1)  # [B, 1+N, D]
-    if self.posemb == 'learn':
-      pos_embed = self.param('pos_embed', _TRUNC_NORMAL,
-                             (1,) + tokens.shape[1:], jnp.float32)
-      tokens = tokens + pos_embed.astype(tokens.dtype)
-    tokens = nn.Dropout(self.dropout)(tokens, deterministic)
-
+    tokens, grid = embed(self, images, deterministic)
     block_kwargs = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        grid=(grid_h, grid_w) if self.rel_pos_bias else None,
+        grid=grid if self.rel_pos_bias else None,
         layer_scale_init=self.layer_scale_init, qkv_bias=self.qkv_bias,
         dropout=self.dropout, attention_dropout=self.attention_dropout,
         layer_norm_eps=self.layer_norm_eps, dtype=self.dtype,
@@ -259,23 +247,57 @@ class Beit(nn.Module):
     tokens = Encoder(self.depth, block_kwargs, self.stochastic_depth,
                      self.scan, self.remat, name='encoder')(
                          tokens, deterministic)  # [B, 1+N, D]
+    return classify(self, tokens)
 
-    norm = lambda name: nn.LayerNorm(  # noqa: E731
-        self.layer_norm_eps, dtype=self.dtype, name=name)
-    if not self.fc_norm:
-      tokens = norm('encoder_norm')(tokens)
-    aux = {'encoded': tokens}
-    if self.pool_type == 'gap':
-      representation = tokens[:, 1:].mean(axis=1)  # [B, D]
-    else:
-      representation = tokens[:, 0]  # [B, D]
-    if self.fc_norm:
-      representation = norm('fc_norm')(representation)
-    representation = representation.astype(jnp.float32)
-    aux['pre_logits'] = representation
-    logits = common.classifier_head(representation, self.num_classes,
-                                    self.head_bias_init)  # [B, num_classes]
-    return logits, aux
+
+# The embedding and the classifier BEiT shares with EVA (`models.eva`):
+# functions of the calling module, inside its compact `__call__`, reading
+# its fields (patch_size, width, posemb, dropout, dtype; fc_norm,
+# pool_type, layer_norm_eps, num_classes, head_bias_init).
+
+
+def embed(model: nn.Module, images: jax.Array, deterministic: bool
+          ) -> Tuple[jax.Array, Pair]:
+  """Patches, the class token first, plus the position embedding with
+  posemb='learn' (its class row included): ([B, 1+N, D], the patch
+  grid)."""
+  patches = common.PatchEmbed(model.patch_size, model.width,
+                              dtype=model.dtype, name='patch_embed')(
+                                  images)  # [B, h, w, D]
+  batch, grid_h, grid_w, _ = patches.shape
+  tokens = patches.reshape(batch, grid_h * grid_w, model.width)
+  cls_token = model.param('cls_token', _TRUNC_NORMAL, (1, 1, model.width),
+                          jnp.float32)
+  cls_token = jnp.broadcast_to(cls_token.astype(tokens.dtype),
+                               (batch, 1, model.width))
+  tokens = jnp.concatenate([cls_token, tokens], axis=1)  # [B, 1+N, D]
+  if model.posemb == 'learn':
+    pos_embed = model.param('pos_embed', _TRUNC_NORMAL,
+                            (1,) + tokens.shape[1:], jnp.float32)
+    tokens = tokens + pos_embed.astype(tokens.dtype)
+  return nn.Dropout(model.dropout)(tokens, deterministic), (grid_h, grid_w)
+
+
+def classify(model: nn.Module, tokens: jax.Array):
+  """(logits, aux) of the encoded tokens [B, 1+N, D]: encoder_norm, or
+  fc_norm after pooling (the patch tokens' average or the class token),
+  then the head."""
+  norm = lambda name: nn.LayerNorm(  # noqa: E731
+      model.layer_norm_eps, dtype=model.dtype, name=name)
+  if not model.fc_norm:
+    tokens = norm('encoder_norm')(tokens)
+  aux = {'encoded': tokens}
+  if model.pool_type == 'gap':
+    representation = tokens[:, 1:].mean(axis=1)  # [B, D]
+  else:
+    representation = tokens[:, 0]  # [B, D]
+  if model.fc_norm:
+    representation = norm('fc_norm')(representation)
+  representation = representation.astype(jnp.float32)
+  aux['pre_logits'] = representation
+  logits = common.classifier_head(representation, model.num_classes,
+                                  model.head_bias_init)  # [B, num_classes]
+  return logits, aux
 
 
 # ----------------------------------------------------------------------------

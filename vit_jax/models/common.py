@@ -272,11 +272,18 @@ class Attention(nn.Module):
   # Whether the query, key and value projections have biases (BEiT's have
   # none on the key: a bias there adds the same logit to every key).
   qkv_bias: Tuple[bool, bool, bool] = (True, True, True)
+  # A LayerNorm (`norm`, this epsilon) of the heads' concatenated outputs
+  # before the output projection (EVA-02 CLIP's sub-LN); None: none.
+  inner_norm_eps: Optional[float] = None
 
   @nn.compact
   def __call__(self, queries: jax.Array, keys_values: jax.Array,
                deterministic: bool = True,
-               bias: Optional[jax.Array] = None) -> jax.Array:
+               bias: Optional[jax.Array] = None,
+               rotate: Optional[Callable[[jax.Array], jax.Array]] = None
+               ) -> jax.Array:
+    """`rotate` maps the projected queries and keys [B, N, H, hd] before
+    their product (rotary position embedding, `vit_jax.models.eva`)."""
     width = queries.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'Width {width} is not divisible by the number of '
@@ -289,6 +296,8 @@ class Attention(nn.Module):
     query = project('query', query_bias)(queries)  # [B, Nq, H, hd]
     key = project('key', key_bias)(keys_values)  # [B, Nk, H, hd]
     value = project('value', value_bias)(keys_values)  # [B, Nk, H, hd]
+    if rotate is not None:
+      query, key = rotate(query), rotate(key)
     capture = (self.capture_weights
                and self.is_mutable_collection('intermediates'))
     if capture or (self.dropout > 0.0 and not deterministic):
@@ -307,6 +316,12 @@ class Attention(nn.Module):
       attended = jax.nn.dot_product_attention(
           query, key, value, bias=bias.astype(query.dtype) if bias is not None
           else None, implementation=implementation)  # [B, Nq, H, hd]
+    if self.inner_norm_eps is not None:
+      shape = attended.shape
+      attended = nn.LayerNorm(self.inner_norm_eps, dtype=self.dtype,
+                              name='norm')(
+                                  attended.reshape(*shape[:-2], width))
+      attended = attended.reshape(shape)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
                            kernel_init=DENSE_KERNEL_INIT,
                            name='out')(attended)  # [B, Nq, D]

@@ -35,6 +35,7 @@ import flax.linen as nn
 
 from vit_jax.models import beit
 from vit_jax.models import convmixer
+from vit_jax.models import eva
 from vit_jax.models import mae
 from vit_jax.models import mixer
 from vit_jax.models import swin
@@ -326,9 +327,14 @@ def _convmixer(model: convmixer.ConvMixer, image_size: Pair,
   return tally
 
 
-def _beit(model: beit.Beit, image_size: Pair, channels: int) -> Tally:
+def _class_token_vit(model, image_size: Pair, channels: int, family: str,
+                     block: Callable[[Tally, int, Pair], None]) -> Tally:
+  """BEiT and EVA: a class token always, an optional learned position
+  embedding, blocks without a key bias, LayerScale if asked; `block(tally,
+  tokens, grid)` counts what a block has beyond its attention: its bias
+  table or inner norms, its second norm and its MLP."""
   tally = Tally()
-  grid = _check_divisible(image_size, model.patch_size, 'BEiT')
+  grid = _check_divisible(image_size, model.patch_size, family)
   width = model.width
   tally.conv(image_size, model.patch_size, channels, width,
              stride=model.patch_size)
@@ -342,15 +348,39 @@ def _beit(model: beit.Beit, image_size: Pair, channels: int) -> Tally:
     tally.params -= width  # no key bias
     if not model.qkv_bias:
       tally.params -= 2 * width  # nor query and value biases
-    if model.rel_pos_bias:
-      tally.param(beit.table_rows(grid) * model.num_heads)
-    tally.norm(width)
-    tally.mlp(tokens, width, model.mlp_dim)
+    block(tally, tokens, grid)
     if model.layer_scale_init:
       tally.param(2 * width)  # gamma_attn, gamma_mlp
   tally.norm(width)  # encoder_norm, or fc_norm after pooling
   tally.head(1, width, model.num_classes)
   return tally
+
+
+def _beit(model: beit.Beit, image_size: Pair, channels: int) -> Tally:
+  def block(tally, tokens, grid):
+    if model.rel_pos_bias:
+      tally.param(beit.table_rows(grid) * model.num_heads)
+    tally.norm(model.width)
+    tally.mlp(tokens, model.width, model.mlp_dim)
+  return _class_token_vit(model, image_size, channels, 'BEiT', block)
+
+
+def _eva(model: eva.Eva, image_size: Pair, channels: int) -> Tally:
+  width, hidden = model.width, model.mlp_dim
+
+  def block(tally, tokens, grid):
+    del grid  # the rotary embedding has no parameters
+    if model.attn_norm:
+      tally.norm(width)
+    tally.norm(width)
+    if model.activation == 'gelu':
+      tally.mlp(tokens, width, hidden)
+    else:  # gate and value (packed or apart), the gated units' norm, out
+      tally.dense(tokens, width, 2 * hidden)
+      if model.mlp_norm:
+        tally.norm(hidden)
+      tally.dense(tokens, hidden, width)
+  return _class_token_vit(model, image_size, channels, 'EVA', block)
 
 
 _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
@@ -362,6 +392,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     xcit.XCiT: _xcit,
     convmixer.ConvMixer: _convmixer,
     beit.Beit: _beit,
+    eva.Eva: _eva,
 }
 
 

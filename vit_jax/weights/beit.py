@@ -78,34 +78,9 @@ TIMM_ARCHITECTURES = core.tagged(TIMM_ARCHITECTURES, {
     'beitv2_large_patch16_224': _V2,
 })
 
-# pool_type here <-> timm's global_pool, both ways.
-_TIMM_POOLING = {'gap': 'avg', 'cls': 'token'}
-_POOL_TYPES = {pool: pool_type for pool_type, pool in _TIMM_POOLING.items()}
-
-
 def _adjust(kwargs: Dict[str, Any], architecture: Mapping[str, Any],
             model_args: Mapping[str, Any]) -> None:
-  """timm's mlp_ratio (of the new width), pooling, fc_norm, absolute
-  position embedding and LayerScale (None: none)."""
-  ratio = model_args.get('mlp_ratio',
-                         kwargs['mlp_dim'] / architecture['width'])
-  kwargs['mlp_dim'] = int(kwargs['width'] * ratio)
-  if 'global_pool' in model_args:
-    pool = model_args['global_pool']
-    if pool not in _POOL_TYPES:
-      raise ValueError(f'timm model_args global_pool={pool!r} has no '
-                       f'counterpart in BEiT here; supported: '
-                       f'{list(_POOL_TYPES)}.')
-    kwargs['pool_type'] = _POOL_TYPES[pool]
-  # timm's use_fc_norm=None: normalise after pooling when averaging.
-  fc_norm = model_args.get('use_fc_norm')
-  if fc_norm is None:
-    fc_norm = kwargs.get('pool_type', 'gap') == 'gap'
-  kwargs['fc_norm'] = bool(fc_norm)
-  if 'use_abs_pos_emb' in model_args:
-    kwargs['posemb'] = 'learn' if model_args['use_abs_pos_emb'] else 'none'
-  if 'init_values' in model_args:
-    kwargs['layer_scale_init'] = float(model_args['init_values'] or 0.0)
+  core.class_token_vit_args(kwargs, architecture, model_args, 'BEiT')
 
 
 TIMM_ARGS = core.TimmArgs(
@@ -137,7 +112,7 @@ def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
                f'{variant}/{model.patch_size}'
                and architecture.image_size == image_size[0] == image_size[1]
                ), 'beit_base_patch16_224')
-  pool = _TIMM_POOLING[model.pool_type]
+  pool = core.CLASS_TOKEN_POOLING[model.pool_type]
   return core.TimmModel(
       name,
       dict(img_size=core.side(image_size), patch_size=model.patch_size,

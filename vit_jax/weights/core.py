@@ -291,6 +291,39 @@ def ratio(hidden: int, width: int) -> Optional[float]:
   return value if int(width * value) == hidden else None
 
 
+# timm's global_pool of the class-token ViTs (BEiT, EVA) <-> pool_type.
+CLASS_TOKEN_POOLING = {'gap': 'avg', 'cls': 'token'}
+
+
+def class_token_vit_args(kwargs: Dict[str, Any],
+                         architecture: Mapping[str, Any],
+                         model_args: Mapping[str, Any], family: str) -> None:
+  """The model_args timm's BEiT and EVA (which grew out of it) share, in
+  place: mlp_ratio (of the new width), global_pool, use_fc_norm (None:
+  after pooling when averaging), use_abs_pos_emb and init_values (None:
+  no LayerScale). `family` names the model in errors."""
+  mlp_ratio = model_args.get('mlp_ratio',
+                            kwargs['mlp_dim'] / architecture['width'])
+  kwargs['mlp_dim'] = int(kwargs['width'] * mlp_ratio)
+  pool_types = {pool: pool_type
+                for pool_type, pool in CLASS_TOKEN_POOLING.items()}
+  if 'global_pool' in model_args:
+    pool = model_args['global_pool']
+    if pool not in pool_types:
+      raise ValueError(f'timm model_args global_pool={pool!r} has no '
+                       f'counterpart in {family} here; supported: '
+                       f'{list(pool_types)}.')
+    kwargs['pool_type'] = pool_types[pool]
+  fc_norm = model_args.get('use_fc_norm')
+  if fc_norm is None:
+    fc_norm = kwargs.get('pool_type', 'gap') == 'gap'
+  kwargs['fc_norm'] = bool(fc_norm)
+  if 'use_abs_pos_emb' in model_args:
+    kwargs['posemb'] = 'learn' if model_args['use_abs_pos_emb'] else 'none'
+  if 'init_values' in model_args:
+    kwargs['layer_scale_init'] = float(model_args['init_values'] or 0.0)
+
+
 def side(image_size: Tuple[int, int]) -> Union[int, List[int]]:
   """timm's img_size: one side for a square, else [height, width]."""
   return image_size[0] if image_size[0] == image_size[1] else list(image_size)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from vit_jax import models
 from vit_jax.weights import beit
 from vit_jax.weights import convmixer
+from vit_jax.weights import eva
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
 from vit_jax.weights import swin
@@ -19,7 +20,7 @@ from vit_jax.weights import swinv2
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit)
+FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva)
 
 
 def module(name: str):
