@@ -20,8 +20,8 @@ from vit_jax import weights
 from vit_jax.models import counts
 from vit_jax.models import features
 from vit_jax.models import unetr
-from vit_jax.weights import core
 from vit_jax.weights import monai
+from vit_jax.weights import unetr as unetr_table
 
 TOL = 1e-4  # float32, against MONAI on the CPU.
 
@@ -65,15 +65,10 @@ def test_logits_match_monai(golden):
 def test_transposed_conv_matches_torch():
   case = _load()['transposed']
   layer = unetr.transposed_conv(5, jnp.float32, 'up')
-  kernel = unetr_weights_kernel(case['weight'])
+  kernel = unetr_table.CONV3D.to_ours(case['weight'], None)
   got = layer.apply({'params': {'kernel': kernel}}, case['inputs'])
   assert got.shape == case['outputs'].shape == (2, 4, 6, 8, 5)
   np.testing.assert_allclose(got, case['outputs'], atol=1e-5)
-
-
-def unetr_weights_kernel(torch_weight):
-  from vit_jax.weights import unetr as table  # pylint: disable=g-import-not-at-top
-  return table.CONV3D.to_ours(torch_weight, None)
 
 
 def test_export_round_trip_is_exact(golden):
