@@ -21,6 +21,7 @@ import pytest
 from vit_jax.models import __main__ as zoo
 from vit_jax.models import counts
 from vit_jax.models import get_model
+from vit_jax.models import unetr
 
 # ----------------------------------------------------------------------------
 # The reference count of the traced program.
@@ -29,20 +30,33 @@ from vit_jax.models import get_model
 def _conv_flops(params, lhs_shape, rhs_shape):
   """2 x multiply-adds of a convolution, taps on padding left out (XLA)."""
   numbers = params['dimension_numbers']
-  assert set(params['lhs_dilation']) == {1}, params
   assert set(params['rhs_dilation']) == {1}, params
   assert params['batch_group_count'] == 1, params
   taps = 1
-  for axis, padding, stride in zip(range(2, len(lhs_shape)),
-                                   params['padding'],
-                                   params['window_strides']):
-    taps *= counts.valid_taps(lhs_shape[numbers.lhs_spec[axis]],
-                              rhs_shape[numbers.rhs_spec[axis]], stride,
-                              tuple(padding))
+  for axis, padding, stride, dilation in zip(
+      range(2, len(lhs_shape)), params['padding'], params['window_strides'],
+      params['lhs_dilation']):
+    size = lhs_shape[numbers.lhs_spec[axis]]
+    kernel = rhs_shape[numbers.rhs_spec[axis]]
+    if dilation == 1:
+      taps *= counts.valid_taps(size, kernel, stride, tuple(padding))
+    else:  # a transposed convolution: taps on the dilation's holes left out
+      taps *= _dilated_taps(size, kernel, stride, tuple(padding), dilation)
   batch = lhs_shape[numbers.lhs_spec[0]]
   out_features = rhs_shape[numbers.rhs_spec[0]]
   in_per_group = rhs_shape[numbers.rhs_spec[1]]
   return 2 * batch * out_features * in_per_group * taps
+
+
+def _dilated_taps(size, kernel, stride, padding, dilation):
+  """Kernel taps on the input's own values (not its padding, not the
+  zeros `dilation` puts between them), summed over the outputs."""
+  low, high = padding
+  dilated = (size - 1) * dilation + 1
+  outputs = (dilated + low + high - kernel) // stride + 1
+  return sum(1 for o in range(outputs) for k in range(kernel)
+             if 0 <= o * stride + k - low < dilated
+             and (o * stride + k - low) % dilation == 0)
 
 
 def _jaxpr_matmul_flops(jaxpr):
@@ -63,7 +77,10 @@ def _jaxpr_matmul_flops(jaxpr):
 
 
 def _abstract(model, size):
-  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  shape = (1, size, size, 3)
+  if isinstance(model, unetr.UNETR):  # its own volume and channels
+    shape = (1, *model.volume, model.in_channels)
+  images = jax.ShapeDtypeStruct(shape, jnp.float32)
   return jax.eval_shape(model.init, jax.random.PRNGKey(0), images), images
 
 
@@ -101,6 +118,11 @@ def _conv(stride, padding, groups=1):
     (_conv(2, ((1, 1), (1, 1))), [(2, 9, 8, 3), (3, 3, 3, 4)]),
     (_conv(4, 'VALID'), [(1, 16, 16, 3), (4, 4, 3, 6)]),
     (_conv(1, ((1, 1), (1, 1)), groups=6), [(1, 5, 5, 6), (3, 3, 1, 6)]),
+    # UNETR's upsampling: a transposed convolution, on a dilated input.
+    (lambda volumes, kernel: jax.lax.conv_transpose(
+        volumes, kernel, (2, 2, 2), 'VALID', transpose_kernel=True,
+        dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC')),
+     [(1, 3, 4, 5, 6), (2, 2, 2, 7, 6)]),
 ])
 def test_traced_count_is_xlas_count_of_products(function, shapes):
   """The reference agrees exactly with XLA on programs of products only."""
@@ -141,6 +163,12 @@ OPTIONS = {
                                        tokens_norm=False), 48),
     'convmixer_even_kernel': ('convmixer', dict(
         width=64, depth=1, kernel_size=4, patch_size=4, num_classes=0), 32),
+    # Its own volume (the size argument unused): two channels, other skip
+    # blocks, qkv biases; transposed convolutions in the decoder.
+    'unetr_free_form': ('unetr', dict(
+        image_size=(16, 16, 32), in_channels=2, num_classes=3,
+        feature_size=2, width=16, depth=4, num_heads=2, mlp_dim=32,
+        skip_blocks=(0, 1, 2), qkv_bias=True), 32),
 }
 
 # One model of each family, wide enough for the matrix products to
@@ -279,7 +307,8 @@ def test_listing_prints_the_whole_zoo(capsys):
 
 @pytest.mark.parametrize('pattern,expected', [
     ('vit B/*', ['vit B/32', 'vit B/16', 'vit B/8']),
-    ('B/16', ['vit B/16', 'mixer B/16', 'mae B/16', 'beit B/16']),
+    ('B/16', ['vit B/16', 'mixer B/16', 'mae B/16', 'beit B/16',
+              'unetr B/16']),
     ('*/8', ['vit B/8', 'xcit T12/8', 'xcit S24/8']),
     ('g/14', ['vit g/14']),
     ('convmixer 7*', ['convmixer 768/32']),

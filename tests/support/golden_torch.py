@@ -240,6 +240,6 @@ def main(write, doc):
   os.makedirs(out_dir, exist_ok=True)
   write(out_dir)
   versions = [f'{name} {sys.modules[name].__version__}'
-              for name in ('timm', 'transformers', 'torch')
+              for name in ('timm', 'transformers', 'monai', 'torch')
               if name in sys.modules]
   print(', '.join(versions))

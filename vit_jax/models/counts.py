@@ -40,6 +40,7 @@ from vit_jax.models import mae
 from vit_jax.models import mixer
 from vit_jax.models import swin
 from vit_jax.models import swinv2
+from vit_jax.models import unetr
 from vit_jax.models import vit
 from vit_jax.models import xcit
 
@@ -383,6 +384,79 @@ def _eva(model: eva.Eva, image_size: Pair, channels: int) -> Tally:
   return _class_token_vit(model, image_size, channels, 'EVA', block)
 
 
+def _conv3d(tally: Tally, grid: Tuple[int, int, int], kernel: int,
+            in_channels: int, out_channels: int, stride: int = 1,
+            padding: Pair = (0, 0), bias: bool = False
+            ) -> Tuple[int, int, int]:
+  """A 3-D convolution, counted as `Tally.conv` counts a 2-D one; returns
+  the output grid."""
+  tally.params += (kernel ** 3 * in_channels * out_channels
+                   + (out_channels if bias else 0))
+  taps = math.prod(valid_taps(side, kernel, stride, padding)
+                   for side in grid)
+  tally.flops += 2 * taps * in_channels * out_channels
+  return tuple((side + sum(padding) - kernel) // stride + 1
+               for side in grid)
+
+
+def _transposed_conv(tally: Tally, grid: Tuple[int, int, int],
+                     in_channels: int, out_channels: int
+                     ) -> Tuple[int, int, int]:
+  """`unetr.transposed_conv` (kernel 2, stride 2): each input voxel meets
+  each of the 8 taps once (XLA runs it on the input dilated by 2, whose
+  holes multiply nothing)."""
+  tally.params += 8 * in_channels * out_channels
+  tally.flops += 2 * 8 * math.prod(grid) * in_channels * out_channels
+  return tuple(2 * side for side in grid)
+
+
+def _res_block(tally: Tally, grid: Tuple[int, int, int], in_channels: int,
+               out_channels: int) -> None:
+  """`unetr.ResBlock`: two 3^3 convolutions, a 1^3 one where the channels
+  change (InstanceNorm has no parameters)."""
+  _conv3d(tally, grid, 3, in_channels, out_channels, padding=(1, 1))
+  _conv3d(tally, grid, 3, out_channels, out_channels, padding=(1, 1))
+  if in_channels != out_channels:
+    _conv3d(tally, grid, 1, in_channels, out_channels)
+
+
+def _unetr(model: unetr.UNETR, image_size: Pair, channels: int) -> Tally:
+  """UNETR on its own volume and channels (`image_size` and `in_channels`
+  are the model's fields: the arguments, 2-D, are not used)."""
+  del image_size, channels
+  tally = Tally()
+  width, volume = model.width, model.volume
+  grid = _conv3d(tally, volume, model.patch_size, model.in_channels, width,
+                 stride=model.patch_size, bias=True)
+  tokens = math.prod(grid)
+  tally.param(tokens * width)  # pos_embedding
+  for _ in range(model.depth):
+    tally.norm(width)  # cross_attn_norm, never applied
+    tally.norm(width)
+    for _ in range(3):  # query, key, value
+      tally.dense(tokens, width, width, bias=model.qkv_bias)
+    tally.flops += 2 * 2 * tokens * tokens * width
+    tally.dense(tokens, width, width)  # out
+    tally.norm(width)
+    tally.mlp(tokens, width, model.mlp_dim)
+  tally.norm(width)  # encoder_norm
+  features = model.feature_size
+  _res_block(tally, volume, model.in_channels, features)  # encoder1
+  for _, _, stages, scale in unetr.SKIP_ENCODERS:
+    side = _transposed_conv(tally, grid, width, scale * features)
+    for _ in range(stages):
+      side = _transposed_conv(tally, side, scale * features,
+                              scale * features)
+      _res_block(tally, side, scale * features, scale * features)
+  side, channels_in = grid, width
+  for _, scale in unetr.DECODERS:
+    side = _transposed_conv(tally, side, channels_in, scale * features)
+    _res_block(tally, side, 2 * scale * features, scale * features)
+    channels_in = scale * features
+  _conv3d(tally, volume, 1, features, model.num_classes, bias=True)  # head
+  return tally
+
+
 _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     vit.ViT: _vit,
     mixer.Mixer: _mixer,
@@ -393,6 +467,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     convmixer.ConvMixer: _convmixer,
     beit.Beit: _beit,
     eva.Eva: _eva,
+    unetr.UNETR: _unetr,
 }
 
 

@@ -47,6 +47,7 @@ images as static (functools.partial); the blocks after the last one asked
 for are then dropped as unused, which is what timm's stop_early saves.
 """
 
+import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -60,7 +61,8 @@ FEATURE_FIELDS = {
     # Path of the block / stage modules, '{}' the 0-based index; the names
     # of the layers are its last part ('block_{}' -> 'block_3').
     'layers': None,
-    # Path of the module whose output is the patch grid [B, h, w, D], for
+    # Path of the module whose output is the patch grid [B, h, w, D] (a
+    # volume's [B, d, h, w, D]: UNETR's blocks come out on it), for
     # families whose layers return tokens [B, P + h*w, D] (the P prefix
     # tokens first); absent for layers that return maps [B, h, w, C].
     'grid': None,
@@ -261,11 +263,11 @@ def _layout(output, grid, output_fmt):
     if output_fmt == 'NLC':
       output = output.reshape(output.shape[0], -1, output.shape[-1])
     return output, None
-  batch, grid_h, grid_w = grid
-  num_prefix = output.shape[1] - grid_h * grid_w
+  batch, *spatial = grid  # (h, w), or (d, h, w) for volumes (UNETR)
+  num_prefix = output.shape[1] - math.prod(spatial)
   prefix, tokens = output[:, :num_prefix], output[:, num_prefix:]
   if output_fmt == 'NHWC':
-    tokens = tokens.reshape(batch, grid_h, grid_w, tokens.shape[-1])
+    tokens = tokens.reshape(batch, *spatial, tokens.shape[-1])
   return tokens, prefix
 
 
@@ -322,7 +324,7 @@ def extract(model: nn.Module, variables: Mapping[str, Any], images: jax.Array,
 
   grid = None
   if spec['grid']:
-    grid = recorder.outputs[spec['grid']].shape[:3]  # (B, h, w)
+    grid = recorder.outputs[spec['grid']].shape[:-1]  # (B, h, w) or 3-D
   result = {}
   for index, path in zip(indices, paths):
     name = _name(spec, index)

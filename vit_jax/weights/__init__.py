@@ -9,10 +9,11 @@ name.)
   table in either direction (`to_ours` imports, `to_theirs` exports), flat
   parameter dicts, position-embedding resampling, fitting to a model.
 - One module per family (vit.py, mixer.py, swin.py, swinv2.py,
-  convmixer.py, xcit.py, mae.py): its tables, one per layout it has (TIMM,
-  HF, NPZ), listed in `families.FAMILIES`.
-- One module per source format (timm.py, hf.py, npz.py): reading the
-  format, `from_timm` / `from_hf` / `load_npz` and the export direction.
+  convmixer.py, xcit.py, mae.py, unetr.py): its tables, one per layout it
+  has (TIMM, HF, NPZ, MONAI), listed in `families.FAMILIES`.
+- One module per source format (timm.py, hf.py, npz.py, monai.py):
+  reading the format, `from_timm` / `from_hf` / `load_npz` / `from_monai`
+  (UNETR) and the export direction.
 - `init_from.py`: `load_init_params`, `config.init_from`: either importer,
   or the variables of another training run of this package
   (`checkpoint.restore_variables`).
@@ -46,5 +47,7 @@ from vit_jax.weights.hf import from_hf
 from vit_jax.weights.hf import HF_IMPORTABLE
 from vit_jax.weights.init_from import INIT_KINDS
 from vit_jax.weights.init_from import load_init_params
+from vit_jax.weights.monai import from_monai
+from vit_jax.weights.monai import MONAI_IMPORTABLE
 from vit_jax.weights.npz import load_npz
 from vit_jax.weights.timm import from_timm

@@ -1,7 +1,7 @@
 """The families whose weights are converted, each with its tables: an
 explicit tuple, not a registry filled by imports. A family's module names
 the family (`NAME`) and holds a table per layout it has (`TIMM`, `HF`,
-`NPZ`); with a TIMM table, also the timm architectures read by name
+`NPZ`, `MONAI`); with a TIMM table, also the timm architectures read by name
 (`TIMM_ARCHITECTURES`, `vit_jax.pretrained.SUPPORTED`), how timm's
 `model_args` become its get_model kwargs (`TIMM_ARGS`, a `core.TimmArgs`)
 and `timm_model`, what export's timm config.json says. Adding a family
@@ -17,10 +17,12 @@ from vit_jax.weights import mae
 from vit_jax.weights import mixer
 from vit_jax.weights import swin
 from vit_jax.weights import swinv2
+from vit_jax.weights import unetr
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva)
+FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
+            unetr)
 
 
 def module(name: str):
@@ -30,8 +32,8 @@ def module(name: str):
 
 
 def tables(layout: str):
-  """Family name -> its table of `layout` ('TIMM', 'HF', 'NPZ'), for the
-  families that have one, in FAMILIES' order."""
+  """Family name -> its table of `layout` ('TIMM', 'HF', 'NPZ',
+  'MONAI'), for the families that have one, in FAMILIES' order."""
   return {family.NAME: getattr(family, layout) for family in FAMILIES
           if hasattr(family, layout)}
 
