@@ -50,6 +50,9 @@ class ZooRow(NamedTuple):
   variant: str
   params: int
   gflops: float
+  # The input the FLOPs are for when it is the model's own, not the
+  # resolution's (a volume model: its (D, H, W)); '' otherwise.
+  own_input: str = ''
 
 
 def count_params(model, resolution: int = 224, channels: int = 3) -> int:
@@ -82,7 +85,12 @@ def zoo_rows(entries: Iterable[Tuple[str, str, dict]],
   for family, variant, kwargs in entries:
     model = models.get_model(family, variant=variant, **kwargs)
     tally = counts.model_tally(model, resolution)
-    rows.append(ZooRow(family, variant, tally.params, tally.flops / 1e9))
+    volume = getattr(model, 'image_size', None)
+    own_input = ('x'.join(map(str, volume))
+                 if isinstance(volume, (tuple, list)) and len(volume) == 3
+                 else '')
+    rows.append(ZooRow(family, variant, tally.params, tally.flops / 1e9,
+                       own_input))
   return rows
 
 
@@ -104,7 +112,9 @@ def format_table(rows: Sequence[ZooRow], resolution: int) -> str:
            f'{"GFLOPs@" + str(resolution):>12}']
   for row in rows:
     lines.append(f'{row.family:<10} {row.variant:<8} {row.params:>15,} '
-                 f'{row.gflops:>12.2f}')
+                 f'{row.gflops:>12.2f}'
+                 + (f' (at its {row.own_input} volume)' if row.own_input
+                    else ''))
   return '\n'.join(lines)
 
 
