@@ -141,6 +141,11 @@ OPTIONS = {
                                        tokens_norm=False), 48),
     'convmixer_even_kernel': ('convmixer', dict(
         width=64, depth=1, kernel_size=4, patch_size=4, num_classes=0), 32),
+    # Stage maps 12, 6, 3, 2 (rounded up): reductions by 8 and 4 leave one
+    # key row, the last stage has none; the decoder upsamples unevenly.
+    'segformer': ('segformer', dict(
+        widths=(8, 16, 16, 24), depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 3),
+        decoder_width=16, num_classes=5), 48),
 }
 
 # One model of each family, wide enough for the matrix products to

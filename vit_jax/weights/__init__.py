@@ -9,7 +9,7 @@ name.)
   table in either direction (`to_ours` imports, `to_theirs` exports), flat
   parameter dicts, position-embedding resampling, fitting to a model.
 - One module per family (vit.py, mixer.py, swin.py, swinv2.py,
-  convmixer.py, xcit.py, mae.py): its tables, one per layout it has (TIMM,
+  convmixer.py, xcit.py, mae.py, beit.py, eva.py, segformer.py): its tables, one per layout it has (TIMM,
   HF, NPZ), listed in `families.FAMILIES`.
 - One module per source format (timm.py, hf.py, npz.py): reading the
   format, `from_timm` / `from_hf` / `load_npz` and the export direction.
@@ -26,7 +26,7 @@ replaced when the number of classes changes, and anything still missing,
 unexpected or misshapen raises an error that lists it.
 
 Importers return Flax variables: {'params': ...}, plus {'batch_stats':
-...} for families with BatchNorm (XCiT, ConvMixer), so
+...} for families with BatchNorm (XCiT, ConvMixer, SegFormer), so
 `model.apply(variables, images, train=False)` works as they come. In the
 flat '/'-joined form used while converting, a variable of another
 collection than 'params' is named '<collection>:<path>' (e.g.

@@ -15,12 +15,14 @@ from vit_jax.weights import convmixer
 from vit_jax.weights import eva
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
+from vit_jax.weights import segformer
 from vit_jax.weights import swin
 from vit_jax.weights import swinv2
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
-FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva)
+FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
+            segformer)
 
 
 def module(name: str):
