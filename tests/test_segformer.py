@@ -10,6 +10,7 @@ import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
@@ -20,6 +21,7 @@ from vit_jax import weights
 from vit_jax.models import counts
 from vit_jax.models import features
 from vit_jax.models import get_model
+from vit_jax.models import representation
 from vit_jax.models import segformer
 
 TOL = 1e-4  # float32, against transformers on the CPU.
@@ -101,6 +103,30 @@ def test_features_are_transformers_hidden_states(golden):
   assert sorted(maps) == ['stage_0', 'stage_3']
   for name, value in maps.items():
     np.testing.assert_allclose(value, outputs[name], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize('layer, expected', [
+    ('pre_logits', 'stage_3'), ('stage_1', 'stage_1'), ('stage_-1',
+                                                        'stage_3')])
+def test_few_shot_representations(golden, layer, expected):
+  """What few-shot evaluation reads: the last stage's average, or any
+  stage's by name, as transformers' hidden states averaged."""
+  groups, variables = golden
+  outputs = groups['out']
+  features_fn = jax.jit(representation.representation_fn(
+      get_model('segformer', **KWARGS), layer))
+  np.testing.assert_allclose(features_fn(variables, outputs['images']),
+                             outputs[expected].mean(axis=(1, 2)), atol=TOL)
+
+
+def test_bfloat16_compute_close_to_float32(golden):
+  groups, variables = golden
+  images = groups['out']['images']
+  f32, _ = _forward(variables, images)
+  bf16, _ = golden_cases.forward('segformer', KWARGS, variables, images,
+                                 dtype=jnp.bfloat16)
+  assert bf16.dtype == jnp.float32
+  assert 0 < np.abs(bf16 - f32).max() <= 0.05 * np.abs(f32).max()
 
 
 def test_transformers_5_module_names_import_the_same(golden):
