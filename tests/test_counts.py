@@ -169,6 +169,11 @@ OPTIONS = {
         image_size=(16, 16, 32), in_channels=2, num_classes=3,
         feature_size=2, width=16, depth=4, num_heads=2, mlp_dim=32,
         skip_blocks=(0, 1, 2), qkv_bias=True), 32),
+    # Stage maps 12, 6, 3, 2 (rounded up): reductions by 8 and 4 leave one
+    # key row, the last stage has none; the decoder upsamples unevenly.
+    'segformer': ('segformer', dict(
+        widths=(8, 16, 16, 24), depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 3),
+        decoder_width=16, num_classes=5), 48),
 }
 
 # One model of each family, wide enough for the matrix products to

@@ -415,6 +415,10 @@ _TABLE_CASES = [
                          num_heads=4, num_classes=10, pool_type='cls',
                          fc_norm=False, attn_norm=True,
                          layer_scale_init=0.1), 32),
+    # Every stage with a reduction but the last, two blocks in one stage.
+    ('segformer', 'HF', dict(widths=(8, 16), depths=(1, 2), num_heads=(1, 2),
+                             sr_ratios=(2, 1), decoder_width=8,
+                             num_classes=3), 32),
 ]
 
 

@@ -30,7 +30,11 @@ Formats (`FAMILIES` says which families each takes):
   label2id) and `processor` its preprocessor_config.json (the image
   processor that prepares images as timm's data config says:
   `configs.hf_processor_config`), so `transformers.pipeline(
-  'image-classification', model=DIR)` loads it.
+  'image-classification', model=DIR)` loads it. A SegFormer:
+  SegformerForSemanticSegmentation ('segformer.encoder.block.0.0.
+  attention.self.query.weight', ..., 'decode_head.batch_norm.running_mean'),
+  its SegformerConfig and SegformerImageProcessor's config, so
+  `SegformerForSemanticSegmentation.from_pretrained(DIR)` loads it.
 
 A ViT with `posemb='sincos2d'` is exported to timm and HF with its fixed
 table as their learned position embedding (numerically the same model;
@@ -79,8 +83,9 @@ FORMATS = ('timm', 'npz', 'hf')
 FAMILIES = {
     'timm': tuple(timm.TABLES),
     'npz': tuple(npz.TABLES),
-    # transformers' config.json is written for ViTForImageClassification.
-    'hf': ('vit',),
+    # transformers' config.json is written for ViTForImageClassification
+    # and SegformerForSemanticSegmentation.
+    'hf': ('vit', 'segformer'),
 }
 
 ImageSize = Union[int, Tuple[int, int]]
@@ -128,7 +133,7 @@ def _flat_variables(variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
 
 _INPUT_KERNELS = ('patch_embed/kernel', 'stem/kernel',
-                  'patch_embed/conv_0/kernel')
+                  'patch_embed/conv_0/kernel', 'stage_0/patch_embed/kernel')
 
 
 def input_channels(variables: Mapping[str, Any]) -> int:
@@ -223,7 +228,7 @@ def export(variables: Mapping[str, Any], family: str, format: str,
 
   if format == 'npz':
     return StateDict(npz.to_npz(flat, family))
-  if format == 'hf':
+  if format == 'hf' and family == 'vit':
     problems = [problem for problem, bad in (
         (f'pool_type {model.pool_type!r} (it needs \'cls\')',
          model.pool_type != 'cls'),
@@ -237,6 +242,11 @@ def export(variables: Mapping[str, Any], family: str, format: str,
           f'with a head; this one has {" and ".join(problems)}. The timm '
           f'format holds every ViT.')
   data_cfg = data_config.complete(pretrained_cfg, image_size, channels)
+  if format == 'hf' and family == 'segformer':
+    return StateDict(hf.to_hf(flat, family),
+                     configs.hf_segformer_config(model, channels,
+                                                 label_names),
+                     configs.hf_segformer_processor_config(data_cfg))
   if format == 'hf':
     return StateDict(hf.to_hf(flat, family),
                      configs.hf_config(model, image_size, channels,
@@ -255,8 +265,11 @@ PROCESSOR_NAME = 'preprocessor_config.json'  # transformers' image processor
 def _safetensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   # 'pt': the metadata transformers and timm expect of PyTorch weights.
+  # np.ascontiguousarray makes a 0-d array 1-d: BatchNorm's
+  # num_batches_tracked must stay a scalar (transformers checks shapes).
   return safetensors_numpy.save(
-      {name: np.ascontiguousarray(value) for name, value in arrays.items()},
+      {name: np.ascontiguousarray(value).reshape(np.shape(value))
+       for name, value in arrays.items()},
       metadata={'format': 'pt'})
 
 

@@ -2,14 +2,16 @@
 (`architecture`, `num_classes`, `label_names`, `model_args`,
 `pretrained_cfg`; what `timm.create_model('local-dir:DIR',
 pretrained=True)` builds the model from and `resolve_data_config` reads
-the preprocessing from), transformers' ViTConfig (config.json, with
-id2label) and its image processor's preprocessor_config.json.
+the preprocessing from), transformers' ViTConfig and SegformerConfig
+(config.json, with id2label) and their image processors'
+preprocessor_config.json.
 """
 
 import logging
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from vit_jax.models import segformer
 from vit_jax.weights import core
 from vit_jax.weights import families
 from vit_jax.weights import timm
@@ -77,15 +79,21 @@ def timm_config(family: str, model, image_size: Tuple[int, int],
   return {**config, 'model_args': model_args, 'pretrained_cfg': cfg}
 
 
+def _id2label(label_names: Optional[Sequence[Optional[str]]],
+              num_classes: int) -> Dict[str, str]:
+  """transformers' id2label: the names, LABEL_i where unknown."""
+  names = _label_list(label_names, num_classes) or []
+  return {str(index): (names[index] if index < len(names) and names[index]
+                       else f'LABEL_{index}')
+          for index in range(num_classes)}
+
+
 def hf_config(model, image_size: Tuple[int, int], channels: int,
               label_names: Optional[Sequence[Optional[str]]] = None
               ) -> Dict[str, Any]:
   """transformers' ViTConfig (config.json) of ViTForImageClassification;
   id2label from `label_names` (transformers' LABEL_i where unknown)."""
-  names = _label_list(label_names, model.num_classes) or []
-  labels = {str(index): (names[index] if index < len(names) and names[index]
-                         else f'LABEL_{index}')
-            for index in range(model.num_classes)}
+  labels = _id2label(label_names, model.num_classes)
   return {
       'architectures': ['ViTForImageClassification'],
       'model_type': 'vit',
@@ -113,10 +121,72 @@ def hf_config(model, image_size: Tuple[int, int], channels: int,
   }
 
 
+def hf_segformer_config(model, channels: int,
+                        label_names: Optional[Sequence[Optional[str]]] = None
+                        ) -> Dict[str, Any]:
+  """transformers' SegformerConfig (config.json) of
+  SegformerForSemanticSegmentation. Its layer_norm_eps is unused there
+  (every LayerNorm has PyTorch's 1e-5, as `models.segformer`); the patch
+  embeddings are the model's fixed 7 / 4 then 3 / 2."""
+  stages = len(model.widths)
+  first, later = segformer.FIRST_PATCH, segformer.LATER_PATCH
+  labels = _id2label(label_names, model.num_classes)
+  return {
+      'architectures': ['SegformerForSemanticSegmentation'],
+      'model_type': 'segformer',
+      'num_channels': channels,
+      'num_encoder_blocks': stages,
+      'depths': list(model.depths),
+      'sr_ratios': list(model.sr_ratios),
+      'hidden_sizes': list(model.widths),
+      'patch_sizes': [first[0]] + [later[0]] * (stages - 1),
+      'strides': [first[1]] + [later[1]] * (stages - 1),
+      'num_attention_heads': list(model.num_heads),
+      # An integer, as SegformerConfig's strict fields take it.
+      'mlp_ratios': [int(model.mlp_ratio) if float(model.mlp_ratio)
+                     .is_integer() else model.mlp_ratio] * stages,
+      'hidden_act': 'gelu',
+      'hidden_dropout_prob': model.dropout,
+      'attention_probs_dropout_prob': model.attention_dropout,
+      'classifier_dropout_prob': model.decoder_dropout,
+      'drop_path_rate': model.stochastic_depth,
+      'initializer_range': 0.02,
+      'layer_norm_eps': 1e-6,
+      'decoder_hidden_size': model.decoder_width,
+      'semantic_loss_ignore_index': 255,
+      'reshape_last_stage': True,
+      'num_labels': model.num_classes,
+      'id2label': labels,
+      'label2id': {name: int(index) for index, name in labels.items()},
+  }
+
+
+def hf_segformer_processor_config(data_config: Mapping[str, Any]
+                                  ) -> Dict[str, Any]:
+  """SegformerImageProcessor's preprocessor_config.json: the images
+  resized to the data config's input size (no crop), rescaled and
+  normalised by its mean and std."""
+  channels, height, width = data_config['input_size']
+  return {'image_processor_type': 'SegformerImageProcessor',
+          'do_resize': True, 'size': {'height': height, 'width': width},
+          'resample': _pil_resample(data_config['interpolation']),
+          'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+          'image_mean': list(data_config['mean']),
+          'image_std': list(data_config['std']),
+          'do_reduce_labels': False, 'do_convert_rgb': channels == 3}
+
+
 # timm's interpolation names -> PIL's resampling filters (the integers
 # transformers' image processors keep as `resample`).
 PIL_RESAMPLE = {'nearest': 0, 'lanczos': 1, 'bilinear': 2, 'bicubic': 3,
                 'box': 4, 'hamming': 5}
+
+
+def _pil_resample(interpolation: str) -> int:
+  if interpolation not in PIL_RESAMPLE:
+    raise ValueError(f'Interpolation {interpolation!r} has no PIL filter; '
+                     f'valid choices: {list(PIL_RESAMPLE)}.')
+  return PIL_RESAMPLE[interpolation]
 
 
 def hf_processor_config(data_config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -133,11 +203,8 @@ def hf_processor_config(data_config: Mapping[str, Any]) -> Dict[str, Any]:
   """
   channels, height, width = data_config['input_size']
   mode, pct = data_config['crop_mode'], data_config['crop_pct']
-  interpolation = data_config['interpolation']
-  if interpolation not in PIL_RESAMPLE:
-    raise ValueError(f'Interpolation {interpolation!r} has no PIL filter; '
-                     f'valid choices: {list(PIL_RESAMPLE)}.')
-  common = {'do_resize': True, 'resample': PIL_RESAMPLE[interpolation],
+  common = {'do_resize': True,
+            'resample': _pil_resample(data_config['interpolation']),
             'do_rescale': True, 'rescale_factor': 1 / 255,
             'do_normalize': True, 'image_mean': list(data_config['mean']),
             'image_std': list(data_config['std']),

@@ -38,6 +38,7 @@ from vit_jax.models import convmixer
 from vit_jax.models import eva
 from vit_jax.models import mae
 from vit_jax.models import mixer
+from vit_jax.models import segformer
 from vit_jax.models import swin
 from vit_jax.models import swinv2
 from vit_jax.models import unetr
@@ -457,6 +458,47 @@ def _unetr(model: unetr.UNETR, image_size: Pair, channels: int) -> Tally:
   return tally
 
 
+def _segformer(model: segformer.SegFormer, image_size: Pair,
+               channels: int) -> Tally:
+  """The Mix Transformer's stages (keys and values from the reduced map:
+  M = (h / R)(w / R) of them), then the decoder on stage 0's grid; the
+  bilinear upsampling is elementwise work."""
+  tally = Tally()
+  grids = segformer.stage_grids(image_size, len(model.widths))
+  in_channels = channels
+  for stage, (width, depth, ratio) in enumerate(zip(
+      model.widths, model.depths, model.sr_ratios)):
+    kernel, stride, padding = segformer.patch_geometry(stage)
+    grid = tally.conv(image_size if stage == 0 else grids[stage - 1], kernel,
+                      in_channels, width, stride=stride,
+                      padding=(padding, padding))
+    tally.norm(width)  # patch_norm
+    tokens = grid[0] * grid[1]
+    hidden = int(width * model.mlp_ratio)
+    for _ in range(depth):
+      tally.norm(width)
+      keys = tokens
+      if ratio > 1:
+        reduced = tally.conv(grid, ratio, width, width, stride=ratio)
+        tally.norm(width)  # sr_norm
+        keys = reduced[0] * reduced[1]
+      tally.attention(tokens, keys, width)
+      tally.norm(width)
+      tally.dense(tokens, width, hidden)
+      tally.conv(grid, 3, hidden, hidden, padding=(1, 1), groups=hidden)
+      tally.dense(tokens, hidden, width)
+    tally.norm(width)  # the stage's norm
+    in_channels = width
+  decoder = model.decoder_width
+  for width, grid in zip(model.widths, grids):
+    tally.dense(grid[0] * grid[1], width, decoder)
+  tally.conv(grids[0], 1, decoder * len(model.widths), decoder, bias=False)
+  tally.norm(decoder)  # BatchNorm's scale and bias
+  if model.num_classes:
+    tally.conv(grids[0], 1, decoder, model.num_classes)
+  return tally
+
+
 _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     vit.ViT: _vit,
     mixer.Mixer: _mixer,
@@ -468,6 +510,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     beit.Beit: _beit,
     eva.Eva: _eva,
     unetr.UNETR: _unetr,
+    segformer.SegFormer: _segformer,
 }
 
 

@@ -9,8 +9,9 @@ name.)
   table in either direction (`to_ours` imports, `to_theirs` exports), flat
   parameter dicts, position-embedding resampling, fitting to a model.
 - One module per family (vit.py, mixer.py, swin.py, swinv2.py,
-  convmixer.py, xcit.py, mae.py, unetr.py): its tables, one per layout it
-  has (TIMM, HF, NPZ, MONAI), listed in `families.FAMILIES`.
+  convmixer.py, xcit.py, mae.py, beit.py, eva.py, unetr.py, segformer.py):
+  its tables, one per layout it has (TIMM, HF, NPZ, MONAI), listed in
+  `families.FAMILIES`.
 - One module per source format (timm.py, hf.py, npz.py, monai.py):
   reading the format, `from_timm` / `from_hf` / `load_npz` / `from_monai`
   (UNETR) and the export direction.
@@ -27,7 +28,7 @@ replaced when the number of classes changes, and anything still missing,
 unexpected or misshapen raises an error that lists it.
 
 Importers return Flax variables: {'params': ...}, plus {'batch_stats':
-...} for families with BatchNorm (XCiT, ConvMixer), so
+...} for families with BatchNorm (XCiT, ConvMixer, SegFormer), so
 `model.apply(variables, images, train=False)` works as they come. In the
 flat '/'-joined form used while converting, a variable of another
 collection than 'params' is named '<collection>:<path>' (e.g.

@@ -15,6 +15,7 @@ from vit_jax.weights import convmixer
 from vit_jax.weights import eva
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
+from vit_jax.weights import segformer
 from vit_jax.weights import swin
 from vit_jax.weights import swinv2
 from vit_jax.weights import unetr
@@ -22,7 +23,7 @@ from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
 FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
-            unetr)
+            unetr, segformer)
 
 
 def module(name: str):

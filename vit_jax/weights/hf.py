@@ -1,4 +1,5 @@
-"""Hugging Face transformers state dicts (ViT, ViTMAE): import (`from_hf`)
+"""Hugging Face transformers state dicts (ViT, ViTMAE, SegFormer): import
+(`from_hf`)
 and export (`to_hf`) through the families' HF tables."""
 
 from typing import Any, Dict, Mapping, Optional
@@ -10,7 +11,7 @@ from vit_jax.weights import core
 from vit_jax.weights import families
 
 # Family -> table: 'vit' for ViTModel / ViTForImageClassification, 'mae'
-# for ViTMAEForPreTraining.
+# for ViTMAEForPreTraining, 'segformer' for SegformerForSemanticSegmentation.
 TABLES = families.tables('HF')
 
 HF_IMPORTABLE = tuple(TABLES)
@@ -31,7 +32,10 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
     name: one of HF_IMPORTABLE: 'vit' (ViTModel, whose pooler becomes the
       pre-logits layer: pass representation_size=hidden_size; or
       ViTForImageClassification, whose classifier becomes the head) or
-      'mae' (ViTMAEForPreTraining; its fixed sin-cos tables are dropped).
+      'mae' (ViTMAEForPreTraining; its fixed sin-cos tables are dropped)
+      or 'segformer' (SegformerForSemanticSegmentation, the decoder's
+      BatchNorm running averages into 'batch_stats'; e.g. variant='B0',
+      num_classes=150).
     image_size: as for `from_timm`.
     **model_kwargs: as for `get_model(name, ...)`. transformers' ViTs are
       class-token models (pool_type='cls', the default), with their
@@ -44,7 +48,8 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
       likewise).
 
   Returns:
-    variables for `get_model(name, **model_kwargs)`: {'params': ...}.
+    variables for `get_model(name, **model_kwargs)`: {'params': ...}, and
+    {'batch_stats': ...} for SegFormer.
   """
   if name not in TABLES:
     raise ValueError(f'Cannot import Hugging Face checkpoints for model '
@@ -56,6 +61,8 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
 
 def to_hf(flat: Mapping[str, np.ndarray],
           family: str) -> Dict[str, np.ndarray]:
-  """Flat variables (unstacked blocks) -> transformers' names (the Hub's,
-  of ViTForImageClassification for a ViT)."""
-  return core.to_theirs(flat, TABLES[family], 'transformers\' ViT')
+  """Flat variables (unstacked blocks) -> transformers' names (the Hub's:
+  of ViTForImageClassification for a ViT, SegformerForSemanticSegmentation
+  for a SegFormer)."""
+  return core.to_theirs(flat, TABLES[family],
+                        f'transformers\' layout of {family!r}')
