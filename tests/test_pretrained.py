@@ -368,8 +368,35 @@ def test_transformers_layout_points_to_from_hf(tmp_path):
                                   architectures=['Dinov2Model'])
   with pytest.raises(ValueError, match=r"model_type 'dinov2', Dinov2Model\)"
                      r".*from_hf reads transformers' model types \['vit', "
-                     r"'vit_mae'\] only"):
+                     r"'vit_mae', 'segformer'\] only"):
     pretrained.load(other)
+
+
+def test_transformers_segformer_points_to_from_hf(tmp_path):
+  """A SegFormer in transformers' layout: the call given reads it."""
+  with np.load(os.path.join(golden_cases.GOLDEN_DIR,
+                            'segformer_hf.npz')) as archive:
+    state_dict = {k[len('hub/'):]: archive[k] for k in archive.files
+                  if k.startswith('hub/')}
+    images, expected = archive['out/images'], archive['out/logits']
+  directory = _transformers_directory(
+      tmp_path / 'segformer', model_type='segformer',
+      architectures=['SegformerForSemanticSegmentation'],
+      hidden_sizes=[8, 16, 16, 24], depths=[1, 2, 1, 1],
+      num_attention_heads=[1, 2, 2, 3], decoder_hidden_size=16,
+      id2label={str(i): f'class {i}' for i in range(5)})
+  with pytest.raises(ValueError) as caught:
+    pretrained.load(directory)
+  call = ast.parse(re.search(r'(from_hf\(.*\))\.$', str(caught.value))[1])
+  call = call.body[0].value
+  kwargs = {keyword.arg: ast.literal_eval(keyword.value)
+            for keyword in call.keywords}
+  assert ast.literal_eval(call.args[1]) == 'segformer'
+  assert kwargs['num_classes'] == 5 and kwargs['sr_ratios'] == (8, 4, 2, 1)
+  variables = weights.from_hf(state_dict, 'segformer', **kwargs)
+  logits, _ = jax.jit(models.get_model('segformer', **kwargs).apply)(
+      variables, jnp.asarray(images))
+  np.testing.assert_allclose(logits, expected, atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize('architecture,features', [

@@ -413,7 +413,7 @@ def _known_tags(hub_name: HubName) -> str:
 # get_model kwarg, transformers' default where the config leaves it out:
 # ViTConfig's and ViTMAEConfig's) -> get_model kwargs, for the error that
 # points there.
-_HF_FAMILIES = {'vit': 'vit', 'vit_mae': 'mae'}
+_HF_FAMILIES = {'vit': 'vit', 'vit_mae': 'mae', 'segformer': 'segformer'}
 _HF_SIZES = (('patch_size', 'patch_size', 16), ('hidden_size', 'width', 768),
              ('num_hidden_layers', 'depth', 12),
              ('num_attention_heads', 'num_heads', 12),
@@ -423,6 +423,12 @@ _HF_DECODER_SIZES = (('decoder_hidden_size', 'decoder_width', 512),
                      ('decoder_num_hidden_layers', 'decoder_depth', 8),
                      ('decoder_num_attention_heads', 'decoder_num_heads', 16),
                      ('decoder_intermediate_size', 'decoder_mlp_dim', 2048))
+# SegformerConfig's (per stage, as lists; B0's defaults).
+_HF_SEGFORMER_SIZES = (('hidden_sizes', 'widths', (32, 64, 160, 256)),
+                       ('depths', 'depths', (2, 2, 2, 2)),
+                       ('num_attention_heads', 'num_heads', (1, 2, 5, 8)),
+                       ('sr_ratios', 'sr_ratios', (8, 4, 2, 1)),
+                       ('decoder_hidden_size', 'decoder_width', 256))
 _HF_LABELS = 2  # transformers' num_labels without an id2label
 
 
@@ -442,11 +448,18 @@ def _transformers_layout(source: str, config: Mapping[str, Any]
         f'{what}; vit_jax.weights.from_hf reads transformers\' model types '
         f'{[*_HF_FAMILIES]} only: load the timm release of these weights '
         f'(vit_jax.pretrained.list() names those known).')
-  sizes = _HF_SIZES + (_HF_DECODER_SIZES if family == 'mae' else ())
-  kwargs = {ours: config.get(theirs, default)
-            for theirs, ours, default in sizes}
-  if family == 'vit':
-    classifies = any(name.endswith('ForImageClassification')
+  if family == 'segformer':
+    sizes = _HF_SEGFORMER_SIZES
+  else:
+    sizes = _HF_SIZES + (_HF_DECODER_SIZES if family == 'mae' else ())
+  # (`list` here is this module's listing; JSON arrays become tuples.)
+  kwargs = {ours: (value if isinstance(value, (str, int, float))
+                   else tuple(value))
+            for theirs, ours, default in sizes
+            for value in [config.get(theirs, default)]}
+  if family in ('vit', 'segformer'):
+    classifies = any(name.endswith(('ForImageClassification',
+                                    'ForSemanticSegmentation'))
                      for name in classes)
     kwargs['num_classes'] = (len(config.get('id2label') or ()) or _HF_LABELS
                              if classifies else 0)
