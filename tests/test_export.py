@@ -327,6 +327,33 @@ PP_EVAL_CASES = {
 }
 
 
+@pytest.mark.parametrize('size,crop_pct,interpolation,crop_mode', [
+    (224, 0.9613733905579399, 'bicubic', 'center'),
+    ((224, 192), 0.9, 'bilinear', 'center'),
+    (224, 1.0, 'bicubic', 'squash'),
+    ((32, 24), 0.875, 'bicubic', 'border'),
+    (384, 1.0, 'lanczos', 'center'),
+])
+def test_timms_own_spec_reads_back_as_its_data_config(size, crop_pct,
+                                                      interpolation,
+                                                      crop_mode):
+  """What predict.pretrained_spec writes for a timm data config (the ops'
+  timm=True, as the i1k recipes' pp_eval) exports as that config, without
+  notes."""
+  from vit_jax import predict  # pylint: disable=g-import-not-at-top
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  spec = predict.pretrained_spec(size, crop_pct, interpolation, mean, std,
+                                 crop_mode)
+  cfg = data_config.from_pp_eval(f'decode|{spec}|onehot(1000)', 3)
+  height, width = (size, size) if isinstance(size, int) else size
+  assert cfg == dict(crop_mode=crop_mode, interpolation=interpolation,
+                     input_size=[3, height, width], mean=list(mean),
+                     std=list(std), crop_pct=cfg['crop_pct'])
+  assert math.floor(height / cfg['crop_pct']) == math.floor(
+      height / crop_pct)
+  assert math.floor(width / cfg['crop_pct']) == math.floor(width / crop_pct)
+
+
 @pytest.mark.parametrize('spec', sorted(PP_EVAL_CASES))
 def test_run_preprocessing_as_timms_data_config(spec):
   expected, scaled = PP_EVAL_CASES[spec]

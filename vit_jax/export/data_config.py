@@ -12,6 +12,10 @@ that say the same:
   no resize or crop                       crop_pct 1: images come at size
   resize_small(S[, m])|central_crop(C)    'center', crop_pct C / S, m
   resize(R[, m])[|central_crop(C)]        'squash', crop_pct C / R (or 1)
+  resize_keep_ratio(R, m, longest)|central_crop(C)
+                                          'center' (longest 0) or
+                                          'border' (1), crop_pct C / R
+  (with timm=True, as predict.pretrained_spec writes them: exact)
   value_range / normalize, in any chain   mean, std: one affine map
 
 Anything else (random ops, a crop without a resize, a resize method timm
@@ -67,12 +71,17 @@ def _pair(size) -> Tuple[int, int]:
 
 def _method(name: str, args: tuple, kwargs: Mapping[str, Any],
             notes: List[str]) -> Tuple[Tuple[int, int], str]:
-  """(size, timm interpolation) of a resize / resize_small op."""
+  """(size, timm interpolation) of a resize / resize_small /
+  resize_keep_ratio op."""
   size = args[0] if args else kwargs['size']
   method = args[1] if len(args) > 1 else kwargs.get('method', _DEFAULT_METHOD)
-  other = sorted(set(kwargs) - {'size', 'method'})
+  # resize_keep_ratio's `longest` is the crop mode (`_geometry`); timm=True
+  # resamples as PIL does, which is timm's own transform.
+  other = sorted(set(kwargs) - {'size', 'method', 'longest', 'timm'})
   if other:
     notes.append(f'{name} arguments {other} are not expressed')
+  if kwargs.get('timm'):  # PIL's filter names are timm's interpolations
+    return _pair(size), method
   if method in _INTERPOLATIONS:
     return _pair(size), _INTERPOLATIONS[method]
   closest = _CLOSEST.get(method, _DEFAULT_METHOD)
@@ -90,12 +99,22 @@ def _geometry(ops: Sequence[Tuple[str, tuple, dict]], notes: List[str]
     return {'crop_mode': 'center', 'crop_pct': 1.0,
             'interpolation': _DEFAULT_METHOD}
   if names in (['resize_small', 'central_crop'], ['resize'],
-               ['resize', 'central_crop']):
+               ['resize', 'central_crop'],
+               ['resize_keep_ratio', 'central_crop']):
     (scaled, interpolation), crop = _method(*ops[0], notes), None
     if len(ops) == 2:
       crop_args, crop_kwargs = ops[1][1], ops[1][2]
       crop = _pair(crop_args[0] if crop_args else crop_kwargs['size'])
-    if names[0] == 'resize_small':
+    if names[0] == 'resize_keep_ratio':
+      # timm's ResizeKeepRatio: covering the size ('center', longest 0) or
+      # fitting inside it ('border', longest 1; the crop pads).
+      args, kwargs = ops[0][1], ops[0][2]
+      longest = args[2] if len(args) > 2 else kwargs.get('longest', 0.0)
+      mode = {0: 'center', 1: 'border'}.get(longest, 'center')
+      if longest not in (0, 1):
+        notes.append(f'resize_keep_ratio longest={longest!r} is neither '
+                     f'timm\'s center (0) nor its border (1)')
+    elif names[0] == 'resize_small':
       scaled = (scaled[0], scaled[0])  # one side: the shorter
       mode = 'center'
       if crop[0] != crop[1]:
@@ -105,11 +124,15 @@ def _geometry(ops: Sequence[Tuple[str, tuple, dict]], notes: List[str]
     else:
       mode = 'squash'
     crop = crop or scaled
-    pcts = {crop_pct(c, s) for c, s in zip(crop, scaled)}
-    if len(pcts) > 1:
+    pcts = sorted({crop_pct(c, s) for c, s in zip(crop, scaled)})
+    # One crop_pct whose floor(crop / crop_pct) gives every side's size
+    # (each side's own fraction, nudged, may already serve both).
+    fits = [pct for pct in pcts
+            if all(math.floor(c / pct) == s for c, s in zip(crop, scaled))]
+    if not fits:
       notes.append(f'the crop {crop} of {scaled} is not one fraction of both '
                    f'sides')
-    return {'crop_mode': mode, 'crop_pct': min(pcts),
+    return {'crop_mode': mode, 'crop_pct': (fits or pcts)[0],
             'interpolation': interpolation, 'size': list(crop)}
   notes.append(f'its resize and crop ops {names} have no timm counterpart '
                f'(timm resizes, then crops the centre)')
