@@ -153,7 +153,8 @@ def _pil_taps(in_size: tf.Tensor, out_size: tf.Tensor,
               method: str) -> Tuple[tf.Tensor, tf.Tensor]:
   """For one axis resized from `in_size` to `out_size` pixels: the input
   pixel each tap of each output pixel reads and its weight, PIL's 22-bit
-  fixed-point integer (both [taps, out] int32).
+  fixed-point integer (both [taps, out]; int32 indices, weights as whole
+  float64 numbers).
 
   Output pixel o is centred at (o + 0.5) * scale in input coordinates; its
   window spans the filter's support (stretched by the scale when
@@ -179,16 +180,22 @@ def _pil_taps(in_size: tf.Tensor, out_size: tf.Tensor,
   weight = tf.where(tf.equal(total, 0)[None, :], weight,
                     weight / total[None, :])
   fixed = weight * float(1 << _PIL_PRECISION_BITS)
-  fixed = tf.cast(tf.where(weight < 0, fixed - 0.5, fixed + 0.5), tf.int32)
+  # Rounded half away from zero, as PIL's (int) casts of x -/+ 0.5 do;
+  # whole numbers held in float64, which represents PIL's int32 sums
+  # exactly (integers below 2^53).
+  fixed = tf.where(weight < 0, tf.math.ceil(fixed - 0.5),
+                   tf.math.floor(fixed + 0.5))
   return tf.minimum(index, in_size - 1), fixed
 
 
 def _pil_pass(pixels: tf.Tensor, out_size: tf.Tensor,
               method: str) -> tf.Tensor:
-  """One of PIL's two passes: the rows of `pixels` (int32 [H, W, C]
-  holding 0..255) resampled to `out_size` rows, rounded and clipped to
-  0..255 as PIL stores its 8-bit intermediate. PIL's own int32
-  arithmetic, wrap-around included (its headroom makes that unreachable)."""
+  """One of PIL's two passes: the rows of `pixels` (float64 [H, W, C]
+  holding whole numbers 0..255) resampled to `out_size` rows, rounded and
+  clipped to 0..255 as PIL stores its 8-bit intermediate. PIL sums in
+  int32, whose headroom never wraps; float64 holds those integer sums
+  exactly (below 2^53) and, unlike TensorFlow's integer kernels, logs no
+  oneDNN fallback notice on CPUs without AVX-512."""
   index, weight = _pil_taps(tf.shape(pixels)[0], out_size, method)
 
   def add_tap(total, tap):
@@ -196,10 +203,11 @@ def _pil_pass(pixels: tf.Tensor, out_size: tf.Tensor,
     return total + tf.gather(pixels, tap_index) * tap_weight[:, None, None]
   # The initial half unit makes the floor below round half up, as PIL's.
   initial = tf.fill(tf.concat([[out_size], tf.shape(pixels)[1:]], 0),
-                    1 << (_PIL_PRECISION_BITS - 1))
+                    tf.constant(1 << (_PIL_PRECISION_BITS - 1), tf.float64))
   total = tf.foldl(add_tap, (index, weight), initializer=initial)
+  # PIL's arithmetic shift: a floor division by 2^22 (exact in float64).
   return tf.clip_by_value(
-      tf.bitwise.right_shift(total, _PIL_PRECISION_BITS), 0, 255)
+      tf.math.floor(total / float(1 << _PIL_PRECISION_BITS)), 0, 255)
 
 
 def _pil_resize(image: tf.Tensor, size, method: str) -> tf.Tensor:
@@ -227,7 +235,7 @@ def _pil_resize(image: tf.Tensor, size, method: str) -> tf.Tensor:
                    lambda: _pil_pass(x, rows, method))
   # Each pass resamples rows: the image is transposed to bring the axis of
   # each pass first (one traced pass each, whichever the order).
-  pixels = tf.cast(image, tf.int32)
+  pixels = tf.cast(image, tf.float64)
   pixels = tf.cond(rows_first, lambda: pixels, lambda: transpose(pixels))
   pixels = resample_rows(pixels, tf.where(rows_first, height, width))
   pixels = resample_rows(transpose(pixels),
