@@ -204,3 +204,65 @@ def test_dice_by_hand():
   assert segmentation.mean_dice([[np.nan, np.nan]])['mean_dice'] == 0.0
   with pytest.raises(ValueError, match=r'\[volumes, classes\]'):
     segmentation.mean_dice([0.5, 0.2])
+
+
+# --- sliding window -----------------------------------------------------------
+
+
+def _window_predictor(mix, ramp):
+  """make_golden_segmentation.window_predictor, channels last."""
+  def predict(windows):
+    out = windows @ mix
+    for axis in range(3):
+      size = windows.shape[1 + axis]
+      position = np.arange(size, dtype=np.float32).reshape(
+          [size if a == axis else 1 for a in range(3)] + [1])
+      out = out + ramp[axis] * position
+    return out
+  return predict
+
+
+@pytest.mark.parametrize('mode,overlap,corners', [('gaussian', 0.5, 6),
+                                                  ('constant', 0.25, 4)])
+def test_sliding_window_matches_monai(golden, mode, overlap, corners):
+  # 11 x 13 x 6 in 8^3 windows: 2 x 3 corners at overlap 0.5, 2 x 2 at
+  # 0.25 (the last moved back to the edge), and the last axis padded 1
+  # before, 1 after.
+  calls = []
+  predict = _window_predictor(golden['window/mix'], golden['window/ramp'])
+  def counting(windows):
+    calls.append(windows.shape[0])
+    return predict(windows)
+  out = segmentation.sliding_window(counting, golden['window/volume'],
+                                    (8, 8, 8), overlap=overlap, mode=mode)
+  assert out.shape == golden[f'window/{mode}'].shape
+  np.testing.assert_allclose(out, golden[f'window/{mode}'], rtol=1e-5,
+                             atol=1e-5)
+  assert sum(calls) == 2 * corners and max(calls) == 4
+
+
+def test_importance_map_matches_monai(golden):
+  np.testing.assert_allclose(
+      segmentation.importance_map((4, 6, 5), 'gaussian', 0.125),
+      golden['window/map'], rtol=1e-6)
+  np.testing.assert_array_equal(
+      segmentation.importance_map((2, 3), 'constant'), np.ones((2, 3)))
+
+
+def test_window_starts():
+  assert segmentation._window_starts(13, 8, 0.5) == [0, 4, 5]
+  assert segmentation._window_starts(8, 8, 0.5) == [0]
+  assert segmentation._window_starts(20, 8, 0.25) == [0, 6, 12]
+
+
+def test_sliding_window_rejects_bad_input():
+  volume = np.zeros((1, 4, 4, 4, 1), np.float32)
+  identity = lambda windows: windows
+  with pytest.raises(ValueError, match=r'window \(2, 2\) needs 2 spatial'):
+    segmentation.sliding_window(identity, volume, (2, 2))
+  with pytest.raises(ValueError, match=r'overlap must be in \[0, 1\)'):
+    segmentation.sliding_window(identity, volume, (2, 2, 2), overlap=1.0)
+  with pytest.raises(ValueError, match=r"mode 'linear' is not one of"):
+    segmentation.sliding_window(identity, volume, (2, 2, 2), mode='linear')
+  with pytest.raises(ValueError, match=r'must keep the window'):
+    segmentation.sliding_window(lambda w: w[:, :1], volume, (2, 2, 2))

@@ -19,12 +19,20 @@ Saved, for tests/test_segmentation.py (arrays channels last):
     dice/per_volume             reduction 'mean', 'mean_batch', 'none'
                                 (class 2 absent from volume 0's truth,
                                 volume 2's truth all background)
+    window/{volume,mix,ramp}    sliding_window_inference over a [2, 11,
+    window/gaussian             13, 6, 2] volume, window 8^3 (axis 3
+    window/constant             padded), overlap 0.5 Gaussian / 0.25
+                                constant, of window_predictor below
+    window/map                  compute_importance_map((4, 6, 5),
+                                'gaussian', sigma_scale=0.125)
 """
 
 import numpy as np
 import torch
 
 import golden_torch
+from monai.data.utils import compute_importance_map
+from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 
@@ -67,12 +75,43 @@ def _dice_metric(generator):
   return results
 
 
+def window_predictor(windows, mix, ramp):
+  """A channel mix of the window [n, C, *window] -> [n, K, *window] plus a
+  term linear in the position inside the window (ramp [3, K]), so that
+  windows at different corners disagree and the blending shows. The same
+  function, channels last, is tests/test_segmentation.py's."""
+  out = torch.einsum('nc...,ck->nk...', windows, mix)
+  for axis in range(3):
+    size = windows.shape[2 + axis]
+    position = torch.arange(size, dtype=windows.dtype).reshape(
+        [size if a == axis else 1 for a in range(3)])
+    out = out + ramp[axis].reshape(1, -1, 1, 1, 1) * position
+  return out
+
+
+def _sliding_window(generator):
+  volume = torch.randn(2, 2, 11, 13, 6, generator=generator)
+  mix = torch.randn(2, 3, generator=generator)
+  ramp = torch.randn(3, 3, generator=generator)
+  predict = lambda windows: window_predictor(windows, mix, ramp)
+  results = {'volume': volume.permute(0, 2, 3, 4, 1).numpy(),
+             'mix': mix.numpy(), 'ramp': ramp.numpy()}
+  for mode, overlap in (('gaussian', 0.5), ('constant', 0.25)):
+    out = sliding_window_inference(volume, (8, 8, 8), 3, predict,
+                                   overlap=overlap, mode=mode)
+    results[mode] = out.permute(0, 2, 3, 4, 1).numpy()
+  results['map'] = compute_importance_map(
+      (4, 6, 5), mode='gaussian', sigma_scale=0.125).numpy()
+  return results
+
+
 def write(out_dir):
   generator = torch.Generator().manual_seed(50)
   golden_torch.save(out_dir, 'segmentation_monai.npz',
                     xent=_pixel_xent(generator),
                     dicece=_dice_ce(generator),
-                    dice=_dice_metric(generator))
+                    dice=_dice_metric(generator),
+                    window=_sliding_window(generator))
 
 
 if __name__ == '__main__':

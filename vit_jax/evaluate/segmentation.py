@@ -1,12 +1,15 @@
 """Segmentation metrics from a confusion matrix: mIoU, per-class IoU, pixel
-and mean accuracy (as mmseg computes them), and per-volume Dice (as MONAI's
-DiceMetric). The building blocks of the segmentation evaluators.
+and mean accuracy (as mmseg computes them), per-volume Dice (as MONAI's
+DiceMetric), and sliding-window inference over volumes (as MONAI's
+sliding_window_inference). The building blocks of the segmentation
+evaluators.
 
 Counts are exact: a batch's matrix is int32 (at most 2^31 pixels a batch),
 and the sum over a split is int64 on the host, never a float.
 """
 
-from typing import Dict, Optional
+import itertools
+from typing import Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -134,3 +137,100 @@ def mean_dice(per_volume) -> Dict[str, object]:
   per_class = np.where(present.any(0),
                        filled.sum(0) / np.maximum(present.sum(0), 1), np.nan)
   return {'mean_dice': float(mean), 'per_class_dice': per_class}
+
+
+# --- sliding-window inference -------------------------------------------------
+
+BLEND_MODES = ('gaussian', 'constant')
+
+
+def importance_map(window: Sequence[int], mode: str = 'gaussian',
+                   sigma_scale: float = 0.125) -> np.ndarray:
+  """A window's blending weights, as MONAI's compute_importance_map: 1
+  everywhere ('constant'), or a separable Gaussian centred on the window
+  with sigma = sigma_scale * size per axis, peak 1, floored at its minimum
+  or 1e-3, whichever is larger (so no voxel gets weight 0)."""
+  if mode not in BLEND_MODES:
+    raise ValueError(f'mode {mode!r} is not one of {BLEND_MODES}')
+  weights = np.ones((), np.float32)
+  for size in window:
+    if mode == 'constant':
+      axis = np.ones(size, np.float32)
+    else:
+      offset = np.arange(size, dtype=np.float32) - (size - 1) / 2
+      sigma = np.float32(size * sigma_scale)
+      axis = np.exp(offset ** 2 / (-2 * sigma ** 2)).astype(np.float32)
+    weights = weights[..., None] * axis
+  return np.maximum(weights, max(float(weights.min()), 1e-3))
+
+
+def _window_starts(size: int, window: int, overlap: float) -> List[int]:
+  """MONAI's window starts along one axis: a stride of window * (1 -
+  overlap) (at least 1; the window itself when it spans the axis), as many
+  windows as reach the end, the last moved back to end at the edge."""
+  stride = window if window == size else max(int(window * (1 - overlap)), 1)
+  starts = []
+  for index in range(-(-size // stride)):
+    start = index * stride
+    starts.append(min(start, size - window))
+    if start + window >= size:
+      break
+  return starts
+
+
+def sliding_window(predict_fn: Callable[[np.ndarray], np.ndarray],
+                   volume, window: Sequence[int], overlap: float = 0.5,
+                   mode: str = 'gaussian', sigma_scale: float = 0.125,
+                   window_batch: int = 4) -> np.ndarray:
+  """Whole-volume prediction from windows, as MONAI's
+  sliding_window_inference (padding_mode='constant', cval=0).
+
+  volume [B, *spatial, C] (channels last); predict_fn maps windows
+  [n, *window, C] to [n, *window, K] (n <= window_batch; jit it outside).
+  An axis shorter than its window is zero-padded, half before (rounded
+  down) and half after, and cropped back afterwards. Overlapping
+  predictions are averaged with importance_map(window, mode) weights.
+  Returns float32 [B, *spatial, K].
+  """
+  volume = np.asarray(volume)
+  window = tuple(int(w) for w in window)
+  spatial = volume.shape[1:-1]
+  if len(window) != len(spatial):
+    raise ValueError(f'window {window} needs {len(window)} spatial axes,'
+                     f' volume {volume.shape} has {len(spatial)}'
+                     ' ([B, *spatial, C])')
+  if not 0 <= overlap < 1:
+    raise ValueError(f'overlap must be in [0, 1), got {overlap}')
+  if window_batch < 1:
+    raise ValueError(f'window_batch must be at least 1, got {window_batch}')
+  weights = importance_map(window, mode, sigma_scale)[..., None]
+  pad = [(max(w - s, 0) // 2, max(w - s, 0) - max(w - s, 0) // 2)
+         for w, s in zip(window, spatial)]
+  padded = np.pad(volume, [(0, 0)] + pad + [(0, 0)])
+  size = padded.shape[1:-1]
+  corners = list(itertools.product(*(
+      _window_starts(s, w, overlap) for s, w in zip(size, window))))
+  # Every (volume, corner) pair, in MONAI's order, window_batch at a time.
+  jobs = [(b, c) for b in range(volume.shape[0]) for c in corners]
+  total = weight_sum = None
+  for first in range(0, len(jobs), window_batch):
+    chunk = jobs[first:first + window_batch]
+    boxes = [(b,) + tuple(slice(c, c + w) for c, w in zip(corner, window))
+             for b, corner in chunk]
+    predicted = np.asarray(predict_fn(np.stack([padded[box] for box in boxes])))
+    if predicted.shape[1:-1] != window or predicted.shape[0] != len(chunk):
+      raise ValueError(f'predict_fn returned {predicted.shape} for windows'
+                       f' {(len(chunk),) + window + padded.shape[-1:]}:'
+                       ' it must keep the window, [n, *window, K]')
+    if total is None:
+      total = np.zeros(padded.shape[:-1] + predicted.shape[-1:], np.float32)
+      weight_sum = np.zeros(size + (1,), np.float32)
+      for corner in corners:
+        weight_sum[tuple(slice(c, c + w) for c, w in zip(corner, window))] += (
+            weights)
+    for box, prediction in zip(boxes, predicted):
+      total[box] += prediction.astype(np.float32) * weights
+  total /= weight_sum
+  crop = tuple(slice(before, before + s) for (before, _), s in
+               zip(pad, spatial))
+  return total[(slice(None),) + crop]
