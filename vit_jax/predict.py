@@ -281,6 +281,18 @@ def _plot_name(name: str) -> str:
   return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_') or 'pretrained'
 
 
+def loaded_spec(loaded) -> Tuple[str, int]:
+  """How a `pretrained.load` result is evaluated: the spec of its own
+  preprocessing (`pretrained_spec`) and the image channels its weights take,
+  which files decode to whatever they hold (a digits model exported in
+  timm's layout reads grey images)."""
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  pre = loaded.preprocessing
+  spec = pretrained_spec(loaded.image_size, pre.crop_pct, pre.interpolation,
+                         pre.mean, pre.std, pre.crop_mode)
+  return spec, export.input_channels(loaded.variables)
+
+
 def from_pretrained(name: str) -> Predictor:
   """The classifier `vit_jax.pretrained.load(name)` gives."""
   try:
@@ -304,14 +316,7 @@ def from_pretrained(name: str) -> Predictor:
   if len(names) != num_classes:
     raise ValueError(f'Pretrained {name!r} has {len(names)} label names for '
                      f'{num_classes} outputs.')
-  pre = loaded.preprocessing
-  spec = pretrained_spec(loaded.image_size, pre.crop_pct, pre.interpolation,
-                         pre.mean, pre.std,
-                         getattr(pre, 'crop_mode', 'center'))
-  # Files decode to the channels the weights take (a digits model exported
-  # in timm's layout reads grey images), whatever the files hold.
-  from vit_jax import export  # pylint: disable=g-import-not-at-top
-  channels = export.input_channels(loaded.variables)
+  spec, channels = loaded_spec(loaded)
   return Predictor(
       model=loaded.model, variables=loaded.variables,
       preprocess=spec_preprocess(spec, channels, decode_like_pil=True),

@@ -196,13 +196,9 @@ def checkpoint_pp(loaded) -> str:
   evaluated (`predict.pretrained_spec`: its image size, crop_pct,
   interpolation, mean / std), after a conversion to the channels its
   weights take (a grey dataset into an RGB model, or the reverse)."""
-  from vit_jax import export  # pylint: disable=g-import-not-at-top
   from vit_jax import predict  # pylint: disable=g-import-not-at-top
-  pre = loaded.preprocessing
-  spec = predict.pretrained_spec(loaded.image_size, pre.crop_pct,
-                                 pre.interpolation, pre.mean, pre.std,
-                                 pre.crop_mode)
-  return f'decode({export.input_channels(loaded.variables)})|{spec}'
+  spec, channels = predict.loaded_spec(loaded)
+  return f'decode({channels})|{spec}'
 
 
 def format_table(metrics: Mapping[str, float], prefix: str,
