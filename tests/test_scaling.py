@@ -232,11 +232,13 @@ def test_fit_chinchilla_refits_the_published_data():
 
 def test_accuracies_become_errors():
   for name in ('val/accuracy', 'val/top5', 'fewshot/digits/10shot',
-               'fewshot/imagenet/25shot', 'test/accuracy'):
+               'fewshot/imagenet/25shot', 'test/accuracy', 'val/miou',
+               'val/iou/3', 'val/dice', 'val/dice/2', 'val/pixel_accuracy'):
     assert scaling.is_accuracy(name), name
     assert scaling.to_error(name, [0.75]) == pytest.approx([0.25])
   for name in ('val/loss', 'fewshot/digits/10shot_std', 'val/accuracy_std',
-               'reconstruction/loss'):
+               'reconstruction/loss', 'val/miou_std', 'val/dice_loss',
+               'train/dice_ce'):
     assert not scaling.is_accuracy(name), name
     assert scaling.to_error(name, [0.75]) == pytest.approx([0.75])
   assert scaling.error_label('val/accuracy') == 'error (1 - val/accuracy)'

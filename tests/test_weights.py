@@ -270,7 +270,7 @@ def test_load_init_params_reads_timm_files_and_resamples(tmp_path):
                              atol=1e-5)
   assert params['head']['kernel'].shape == (64, 4)
   with pytest.raises(ValueError, match=r"Unknown init_from kind 'hub'; "
-                     r"valid choices: \['own', 'npz', 'timm'\]"):
+                     r"valid choices: \['own', 'npz', 'timm', 'hf'\]"):
     weights.load_init_params('hub', str(path), name, **kwargs)
 
 

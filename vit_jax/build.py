@@ -23,6 +23,7 @@ from vit_jax import models
 from vit_jax import optim
 from vit_jax import sharding
 from vit_jax.models import mae
+from vit_jax.models import segformer
 from vit_jax.models import representation as representation_lib
 
 State = Dict[str, Any]
@@ -61,8 +62,9 @@ class Run(NamedTuple):
   init_fn: Callable[[jax.Array], State]
   state_shardings: Any
   abstract_state: Any  # ShapeDtypeStructs with shardings, for restoring
-  image_shape: Tuple[int, int, int]
+  image_shape: Tuple[int, ...]  # (H, W, C); (D, H, W, C) for volumes
   num_classes: int  # of the training dataset
+  task: str  # the dataset's: 'classification', 'segmentation', ...
 
 
 def validate(config, device_count: int) -> None:
@@ -79,17 +81,51 @@ def validate(config, device_count: int) -> None:
         f'equal microbatches divisible by the {device_count} devices.')
 
 
+# The dataset tasks (`data.dataset_info(...)['task']`) each objective trains.
+OBJECTIVE_TASKS = {'supervised': ('classification',), 'mae': None,
+                   'segmentation': ('segmentation', 'volume_segmentation')}
+
+
+def _check_task(config, task: str) -> None:
+  """The objective against what the dataset's labels are."""
+  tasks = OBJECTIVE_TASKS[config.objective]
+  if tasks is not None and task not in tasks:
+    valid = ('a dataset with label maps (segmentation_folder, '
+             'digit_mosaics, nifti_folder, ...)' if config.objective ==
+             'segmentation' else 'a classification dataset')
+    raise ValueError(
+        f'objective {config.objective!r} needs {valid}; dataset '
+        f'{config.data.name!r} is a {task!r} dataset.')
+
+
 def _check_classes(config, num_classes: int) -> None:
-  """model.num_classes against the dataset's labels (classifiers only)."""
+  """model.num_classes against the dataset's labels (classifiers and
+  segmenters)."""
   model_classes = config.model.get('num_classes')
-  if config.objective != 'supervised' or model_classes in (None, 0):
+  if config.objective == 'mae' or model_classes in (None, 0):
     return
   if model_classes != num_classes:
+    onehot = (f' (and onehot({num_classes}) in the pp specs)'
+              if config.objective == 'supervised' else '')
     raise ValueError(
         f'model.num_classes={model_classes} does not match the '
         f'{num_classes} classes of dataset {config.data.name!r}; set '
-        f'model.num_classes={num_classes} (and onehot({num_classes}) in '
-        f'the pp specs).')
+        f'model.num_classes={num_classes}{onehot}.')
+
+
+def dense_logits(model_name: str, logits: jax.Array,
+                 spatial_shape: Tuple[int, ...]) -> jax.Array:
+  """A segmenter's logits at the resolution `spatial_shape` of its images
+  (or label maps): SegFormer's 1/4-resolution maps upsampled bilinearly
+  (`segformer.upsample_logits`, as its paper trains and evaluates them);
+  UNETR's are already at full resolution."""
+  spatial_shape = tuple(spatial_shape)
+  if tuple(logits.shape[1:-1]) == spatial_shape:
+    return logits
+  if model_name == 'segformer' and len(spatial_shape) == 2:
+    return segformer.upsample_logits(logits, spatial_shape)
+  raise ValueError(f'{model_name} logits {tuple(logits.shape)} do not match '
+                   f'label maps of spatial shape {spatial_shape}.')
 
 
 def _abstract(tree, shardings):
@@ -104,12 +140,19 @@ def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   validate(config, jax.device_count())
   info = data_module.dataset_info(config.data)
+  task = info.get('task', 'classification')
+  _check_task(config, task)
   _check_classes(config, info['num_classes'])
-  image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
+  if task == 'classification':
+    image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
+    spec = f'pp_eval {config.data.pp_eval!r}'
+  else:  # evaluated whole or by windows; the model is built at crop size
+    image_shape = tuple(info['train_image_shape'])
+    spec = f'pp_train {config.data.pp_train!r}'
   if None in image_shape:
-    raise ValueError(f'Images of {config.data.name!r} after pp_eval '
-                     f'{config.data.pp_eval!r} have no fixed shape '
-                     f'{image_shape}: end pp_eval with a resize or crop.')
+    raise ValueError(f'Images of {config.data.name!r} after {spec} have no '
+                     f'fixed shape {image_shape}: end it with a resize or '
+                     f'crop.')
   model = build_model(config.model)
   tx, schedule = optim.make_optimizer(config, config.total_steps)
   init_fn = make_init_fn(model, tx, image_shape)
@@ -117,7 +160,7 @@ def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
   state_shardings = sharding.param_shardings(state_shapes, mesh)
   return Run(config, mesh, model, tx, schedule, init_fn, state_shardings,
              _abstract(state_shapes, state_shardings), image_shape,
-             info['num_classes'])
+             info['num_classes'], task)
 
 
 # ----------------------------------------------------------------------------
@@ -139,12 +182,16 @@ class EvalFunctions(NamedTuple):
     patch loss [B], predicted patches, mask); None otherwise.
   reconstruction_images: (images, pred, mask, fill_value) -> {'masked',
     'reconstruction', 'pasted'} numpy images, for plots; None unless MAE.
+  segment: for segmentation runs, (variables, images) -> logits at the
+    images' own resolution, [B, H, W, K] or [B, D, H, W, K] (`dense_logits`);
+    None otherwise.
   """
   predict: Optional[Callable]
   example_loss: Optional[Callable]
   representation: Callable[[str], Callable]
   reconstruction: Optional[Callable]
   reconstruction_images: Optional[Callable]
+  segment: Optional[Callable] = None
 
 
 def eval_functions(run: Run) -> EvalFunctions:
@@ -170,6 +217,12 @@ def eval_functions(run: Run) -> EvalFunctions:
                                        fill_value=fill_value)
     return EvalFunctions(None, None, representation, reconstruction,
                          reconstruction_images)
+
+  if config.objective == 'segmentation':
+    def segment(variables, images):
+      logits, _ = model.apply(variables, images, train=False)
+      return dense_logits(config.model.name, logits, images.shape[1:-1])
+    return EvalFunctions(None, None, representation, None, None, segment)
 
   def predict(variables, images):
     logits, _ = model.apply(variables, images, train=False)

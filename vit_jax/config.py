@@ -36,8 +36,14 @@ import ml_collections
 from ml_collections import config_dict
 from ml_collections.config_flags import config_flags
 
-OBJECTIVES = ('supervised', 'mae')
-LOSSES = ('softmax_xent', 'sigmoid_xent')
+OBJECTIVES = ('supervised', 'mae', 'segmentation')
+LOSSES = ('softmax_xent', 'sigmoid_xent', 'dice_ce')
+# The losses each objective trains with (an MAE's is its own): classifiers
+# take one-hot labels; segmentation takes integer label maps, softmax_xent
+# per pixel (ignore index 255) or Dice + cross-entropy (volumes).
+OBJECTIVE_LOSSES = {'supervised': ('softmax_xent', 'sigmoid_xent'),
+                    'segmentation': ('softmax_xent', 'dice_ce'),
+                    'mae': LOSSES}
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
@@ -58,7 +64,7 @@ def top_level_defaults() -> Dict[str, Any]:
       'batch_size': REQUIRED,
       'eval_batch_size': None,       # None: batch_size
       'objective': 'supervised',     # OBJECTIVES
-      'loss': 'softmax_xent',        # LOSSES (supervised runs)
+      'loss': 'softmax_xent',        # OBJECTIVE_LOSSES[objective]
       'label_smoothing': 0.0,
       'grad_accum_steps': 1,
       'lr': optim.DEFAULT_LR,
@@ -203,6 +209,7 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
   top = _fill(given, top_level_defaults(), '')
   common.check_choice('objective', top['objective'], OBJECTIVES)
   common.check_choice('loss', top['loss'], LOSSES)
+  _check_loss(top)
   for key in ('total_steps', 'batch_size'):
     if not isinstance(top[key], int) or top[key] < 1:
       raise ValueError(f'config.{key} must be a positive integer, got '
@@ -254,6 +261,20 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
     evals[entry_name] = evaluate.resolve_entry(entry_name, entry)
   resolved['evals'] = evals
   return ml_collections.ConfigDict(resolved)
+
+
+def _check_loss(top: Dict[str, Any]) -> None:
+  """The loss against the objective (and label smoothing, which the dense
+  losses do not have)."""
+  objective, loss = top['objective'], top['loss']
+  valid = OBJECTIVE_LOSSES[objective]
+  if loss not in valid:
+    raise ValueError(f'config.loss={loss!r} does not train objective '
+                     f'{objective!r}; valid choices: {list(valid)}.')
+  if objective == 'segmentation' and top['label_smoothing']:
+    raise ValueError(f"config.label_smoothing={top['label_smoothing']!r}: "
+                     f'the segmentation losses have no label smoothing; '
+                     f'set it to 0.')
 
 
 def _check_branch(resolved: Dict[str, Any]) -> None:

@@ -113,3 +113,16 @@ def dice_ce_loss(logits: jax.Array, labels: jax.Array,
   dice = jnp.mean(1.0 - (2.0 * overlap + smooth) / (total + smooth))
   ce = -jnp.mean(_label_log_probs(logits, labels))
   return lambda_dice * dice + lambda_ce * ce
+
+
+def dense_loss(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The objective 'segmentation''s loss `config.loss` as (logits [B, ..., K]
+  at the label maps' resolution, labels int [B, ...]) -> scalar:
+  'softmax_xent' per pixel with ignore index 255 (`pixel_softmax_xent`),
+  'dice_ce' (`dice_ce_loss`, volumes; no ignore index)."""
+  if name == 'softmax_xent':
+    return pixel_softmax_xent
+  if name == 'dice_ce':
+    return dice_ce_loss
+  raise ValueError(f'Unknown segmentation loss {name!r}; valid choices: '
+                   f"['softmax_xent', 'dice_ce'].")

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 
 from vit_jax import branch as branch_lib
 from vit_jax import build
@@ -89,6 +90,18 @@ def make_loss_fn(model, config) -> Callable[..., jax.Array]:
 
   loss_name = config.get('loss', 'softmax_xent')
   common.check_choice('loss', loss_name, config_lib.LOSSES)
+  if objective == 'segmentation':
+    dense_loss = losses.dense_loss(loss_name)
+
+    def segmentation_loss(params, model_state, batch, rng):
+      (logits, _), model_state = _apply_train(
+          model, params, model_state, batch['image'], {'dropout': rng})
+      label_maps = batch['label_map']  # [B, H, W] or [B, D, H, W]
+      logits = build.dense_logits(config.model.name, logits,
+                                  label_maps.shape[1:])
+      return dense_loss(logits, label_maps), model_state
+    return segmentation_loss
+
   example_loss = losses.LOSSES[loss_name]
   label_smoothing = config.get('label_smoothing', 0.0)
 
@@ -311,14 +324,14 @@ def _fresh_state(config, run: build.Run) -> State:
   init_from = config.init_from
   if init_from.path:
     variables = weights.load_init_params(
-        init_from.kind, init_from.path, image_size=run.image_shape[:2],
+        init_from.kind, init_from.path, image_size=run.image_shape[:-1],
         **models.kwargs_from_config(config.model, compute_dtype=False))
-    # Params, and BatchNorm's running averages where the source has them.
+    # Params, and BatchNorm's running averages where the source has them;
+    # what an encoder-only checkpoint leaves out keeps its initialisation.
     for key, tree in variables.items():
       if key not in state:
         continue
-      tree = jax.tree.map(lambda x, ref: np.asarray(x, ref.dtype), tree,
-                          state[key])
+      tree = _over(state[key], tree)
       state[key] = jax.device_put(tree, run.state_shardings[key])
     state['opt_state'] = jax.jit(
         run.tx.init, out_shardings=run.state_shardings['opt_state'])(
@@ -326,6 +339,18 @@ def _fresh_state(config, run: build.Run) -> State:
     logging.info('Initialised params from %s (%s).', init_from.path,
                  init_from.kind)
   return state
+
+
+def _over(initial, loaded):
+  """`initial` (a state's tree) with the leaves `loaded` has, in its dtypes."""
+  flat = traverse_util.flatten_dict(jax.device_get(initial))
+  given = traverse_util.flatten_dict(loaded)
+  unknown = sorted('/'.join(path) for path in given if path not in flat)
+  if unknown:
+    raise ValueError(f'init_from variables not in the model: {unknown}')
+  for path, value in given.items():
+    flat[path] = np.asarray(value, flat[path].dtype)
+  return traverse_util.unflatten_dict(flat)
 
 
 def _say(text: str) -> None:

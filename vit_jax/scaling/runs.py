@@ -63,12 +63,19 @@ _URI_ROOT = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://[^/]*)/*(.*)$')
 # Metric names.
 
 
+# Segmentation's overlap scores, higher is better: PREFIX/miou, per class
+# PREFIX/iou/<c>, and volumes' PREFIX/dice, PREFIX/dice/<c>.
+_OVERLAP = re.compile(r'(^|/)(miou|iou/\d+|dice|dice/\d+)$')
+
+
 def is_accuracy(name: str) -> bool:
-  """Whether a metric is an accuracy (its error is 1 - value): names with
-  'accuracy' or 'top5', and fewshot/<dataset>/<k>shot; never a `_std`."""
+  """Whether a metric is an accuracy or overlap score (its error is
+  1 - value): names with 'accuracy' or 'top5', fewshot/<dataset>/<k>shot,
+  and segmentation's mIoU / IoU / Dice; never a `_std`."""
   if name.endswith('_std'):
     return False
-  return 'accuracy' in name or 'top5' in name or bool(_FEWSHOT.match(name))
+  return ('accuracy' in name or 'top5' in name or
+          bool(_FEWSHOT.match(name)) or bool(_OVERLAP.search(name)))
 
 
 def to_error(name: str, values):

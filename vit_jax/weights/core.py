@@ -691,29 +691,38 @@ def _target(loaded: FlatParams, name: str, model,
 def import_variables(source: Mapping[str, Any], table: Sequence[Entry],
                      name: str, model, image_size: Optional[ImageSize],
                      source_name: str,
-                     posemb_interpolation: str = 'bilinear'
-                     ) -> Dict[str, Any]:
+                     posemb_interpolation: str = 'bilinear',
+                     fresh_paths: Sequence[str] = ()) -> Dict[str, Any]:
   """A state dict in the layout of `table` as `model`'s variables: every
   size checked in the state dict's own names first (`to_ours`), then
-  fitted (`fit_to_model`)."""
+  fitted (`fit_to_model`; `fresh_paths` as there)."""
   from vit_jax.weights import families  # pylint: disable=g-import-not-at-top
   converted = to_ours(
       source, table, model, source_name,
       expected=lambda partial: _target(partial, name, model, image_size)[1],
       resizable=getattr(families.module(name), 'resizable', None))
   return fit_to_model(converted, name, model, image_size, source_name,
-                      posemb_interpolation)
+                      posemb_interpolation, fresh_paths)
 
 
 def fit_to_model(loaded: FlatParams, name: str, model,
                   image_size: Optional[ImageSize],
                   source_name: str,
-                  posemb_interpolation: str = 'bilinear') -> Dict[str, Any]:
+                  posemb_interpolation: str = 'bilinear',
+                  fresh_paths: Sequence[str] = ()) -> Dict[str, Any]:
   """Checks, resamples (`resample_posemb`'s `interpolation`) and completes
   `loaded` (flat, see `flatten_variables`) for `model` (of family `name`);
-  returns its variables."""
+  returns its variables. Variables under `fresh_paths` (prefixes of flat
+  paths, e.g. 'decoder/') may be missing: an encoder-only checkpoint, whose
+  caller keeps those variables' random initialisation; they are then left
+  out of the result."""
   image_size, expected = _target(loaded, name, model, image_size)
   loaded = dict(loaded)
+
+  def fresh(path):
+    return any(path.split(':')[-1].startswith(prefix)
+               for prefix in fresh_paths)
+  encoder_only = bool(fresh_paths) and not any(fresh(p) for p in loaded)
 
   if 'pos_embed' in loaded and 'pos_embed' in expected:
     old_shape, new_shape = loaded['pos_embed'].shape, expected['pos_embed']
@@ -740,8 +749,9 @@ def fit_to_model(loaded: FlatParams, name: str, model,
 
   # A new task: drop the old head (and the pre-logits layer, which the ViT
   # paper removes for fine-tuning, Sec. 3.1) and start a zero head.
-  head_changes = any(loaded.get(p, np.zeros(0)).shape != expected.get(p)
-                     for p in _HEAD_PATHS if p in loaded or p in expected)
+  head_changes = not encoder_only and any(
+      loaded.get(p, np.zeros(0)).shape != expected.get(p)
+      for p in _HEAD_PATHS if p in loaded or p in expected)
   if head_changes:
     for path in _HEAD_PATHS:
       loaded.pop(path, None)
@@ -756,7 +766,8 @@ def fit_to_model(loaded: FlatParams, name: str, model,
       loaded.pop('pre_logits/kernel', None)
       loaded.pop('pre_logits/bias', None)
 
-  missing = sorted(f'{p} {expected[p]}' for p in expected if p not in loaded)
+  missing = sorted(f'{p} {expected[p]}' for p in expected
+                   if p not in loaded and not (encoder_only and fresh(p)))
   extra = sorted(f'{p} {tuple(loaded[p].shape)}' for p in loaded
                  if p not in expected)
   misshapen = sorted(

@@ -9,10 +9,12 @@ from vit_jax import models
 from vit_jax import paths
 from vit_jax.models import common
 from vit_jax.weights import core
+from vit_jax.weights import families
+from vit_jax.weights import hf
 from vit_jax.weights import npz
 from vit_jax.weights import timm
 
-INIT_KINDS = ('own', 'npz', 'timm')
+INIT_KINDS = ('own', 'npz', 'timm', 'hf')
 
 
 def load_init_params(kind: str, path: str, name: str,
@@ -27,7 +29,12 @@ def load_init_params(kind: str, path: str, name: str,
   MAE run gives its encoder, for `get_model('vit', pool_type='cls',
   posemb='sincos2d')`), 'npz' (Google's original / big_vision layout),
   'timm' (a .safetensors or .npz file of a timm state dict). The head is
-  replaced and the position embedding resampled as for `from_timm`.
+  replaced and the position embedding resampled as for `from_timm`;
+  'hf' (a transformers checkpoint: a directory holding model.safetensors,
+  or the .safetensors file, of a family `weights.from_hf` reads; for
+  SegFormer also an ImageNet-1k Mix Transformer encoder, mit-b0 ... mit-b5,
+  whose decoder and head then keep their random initialisation: those
+  variables are left out of the result).
   `path` may be local or gs:// (`vit_jax.paths`).
   """
   common.check_choice('init_from kind', kind, INIT_KINDS)
@@ -37,6 +44,8 @@ def load_init_params(kind: str, path: str, name: str,
   if kind == 'timm':
     return timm.from_timm(timm.read(path), name, image_size=image_size,
                           **model_kwargs)
+  if kind == 'hf':
+    return _from_hf_checkpoint(path, name, image_size, model_kwargs)
   model = models.get_model(name, **model_kwargs)
   candidate = layout.checkpoint_dir(path)
   if paths.isdir(candidate):
@@ -53,6 +62,32 @@ def load_init_params(kind: str, path: str, name: str,
                                  for collection, tree in variables.items()})
   return core.fit_to_model(flat, name, model, image_size,
                            f'checkpoint {directory}')
+
+
+def _from_hf_checkpoint(path: str, name: str, image_size,
+                        model_kwargs) -> Dict[str, Any]:
+  """`load_init_params`' kind 'hf'."""
+  if name not in hf.HF_IMPORTABLE:
+    raise ValueError(f'init_from kind \'hf\' reads transformers checkpoints '
+                     f'of {list(hf.HF_IMPORTABLE)}; model {name!r} is none '
+                     f'of them.')
+  file = (paths.join(path, 'model.safetensors') if paths.isdir(path)
+          else path)
+  if not file.endswith('.safetensors'):
+    raise ValueError(f'init_from kind \'hf\' needs a .safetensors file or '
+                     f'a directory holding model.safetensors; got {path!r}.')
+  state = timm.read(file)
+  encoder = getattr(families.module(name), 'ENCODER_CHECKPOINT', None)
+  fresh = ()
+  if encoder and not any(key.startswith(encoder['decoder_names'])
+                         for key in state):
+    state = {key: value for key, value in state.items()
+             if not key.startswith(encoder['dropped_names'])}
+    fresh = encoder['fresh_paths']
+  model = models.get_model(name, **model_kwargs)
+  return core.import_variables(state, hf.TABLES[name], name, model,
+                               image_size, f'transformers checkpoint {file}',
+                               fresh_paths=fresh)
 
 
 def _run_model_name(workdir: str) -> str:

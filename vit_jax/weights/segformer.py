@@ -11,6 +11,15 @@ from vit_jax.weights.core import (CONV, HEADS_BIAS, HEADS_IN, HEADS_OUT,
 
 NAME = 'segformer'
 
+# The encoder the paper's training starts from: an ImageNet-1k Mix
+# Transformer (transformers' SegformerForImageClassification, the Hub's
+# nvidia/mit-b0 ... mit-b5) has the encoder's names, no 'decode_head.*' and
+# a 1000-class 'classifier.*', which is dropped; the decoder and head keep
+# their random initialisation (`init_from` kind 'hf').
+ENCODER_CHECKPOINT = {'decoder_names': ('decode_head.',),
+                      'dropped_names': ('classifier.',),
+                      'fresh_paths': ('decoder/', 'head/')}
+
 
 def _stage_heads(model, index):
   """The heads of the entry's stage (its first block index)."""
