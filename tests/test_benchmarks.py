@@ -124,3 +124,29 @@ def test_launcher_status_benchmark_times_a_sweep_in_every_state(tmp_path):
   assert [r['command'] for r in records] == ['python -c pass', 'status']
   assert all(len(r['cpu_s_all']) == 1 for r in records)
   assert records[1]['cpu_s'] > 0
+
+
+def test_segmentation_step_benchmark_splits_unetr_step():
+  """benchmarks/segmentation_step.py --tiny: both demo models' steps run,
+  UNETR's with the encoder-only step beside it (its convolutions removed,
+  so fewer FLOPs), in a fresh interpreter without TensorFlow."""
+  runner = ('import json, sys; sys.path.insert(0, "benchmarks"); '
+            'import segmentation_step; segmentation_step.main(sys.argv[1:]); '
+            'print(json.dumps({"tf": "tensorflow" in sys.modules}))')
+  result = subprocess.run(
+      [sys.executable, '-c', runner, '--tiny', '--steps=1'], cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      timeout=1800, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  *records, imports = [json.loads(line) for line in result.stdout.splitlines()
+                       if line.startswith('{')]
+  assert [r['model'] for r in records] == ['segformer_demo', 'unetr_demo']
+  for record in records:
+    for key in ('compile_s', 'step_s', 'images_per_s', 'xla_flops_per_step'):
+      assert record[key] > 0, (record['model'], key)
+  unetr = records[1]
+  assert unetr['encoder_step_s'] > 0 and unetr['conv3d_share'] < 1
+  assert not imports['tf']
+  segmentation_step = _load_script('segmentation_step')
+  with pytest.raises(SystemExit, match=r"unknown --models \['x'\]"):
+    segmentation_step.main(['--models=x'])
