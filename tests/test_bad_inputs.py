@@ -80,6 +80,17 @@ CATALOGUE = [
     ('main', (*MAIN, '--no_such_flag=1'), 2, 'no_such_flag'),
     ('main', (*MAIN, '--config.data.folder.x=1'), 2,
      'data.folder is not a section'),
+    ('main', (*MAIN, '--config.loss=dice_ce'), 2,
+     "config.loss='dice_ce' does not train objective 'supervised'; valid "
+     "choices: ['softmax_xent', 'sigmoid_xent']"),
+    ('main', (*MAIN, '--config.objective=segmentation'), 2,
+     'config.label_smoothing=0.1: the segmentation losses have no label '
+     'smoothing'),
+    ('main', (*MAIN, '--config.objective=segmentation',
+              '--config.label_smoothing=0'), 2,
+     "objective 'segmentation' needs a dataset with label maps"),
+    ('main', (*MAIN, '--config.model.num_classes=5'), 2,
+     "model.num_classes=5 does not match the 10 classes of dataset 'digits'"),
     # python -m vit_jax.evaluate
     ('evaluate', ('--workdir={tmp}/no_such_run',), 1,
      'config.json does not exist'),

@@ -113,6 +113,13 @@ def _check_classes(config, num_classes: int) -> None:
         f'model.num_classes={num_classes}{onehot}.')
 
 
+def check_dataset(config, info) -> None:
+  """The objective and model.num_classes against the dataset
+  (`data.dataset_info(config.data)`): ValueError naming what to set."""
+  _check_task(config, info.get('task', 'classification'))
+  _check_classes(config, info['num_classes'])
+
+
 def dense_logits(model_name: str, logits: jax.Array,
                  spatial_shape: Tuple[int, ...]) -> jax.Array:
   """A segmenter's logits at the resolution `spatial_shape` of its images
@@ -140,9 +147,8 @@ def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   validate(config, jax.device_count())
   info = data_module.dataset_info(config.data)
+  check_dataset(config, info)
   task = info.get('task', 'classification')
-  _check_task(config, task)
-  _check_classes(config, info['num_classes'])
   if task == 'classification':
     image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
     spec = f'pp_eval {config.data.pp_eval!r}'

@@ -181,8 +181,9 @@ def check_inputs(config) -> None:
   is not there: a model variant or arguments the family does not take; a
   local `init_from.path`; an image folder that is not a
   directory; a dataset name (config.data.name, few-shot datasets) that is
-  neither built in nor a TFDS dataset (with the closest name). Before
-  anything is built or written."""
+  neither built in nor a TFDS dataset (with the closest name); an objective
+  or model.num_classes the dataset's labels do not fit
+  (`build.check_dataset`). Before anything is built or written."""
   from vit_jax import build  # pylint: disable=g-import-not-at-top
   try:  # the model's arguments (a variant name, a family's fields)
     build.build_model(config.model)
@@ -209,6 +210,10 @@ def check_inputs(config) -> None:
                          f'{folder!r}, which is not a directory')
     elif isinstance(name, str) and name != sources.digits.NAME:
       _check_tfds_dataset(f'{where}.name', name, data_dir, sources)
+  # The objective and the classes against the dataset (its labels' kind
+  # and count), as build_run checks them, but before the workdir exists.
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  build.check_dataset(config, data.dataset_info(config.data))
 
 
 def _check_tfds_dataset(where: str, name: str, data_dir, sources) -> None:
