@@ -910,29 +910,35 @@ def photometric_distortion(brightness_delta: float = 32,
     def truncate(pixels):  # mmcv: clip to 0..255, astype(uint8)
       return tf.floor(tf.clip_by_value(pixels, 0.0, 255.0))
 
-    def contrast(pixels):
-      alpha = between(draws[5], *contrast_range)
-      return tf.where(apply_contrast, truncate(pixels * alpha), pixels)
+    def maybe(coin, step, pixels):  # a skipped step costs nothing
+      return tf.cond(coin, lambda: step(pixels), lambda: pixels)
 
-    pixels = tf.cast(image, tf.float32)
-    beta = between(draws[6], -brightness_delta, brightness_delta)
-    pixels = tf.where(apply_brightness, truncate(pixels + beta), pixels)
-    pixels = tf.cond(contrast_first, lambda: contrast(pixels), lambda: pixels)
-    if channels == 3:
+    def brightness(pixels):
+      return truncate(pixels + between(draws[5], -brightness_delta,
+                                       brightness_delta))
+
+    def contrast(pixels):
+      return truncate(pixels * between(draws[6], *contrast_range))
+
+    def hsv_steps(pixels):
       hue, saturation, value = tf.unstack(
           tf.image.rgb_to_hsv(pixels / 255.0), axis=-1)
-      saturation = tf.where(apply_saturation, tf.clip_by_value(
-          saturation * between(draws[7], *saturation_range), 0.0, 1.0),
-                            saturation)
+      factor = tf.where(apply_saturation,
+                        between(draws[7], *saturation_range), 1.0)
+      saturation = tf.clip_by_value(saturation * factor, 0.0, 1.0)
       # numpy's randint(-d, d), which mmseg draws, excludes d.
       shift = tf.random.stateless_uniform(
           [], fold_in(seed, 1), -hue_delta, max(hue_delta, 1), tf.int32)
-      hue = tf.where(apply_hue, tf.math.floormod(
-          hue + tf.cast(shift, tf.float32) / 180.0, 1.0), hue)
-      shifted = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], -1))
-      shifted = tf.clip_by_value(tf.round(shifted * 255.0), 0.0, 255.0)
-      pixels = tf.where(apply_saturation | apply_hue, shifted, pixels)
-    pixels = tf.cond(contrast_first, lambda: pixels, lambda: contrast(pixels))
+      hue += tf.where(apply_hue, tf.cast(shift, tf.float32) / 180.0, 0.0)
+      hue -= tf.floor(hue)  # back onto the circle [0, 1)
+      rgb = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], -1))
+      return tf.clip_by_value(tf.round(rgb * 255.0), 0.0, 255.0)
+
+    pixels = maybe(apply_brightness, brightness, tf.cast(image, tf.float32))
+    pixels = maybe(contrast_first & apply_contrast, contrast, pixels)
+    if channels == 3:
+      pixels = maybe(apply_saturation | apply_hue, hsv_steps, pixels)
+    pixels = maybe(~contrast_first & apply_contrast, contrast, pixels)
     return _with(example, image=tf.cast(pixels, tf.uint8))
   return apply
 
