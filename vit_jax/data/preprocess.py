@@ -955,29 +955,17 @@ def reduce_labels() -> Op:
   return apply
 
 
-# Cityscapes' label ids (gtFine *_labelIds.png) -> its 19 training ids,
-# the classes evaluated (cityscapesScripts' labels.py); the rest ignored.
-CITYSCAPES_TRAIN_IDS = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-LABEL_TABLES = {'cityscapes': CITYSCAPES_TRAIN_IDS}
-
-
-def map_labels(table: Union[str, Dict[int, int], Sequence[int]]) -> Op:
-  """Maps label ids through `table`: {id: new id}, a list whose i-th entry
-  is the new id of id i, or a name in LABEL_TABLES ('cityscapes': label
-  ids to the 19 training ids). Ids the table does not map become 255."""
-  if isinstance(table, str):
-    if table not in LABEL_TABLES:
-      raise ValueError(f'map_labels: unknown table {table!r}; valid names: '
-                       f'{sorted(LABEL_TABLES)}, or a dict / list of ids.')
-    table = LABEL_TABLES[table]
+def map_labels(table: Union[Dict[int, int], Sequence[int]]) -> Op:
+  """Maps label ids through `table`: {id: new id}, or a list whose i-th
+  entry is the new id of id i. Ids the table does not map become 255
+  (ignored): e.g. Cityscapes' gtFine label ids to its 19 training ids,
+  map_labels({7: 0, 8: 1, 11: 2, ...}) (the 'cityscapes' TFDS source maps
+  them itself)."""
   if isinstance(table, (list, tuple)):
     table = dict(enumerate(table))
   if not isinstance(table, dict) or not table:
     raise ValueError(f'map_labels: table must be a non-empty dict {{id: new '
-                     f'id}}, list of new ids or one of {sorted(LABEL_TABLES)},'
-                     f' got {table!r}.')
+                     f'id}} or list of new ids, got {table!r}.')
   lookup = [IGNORE_INDEX] * 256
   for label_id, new_id in table.items():
     _check_label_id('map_labels', 'every id of the table', label_id)
