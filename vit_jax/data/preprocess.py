@@ -10,7 +10,8 @@ tensors: 'image' [H, W, C] (uint8 as TFDS decodes it, or the encoded bytes)
 and 'label' [] int64 on the way in; 'image' float32 and 'labels'
 [num_classes] float32 after a typical spec.
 
-Random ops (inception_crop, flip_lr, randaug, random_erase) use
+Random ops (inception_crop, flip_lr, randaug, random_erase,
+random_resize, random_crop, photometric_distortion) use
 TensorFlow's stateless random ops seeded by the example's 'rng' entry, a [2]
 int64 seed that the pipeline derives from (seed, process, epoch, position
 in the epoch); see `example_seed`. Each random op folds its position in the spec into that
@@ -25,6 +26,22 @@ timm's 'center' crop at crop_pct 0.875:
     'central_crop(224, timm=True)|value_range(0, 1)|normalize(MEAN, STD)'
 
 (`vit_jax.predict.pretrained_spec` writes them for each crop mode).
+
+Semantic segmentation examples also carry 'label_map' (uint8 [H, W, 1],
+255 ignored). The geometric ops (GEOMETRIC_OPS) move it with the image:
+the same window and flip, resizing by nearest neighbour only; the resizes
+take label_map=False to leave it at its original resolution (evaluation).
+Photometric ops leave it alone. mmsegmentation's training pipeline
+(random_resize, random_crop with cat_max_ratio, photometric_distortion,
+pad) and label conventions (reduce_labels, map_labels) are ops too, e.g.
+SegFormer's ADE20K training and test specs:
+
+    'reduce_labels|random_resize((2048, 512), (0.5, 2.0))|'
+    'random_crop(512, 0.75)|flip_lr|photometric_distortion|'
+    'normalize(MEAN, STD)|pad(512)'
+    'reduce_labels|rescale((2048, 512), label_map=False)|normalize(MEAN, STD)'
+
+Without a 'label_map' every op computes exactly what it did before.
 """
 
 import ast
@@ -91,6 +108,49 @@ def _resize(image: tf.Tensor, size: Tuple[int, int], method: str) -> tf.Tensor:
 
 def _with(example: Example, **updates) -> Example:
   return {**example, **updates}
+
+
+# ----------------------------------------------------------------------------
+# Label maps (semantic segmentation). A geometric op that finds LABEL_KEY in
+# the example moves it with the image: the same window, the same flip, and
+# resizing by nearest neighbour only, so no label id is ever blended into
+# another. Examples without it take exactly the code paths they always did.
+
+LABEL_KEY = 'label_map'
+# The label that losses and metrics skip, as mmsegmentation's default; what
+# padding writes into label maps.
+IGNORE_INDEX = 255
+
+
+def _resized_labels(example: Example, size) -> Example:
+  """The example's label map, if any, resized to `size` by nearest neighbour
+  (TF's half-pixel centres: output pixel o reads input floor((o + 0.5) *
+  in / out), the input pixel nearest to where bilinear resizing centres it;
+  mmcv's cv2 'nearest' reads floor(o * in / out), up to one input pixel
+  towards the top left). An update for `_with`, empty without one."""
+  if LABEL_KEY not in example:
+    return {}
+  return {LABEL_KEY: tf.image.resize(example[LABEL_KEY], size,
+                                     method='nearest')}
+
+
+def _label_map(example: Example, op_name: str) -> tf.Tensor:
+  """The uint8 [H, W, 1] label map an op that reads label ids needs."""
+  if LABEL_KEY not in example:
+    raise ValueError(f'{op_name} reads label ids, but the example has no '
+                     f'{LABEL_KEY!r}; it has {sorted(example)}.')
+  label_map = example[LABEL_KEY]
+  if label_map.dtype != tf.uint8:
+    raise ValueError(f'{op_name}: {LABEL_KEY!r} must be uint8 (ids 0..255, '
+                     f'{IGNORE_INDEX} ignored), got {label_map.dtype.name}.')
+  return label_map
+
+
+def _check_label_id(op_name: str, name: str, value) -> None:
+  if not (isinstance(value, int) and not isinstance(value, bool) and
+          0 <= value <= 255):
+    raise ValueError(f'{op_name}: {name} must be a label id, an int in '
+                     f'0..255, got {value!r}.')
 
 
 # ----------------------------------------------------------------------------
@@ -280,13 +340,16 @@ def decode(channels: Optional[int] = None) -> Op:
   return apply
 
 
-def resize(size: Size, method: str = 'bilinear', timm: bool = False) -> Op:
+def resize(size: Size, method: str = 'bilinear', timm: bool = False,
+           label_map: bool = True) -> Op:
   """Resizes to `size` (int or (height, width)), ignoring the aspect ratio.
 
   `method`: one of TF_METHODS (tf.image.resize, not antialiased). With
   timm=True (uint8 images): resampled exactly as PIL resizes 8-bit images,
   which is what timm's evaluation transform does ('squash' crop mode);
   `method` one of PIL_METHODS, antialiased when shrinking (`_pil_resize`).
+  A 'label_map' is resized with it by nearest neighbour; label_map=False
+  leaves it at its resolution (evaluation at the original resolution).
   """
   size = _size_pair(size, 'resize')
   _check_method('resize', method, timm)
@@ -294,20 +357,21 @@ def resize(size: Size, method: str = 'bilinear', timm: bool = False) -> Op:
   def apply(example, seed):
     del seed
     image = example['image']
+    labels = _resized_labels(example, size) if label_map else {}
     if timm:
-      return _with(example, image=_pil_resize(image, size, method))
-    return _with(example, image=_resize(image, size, method))
+      return _with(example, image=_pil_resize(image, size, method), **labels)
+    return _with(example, image=_resize(image, size, method), **labels)
   return apply
 
 
 def resize_small(size: int, method: str = 'bilinear',
-                 timm: bool = False) -> Op:
+                 timm: bool = False, label_map: bool = True) -> Op:
   """Resizes so that the shorter side is `size`, keeping the aspect ratio.
 
   The longer side is rounded to the nearest pixel; with timm=True it is
   truncated, as torchvision's Resize(int) does (500x375 to 248: 330, not
   331), and the image is resampled as PIL does (see `resize`): timm's
-  'center' crop mode for square inputs.
+  'center' crop mode for square inputs. `label_map` as in `resize`.
   """
   _size_pair(size, 'resize_small')
   _check_method('resize_small', method, timm)
@@ -323,17 +387,20 @@ def resize_small(size: int, method: str = 'bilinear',
                           tf.int32)
       new_size = tf.where(width <= height, tf.stack([long_side, size]),
                           tf.stack([size, long_side]))
+      labels = _resized_labels(example, new_size) if label_map else {}
       return _with(example, image=_pil_resize(image, tf.unstack(new_size),
-                                              method))
+                                              method), **labels)
     scale = size / tf.minimum(height, width)
     new_size = tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32)
     resized = tf.image.resize(image, new_size, method=method)
-    return _with(example, image=_cast_like(resized, image.dtype))
+    labels = _resized_labels(example, new_size) if label_map else {}
+    return _with(example, image=_cast_like(resized, image.dtype), **labels)
   return apply
 
 
 def resize_keep_ratio(size: Size, method: str = 'bilinear',
-                      longest: float = 0.0, timm: bool = False) -> Op:
+                      longest: float = 0.0, timm: bool = False,
+                      label_map: bool = True) -> Op:
   """Resizes both sides by one factor, as timm's ResizeKeepRatio: with
   the ratios r = image side / `size` side (int or (height, width)), the
   image is divided by max(r) * longest + min(r) * (1 - longest) and the
@@ -341,7 +408,7 @@ def resize_keep_ratio(size: Size, method: str = 'bilinear',
   the other is longer: timm's 'center' crop mode for non-square inputs);
   longest=1 fits inside it (one side matches, the other is shorter:
   timm's 'border' mode, then a padding central_crop). timm=True resamples
-  as PIL does (see `resize`).
+  as PIL does (see `resize`). `label_map` as in `resize`.
   """
   target = _size_pair(size, 'resize_keep_ratio')
   _check_method('resize_keep_ratio', method, timm)
@@ -357,10 +424,11 @@ def resize_keep_ratio(size: Size, method: str = 'bilinear',
     ratio = (tf.reduce_max(ratios) * longest +
              tf.reduce_min(ratios) * (1.0 - longest))
     new_size = _round_half_even(sides / ratio)
+    labels = _resized_labels(example, new_size) if label_map else {}
     if timm:
       return _with(example, image=_pil_resize(image, tf.unstack(new_size),
-                                              method))
-    return _with(example, image=_resize(image, new_size, method))
+                                              method), **labels)
+    return _with(example, image=_resize(image, new_size, method), **labels)
   return apply
 
 
@@ -373,7 +441,8 @@ def central_crop(size: Size, timm: bool = False,
   further when H - height is 3 mod 4), and an image smaller than `size`
   is first padded to it (the smaller half of the padding before) with
   `fill` (one value or one per channel, in the image's value scale), as
-  timm's CenterCropOrPad (whose fill is round(255 * mean)).
+  timm's CenterCropOrPad (whose fill is round(255 * mean)). A 'label_map'
+  is cut to the same window (padded with IGNORE_INDEX).
   """
   crop_height, crop_width = _size_pair(size, 'central_crop')
   if not timm and fill != 0:
@@ -383,6 +452,7 @@ def central_crop(size: Size, timm: bool = False,
   def apply(example, seed):
     del seed
     image = example['image']
+    label_map = example.get(LABEL_KEY)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     if timm:
       fills = len(fill) if isinstance(fill, (list, tuple)) else 1
@@ -397,15 +467,19 @@ def central_crop(size: Size, timm: bool = False,
       filled = tf.broadcast_to(tf.cast(fill, image.dtype),
                                tf.shape(image)[-1:])
       image = tf.where(inside, tf.pad(image, paddings), filled)
+      if label_map is not None:
+        label_map = tf.pad(label_map, paddings, constant_values=IGNORE_INDEX)
       height, width = tf.shape(image)[0], tf.shape(image)[1]
       top = _round_half_even(tf.cast(height - crop_height, tf.float64) / 2)
       left = _round_half_even(tf.cast(width - crop_width, tf.float64) / 2)
     else:
       top = (height - crop_height) // 2
       left = (width - crop_width) // 2
-    image = tf.image.crop_to_bounding_box(image, top, left, crop_height,
-                                          crop_width)
-    return _with(example, image=image)
+    def crop(pixels):
+      return tf.image.crop_to_bounding_box(pixels, top, left, crop_height,
+                                           crop_width)
+    labels = {} if label_map is None else {LABEL_KEY: crop(label_map)}
+    return _with(example, image=crop(image), **labels)
   return apply
 
 
@@ -417,7 +491,8 @@ def inception_crop(size: Size, area_min: float = 5, area_max: float = 100,
   A window covering `area_min`..`area_max` percent of the image with aspect
   ratio in [3/4, 4/3] is cut out and resized to `size`. The paper samples
   8%..100%; the ViT recipes (Dosovitskiy et al. 2020; Steiner et al. 2021,
-  "How to train your ViT?") use 5%, the default here.
+  "How to train your ViT?") use 5%, the default here. A 'label_map' is
+  cut to the same window and resized by nearest neighbour.
   """
   size = _size_pair(size, 'inception_crop')
   if not 0 < area_min <= area_max <= 100:
@@ -437,15 +512,26 @@ def inception_crop(size: Size, area_min: float = 5, area_max: float = 100,
     # channel count is the input's (ops after this one, randaug among them,
     # need it static).
     crop.set_shape([None, None, image.shape[-1]])
-    return _with(example, image=_resize(crop, size, method))
+    labels = {}
+    if LABEL_KEY in example:
+      # begin is [top, left, 0] and crop_size [height, width, -1]: the
+      # same window, all of the label map's channels.
+      labels = _resized_labels(
+          {LABEL_KEY: tf.slice(example[LABEL_KEY], begin, crop_size)}, size)
+    return _with(example, image=_resize(crop, size, method), **labels)
   return apply
 
 
 def flip_lr() -> Op:
-  """Mirrors the image left-right with probability 1/2."""
+  """Mirrors the image (and a 'label_map') left-right with probability
+  1/2."""
   def apply(example, seed):
-    image = tf.image.stateless_random_flip_left_right(example['image'], seed)
-    return _with(example, image=image)
+    # TF draws the decision for a [H, W, C] tensor from the seed alone (one
+    # uniform of shape []), so the same seed flips both or neither.
+    flipped = {key: tf.image.stateless_random_flip_left_right(example[key],
+                                                              seed)
+               for key in ('image', LABEL_KEY) if key in example}
+    return _with(example, **flipped)
   return apply
 
 
@@ -457,6 +543,12 @@ def randaug(num_layers: int = 2, magnitude: float = 10,
   randaugment.check_settings(num_layers, magnitude, prob)
 
   def apply(example, seed):
+    if LABEL_KEY in example:
+      raise ValueError(
+          f'randaug: its geometric ops (rotate, shear, translate) would move '
+          f'the image without its {LABEL_KEY!r}; for segmentation use '
+          f'photometric_distortion and the label-aware geometric ops '
+          f'({", ".join(sorted(GEOMETRIC_OPS))}).')
     return _with(example, image=randaugment.randaugment(
         example['image'], seed, num_layers, magnitude, prob))
   return apply
@@ -577,6 +669,317 @@ def copy(source: str, target: str) -> Op:
   return apply
 
 
+# ----------------------------------------------------------------------------
+# Semantic segmentation: mmsegmentation's training pipeline (RandomResize,
+# RandomCrop with cat_max_ratio, RandomFlip, PhotoMetricDistortion, Pad) and
+# its label-id conventions, on {'image': uint8 [H, W, C], 'label_map': uint8
+# [H, W, 1]} examples (see the module docstring for SegFormer's specs).
+
+
+def _scale_edges(scale: Size, op_name: str) -> Tuple[int, int]:
+  """(longest, shortest) of mmcv's keep-ratio `scale`, whose orientation
+  does not matter ((2048, 512) is mmcv's (width, height))."""
+  try:
+    first, second = _size_pair(scale, op_name)
+  except ValueError:
+    raise ValueError(f'{op_name}: scale must be a positive int or a pair of '
+                     f'them (the longest and shortest side allowed, in any '
+                     f'order), got {scale!r}.') from None
+  return max(first, second), min(first, second)
+
+
+def _fit_size(image: tf.Tensor, long_edge, short_edge) -> tf.Tensor:
+  """mmcv's rescale_size: the factor that brings the long side to at most
+  `long_edge` and the short side to at most `short_edge`, each side scaled
+  and rounded as int(side * factor + 0.5), in float64 as Python computes
+  it. At least one pixel (mmcv would fail on a zero side)."""
+  sides = tf.cast(tf.shape(image)[:2], tf.float64)
+  factor = tf.minimum(long_edge / tf.reduce_max(sides),
+                      short_edge / tf.reduce_min(sides))
+  return tf.maximum(tf.cast(tf.floor(sides * factor + 0.5), tf.int32), 1)
+
+
+def rescale(scale: Size = (2048, 512), method: str = 'bilinear',
+            label_map: bool = True) -> Op:
+  """Resizes keeping the aspect ratio as large as fits in `scale`: the long
+  side at most max(scale), the short side at most min(scale) (mmseg's
+  Resize(scale, keep_ratio=True); its ADE20K test pipeline is
+  rescale((2048, 512), label_map=False), the label map staying at the
+  original resolution for the metric). `method` one of TF_METHODS; a
+  'label_map' goes by nearest neighbour unless label_map=False.
+  """
+  long_edge, short_edge = _scale_edges(scale, 'rescale')
+  _check_method('rescale', method, False)
+
+  def apply(example, seed):
+    del seed
+    image = example['image']
+    new_size = _fit_size(image, float(long_edge), float(short_edge))
+    labels = _resized_labels(example, new_size) if label_map else {}
+    return _with(example, image=_resize(image, new_size, method), **labels)
+  return apply
+
+
+def random_resize(scale: Size = (2048, 512),
+                  ratio_range: Sequence[float] = (0.5, 2.0),
+                  method: str = 'bilinear') -> Op:
+  """mmseg's RandomResize(scale, ratio_range, keep_ratio=True): a ratio r
+  uniform in `ratio_range`, the target (int(scale[0] * r), int(scale[1] *
+  r)), then `rescale` to it (image by `method`, 'label_map' by nearest
+  neighbour). Sizes are mmcv's to the pixel; the resampling is
+  tf.image.resize, not cv2's (both not antialiased).
+  """
+  long_edge, short_edge = _scale_edges(scale, 'random_resize')
+  _check_method('random_resize', method, False)
+  if not (isinstance(ratio_range, (tuple, list)) and len(ratio_range) == 2 and
+          all(isinstance(r, (int, float)) for r in ratio_range) and
+          0 < ratio_range[0] <= ratio_range[1]):
+    raise ValueError(f'random_resize: ratio_range must be (low, high) with '
+                     f'0 < low <= high, got {ratio_range!r}.')
+  low, high = (float(r) for r in ratio_range)
+
+  def apply(example, seed):
+    image = example['image']
+    ratio = tf.random.stateless_uniform([], seed, dtype=tf.float64) * (
+        high - low) + low
+    # mmcv truncates the target scale to whole pixels before fitting.
+    new_size = _fit_size(image, tf.floor(long_edge * ratio),
+                         tf.floor(short_edge * ratio))
+    return _with(example, image=_resize(image, new_size, method),
+                 **_resized_labels(example, new_size))
+  return apply
+
+
+# mmseg's RandomCrop retries a crop that one class dominates this often.
+CROP_ATTEMPTS = 10
+
+
+def random_crop(size: Size, cat_max_ratio: float = 1.0,
+                ignore_index: int = IGNORE_INDEX) -> Op:
+  """mmseg's RandomCrop: a `size` (int or (height, width)) window at a
+  uniform position, cut from image and 'label_map' alike; a side shorter
+  than the window is kept whole (pad afterwards). With cat_max_ratio < 1
+  a window is accepted only if it holds more than one class and no class
+  covers cat_max_ratio or more of its pixels (`ignore_index` not counted);
+  up to CROP_ATTEMPTS windows are tried, then one more is taken unchecked.
+  """
+  crop_height, crop_width = _size_pair(size, 'random_crop')
+  if not (isinstance(cat_max_ratio, (int, float)) and
+          0 < cat_max_ratio <= 1):
+    raise ValueError(f'random_crop: cat_max_ratio must lie in (0, 1] (1 '
+                     f'never retries), got {cat_max_ratio!r}.')
+  _check_label_id('random_crop', 'ignore_index', ignore_index)
+
+  def apply(example, seed):
+    image = example['image']
+    shape = tf.shape(image)
+    height = tf.minimum(crop_height, shape[0])
+    width = tf.minimum(crop_width, shape[1])
+
+    def window(attempt):
+      attempt_seed = fold_in(seed, attempt)
+      top = tf.random.stateless_uniform(
+          [], fold_in(attempt_seed, 0), 0, shape[0] - height + 1, tf.int32)
+      left = tf.random.stateless_uniform(
+          [], fold_in(attempt_seed, 1), 0, shape[1] - width + 1, tf.int32)
+      return [top, left, 0], [height, width, -1]
+
+    attempt = tf.constant(0)
+    if cat_max_ratio < 1:
+      label_map = _label_map(example, 'random_crop with cat_max_ratio < 1')
+
+      def balanced(attempt):
+        crop = tf.slice(label_map, *window(attempt))
+        counts = tf.math.bincount(tf.cast(tf.reshape(crop, [-1]), tf.int32),
+                                  minlength=256, maxlength=256,
+                                  dtype=tf.int64)
+        counts = tf.tensor_scatter_nd_update(counts, [[ignore_index]], [0])
+        classes = tf.math.count_nonzero(counts)
+        share = (tf.cast(tf.reduce_max(counts), tf.float64) /
+                 tf.cast(tf.reduce_sum(counts), tf.float64))
+        return (classes > 1) & (share < cat_max_ratio)
+      attempt = tf.while_loop(
+          lambda attempt: (attempt < CROP_ATTEMPTS) & ~balanced(attempt),
+          lambda attempt: [attempt + 1], [attempt])[0]
+    begin, crop_size = window(attempt)
+    cropped = {key: tf.slice(example[key], begin, crop_size)
+               for key in ('image', LABEL_KEY) if key in example}
+    static = [None if known is None else min(side, known)
+              for side, known in zip((crop_height, crop_width),
+                                     image.shape[:2])]
+    for key, value in cropped.items():
+      value.set_shape(static + [example[key].shape[-1]])
+    return _with(example, **cropped)
+  return apply
+
+
+def pad(size: Size, value: float = 0, label_value: int = IGNORE_INDEX) -> Op:
+  """Pads image and 'label_map' at the bottom and right to `size` (int or
+  (height, width)): the image with `value` (in its current scale: 0 after
+  normalize is the mean colour, as mmseg pads after normalising), the
+  label map with `label_value`. The result's shape is static; an image
+  larger than `size` is an error (crop first).
+  """
+  pad_height, pad_width = _size_pair(size, 'pad')
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    raise ValueError(f'pad: value must be a number, got {value!r}.')
+  _check_label_id('pad', 'label_value', label_value)
+
+  def apply(example, seed):
+    del seed
+    image = example['image']
+    if image.dtype.is_integer and not (
+        float(value).is_integer() and
+        image.dtype.min <= value <= image.dtype.max):
+      raise ValueError(f'pad: value {value!r} is not a {image.dtype.name} '
+                       f'pixel; pad after value_range / normalize for '
+                       f'other values.')
+    too_large = f'pad: the image is larger than size {(pad_height, pad_width)}'
+    if any(known is not None and known > side
+           for known, side in zip(image.shape[:2], (pad_height, pad_width))):
+      raise ValueError(f'{too_large}: {image.shape[:2]}; crop it first '
+                       f'(random_crop, central_crop).')
+    shape = tf.shape(image)
+    with tf.control_dependencies([tf.debugging.assert_less_equal(
+        shape[:2], [pad_height, pad_width], message=too_large)]):
+      paddings = [[0, pad_height - shape[0]], [0, pad_width - shape[1]],
+                  [0, 0]]
+    padded = {'image': tf.pad(image, paddings,
+                              constant_values=tf.cast(value, image.dtype))}
+    if LABEL_KEY in example:
+      label_map = example[LABEL_KEY]
+      padded[LABEL_KEY] = tf.pad(label_map, paddings, constant_values=tf.cast(
+          label_value, label_map.dtype))
+    for key, padded_value in padded.items():
+      padded_value.set_shape([pad_height, pad_width, example[key].shape[-1]])
+    return _with(example, **padded)
+  return apply
+
+
+def photometric_distortion(brightness_delta: float = 32,
+                           contrast_range: Sequence[float] = (0.5, 1.5),
+                           saturation_range: Sequence[float] = (0.5, 1.5),
+                           hue_delta: int = 18) -> Op:
+  """mmseg's PhotoMetricDistortion on uint8 images; the label map is left
+  alone. Each step with probability 1/2: brightness (add uniform
+  +-brightness_delta), contrast (multiply by a factor in contrast_range;
+  mmseg's contrast does not subtract the mean), saturation (multiply HSV's
+  S by a factor in saturation_range), hue (shift by an integer in
+  [-hue_delta, hue_delta) of cv2's 180-step hue circle, 2 degrees a step);
+  the contrast step comes before or after the HSV steps with probability
+  1/2. Brightness and contrast truncate to uint8 as mmcv does. The HSV
+  steps work in tf.image's float HSV; cv2 (mmcv) quantises H to 180 and S
+  to 256 levels and rounds back to uint8 after each of the two steps, so
+  where those steps apply pixels differ from mmcv's (opencv 5.1, the same
+  factor and shift, uniform random pixels) by 0.5 levels on average and 5
+  at most. Grey images (1 channel) get brightness and contrast only.
+  """
+  ranges = {'contrast_range': contrast_range,
+            'saturation_range': saturation_range}
+  for name, value in ranges.items():
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and
+            all(isinstance(v, (int, float)) for v in value) and
+            0 <= value[0] <= value[1]):
+      raise ValueError(f'photometric_distortion: {name} must be (low, high) '
+                       f'with 0 <= low <= high, got {value!r}.')
+  if not (isinstance(brightness_delta, (int, float)) and
+          0 <= brightness_delta <= 255):
+    raise ValueError(f'photometric_distortion: brightness_delta must lie in '
+                     f'[0, 255], got {brightness_delta!r}.')
+  if not (isinstance(hue_delta, int) and 0 <= hue_delta <= 90):
+    raise ValueError(f'photometric_distortion: hue_delta must be an int in '
+                     f'0..90 (cv2 hue steps of 2 degrees), got '
+                     f'{hue_delta!r}.')
+
+  def apply(example, seed):
+    image = example['image']
+    channels = image.shape[-1]
+    if image.dtype != tf.uint8 or channels not in (1, 3):
+      raise ValueError(f'photometric_distortion works on uint8 images of 1 '
+                       f'or 3 channels (before value_range / normalize), got '
+                       f'{image.dtype.name} with {channels} channels.')
+    draws = tf.random.stateless_uniform([8], fold_in(seed, 0))
+    # Five fair coins: brightness, contrast first, contrast, saturation, hue.
+    coins = tf.unstack(draws[:5] < 0.5)
+    apply_brightness, contrast_first, apply_contrast = coins[:3]
+    apply_saturation, apply_hue = coins[3:]
+
+    def between(draw, low, high):
+      return low + (high - low) * draw
+
+    def truncate(pixels):  # mmcv: clip to 0..255, astype(uint8)
+      return tf.floor(tf.clip_by_value(pixels, 0.0, 255.0))
+
+    def maybe(coin, step, pixels):  # a skipped step costs nothing
+      return tf.cond(coin, lambda: step(pixels), lambda: pixels)
+
+    def brightness(pixels):
+      return truncate(pixels + between(draws[5], -brightness_delta,
+                                       brightness_delta))
+
+    def contrast(pixels):
+      return truncate(pixels * between(draws[6], *contrast_range))
+
+    def hsv_steps(pixels):
+      hue, saturation, value = tf.unstack(
+          tf.image.rgb_to_hsv(pixels / 255.0), axis=-1)
+      factor = tf.where(apply_saturation,
+                        between(draws[7], *saturation_range), 1.0)
+      saturation = tf.clip_by_value(saturation * factor, 0.0, 1.0)
+      # numpy's randint(-d, d), which mmseg draws, excludes d.
+      shift = tf.random.stateless_uniform(
+          [], fold_in(seed, 1), -hue_delta, max(hue_delta, 1), tf.int32)
+      hue += tf.where(apply_hue, tf.cast(shift, tf.float32) / 180.0, 0.0)
+      hue -= tf.floor(hue)  # back onto the circle [0, 1)
+      rgb = tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], -1))
+      return tf.clip_by_value(tf.round(rgb * 255.0), 0.0, 255.0)
+
+    pixels = maybe(apply_brightness, brightness, tf.cast(image, tf.float32))
+    pixels = maybe(contrast_first & apply_contrast, contrast, pixels)
+    if channels == 3:
+      pixels = maybe(apply_saturation | apply_hue, hsv_steps, pixels)
+    pixels = maybe(~contrast_first & apply_contrast, contrast, pixels)
+    return _with(example, image=tf.cast(pixels, tf.uint8))
+  return apply
+
+
+def reduce_labels() -> Op:
+  """mmseg's reduce_zero_label (ADE20K, whose 0 is 'other'): 0 -> 255
+  (ignored), k -> k - 1, 255 stays 255."""
+  def apply(example, seed):
+    del seed
+    label_map = _label_map(example, 'reduce_labels')
+    ignored = (label_map == 0) | (label_map == IGNORE_INDEX)
+    return _with(example, **{LABEL_KEY: tf.where(
+        ignored, tf.constant(IGNORE_INDEX, tf.uint8), label_map - 1)})
+  return apply
+
+
+def map_labels(table: Union[Dict[int, int], Sequence[int]]) -> Op:
+  """Maps label ids through `table`: {id: new id}, or a list whose i-th
+  entry is the new id of id i. Ids the table does not map become 255
+  (ignored): e.g. Cityscapes' gtFine label ids to its 19 training ids,
+  map_labels({7: 0, 8: 1, 11: 2, ...}) (the 'cityscapes' TFDS source maps
+  them itself)."""
+  if isinstance(table, (list, tuple)):
+    table = dict(enumerate(table))
+  if not isinstance(table, dict) or not table:
+    raise ValueError(f'map_labels: table must be a non-empty dict {{id: new '
+                     f'id}} or list of new ids, got {table!r}.')
+  lookup = [IGNORE_INDEX] * 256
+  for label_id, new_id in table.items():
+    _check_label_id('map_labels', 'every id of the table', label_id)
+    _check_label_id('map_labels', 'every new id of the table', new_id)
+    lookup[label_id] = new_id
+
+  def apply(example, seed):
+    del seed
+    label_map = _label_map(example, 'map_labels')
+    return _with(example, **{LABEL_KEY: tf.gather(
+        tf.constant(lookup, tf.uint8), tf.cast(label_map, tf.int32))})
+  return apply
+
+
 # The spec vocabulary: an explicit table, not a registry filled by imports.
 OPS: Dict[str, Callable[..., Op]] = {
     'decode': decode,
@@ -593,9 +996,21 @@ OPS: Dict[str, Callable[..., Op]] = {
     'onehot': onehot,
     'keep': keep,
     'copy': copy,
+    'rescale': rescale,
+    'random_resize': random_resize,
+    'random_crop': random_crop,
+    'pad': pad,
+    'photometric_distortion': photometric_distortion,
+    'reduce_labels': reduce_labels,
+    'map_labels': map_labels,
 }
 RANDOM_OPS = frozenset({'inception_crop', 'flip_lr', 'randaug',
-                        'random_erase'})
+                        'random_erase', 'random_resize', 'random_crop',
+                        'photometric_distortion'})
+# The ops that move a 'label_map' with the image.
+GEOMETRIC_OPS = frozenset({'resize', 'resize_small', 'resize_keep_ratio',
+                           'central_crop', 'inception_crop', 'flip_lr',
+                           'rescale', 'random_resize', 'random_crop', 'pad'})
 
 
 # ----------------------------------------------------------------------------
