@@ -209,6 +209,9 @@ def test_train_batches_and_exact_resume(fixed_folder):
   assert sorted(m.astype(np.uint8).tobytes() for m in epoch) == expected
   np.testing.assert_equal(stream(config, 4, start_step=2, count=2),
                           batches[2:])
+  # A spec that keeps only image and label map still has its files named.
+  kept = folder_config(root, pp_train=SPEC + "|keep('image', 'label_map')")
+  np.testing.assert_equal(stream(kept, 4, count=1), batches[:1])
 
 
 def test_dense_specs_and_mixup_are_checked(fixed_folder):
