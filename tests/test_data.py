@@ -145,7 +145,8 @@ def test_digits_prepares_without_download_messages_or_tf_log_lines(tmp_path):
 
 def test_dataset_info_for_digits(digits_dir):
   info = data.dataset_info(digits_config(digits_dir))
-  assert info == {'num_classes': 10, 'image_shape': (8, 8, 1),
+  assert info == {'task': 'classification', 'num_classes': 10,
+                  'image_shape': (8, 8, 1),
                   'num_examples': {'train': NUM_TRAIN, 'test': NUM_TEST}}
   info = data.dataset_info(digits_config(
       digits_dir, train_split='train[:90%]', eval_split='train[90%:]+test',
@@ -495,7 +496,7 @@ def test_image_folder_dataset(image_folder):
   config.update(name='image_folder', folder=image_folder, pp_train=spec,
                 pp_eval=spec, cache=True)
   assert data.dataset_info(config) == {
-      'num_classes': 2, 'image_shape': (4, 4, 3),
+      'task': 'classification', 'num_classes': 2, 'image_shape': (4, 4, 3),
       'num_examples': {'train': 6, 'test': 4}}
   batches = list(data.eval_iterator(config, 'test', 3, process_index=0,
                                     process_count=1))

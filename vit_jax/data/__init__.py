@@ -8,6 +8,20 @@ and eval iterators the train loop consumes.
     for batch in data.eval_iterator(config.data, 'test', 1024):
       ...  # plus batch['mask'] float32 [B]: 0 on padding rows
     counts = data.label_counts(config.data, 'train')  # int64 [num_classes]
+    for example in data.eval_examples(config.data, 'validation'):
+      ...  # segmentation: one image, its label map at original resolution
+
+Segmentation ('task' 'segmentation' in `dataset_info`): the datasets
+'segmentation_folder', 'digit_mosaics' and the TFDS datasets of
+`sources.DENSE_TFDS` ('oxford_iiit_pet', 'cityscapes') give batches
+{'image': float32 [B, H, W, C], 'label_map': int32 [B, H, W]} with values in
+[0, num_classes) or IGNORE_INDEX (255); eval batches add 'mask', and their
+padding rows have label maps of 255. `eval_examples` yields one example at
+a time with its label map at the dataset's original resolution, for
+evaluators that resize their logits to it. A label map whose size differs
+from its image's, or with a value outside [0, num_classes) that is not 255
+after preprocessing, raises `DenseLabelError` naming the file. mixup and
+CutMix are for image-level labels and are refused for dense tasks.
 
 Both iterators are `pipeline.BatchIterator`s: an image file of an image
 folder that cannot be decoded raises `sources.CorruptImageError` (a
@@ -21,11 +35,20 @@ it (docs/DESIGN.md).
 
 `data_config` fields, with `default_config()`'s values:
   name: 'digits' (embedded, prepared offline on first use), 'image_folder',
-      or any TFDS dataset name, prepared in `data_dir`.
+      or any TFDS dataset name, prepared in `data_dir`; for segmentation
+      'segmentation_folder', 'digit_mosaics' (built in), 'oxford_iiit_pet'
+      or 'cityscapes' (TFDS, prepared).
   data_dir: TFDS data directory; None = TFDS's default (TFDS_DATA_DIR or
       ~/tensorflow_datasets).
   folder: root of an image folder, FOLDER/SPLIT/CLASS/*.png|jpg (name
-      'image_folder').
+      'image_folder'), or of a segmentation folder, FOLDER/images/SPLIT/
+      *.jpg|png with FOLDER/annotations/SPLIT/*.png paired by file stem
+      (name 'segmentation_folder', as ADEChallengeData2016: splits
+      'training', 'validation').
+  num_classes: classes of the label maps, required for
+      'segmentation_folder' (a folder cannot tell); elsewhere None, or the
+      dataset's own count (None).
+  class_names: names of those classes, replacing the dataset's (None).
   train_split, eval_split: TFDS split strings; slices such as 'train[:90%]'
       and sums such as 'train+test' are allowed ('train', 'test').
   pp_train, pp_eval: preprocessing specs, see `preprocess.py`
@@ -50,12 +73,28 @@ it (docs/DESIGN.md).
       with `CorruptImageError` naming it (False).
 """
 
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import ml_collections
 import numpy as np
 
 Batch = Dict[str, np.ndarray]
+
+# The label-map value that no loss or metric counts (ADE20K's "other" after
+# reduce_labels, Cityscapes' void classes, crop padding).
+IGNORE_INDEX = 255
+
+
+class DenseLabelError(ValueError):
+  """A label map that does not fit its image or its classes.
+
+  Attributes:
+    path: the file (or record id) of the example.
+  """
+
+  def __init__(self, message: str, path: str):
+    super().__init__(message)
+    self.path = path
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -74,6 +113,8 @@ def default_config() -> ml_collections.ConfigDict:
       'cutmix_alpha': 0.0,
       'cache': False,
       'skip_corrupt': False,
+      'num_classes': None,
+      'class_names': None,
   })
 
 
@@ -105,6 +146,15 @@ def resolve_config(data_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
         f"data_config.skip_corrupt=True applies to name='image_folder' "
         f'only (TFDS datasets hold records, not image files), got name '
         f'{resolved.name!r}.')
+  if resolved.num_classes is not None and (
+      not isinstance(resolved.num_classes, int) or resolved.num_classes < 2):
+    raise ValueError(f'data_config.num_classes must be an int >= 2 or None, '
+                     f'got {resolved.num_classes!r}.')
+  if resolved.class_names is not None and (
+      isinstance(resolved.class_names, str) or
+      not all(isinstance(n, str) for n in resolved.class_names)):
+    raise ValueError(f'data_config.class_names must be a list of str or '
+                     f'None, got {resolved.class_names!r}.')
   if resolved.prefetch < 0:
     raise ValueError(f'data_config.prefetch must be >= 0, got '
                      f'{resolved.prefetch}.')
@@ -124,23 +174,36 @@ def _processes(process_index: Optional[int],
   return process_index, process_count
 
 
+def _task(config) -> str:
+  """The task of the dataset `config.name` names: 'classification' or
+  'segmentation' (2-D label maps)."""
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.task(config.name)
+
+
 def dataset_info(data_config) -> Dict[str, Any]:
   """What a model and a schedule need to know about the dataset.
 
   Returns:
-    dict(num_classes=int, image_shape=(H, W, C) of images after pp_eval
-    (None for a side that varies), num_examples={'train': examples in
-    train_split, 'test': examples in eval_split}), over all processes,
-    counting files `skip_corrupt` may leave out (no file is read).
+    dict(task='classification' | 'segmentation', num_classes=int,
+    image_shape=(H, W, C) of images after pp_eval (None for a side that
+    varies), num_examples={'train': examples in train_split, 'test':
+    examples in eval_split}), over all processes, counting files
+    `skip_corrupt` may leave out (no file is read). For 'segmentation' also
+    ignore_index (IGNORE_INDEX), class_names (list of str, or None) and
+    train_image_shape ((H, W, C) after pp_train, static).
 
   Raises:
-    ValueError: for a dataset with fewer than 2 classes.
+    ValueError: for a dataset with fewer than 2 classes, or a segmentation
+      pp_train whose output size is not static.
   """
   from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
+  task = _task(config)
   builder = sources.get_builder(config)
-  return {
+  info = {
+      'task': task,
       'num_classes': sources.num_classes(builder),
       'image_shape': pipeline.image_shape(builder, config.eval_split,
                                           config.pp_eval),
@@ -149,6 +212,12 @@ def dataset_info(data_config) -> Dict[str, Any]:
           'test': sources.num_examples(builder, config.eval_split),
       },
   }
+  if task == 'segmentation':
+    names = builder.class_names
+    info.update(ignore_index=IGNORE_INDEX,
+                class_names=list(names) if names is not None else None,
+                train_image_shape=pipeline.train_image_shape(config, builder))
+  return info
 
 
 def num_classes(data_config) -> int:
@@ -185,7 +254,8 @@ def train_iterator(data_config, global_batch_size: int, seed: int,
   """Infinite iterator of this process's train batches, from `start_step`.
 
   Each process reads its own contiguous share of `train_split` and yields
-  {'image': float32 [B, H, W, C], 'labels': float32 [B, num_classes]} with
+  {'image': float32 [B, H, W, C], 'labels': float32 [B, num_classes]}
+  ('label_map' int32 [B, H, W] instead of 'labels' for segmentation) with
   B = global_batch_size / process_count. Order, augmentation and mixup are
   functions of (seed, process, step): `start_step=n` yields exactly the
   batches an uninterrupted iterator yields from its n-th on, without
@@ -211,7 +281,10 @@ def eval_iterator(data_config, split: str, global_batch_size: int,
   Yields {'image': float32 [B, H, W, C], 'labels': float32 [B, K],
   'mask': float32 [B]} with B = global_batch_size / process_count; 'mask'
   is 1 for real examples and 0 for padding rows (zeros), so every example
-  counts exactly once. All processes yield the same number of batches.
+  counts exactly once. Segmentation batches have 'label_map' int32
+  [B, H, W] (255 on padding rows) instead of 'labels', and need a pp_eval
+  that gives every image and label map one fixed size (else a ValueError
+  points to `eval_examples`). All processes yield the same number of batches.
   Files `skip_corrupt` leaves out are not counted (see `skipped_files`).
   """
   from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -222,3 +295,47 @@ def eval_iterator(data_config, split: str, global_batch_size: int,
   builder = sources.get_builder(config)
   return pipeline.eval_batches(config, builder, split, global_batch_size,
                                process_index, process_count)
+
+
+def eval_examples(data_config, split: str,
+                  process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> Iterator[Batch]:
+  """This process's share of `split`, one example at a time (segmentation).
+
+  Yields {'image': float32 [H, W, C] after pp_eval, 'label_map': int32
+  [h, w] at the dataset's original resolution, 'name': str (the annotation
+  file, or the record id)}. The label map is the stored one with pp_eval's
+  label-value mapping (e.g. reduce_labels) but none of its geometry, so
+  metrics are computed where the dataset's annotations are (evaluators
+  resize their logits to it, as mmseg does); see `pipeline.eval_examples`.
+  Shares are those of `eval_iterator` (`eval_share_sizes`).
+  """
+  from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config = resolve_config(data_config)
+  process_index, process_count = _processes(process_index, process_count)
+  builder = sources.get_builder(config)
+  _dense_only(config, builder, 'eval_examples')
+  return pipeline.eval_examples(config, builder, split, process_index,
+                                process_count)
+
+
+def eval_share_sizes(data_config, split: str,
+                     process_count: Optional[int] = None) -> List[int]:
+  """Examples of `split` in each process's share, in process order (so
+  every process can make the same number of jitted calls)."""
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config = resolve_config(data_config)
+  _, process_count = _processes(0, process_count)
+  total = sources.num_examples(sources.get_builder(config), split)
+  bounds = [sources.share_bounds(total, i, process_count)
+            for i in range(process_count)]
+  return [end - begin for begin, end in bounds]
+
+
+def _dense_only(config, builder, what: str) -> None:
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  if _task(config) == 'classification':
+    raise ValueError(f'{what} is for segmentation datasets; '
+                     f'{sources.describe(builder)} is a classification '
+                     f'dataset (use eval_iterator).')

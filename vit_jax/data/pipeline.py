@@ -25,13 +25,27 @@ memory, or a serialized record read from disk when streaming).
 Both iterators are `BatchIterator`s: an image file of an image folder that
 fails to decode raises `sources.CorruptImageError` naming the file and the
 split, and `skipped_files` lists the files `skip_corrupt` left out.
+
+Segmentation (a `sources.DenseDataset`). Examples carry 'label_map' (uint8
+[H, W, 1] into preprocessing) and 'name' through the same machinery, so
+resumes are as exact; mixup and CutMix are refused (they blend image-level
+labels). `_dense_finalizer` casts the label map to int32 [H, W] and flags
+an example whose label map has a value outside [0, num_classes) that is not
+IGNORE_INDEX, after preprocessing (e.g. reduce_labels); `BatchIterator`
+raises `DenseLabelError` naming that example's file from the flag, and
+drops the flag and 'name' from the batches it yields. A label map whose
+size differs from its image's fails in the source's parse, and the
+iterator names the file as for a corrupt image (`Source.check`).
 """
 
+import functools
 import math
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vit_jax.data import DenseLabelError
+from vit_jax.data import IGNORE_INDEX
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.data.tensorflow_cpu import tf
@@ -40,6 +54,10 @@ Batch = Dict[str, np.ndarray]
 
 # Tags folded into the seed so order, augmentation and mixup draw apart.
 _ORDER, _AUGMENT, _MIXUP = 0, 1, 2
+# A dense example's flag: 1 where its label map has a value that is neither
+# a class nor IGNORE_INDEX (0 on eval padding rows).
+_LABEL_ERROR = 'label_error'
+_NAME = 'name'
 
 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -61,7 +79,8 @@ class BatchIterator:
 
   def __init__(self, batches: Iterator[Batch], split: str, skip_corrupt: bool,
                skipped_files: Sequence[str],
-               locate: Optional[Callable[[int], Optional[Tuple[str, str]]]]):
+               locate: Optional[Callable[[int], Optional[Tuple[str, str]]]],
+               num_classes: Optional[int] = None, keep_name: bool = False):
     """Wraps `batches`.
 
     Args:
@@ -70,14 +89,19 @@ class BatchIterator:
       skip_corrupt: whether the files were checked (`skip_corrupt`).
       skipped_files: see the class docstring.
       locate: batch number -> (path, message) of the first file of that
-        batch that does not decode, or None; None where records are not
-        files.
+        batch that does not decode, or a DenseLabelError for its first bad
+        label map, or None; None where records cannot be checked.
+      num_classes: for dense batches: their flagged label maps raise
+        DenseLabelError (values outside [0, num_classes), not 255).
+      keep_name: keep dense batches' 'name' (else dropped).
     """
     self._batches = batches
     self._split = split
     self._skip_corrupt = skip_corrupt
     self._locate = locate
     self._num_yielded = 0
+    self._num_classes = num_classes
+    self._keep_name = keep_name
     self.skipped_files = list(skipped_files)
 
   def __iter__(self) -> 'BatchIterator':
@@ -91,6 +115,8 @@ class BatchIterator:
       found = self._locate(self._num_yielded) if self._locate else None
       if found is None:
         raise
+      if isinstance(found, DenseLabelError):
+        raise found from None
       path, message = found
       if self._skip_corrupt:
         hint = ('It passed the skip_corrupt header check, so it is damaged '
@@ -102,6 +128,28 @@ class BatchIterator:
           f'Cannot decode image file {path} of split {self._split!r} '
           f'({message}). {hint}', path, self._split) from None
     self._num_yielded += 1
+    if self._num_classes is not None:
+      batch = self._checked_dense(batch)
+    return batch
+
+  def _checked_dense(self, batch: Batch) -> Batch:
+    batch = dict(batch)
+    flags = batch.pop(_LABEL_ERROR)
+    names = batch[_NAME] if self._keep_name else batch.pop(_NAME)
+    for row in np.flatnonzero(flags):
+      name = names[row]
+      name = name.decode('utf-8') if isinstance(name, bytes) else str(name)
+      label_map = batch['label_map'][row]
+      bad = (label_map >= self._num_classes) & (label_map != IGNORE_INDEX)
+      bad |= label_map < 0
+      values = np.unique(label_map[bad])
+      raise DenseLabelError(
+          f'The label map of {name} (split {self._split!r}) has values '
+          f'{values[:8].tolist()} after preprocessing, outside [0, '
+          f'{self._num_classes}) and not the ignore index {IGNORE_INDEX}. '
+          f'Set data_config.num_classes to the dataset\'s classes, or map '
+          f'its labels in the preprocessing (e.g. reduce_labels for '
+          f'ADE20K\'s 0 = other).', name)
     return batch
 
 
@@ -127,6 +175,47 @@ def _finalizer(num_classes: int, spec: str, spec_field: str):
     return {**example, 'image': tf.cast(example['image'], tf.float32),
             'labels': tf.cast(example['labels'], tf.float32)}
   return finalize
+
+
+def _dense_finalizer(num_classes: int, spec: str, spec_field: str,
+                     same_size: bool = True):
+  """(preprocessed example, its 'name' from before preprocessing) -> the
+  example checked, with the image as float32, the label map as int32
+  [H, W], its label values flagged, and 'name' (whatever the spec kept)."""
+  if any(name == 'onehot' for name, _, _ in preprocess.parse_spec(spec)):
+    raise ValueError(
+        f'data_config.{spec_field} = {spec!r} makes one-hot labels; a '
+        f"segmentation spec leaves 'image' and 'label_map' (drop onehot).")
+
+  def finalize(example, name):
+    if 'image' not in example or 'label_map' not in example:
+      raise ValueError(
+          f"data_config.{spec_field} = {spec!r} must leave 'image' and "
+          f"'label_map' in the example; it leaves {sorted(example)}.")
+    label_map = example['label_map']
+    if label_map.shape.rank == 3 and label_map.shape[-1] == 1:
+      label_map = label_map[:, :, 0]
+    if label_map.shape.rank != 2:
+      raise ValueError(
+          f'data_config.{spec_field} = {spec!r} leaves a label map of shape '
+          f'{label_map.shape}; it must be [H, W, 1] or [H, W].')
+    image_size = example['image'].shape[:2]
+    if same_size and not image_size.is_compatible_with(label_map.shape):
+      raise ValueError(
+          f'data_config.{spec_field} = {spec!r} makes images of size '
+          f'{image_size} but label maps of {label_map.shape}: use ops that '
+          f'move the label map with the image.')
+    label_map = tf.cast(label_map, tf.int32)
+    return {**example, 'image': tf.cast(example['image'], tf.float32),
+            'label_map': label_map, _NAME: name,
+            _LABEL_ERROR: _label_error(label_map, num_classes)}
+  return finalize
+
+
+def _label_error(label_map: tf.Tensor, num_classes: int) -> tf.Tensor:
+  bad = (((label_map < 0) | (label_map >= num_classes)) &
+         (label_map != IGNORE_INDEX))
+  return tf.cast(tf.reduce_any(bad), tf.int32)
 
 
 def mixup(batch: Dict[str, tf.Tensor], seed: tf.Tensor,
@@ -266,7 +355,15 @@ def train_batches(config, builder, global_batch_size: int, seed: int,
         return found
     return None
   return BatchIterator(dataset.as_numpy_iterator(), config.train_split,
-                       config.skip_corrupt, source.skipped, locate)
+                       config.skip_corrupt, source.skipped, locate,
+                       num_classes=_dense_classes(builder))
+
+
+def _dense_classes(builder) -> Optional[int]:
+  """A dense dataset's number of classes; None for classification."""
+  if isinstance(builder, sources.DenseDataset):
+    return builder.num_classes
+  return None
 
 
 def _train_dataset_and_source(config, builder, global_batch_size: int,
@@ -276,6 +373,13 @@ def _train_dataset_and_source(config, builder, global_batch_size: int,
   batch_size = local_batch_size(global_batch_size, process_count)
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
+  dense_classes = _dense_classes(builder)
+  if dense_classes is not None and (config.mixup_alpha or config.cutmix_alpha):
+    raise ValueError(
+        f'mixup and CutMix blend image-level labels; dataset {config.name!r} '
+        f'is a segmentation dataset (label maps): set data_config.'
+        f'mixup_alpha and cutmix_alpha to 0 (got {config.mixup_alpha}, '
+        f'{config.cutmix_alpha}).')
   source = sources.get_source(builder, config.train_split, process_index,
                               process_count, in_memory=config.cache,
                               skip_corrupt=config.skip_corrupt)
@@ -295,12 +399,18 @@ def _train_dataset_and_source(config, builder, global_batch_size: int,
     example = source.parse(_record(source, item))
     example[preprocess.RNG_KEY] = preprocess.example_seed(
         augment_seed, process_index, item['epoch'], item['position'])
+    if dense_classes is not None:
+      return dense_finalize(preprocess_fn(example), example[_NAME])
     return preprocess_fn(example)
 
+  dense_finalize = (_dense_finalizer(dense_classes, config.pp_train,
+                                     'pp_train')
+                    if dense_classes is not None else None)
   dataset = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(batch_size, drop_remainder=True)
-  dataset = dataset.map(_finalizer(sources.num_classes(builder),
-                                   config.pp_train, 'pp_train'))
+  if dense_classes is None:
+    dataset = dataset.map(_finalizer(sources.num_classes(builder),
+                                     config.pp_train, 'pp_train'))
   if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
     mixup_seed = preprocess.fold_in(seed, process_index, _MIXUP)
     steps = tf.data.Dataset.counter(start_step)
@@ -316,10 +426,18 @@ def eval_dataset(builder, split: str, spec: str, process_index: int,
   source = sources.get_source(builder, split, process_index, process_count,
                               in_memory=False, skip_corrupt=skip_corrupt)
   preprocess_fn = preprocess.build(spec)
-  finalize = _finalizer(sources.num_classes(builder), spec, 'pp_eval')
+  dense_classes = _dense_classes(builder)
+  if dense_classes is None:
+    finalize = _finalizer(sources.num_classes(builder), spec, 'pp_eval')
+  else:
+    finalize = _dense_finalizer(dense_classes, spec, 'pp_eval')
 
   def load(record):
-    example = finalize(preprocess_fn(source.parse(record)))
+    parsed = source.parse(record)
+    if dense_classes is None:
+      example = finalize(preprocess_fn(parsed))
+    else:
+      example = finalize(preprocess_fn(parsed), parsed[_NAME])
     example['mask'] = tf.constant(1.0, tf.float32)
     return example
   examples = source.records().map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -327,7 +445,10 @@ def eval_dataset(builder, split: str, spec: str, process_index: int,
 
 
 def _padding_like(batch: Batch, num_rows: int) -> Batch:
-  return {key: np.zeros((num_rows,) + value.shape[1:], value.dtype)
+  """Padding rows: zeros, and IGNORE_INDEX label maps (counted nowhere,
+  whatever a metric does with 'mask')."""
+  return {key: np.full((num_rows,) + value.shape[1:],
+                       IGNORE_INDEX if key == 'label_map' else 0, value.dtype)
           for key, value in batch.items()}
 
 
@@ -345,6 +466,17 @@ def eval_batches(config, builder, split: str, global_batch_size: int,
                                   skip_corrupt=config.skip_corrupt)
   num_batches = math.ceil(source.max_num_examples / batch_size)
   spec = examples.element_spec
+  if _dense_classes(builder) is not None and not (
+      spec['image'].shape.is_fully_defined() and
+      spec['label_map'].shape.is_fully_defined()):
+    raise ValueError(
+        f'eval_iterator batches segmentation examples of one size, but '
+        f'data_config.pp_eval = {config.pp_eval!r} gives images of shape '
+        f'{spec["image"].shape} and label maps of {spec["label_map"].shape} '
+        f'({sources.describe(builder)}). Evaluate whole images of any size '
+        f'one at a time with data.eval_examples (a segmentation evaluator, '
+        f'e.g. sliding-window), or end pp_eval with a fixed-size resize or '
+        f'crop of image and label map.')
   if all(s.shape.is_fully_defined() for s in spec.values()):
     template = {key: np.zeros((1,) + tuple(s.shape), s.dtype.as_numpy_dtype)
                 for key, s in spec.items()}
@@ -366,7 +498,7 @@ def eval_batches(config, builder, split: str, global_batch_size: int,
   return BatchIterator(
       _padded(batches, batch_size, num_batches, template, split,
               process_index), split, config.skip_corrupt, source.skipped,
-      locate)
+      locate, num_classes=_dense_classes(builder))
 
 
 def _padded(batches, batch_size: int, num_batches: int, template,
@@ -394,3 +526,115 @@ def image_shape(builder, split: str, spec: str):
   """The image shape after `spec`, from the pipeline's static shapes."""
   examples, _ = eval_dataset(builder, split, spec, 0, 1)
   return tuple(examples.element_spec['image'].shape.as_list())
+
+
+def train_image_shape(config, builder) -> Tuple[int, ...]:
+  """The static image shape after pp_train, from the train stream's shapes
+  (no example is read); a side that varies raises ValueError."""
+  dataset = train_dataset(config, builder, 1, 0, 0, 0, 1)
+  shape = tuple(dataset.element_spec['image'].shape.as_list()[1:])
+  if None in shape:
+    raise ValueError(
+        f'data_config.pp_train = {config.pp_train!r} gives images of shape '
+        f'{shape} ({sources.describe(builder)}); dense training needs one '
+        f'static size: end pp_train with a fixed-size crop (of image and '
+        f'label map together, padded where an image is smaller).')
+  return shape
+
+
+@functools.lru_cache(maxsize=32)
+def label_value_table(spec: str, image_shape: Tuple[int, int, int]
+                      ) -> np.ndarray:
+  """int32 [256]: what `spec` makes of each stored label value, pixel by
+  pixel, with its geometry left out.
+
+  Found by running `spec` on 256 constant label maps (with a zero image of
+  `image_shape`): nearest-neighbour geometry keeps a constant map constant,
+  padding adds only IGNORE_INDEX, so each output's non-ignored value is
+  the mapped value (IGNORE_INDEX where there is none). A spec whose output
+  of a constant map is not constant (a label op that looks at neighbours)
+  raises ValueError.
+  """
+  preprocess_fn = preprocess.build(spec)
+  height, width, channels = image_shape
+  int_max = tf.int32.max
+
+  def probe(value):
+    label_map = preprocess_fn({
+        'image': tf.zeros([height, width, channels], tf.uint8),
+        'label_map': tf.fill([height, width, 1], tf.cast(value, tf.uint8)),
+        _NAME: tf.constant('probe'),
+    })['label_map']
+    label_map = tf.cast(label_map, tf.int32)
+    kept = label_map != IGNORE_INDEX
+    return (tf.reduce_min(tf.where(kept, label_map, int_max)),
+            tf.reduce_max(tf.where(kept, label_map, -int_max)),
+            tf.reduce_any(kept))
+  probes = tf.data.Dataset.range(256).map(
+      probe, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+  low, high, kept = (np.asarray(x) for x in next(iter(probes.with_options(
+      _options()))))
+  uneven = np.flatnonzero(kept & (low != high))
+  if uneven.size:
+    raise ValueError(
+        f'pp_eval {spec!r} does not map label values pixel by pixel (a '
+        f'constant label map of value {uneven[0]} comes out with values '
+        f'{low[uneven[0]]}..{high[uneven[0]]}), so eval_examples cannot '
+        f'apply its label mapping at the original resolution.')
+  return np.where(kept, low, IGNORE_INDEX).astype(np.int32)
+
+
+def eval_examples(config, builder, split: str, process_index: int,
+                  process_count: int) -> Iterator[Batch]:
+  """This process's share of a dense `split`, one example at a time: the
+  image after pp_eval, the label map at its original resolution.
+
+  The label map is kept from before pp_eval and given pp_eval's label-value
+  mapping only (`label_value_table`, e.g. reduce_labels), not its
+  resizing or cropping: metrics are computed at the dataset's resolution,
+  and evaluators resize their logits to it (as mmseg does), which running
+  pp_eval on the image alone would not allow for label-value ops.
+  """
+  num_classes = _dense_classes(builder)
+  source = sources.get_source(builder, split, process_index, process_count,
+                              in_memory=False)
+  preprocess_fn = preprocess.build(config.pp_eval)
+  finalize = _dense_finalizer(num_classes, config.pp_eval, 'pp_eval',
+                              same_size=False)
+  parsed = source.records().map(source.parse).with_options(_options())
+
+  def locate(num_yielded):
+    if source.check is None:
+      return None
+    for record in source.records().skip(num_yielded).take(1):
+      return source.check(record)
+    return None
+  # The first example's size for the probes (its errors named as later
+  # ones' are).
+  first = next(BatchIterator(parsed.take(1).as_numpy_iterator(), split,
+                             False, (), locate), None)
+  if first is None:
+    return iter(())
+  table = tf.constant(label_value_table(config.pp_eval,
+                                        tuple(first['image'].shape)))
+
+  def load(example):
+    original = tf.gather(table, tf.cast(example['label_map'][:, :, 0],
+                                        tf.int32))
+    image = finalize(preprocess_fn(example), example[_NAME])['image']
+    return {'image': image, 'label_map': original, _NAME: example[_NAME],
+            _LABEL_ERROR: _label_error(original, num_classes)}
+  # Batches of one, so BatchIterator checks and names them as others.
+  examples = parsed.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(1)
+  batches = BatchIterator(
+      examples.prefetch(config.prefetch).as_numpy_iterator(), split, False,
+      (), locate, num_classes=num_classes, keep_name=True)
+  return _single_examples(batches)
+
+
+def _single_examples(batches: BatchIterator) -> Iterator[Batch]:
+  for batch in batches:
+    example = {key: value[0] for key, value in batch.items()}
+    name = example[_NAME]
+    example[_NAME] = name.decode('utf-8') if isinstance(name, bytes) else name
+    yield example

@@ -1,5 +1,8 @@
 """Datasets by name: the embedded digits, any prepared TFDS dataset, or a
-class-per-folder image directory; one process's share of a split.
+class-per-folder image directory; one process's share of a split. Dense
+(segmentation) datasets beside them: a folder of images and annotation
+PNGs, the built-in digit mosaics, and TFDS datasets with masks; see
+"Segmentation datasets" below.
 
 A `Source` hands the pipeline *records* -- serialized TFDS examples, or
 (path, label) pairs for an image folder -- that are cheap to skip, and a
@@ -37,9 +40,13 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 
+from vit_jax.data import DenseLabelError
+from vit_jax.data import IGNORE_INDEX
 from vit_jax.data import digits
+from vit_jax.data import mosaics
 from vit_jax.data.tensorflow_cpu import tf
 
 IMAGE_FOLDER = 'image_folder'
@@ -82,8 +89,9 @@ class Source:
     skipped: paths of corrupt image files left out of the share
       (`skip_corrupt`), in index order.
     check: record -> None if `parse` succeeds on it eagerly, else
-      (path, TensorFlow's message); None where records have no file of
-      their own (TFDS datasets).
+      (path, TensorFlow's message) for a file that does not decode, or a
+      `DenseLabelError` for a bad label map; None where records have no
+      file of their own and nothing to check (TFDS classification).
   """
   num_examples: int
   max_num_examples: int
@@ -123,6 +131,8 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   reads `data_config.folder`; any other name must already be prepared.
   """
   name, data_dir = data_config.name, data_config.data_dir
+  if task(name) == 'segmentation':
+    return dense_dataset(data_config)
   if name == digits.NAME:
     return digits.prepared_builder(data_dir)
   if name == IMAGE_FOLDER:
@@ -133,6 +143,11 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
           f'holding SPLIT/CLASS/IMAGE files; got {folder!r}, which is not a '
           f'directory.')
     return tfds.folder_dataset.ImageFolder(folder)
+  return _prepared_tfds_builder(name, data_dir)
+
+
+def _prepared_tfds_builder(name: str, data_dir: Optional[str],
+                           manual_note: str = '') -> tfds.core.DatasetBuilder:
   default_dir = digits.default_data_dir()
   shown_dir = data_dir or f'{default_dir} (the TFDS default)'
   try:
@@ -148,7 +163,7 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
         f'(or tfds.builder({name!r}, data_dir=...).download_and_prepare()),'
         f' then copy that directory here or point data_config.data_dir at '
         f'it. Datasets that need a manual download (e.g. imagenet2012) also '
-        f'need --manual_dir.')
+        f'need --manual_dir.{manual_note}')
   return builder
 
 
@@ -157,7 +172,7 @@ def unknown_dataset(name: str, where: str = '') -> ValueError:
   dataset, with the closest known name (TFDS's own error lists its whole
   catalogue)."""
   base = name.split(':')[0].split('/')[0]
-  known = [digits.NAME, IMAGE_FOLDER,
+  known = [digits.NAME, IMAGE_FOLDER, SEGMENTATION_FOLDER, mosaics.NAME,
            *tfds.list_builders(with_community_datasets=False)]
   close = difflib.get_close_matches(base, known, n=1)
   hint = f'; did you mean {close[0]!r}?' if close else ''
@@ -168,6 +183,8 @@ def unknown_dataset(name: str, where: str = '') -> ValueError:
 
 def describe(builder: tfds.core.DatasetBuilder) -> str:
   """The dataset's name for messages (an image folder's with its root)."""
+  if isinstance(builder, DenseDataset):
+    return builder.description
   if isinstance(builder, tfds.folder_dataset.ImageFolder):
     return f'{IMAGE_FOLDER!r} at {builder.data_dir}'
   return repr(builder.name)
@@ -175,6 +192,8 @@ def describe(builder: tfds.core.DatasetBuilder) -> str:
 
 def num_classes(builder: tfds.core.DatasetBuilder) -> int:
   """The number of classes; fewer than 2 raise (nothing to classify)."""
+  if isinstance(builder, DenseDataset):
+    return builder.num_classes
   label = builder.info.features['label']
   count = label.num_classes or 0
   if count < 2:
@@ -197,7 +216,8 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
 
 def _split_ranges(builder: tfds.core.DatasetBuilder, split: str) -> List[Range]:
   """A TFDS split string ('train[:90%]+test') as absolute example ranges."""
-  split_infos = builder.info.splits
+  split_infos = (builder.splits if isinstance(builder, DenseDataset) else
+                 builder.info.splits)
   try:
     instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(
         split_infos)
@@ -257,6 +277,11 @@ def get_source(builder: tfds.core.DatasetBuilder, split: str,
   begin, end = share_bounds(total, process_index, process_count)
   share = _slice_ranges(ranges, begin, end)
   max_share = -(-total // process_count)
+  if isinstance(builder, DenseDataset):
+    source = builder.make_source(share, end - begin, max_share)
+    if in_memory and source.table is None:
+      source = _load_into_memory(source)
+    return source
   features = builder.info.features
 
   if isinstance(builder, tfds.folder_dataset.ImageFolder):
@@ -282,9 +307,7 @@ def get_source(builder: tfds.core.DatasetBuilder, split: str,
       try:
         parse_file(row)
       except tf.errors.OpError as e:
-        # Without TensorFlow's "{{function_node ...}}" and "[Op:...]" tags.
-        message = re.sub(r'\{\{.*?\}\}|\[Op:\w+\]', '', e.message).strip()
-        return row['path'].numpy().decode('utf-8'), message
+        return row['path'].numpy().decode('utf-8'), _tf_message(e)
       return None
     table = {'path': tf.constant(paths, tf.string),
              'label': tf.constant(labels, tf.int64)}
@@ -296,12 +319,7 @@ def get_source(builder: tfds.core.DatasetBuilder, split: str,
         f'Dataset {builder.name!r} is stored as {builder.info.file_format}; '
         f'this pipeline reads TFRecord datasets. Prepare it with '
         f'--file_format=tfrecord.')
-  file_instructions = []
-  for name, start, stop in share:
-    for instruction in builder.info.splits[f'{name}[{start}:{stop}]'
-                                           ].file_instructions:
-      file_instructions.append((instruction.filename, instruction.skip,
-                                instruction.take))
+  file_instructions = _file_instructions(builder, share)
   # Only the features the pipeline uses are parsed and decoded.
   used_features = tfds.decode.PartialDecoding(
       {key: True for key in FEATURES}).extract_features(features)
@@ -313,6 +331,15 @@ def get_source(builder: tfds.core.DatasetBuilder, split: str,
   if in_memory:
     source = _load_into_memory(source)
   return source
+
+
+def _file_instructions(builder: tfds.core.DatasetBuilder, share: List[Range]
+                       ) -> List[Tuple[str, int, int]]:
+  """(filename, skip, take) of the TFRecord shards holding `share`."""
+  return [(instruction.filename, instruction.skip, instruction.take)
+          for name, start, stop in share
+          for instruction in builder.info.splits[
+              f'{name}[{start}:{stop}]'].file_instructions]
 
 
 def _image_folder_index(builder, share: List[Range]
@@ -399,6 +426,10 @@ def label_counts(builder: tfds.core.DatasetBuilder, split: str,
   serves them); a TFDS dataset's records are read and only their 'label'
   feature is parsed.
   """
+  if isinstance(builder, DenseDataset):
+    raise ValueError(
+        f'label_counts counts image-level labels; {describe(builder)} is a '
+        f'segmentation dataset (its labels are label maps).')
   classes = num_classes(builder)
   ranges = _split_ranges(builder, split)
   if isinstance(builder, tfds.folder_dataset.ImageFolder):
@@ -432,3 +463,415 @@ def _load_into_memory(source: Source) -> Source:
   serialized = next(iter(records.batch(max(source.num_examples, 1))))
   return dataclasses.replace(source, table={'record': serialized},
                              parse=lambda row: source.parse(row['record']))
+
+
+# ----------------------------------------------------------------------------
+# Segmentation datasets.
+#
+# A dense dataset is a `DenseDataset`: its splits' sizes, its classes, and
+# `make_source`, which builds a `Source` whose `parse` gives
+# {'image': uint8 [H, W, C], 'label_map': uint8 [H, W, 1] (class values, 255
+# ignore), 'name': tf.string}. The label map's H, W are checked against the
+# image's in `parse` (an InvalidArgumentError in tf.data); the Source's
+# `check` finds the failing example eagerly and returns a `DenseLabelError`
+# naming its file, which `pipeline.BatchIterator` raises.
+
+SEGMENTATION_FOLDER = 'segmentation_folder'
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+ANNOTATION_EXTENSION = '.png'
+# PIL modes of a label map: 8-bit values, or 8-bit palette indices (Pascal
+# VOC). TensorFlow's decode_png expands a palette to its colours (RGB, or
+# their luminance with channels=1), never the indices, so annotation files
+# are read with PIL.
+LABEL_MAP_MODES = ('L', 'P')
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseTfds:
+  """A TFDS dataset with masks: which features hold what, and the classes.
+
+  Attributes:
+    tfds_name: the TFDS builder (and config) read.
+    image_feature, mask_feature, name_feature: feature names of the image,
+      the mask ([H, W, 1]) and a per-record id (the example's 'name').
+    class_names: the classes, in class-value order.
+    mapping: {stored mask value: class}; any other value becomes 255
+      (ignored).
+    manual_note: appended to the not-prepared error.
+  """
+  tfds_name: str
+  image_feature: str
+  mask_feature: str
+  name_feature: str
+  class_names: Tuple[str, ...]
+  mapping: Dict[int, int]
+  manual_note: str = ''
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def lookup(self) -> np.ndarray:
+    """uint8 [256]: stored mask value -> class value (255 where unmapped)."""
+    table = np.full([256], IGNORE_INDEX, np.uint8)
+    for value, label in self.mapping.items():
+      table[value] = label
+    return table
+
+
+# Cityscapes' label ids of its 19 evaluated classes, in train-id order
+# (cityscapesScripts' labels.py: the labels whose trainId is not 255).
+CITYSCAPES_EVAL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26,
+                       27, 28, 31, 32, 33)
+CITYSCAPES_CLASSES = (
+    'road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
+    'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car',
+    'truck', 'bus', 'train', 'motorcycle', 'bicycle')
+
+DENSE_TFDS = {
+    # The Oxford-IIIT Pet trimaps store 1 pet, 2 background, 3 border (the
+    # dataset's "not classified" rim); minus one, as the usual TF tutorial
+    # does: three classes, the border one of them.
+    'oxford_iiit_pet': DenseTfds(
+        'oxford_iiit_pet', 'image', 'segmentation_mask', 'file_name',
+        ('pet', 'background', 'border'), {1: 0, 2: 1, 3: 2}),
+    # The fine annotations' label ids (gtFine_labelIds) to the 19 train ids
+    # of the benchmark; every other id (void, and the classes not
+    # evaluated) is ignored.
+    'cityscapes': DenseTfds(
+        'cityscapes/semantic_segmentation', 'image_left',
+        'segmentation_label', 'image_id', CITYSCAPES_CLASSES,
+        {label_id: train_id
+         for train_id, label_id in enumerate(CITYSCAPES_EVAL_IDS)},
+        manual_note=(
+            '\nCityscapes needs a manual download (registration at '
+            'https://www.cityscapes-dataset.com): put '
+            'leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip in '
+            'the --manual_dir of `tfds build cityscapes/'
+            'semantic_segmentation`.')),
+}
+
+
+def dense_tfds_entry(name: str) -> Optional[DenseTfds]:
+  """The DENSE_TFDS entry of a data_config.name (its key or TFDS name)."""
+  for key, entry in DENSE_TFDS.items():
+    if name in (key, entry.tfds_name):
+      return entry
+  return None
+
+
+def task(name: str) -> str:
+  """'segmentation' for the 2-D dense datasets, else 'classification'."""
+  if name in (SEGMENTATION_FOLDER, mosaics.NAME) or dense_tfds_entry(name):
+    return 'segmentation'
+  return 'classification'
+
+
+class _SplitSize:
+  """What `tfds.core.ReadInstruction` reads of a split: its size."""
+
+  def __init__(self, num_examples: int):
+    self.num_examples = num_examples
+    self.shard_lengths = [num_examples]
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseDataset:
+  """A segmentation dataset (what `get_builder` returns for one).
+
+  Attributes:
+    name: data_config.name.
+    description: the dataset for messages.
+    num_classes: classes of the label maps (background included where the
+      dataset has one); values outside [0, num_classes) other than 255 are
+      errors.
+    class_names: their names, or None.
+    splits: split name -> object with `num_examples` (TFDS SplitInfo).
+    make_source: (absolute ranges of a share, share size, largest share) ->
+      `Source`.
+  """
+  name: str
+  description: str
+  num_classes: int
+  class_names: Optional[Tuple[str, ...]]
+  splits: Dict[str, Any]
+  make_source: Callable[[List[Range], int, int], Source]
+
+
+def dense_dataset(data_config) -> DenseDataset:
+  """The DenseDataset named by `data_config.name`."""
+  name = data_config.name
+  if name == SEGMENTATION_FOLDER:
+    return _checked_classes(_segmentation_folder(data_config), data_config)
+  if name == mosaics.NAME:
+    return _checked_classes(_mosaics(), data_config)
+  return _checked_classes(_dense_tfds(data_config, dense_tfds_entry(name)),
+                          data_config)
+
+
+def _checked_classes(dataset: DenseDataset, data_config) -> DenseDataset:
+  """`dataset` with data_config.class_names, after checking data_config's
+  num_classes and class_names against it."""
+  given = data_config.num_classes
+  if given is not None and given != dataset.num_classes:
+    raise ValueError(
+        f'data_config.num_classes={given} does not match '
+        f'{dataset.description}, which has {dataset.num_classes} classes '
+        f'{list(dataset.class_names or ())}; leave it None.')
+  names = data_config.class_names
+  if names is None:
+    return dataset
+  names = tuple(str(n) for n in names)
+  if len(names) != dataset.num_classes:
+    raise ValueError(
+        f'data_config.class_names has {len(names)} names but '
+        f'{dataset.description} has {dataset.num_classes} classes.')
+  return dataclasses.replace(dataset, class_names=names)
+
+
+def _paired(image: tf.Tensor, label_map: tf.Tensor, name: tf.Tensor
+           ) -> Dict[str, tf.Tensor]:
+  """The parsed example, with its label map's H, W asserted equal to the
+  image's (the Source's `check` names the file when this fails)."""
+  same = tf.debugging.assert_equal(
+      tf.shape(label_map)[:2], tf.shape(image)[:2],
+      message='label map and image sizes differ')
+  with tf.control_dependencies([same]):
+    return {'image': tf.identity(image), 'label_map': tf.identity(label_map),
+            'name': name}
+
+
+def _size_mismatch(name: str, label_shape, image_shape,
+                   other: str = '') -> Optional[DenseLabelError]:
+  if tuple(label_shape[:2]) == tuple(image_shape[:2]):
+    return None
+  return DenseLabelError(
+      f'The label map of {name} is {label_shape[0]}x{label_shape[1]} but its '
+      f'image{other} is {image_shape[0]}x{image_shape[1]}; a label map must '
+      f'have its image\'s height and width.', name)
+
+
+# --- The built-in digit mosaics.
+
+
+def _mosaics() -> DenseDataset:
+  def make_source(share, num_examples, max_share):
+    images, label_maps, names = [], [], []
+    for split, start, stop in share:
+      arrays = mosaics.split_arrays(split)
+      images.append(arrays['image'][start:stop])
+      label_maps.append(arrays['label_map'][start:stop])
+      names += [mosaics.example_name(split, i) for i in range(start, stop)]
+    empty = np.zeros((0,) + mosaics.IMAGE_SHAPE, np.uint8)
+    table = {'image': tf.constant(np.concatenate(images or [empty])),
+             'label_map': tf.constant(np.concatenate(label_maps or [empty])),
+             'name': tf.constant(names, tf.string, shape=[len(names)])}
+    return Source(num_examples, max_share, table, [], dict)
+  return DenseDataset(
+      mosaics.NAME, repr(mosaics.NAME), mosaics.NUM_CLASSES,
+      mosaics.CLASS_NAMES,
+      {split: _SplitSize(size) for split, size in mosaics.SIZES.items()},
+      make_source)
+
+
+# --- TFDS datasets with masks.
+
+
+def _dense_tfds(data_config, entry: DenseTfds) -> DenseDataset:
+  builder = _prepared_tfds_builder(entry.tfds_name, data_config.data_dir,
+                                   entry.manual_note)
+  # The features as prepared (the files' own description), not as the
+  # builder's code declares them: the same for a real preparation, and
+  # they let tests prepare small stand-ins with the same layout.
+  builder = tfds.builder_from_directory(builder.data_dir)
+  features = builder.info.features
+  wanted = (entry.image_feature, entry.mask_feature, entry.name_feature)
+  missing = [key for key in wanted if key not in features]
+  if missing:
+    raise ValueError(
+        f'Dataset {entry.tfds_name!r} prepared in {builder.data_dir} lacks '
+        f'the features {missing} (it has {sorted(features)}).')
+  used = tfds.decode.PartialDecoding(
+      {key: True for key in wanted}).extract_features(features)
+  lookup = entry.lookup()
+
+  def parse_raw(serialized):
+    example = used.deserialize_example(serialized)
+    label_map = tf.gather(tf.constant(lookup),
+                          tf.cast(example[entry.mask_feature], tf.int32))
+    return (example[entry.image_feature], label_map,
+            example[entry.name_feature])
+
+  def parse(serialized):
+    return _paired(*parse_raw(serialized))
+
+  def check(serialized):
+    image, label_map, name = parse_raw(serialized)
+    return _size_mismatch(name.numpy().decode('utf-8'), label_map.shape,
+                          image.shape)
+
+  def make_source(share, num_examples, max_share):
+    return Source(num_examples, max_share, None,
+                  _file_instructions(builder, share), parse, check=check)
+  return DenseDataset(entry.tfds_name, repr(entry.tfds_name),
+                      entry.num_classes, entry.class_names,
+                      dict(builder.info.splits), make_source)
+
+
+# --- A folder of images and annotation PNGs (ADEChallengeData2016).
+
+
+def read_label_map(path: str) -> Tuple[np.ndarray, str]:
+  """(uint8 [H, W, 1] label map, '') of an annotation PNG, or (an empty
+  map, the problem) when it is not an 8-bit single-channel (mode 'L') or
+  palette (mode 'P', the indices) image, or does not decode."""
+  try:
+    with Image.open(path) as image:
+      if image.mode not in LABEL_MAP_MODES:
+        return (np.zeros([0, 0, 1], np.uint8),
+                f'is a mode {image.mode!r} image; a label map must be 8-bit '
+                f'grey (mode L) or palette (mode P) PNG of class values')
+      return np.asarray(image, np.uint8)[:, :, None], ''
+  except (OSError, ValueError) as e:
+    return np.zeros([0, 0, 1], np.uint8), f'cannot be decoded ({e})'
+
+
+def _files_by_stem(directory: str, extensions: Sequence[str]
+                  ) -> Dict[str, str]:
+  """{stem: path} of the files of `directory` with one of `extensions`."""
+  by_stem = {}
+  for entry in sorted(os.listdir(directory)):
+    stem, extension = os.path.splitext(entry)
+    if extension.lower() not in extensions:
+      continue
+    path = os.path.join(directory, entry)
+    if stem in by_stem:
+      raise DenseLabelError(
+          f'Two files of {directory} have the stem {stem!r}: '
+          f'{by_stem[stem]} and {path}; images and annotations are paired '
+          f'by stem, so each stem must be unique.', path)
+    by_stem[stem] = path
+  return by_stem
+
+
+def _folder_index(root: str) -> Dict[str, List[Tuple[str, str]]]:
+  """split -> [(image path, annotation path)], sorted by stem."""
+  images_root = os.path.join(root, 'images')
+  annotations_root = os.path.join(root, 'annotations')
+  for directory in (images_root, annotations_root):
+    if not os.path.isdir(directory):
+      raise ValueError(
+          f"Dataset {SEGMENTATION_FOLDER!r} needs data_config.folder to hold "
+          f"images/SPLIT/*.jpg|png and annotations/SPLIT/*.png (as "
+          f"ADEChallengeData2016); {directory} is not a directory.")
+  index = {}
+  for split in sorted(os.listdir(images_root)):
+    image_dir = os.path.join(images_root, split)
+    if not os.path.isdir(image_dir):
+      continue
+    annotation_dir = os.path.join(annotations_root, split)
+    if not os.path.isdir(annotation_dir):
+      raise ValueError(f'Split {split!r} of {root} has images but no '
+                       f'annotation directory {annotation_dir}.')
+    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
+    annotations = _files_by_stem(annotation_dir, (ANNOTATION_EXTENSION,))
+    for stem in sorted(set(images) ^ set(annotations)):
+      if stem in images:
+        raise DenseLabelError(
+            f'Image {images[stem]} has no annotation '
+            f'{os.path.join(annotation_dir, stem + ANNOTATION_EXTENSION)} '
+            f'(images and annotations are paired by file stem).',
+            images[stem])
+      raise DenseLabelError(
+          f'Annotation {annotations[stem]} has no image {stem}.jpg|.png in '
+          f'{image_dir} (images and annotations are paired by file stem).',
+          annotations[stem])
+    index[split] = [(images[stem], annotations[stem])
+                    for stem in sorted(images)]
+  if not index:
+    raise ValueError(f'{images_root} has no SPLIT directories (e.g. '
+                     f'images/training, images/validation).')
+  return index
+
+
+def _image_channels(path: str) -> int:
+  """1 for a grey first image, else 3: every image is decoded so."""
+  try:
+    with Image.open(path) as image:
+      return 1 if image.mode in ('L', 'I;16', '1') else 3
+  except (OSError, ValueError):
+    return 3  # Its decoding error comes, naming it, when it is read.
+
+
+def _segmentation_folder(data_config) -> DenseDataset:
+  folder = data_config.folder
+  if not folder or not os.path.isdir(os.path.expanduser(folder)):
+    raise ValueError(
+        f"Dataset {SEGMENTATION_FOLDER!r} needs data_config.folder, a "
+        f"directory holding images/SPLIT/*.jpg|png and "
+        f"annotations/SPLIT/*.png; got {folder!r}, which is not a "
+        f"directory.")
+  root = os.path.abspath(os.path.expanduser(folder))
+  if data_config.num_classes is None:
+    raise ValueError(
+        f"Dataset {SEGMENTATION_FOLDER!r} at {root} needs "
+        f"data_config.num_classes (the label maps' classes, background "
+        f"included where it is one; e.g. 150 for ADE20K after "
+        f"reduce_labels): a folder cannot tell.")
+  if data_config.num_classes < 2:
+    raise ValueError(f'data_config.num_classes must be >= 2, got '
+                     f'{data_config.num_classes}.')
+  index = _folder_index(root)
+  first = next((pairs[0][0] for pairs in index.values() if pairs), None)
+  channels = _image_channels(first) if first else 3
+
+  def decode_image(path):
+    return tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                              expand_animations=False)
+
+  def parse(row):
+    label_map, problem = tf.numpy_function(
+        lambda path: read_label_map(path.decode('utf-8')),
+        [row['label_path']], [tf.uint8, tf.string], stateful=False)
+    readable = tf.debugging.Assert(tf.equal(problem, ''), [problem])
+    with tf.control_dependencies([readable]):
+      label_map = tf.ensure_shape(label_map, [None, None, 1])
+    return _paired(decode_image(row['image_path']), label_map,
+                   row['label_path'])
+
+  def check(row):
+    image_path = row['image_path'].numpy().decode('utf-8')
+    label_path = row['label_path'].numpy().decode('utf-8')
+    try:
+      image_shape = decode_image(image_path).shape
+    except tf.errors.OpError as e:
+      return image_path, _tf_message(e)
+    label_map, problem = read_label_map(label_path)
+    if problem:
+      return DenseLabelError(f'Label map {label_path} {problem}.',
+                             label_path)
+    return _size_mismatch(label_path, label_map.shape, image_shape,
+                          f' {image_path}')
+
+  def make_source(share, num_examples, max_share):
+    pairs = [pair for split, start, stop in share
+             for pair in index[split][start:stop]]
+    image_paths = [image for image, _ in pairs]
+    label_paths = [label for _, label in pairs]
+    table = {'image_path': tf.constant(image_paths, tf.string,
+                                       shape=[len(pairs)]),
+             'label_path': tf.constant(label_paths, tf.string,
+                                       shape=[len(pairs)])}
+    return Source(num_examples, max_share, table, [], parse, check=check)
+
+  return DenseDataset(
+      SEGMENTATION_FOLDER, f'{SEGMENTATION_FOLDER!r} at {root}',
+      data_config.num_classes, None,
+      {split: _SplitSize(len(pairs)) for split, pairs in index.items()},
+      make_source)
+
+
+def _tf_message(error: tf.errors.OpError) -> str:
+  """TensorFlow's message without its "{{function_node ...}}" and
+  "[Op:...]" tags."""
+  return re.sub(r'\{\{.*?\}\}|\[Op:\w+\]', '', error.message).strip()
