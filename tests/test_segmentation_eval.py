@@ -401,3 +401,81 @@ def test_build_evaluators_needs_a_segment_function():
   with pytest.raises(ValueError, match="evals.seg: segmentation evaluation "
                      "needs a segmentation run"):
     evaluate.build_evaluators(config, fns, _mesh(), None)
+
+
+def test_a_segformer_on_two_devices_scores_as_applied_directly():
+  model = segformer.SegFormer(widths=(8, 16, 16, 24), depths=(1, 1, 1, 1),
+                              num_heads=(1, 2, 2, 3), decoder_width=16,
+                              num_classes=NUM_CLASSES)
+  rng = np.random.default_rng(3)
+  images = rng.normal(size=(3, 32, 32, 3)).astype(np.float32)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])
+
+  def segment(variables, images):
+    logits, _ = model.apply(variables, images, train=False)
+    return segformer.upsample_logits(logits, images.shape[1:3])
+
+  examples = []
+  for image in images:
+    truth = rng.integers(0, NUM_CLASSES, (40, 36))
+    truth[0] = 255
+    examples.append({'image': image, 'label_map': truth, 'name': 'x'})
+  # The reference: each image alone through the model, logits to 40 x 36.
+  matrix = seg.ConfusionMatrix(NUM_CLASSES)
+  for example in examples:
+    logits = jax.jit(segment)(variables, example['image'][None])
+    pred = segformer.resize_bilinear(logits, (40, 36))[0].argmax(-1)
+    matrix.update(example['label_map'], pred)
+  expected = seg.segmentation_metrics(matrix.matrix)
+  for settings in (dict(mode='whole'),
+                   dict(mode='slide', crop_size=32, stride=16)):
+    results = seg_eval.SegmentationEvaluator(
+        segment, DATA_CONFIG, 'validation', 3, _mesh(2),
+        data_module=FakeData(examples), **settings).run(variables)
+    assert results['val/miou'] == pytest.approx(expected['mIoU'])
+    assert results['val/pixel_accuracy'] == pytest.approx(
+        expected['pixel_accuracy'])
+
+
+def _fake_peer(monkeypatch, peer_shapes):
+  """Two processes, the other one's (has work, shape) per exchange from
+  `peer_shapes` (None: no work). Returns the shapes this one sent."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  sent = []
+
+  def allgather(row):
+    row = np.asarray(row)
+    sent.append(tuple(row[2:2 + row[1]]) if row[0] else None)
+    other = np.zeros(8, np.int64)
+    shape = peer_shapes.pop(0)
+    if shape is not None:
+      other[0], other[1] = 1, len(shape)
+      other[2:2 + len(shape)] = shape
+    return np.stack([row, other])
+
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(multihost_utils, 'process_allgather', allgather)
+  monkeypatch.setattr(multihost_utils, 'global_array_to_host_local_array',
+                      lambda out, mesh, spec: out)
+  return sent
+
+
+def test_a_process_out_of_work_joins_the_others_calls(monkeypatch):
+  # Rows 2 over 2 processes: 1 each. This process has one image, the
+  # other three: after its own call it joins two more with dummy rows.
+  sent = _fake_peer(monkeypatch, [(2, 3, 1)] * 3 + [None])
+  runner = seg_eval._Lockstep(_pointwise_segment, _mesh(), 2)  # pylint: disable=protected-access
+  assert runner.local_rows == 1
+  image = np.asarray(PRED_A, np.float32)[None, ..., None]
+  np.testing.assert_array_equal(
+      runner.bind(VARIABLES)(image).argmax(-1)[0], PRED_A)
+  runner.drain(VARIABLES)
+  assert runner.calls == 3
+  assert sent == [(2, 3, 1), None, None, None]
+
+
+def test_processes_with_different_shapes_fail_clearly(monkeypatch):
+  _fake_peer(monkeypatch, [(3, 3, 1)])
+  runner = seg_eval._Lockstep(_pointwise_segment, _mesh(), 2)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="use mode='slide'"):
+    runner.bind(VARIABLES)(np.zeros((1, 2, 3, 1), np.float32))

@@ -8,6 +8,7 @@ Counts are exact: a batch's matrix is int32 (at most 2^31 pixels a batch),
 and the sum over a split is int64 on the host, never a float.
 """
 
+import functools
 import itertools
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
                     Sequence, Tuple)
@@ -382,36 +383,47 @@ def whole_inference(predict_fn: Callable[[np.ndarray], np.ndarray],
     yield from flush()
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _resize(logits: jax.Array, size: Tuple[int, int]) -> jax.Array:
+  return segformer.resize_bilinear(logits[None], size)[0]
+
+
 def resize_logits(logits: np.ndarray, size: Pair) -> np.ndarray:
   """float32 [H, W, K] -> [h, w, K] bilinearly without antialiasing, as
   mmseg resizes seg_logit to the label map's original size (torch's
-  F.interpolate, align_corners=False: `segformer.resize_bilinear`), run
-  eagerly: an image of a new size costs a few small per-op compiles, no
-  whole-program compile."""
-  logits = np.asarray(logits, np.float32)
+  F.interpolate, align_corners=False: `segformer.resize_bilinear`); one
+  small compile per pair of sizes."""
   size = (int(size[0]), int(size[1]))
-  if logits.shape[:2] == size:
-    return logits
-  return np.asarray(segformer.resize_bilinear(jnp.asarray(logits)[None],
-                                              size))[0]
-
-
-def pixel_xent_sums(logits: np.ndarray, truth: np.ndarray,
-                    ignore_index: Optional[int] = 255) -> Tuple[float, int]:
-  """(sum of the per-pixel softmax cross-entropy, pixels counted) of one
-  map, logits [..., K] and labels [...], ignore_index pixels left out."""
   logits = np.asarray(logits, np.float32)
-  truth = np.asarray(truth)
-  keep = truth != ignore_index if ignore_index is not None else np.ones(
-      truth.shape, bool)
-  picked = logits[keep]  # [n, K]
-  if not picked.size:
-    return 0.0, 0
-  top = picked.max(-1)
-  log_norm = top + np.log(np.exp(picked - top[:, None]).sum(-1))
-  chosen = np.take_along_axis(picked, truth[keep][:, None].astype(np.int64),
-                              -1)[:, 0]
-  return float((log_norm - chosen).astype(np.float64).sum()), int(keep.sum())
+  return logits if logits.shape[:2] == size else np.asarray(
+      _resize(logits, size))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _prediction_and_loss(logits: jax.Array, truth: jax.Array,
+                         ignore_index: Optional[int]):
+  resized = segformer.resize_bilinear(logits[None], truth.shape)[0]
+  keep = (truth != ignore_index if ignore_index is not None
+          else jnp.ones(truth.shape, bool))
+  log_probs = jax.nn.log_softmax(resized)
+  picked = jnp.take_along_axis(log_probs, jnp.where(keep, truth, 0)[..., None],
+                               -1)[..., 0]
+  return (resized.argmax(-1).astype(jnp.int32),
+          -jnp.where(keep, picked, 0.0).sum(), keep.sum())
+
+
+def prediction_at(logits: np.ndarray, truth: np.ndarray,
+                  ignore_index: Optional[int] = 255
+                  ) -> Tuple[np.ndarray, float, int]:
+  """As mmseg scores an image: logits float32 [H, W, K] resized to the
+  label map's size (`resize_logits`), then (argmax int32 [h, w], the sum
+  of the per-pixel softmax cross-entropy against `truth` [h, w], the
+  pixels counted), ignore_index pixels left out. One jitted call, compiled
+  once per pair of sizes (on the accelerator: only the argmax returns)."""
+  truth = np.asarray(truth, np.int32)
+  pred, loss, pixels = _prediction_and_loss(
+      np.asarray(logits, np.float32), truth, ignore_index)
+  return np.asarray(pred), float(loss), int(pixels)
 
 
 def pair(name: str, value) -> Tuple[int, int]:

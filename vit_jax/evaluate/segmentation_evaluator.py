@@ -34,6 +34,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from vit_jax import losses
 from vit_jax import paths
 from vit_jax import sharding
 from vit_jax.evaluate import reconstruction
@@ -306,14 +307,13 @@ class SegmentationEvaluator(_Base):
       if truth.ndim != 2:
         raise ValueError(f'Example {name}: label_map must be [H, W], got '
                          f'{truth.shape}.')
-      logits = seg.resize_logits(logits, truth.shape)
-      pred = logits.argmax(-1)
       try:
-        matrix.update(truth, pred)
+        losses.check_labels(truth, self.num_classes, self._ignore_index)
       except ValueError as error:
         raise ValueError(f'Example {name}: {error}') from None
-      example_loss, example_pixels = seg.pixel_xent_sums(
+      pred, example_loss, example_pixels = seg.prediction_at(
           logits, truth, self._ignore_index)
+      matrix.update(truth, pred)
       loss += example_loss
       pixels += example_pixels
       examples += 1
