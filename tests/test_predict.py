@@ -645,3 +645,24 @@ def test_segmentation_outputs_need_a_folder_and_unique_names(tmp_path):
   with pytest.raises(ValueError, match='1..256 classes'):
     predict.write_mask(str(tmp_path / 'm.png'), str(tmp_path / 'o.png'),
                        pixels, np.zeros((4, 4)), 300)
+
+
+def test_a_segformers_masks_are_its_upsampled_argmax(tmp_path):
+  from vit_jax.models import segformer  # pylint: disable=import-outside-toplevel
+  model = segformer.SegFormer(widths=(8, 16, 16, 24), depths=(1, 1, 1, 1),
+                              num_heads=(1, 2, 2, 3), decoder_width=16,
+                              num_classes=4)
+  pixels = np.random.default_rng(0).integers(0, 256, (20, 28, 3), np.uint8)
+  reconstruction.write_png(str(tmp_path / 'a.png'), pixels)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                  np.zeros((1, 20, 28, 3), np.float32))
+  segmenter = predict.segmenter_of(model, variables, 'value_range(-1, 1)', 4)
+  result = predict.run_segmentation(segmenter, [str(tmp_path / 'a.png')],
+                                    str(tmp_path / 'out'), out=io.StringIO())
+  expected = np.asarray(jax.jit(lambda v, x: segformer.upsample_logits(
+      model.apply(v, x, train=False)[0], (20, 28)))(
+          variables, (pixels[None] / 127.5 - 1).astype(np.float32)))[0]
+  np.testing.assert_array_equal(result['masks'][0], expected.argmax(-1))
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(tmp_path / 'out' / 'a_mask.png')),
+      expected.argmax(-1))

@@ -355,6 +355,15 @@ def _segmenter(workdir: str, config, model, checkpoint_dir: str,
   step = checkpoint.choose_step(checkpoint.finished_steps(checkpoint_dir),
                                 step, checkpoint_dir)
   variables = checkpoint.restore_variables(checkpoint_dir, step, quiet=True)
+  return segmenter_of(model, variables, config.data.pp_eval, num_classes,
+                      mode, crop, stride, f'{workdir} at step {step}')
+
+
+def segmenter_of(model, variables, pp_eval: str, num_classes: int,
+                 mode: str = 'whole', crop_size=None, stride=None,
+                 description: str = 'a model') -> Segmenter:
+  """A Segmenter of a model whose logits are at the image size or, as
+  SegFormer's, at a fraction of it (upsampled bilinearly)."""
 
   def segment(variables, images):
     logits, _ = model.apply(variables, images, train=False)
@@ -363,9 +372,8 @@ def _segmenter(workdir: str, config, model, checkpoint_dir: str,
     return logits.astype(jnp.float32)
   return Segmenter(
       segment=segment, variables=variables, decode=_decoder(3),
-      preprocess=decoded_preprocess(config.data.pp_eval),
-      num_classes=num_classes, mode=mode, crop_size=crop, stride=stride,
-      description=f'{workdir} at step {step}')
+      preprocess=decoded_preprocess(pp_eval), num_classes=num_classes,
+      mode=mode, crop_size=crop_size, stride=stride, description=description)
 
 
 def _plot_name(name: str) -> str:
