@@ -342,6 +342,36 @@ def test_volume_dice_perfect_and_partial():
   assert results['val/dice'] == pytest.approx(((2.5 / 3) + 1) / 2)
 
 
+def test_volume_dice_is_monais_mean_batch():
+  # MONAI 1.6.1: DiceMetric(include_background=False,
+  # reduction='mean_batch') over these one-hot volumes gives
+  # [0.78506595, 0.79627347, 0.7887387] (class 3 is absent from the second
+  # volume's truth: skipped there).
+  rng = np.random.default_rng(5)
+  examples = []
+  for index in range(3):
+    truth = rng.integers(0, 4, (6, 6, 6))
+    pred = np.where(rng.random((6, 6, 6)) < 0.7, truth,
+                    rng.integers(0, 4, (6, 6, 6)))
+    if index == 1:
+      truth[truth == 3] = 0
+    examples.append(_volume(pred, truth))
+  data = FakeData(examples, task='volume_segmentation', num_classes=4,
+                  train_image_shape=(4, 4, 4, 1))
+
+  def segment(variables, volumes):
+    del variables
+    return -(volumes[..., :1] - jnp.arange(4.0)) ** 2
+
+  results = seg_eval.VolumeSegmentationEvaluator(
+      segment, DATA_CONFIG, 'validation', _mesh(), data_module=data
+  ).run(VARIABLES)
+  monai = [0.78506595, 0.79627347, 0.7887387]
+  for c, value in enumerate(monai, 1):
+    assert results[f'val/dice/{c}'] == pytest.approx(value, abs=1e-6)
+  assert results['val/dice'] == pytest.approx(np.mean(monai), abs=1e-6)
+
+
 def test_volume_windows_blend_to_the_whole_prediction():
   rng = np.random.default_rng(2)
   truth = rng.integers(0, NUM_CLASSES, (5, 6, 3))
