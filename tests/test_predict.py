@@ -656,7 +656,8 @@ def test_a_segformers_masks_are_its_upsampled_argmax(tmp_path):
   reconstruction.write_png(str(tmp_path / 'a.png'), pixels)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0),
                                   np.zeros((1, 20, 28, 3), np.float32))
-  segmenter = predict.segmenter_of(model, variables, 'value_range(-1, 1)', 4)
+  segmenter = predict.segmenter_of('segformer', model, variables,
+                                   'value_range(-1, 1)', 4)
   result = predict.run_segmentation(segmenter, [str(tmp_path / 'a.png')],
                                     str(tmp_path / 'out'), out=io.StringIO())
   expected = np.asarray(jax.jit(lambda v, x: segformer.upsample_logits(
@@ -666,3 +667,49 @@ def test_a_segformers_masks_are_its_upsampled_argmax(tmp_path):
   np.testing.assert_array_equal(
       np.asarray(Image.open(tmp_path / 'out' / 'a_mask.png')),
       expected.argmax(-1))
+
+
+def test_a_segmentation_workdir_writes_masks_as_its_evaluator(tmp_path,
+                                                              capsys):
+  """The command line on a workdir (config.json and a checkpoint written
+  here): its 'slide' evaluator's windows, masks at each file's size."""
+  from vit_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from vit_jax import layout  # pylint: disable=import-outside-toplevel
+  from vit_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from vit_jax.evaluate import segmentation  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(str(tmp_path / 'tfds'), objective='segmentation',
+                       loss='softmax_xent', label_smoothing=0.0,
+                       eval_every_steps=None)
+  config.data.pp_eval = 'value_range(-1, 1)'
+  config.model = dict(name='segformer', widths=(8, 16, 16, 24),
+                      depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 3),
+                      decoder_width=16, num_classes=4)
+  config.evals = dict(seg=dict(kind='segmentation', mode='slide',
+                               crop_size=16, stride=8, batch_size=2))
+  config = config_lib.resolve(config)
+  model = build.build_model(config.model)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                  np.zeros((1, 16, 16, 3), np.float32))
+  os.makedirs(workdir)
+  workdir_lib.write_config(workdir, config)
+  saver = checkpoint.TrainCheckpointer(layout.checkpoint_dir(workdir),
+                                       async_save=False)
+  saver.save(2, dict(variables), {})
+  saver.close()
+  pixels = np.random.default_rng(1).integers(0, 256, (20, 27, 3), np.uint8)
+  reconstruction.write_png(str(tmp_path / 'a.png'), pixels)
+  code, out, err = _main(capsys, [str(tmp_path / 'a.png')], workdir=workdir,
+                         output_dir=str(tmp_path / 'masks'))
+  assert code == 0, err
+  assert 'at step 2' in out
+  segment = jax.jit(lambda v, x: build.dense_logits(
+      'segformer', model.apply(v, x, train=False)[0], x.shape[1:3]))
+  expected = segmentation.segmentation_masks(
+      lambda x: segment(variables, x),
+      [(pixels / 127.5 - 1).astype(np.float32)], [(20, 27)], 'slide',
+      16, 8, rows=2)[0]
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(tmp_path / 'masks' / 'a_mask.png')), expected)
+  code, _, err = _main(capsys, [str(tmp_path / 'a.png')], workdir=workdir)
+  assert code == 1 and 'give --output_dir' in err

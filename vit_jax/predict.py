@@ -63,7 +63,6 @@ from vit_jax import workdir as workdir_lib
 from vit_jax.data import labels
 from vit_jax.evaluate import reconstruction
 from vit_jax.evaluate import segmentation
-from vit_jax.models import segformer
 from vit_jax.models import vit
 
 # What TensorFlow's decode_image reads.
@@ -355,21 +354,21 @@ def _segmenter(workdir: str, config, model, checkpoint_dir: str,
   step = checkpoint.choose_step(checkpoint.finished_steps(checkpoint_dir),
                                 step, checkpoint_dir)
   variables = checkpoint.restore_variables(checkpoint_dir, step, quiet=True)
-  return segmenter_of(model, variables, config.data.pp_eval, num_classes,
-                      mode, crop, stride, f'{workdir} at step {step}')
+  return segmenter_of(config.model.name, model, variables,
+                      config.data.pp_eval, num_classes, mode, crop, stride,
+                      f'{workdir} at step {step}')
 
 
-def segmenter_of(model, variables, pp_eval: str, num_classes: int,
-                 mode: str = 'whole', crop_size=None, stride=None,
-                 description: str = 'a model') -> Segmenter:
-  """A Segmenter of a model whose logits are at the image size or, as
-  SegFormer's, at a fraction of it (upsampled bilinearly)."""
+def segmenter_of(model_name: str, model, variables, pp_eval: str,
+                 num_classes: int, mode: str = 'whole', crop_size=None,
+                 stride=None, description: str = 'a model') -> Segmenter:
+  """A Segmenter of a model whose logits the run's evaluators take
+  (`build.dense_logits`: SegFormer's 1/4 grid upsampled)."""
 
   def segment(variables, images):
     logits, _ = model.apply(variables, images, train=False)
-    if logits.shape[1:3] != images.shape[1:3]:  # SegFormer's 1/4 grid
-      logits = segformer.upsample_logits(logits, images.shape[1:3])
-    return logits.astype(jnp.float32)
+    return build.dense_logits(model_name, logits, images.shape[1:-1]).astype(
+        jnp.float32)
   return Segmenter(
       segment=segment, variables=variables, decode=_decoder(3),
       preprocess=decoded_preprocess(pp_eval), num_classes=num_classes,
