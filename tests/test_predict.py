@@ -308,7 +308,7 @@ def trained(tmp_path_factory, data_dir):
 
 FLAGS = dict(workdir=None, config=None, pretrained=None, top_k=5, csv=None,
              attention_plot=False, plot_dir=None, plot_images=8,
-             checkpoint_step=None, batch_size=64)
+             checkpoint_step=None, batch_size=64, output_dir=None)
 
 
 def _main(capsys, argv, **values):
@@ -432,6 +432,9 @@ def test_command_line_errors(trained, capsys):
   assert code == 1 and err.strip() == (
       'vit_jax.predict: No such file or folder: /no/such.png')
   code, _, err = _main(capsys, [trained.files[0]], workdir=trained.workdir,
+                       output_dir='masks')
+  assert code == 1 and '--output_dir goes with segmentation runs' in err
+  code, _, err = _main(capsys, [trained.files[0]], workdir=trained.workdir,
                        checkpoint_step=3)
   assert code == 1 and 'No checkpoint at step 3' in err and '[4]' in err
   # The program itself: its flags, and one line for a bad command line.
@@ -445,7 +448,7 @@ def test_command_line_errors(trained, capsys):
       'vit_jax.predict: bad command line: give exactly one of --workdir and '
       '--pretrained (usage: python -m vit_jax.predict --workdir=DIR | '
       '--pretrained=NAME IMAGE_OR_FOLDER... [--top_k=5] [--csv=PATH] '
-      '[--attention_plot])']
+      '[--attention_plot] [--output_dir=DIR (segmentation runs)])']
 
 
 def test_pretrained_preprocessing_spec():
@@ -576,3 +579,137 @@ def test_predict_an_export_as_its_run(trained, tmp_path):
     np.testing.assert_allclose(
         [mine[str(digit)] for digit in range(10)],
         trained.expected[ours.path], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Segmentation masks.
+
+
+def _segmenter(**settings):
+  """Files whose red value is 100 x the class; pp_eval keeps every other
+  row and column; logits -(x - k)^2 pick the nearest class."""
+  def segment(variables, images):
+    del variables
+    return -(images[..., :1] - jax.numpy.arange(3.0)) ** 2
+
+  return predict.Segmenter(**{**dict(
+      segment=segment, variables={}, decode=predict._decoder(3),  # pylint: disable=protected-access
+      preprocess=lambda image: np.asarray(image, np.float32)[::2, ::2, :1]
+      / 100, num_classes=3, mode='whole', crop_size=None, stride=None,
+      description='a fake run'), **settings})
+
+
+@pytest.mark.parametrize('settings', [
+    {}, dict(mode='slide', crop_size=(2, 4), stride=(1, 3))])
+def test_segmentation_masks_at_the_files_size(settings, tmp_path):
+  # 6 x 16: class 1 left, 2 right. After pp_eval 3 x 8; back at 16
+  # columns, column 7 takes .75 of column 3 (class 1), column 8 .75 of
+  # column 4 (class 2): the boundary stays where it was.
+  pixels = np.full((6, 16, 3), 100, np.uint8)
+  pixels[:, 8:] = 200
+  folder = tmp_path / 'in'
+  (folder / 'sub').mkdir(parents=True)
+  reconstruction.write_png(str(folder / 'sub' / 'a.png'), pixels)
+  reconstruction.write_png(str(tmp_path / 'b.png'), pixels[:, ::-1])
+  out = str(tmp_path / 'out')
+  inputs = [str(folder), str(tmp_path / 'b.png')]
+  result = predict.run_segmentation(_segmenter(**settings), inputs, out,
+                                    batch_size=3, out=io.StringIO())
+  expected = np.repeat([[1] * 8 + [2] * 8], 6, axis=0)
+  assert [os.path.relpath(p, out) for pair in result['outputs']
+          for p in pair] == ['sub/a_mask.png', 'sub/a_overlay.png',
+                             'b_mask.png', 'b_overlay.png']
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(os.path.join(out, 'sub', 'a_mask.png'))),
+      expected)
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(os.path.join(out, 'b_mask.png'))),
+      expected[:, ::-1])
+  overlay = np.asarray(Image.open(os.path.join(out, 'sub', 'a_overlay.png')))
+  # Half the grey 100 and half class 1's colour (0, 128, 0).
+  assert overlay.shape == (6, 16, 3)
+  np.testing.assert_array_equal(overlay[0, 0], [50, 114, 50])
+  np.testing.assert_array_equal(overlay[0, 15], [100 + 64, 100 + 64, 100])
+
+
+def test_segmentation_outputs_need_a_folder_and_unique_names(tmp_path):
+  pixels = np.zeros((4, 4, 3), np.uint8)
+  for folder in ('x', 'y'):
+    (tmp_path / folder).mkdir()
+    reconstruction.write_png(str(tmp_path / folder / 'same.png'), pixels)
+  files = [str(tmp_path / 'x' / 'same.png'), str(tmp_path / 'y' / 'same.png')]
+  with pytest.raises(ValueError, match='both write same_mask.png'):
+    predict.run_segmentation(_segmenter(), files, str(tmp_path / 'out'))
+  with pytest.raises(ValueError, match='give --output_dir'):
+    predict.run_segmentation(_segmenter(), files[:1], None)
+  with pytest.raises(ValueError, match='1..256 classes'):
+    predict.write_mask(str(tmp_path / 'm.png'), str(tmp_path / 'o.png'),
+                       pixels, np.zeros((4, 4)), 300)
+
+
+def test_a_segformers_masks_are_its_upsampled_argmax(tmp_path):
+  from vit_jax.models import segformer  # pylint: disable=import-outside-toplevel
+  model = segformer.SegFormer(widths=(8, 16, 16, 24), depths=(1, 1, 1, 1),
+                              num_heads=(1, 2, 2, 3), decoder_width=16,
+                              num_classes=4)
+  pixels = np.random.default_rng(0).integers(0, 256, (20, 28, 3), np.uint8)
+  reconstruction.write_png(str(tmp_path / 'a.png'), pixels)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                  np.zeros((1, 20, 28, 3), np.float32))
+  segmenter = predict.segmenter_of('segformer', model, variables,
+                                   'value_range(-1, 1)', 4)
+  result = predict.run_segmentation(segmenter, [str(tmp_path / 'a.png')],
+                                    str(tmp_path / 'out'), out=io.StringIO())
+  expected = np.asarray(jax.jit(lambda v, x: segformer.upsample_logits(
+      model.apply(v, x, train=False)[0], (20, 28)))(
+          variables, (pixels[None] / 127.5 - 1).astype(np.float32)))[0]
+  np.testing.assert_array_equal(result['masks'][0], expected.argmax(-1))
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(tmp_path / 'out' / 'a_mask.png')),
+      expected.argmax(-1))
+
+
+def test_a_segmentation_workdir_writes_masks_as_its_evaluator(tmp_path,
+                                                              capsys):
+  """The command line on a workdir (config.json and a checkpoint written
+  here): its 'slide' evaluator's windows, masks at each file's size."""
+  from vit_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from vit_jax import layout  # pylint: disable=import-outside-toplevel
+  from vit_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from vit_jax.evaluate import segmentation  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(str(tmp_path / 'tfds'), objective='segmentation',
+                       loss='softmax_xent', label_smoothing=0.0,
+                       eval_every_steps=None)
+  config.data.pp_eval = 'value_range(-1, 1)'
+  config.model = dict(name='segformer', widths=(8, 16, 16, 24),
+                      depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 3),
+                      decoder_width=16, num_classes=4)
+  config.evals = dict(seg=dict(kind='segmentation', mode='slide',
+                               crop_size=16, stride=8, batch_size=2))
+  config = config_lib.resolve(config)
+  model = build.build_model(config.model)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                  np.zeros((1, 16, 16, 3), np.float32))
+  os.makedirs(workdir)
+  workdir_lib.write_config(workdir, config)
+  saver = checkpoint.TrainCheckpointer(layout.checkpoint_dir(workdir),
+                                       async_save=False)
+  saver.save(2, dict(variables), {})
+  saver.close()
+  pixels = np.random.default_rng(1).integers(0, 256, (20, 27, 3), np.uint8)
+  reconstruction.write_png(str(tmp_path / 'a.png'), pixels)
+  code, out, err = _main(capsys, [str(tmp_path / 'a.png')], workdir=workdir,
+                         output_dir=str(tmp_path / 'masks'))
+  assert code == 0, err
+  assert 'at step 2' in out
+  segment = jax.jit(lambda v, x: build.dense_logits(
+      'segformer', model.apply(v, x, train=False)[0], x.shape[1:3]))
+  expected = segmentation.segmentation_masks(
+      lambda x: segment(variables, x),
+      [(pixels / 127.5 - 1).astype(np.float32)], [(20, 27)], 'slide',
+      16, 8, rows=2)[0]
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(tmp_path / 'masks' / 'a_mask.png')), expected)
+  code, _, err = _main(capsys, [str(tmp_path / 'a.png')], workdir=workdir)
+  assert code == 1 and 'give --output_dir' in err

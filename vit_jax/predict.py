@@ -26,6 +26,15 @@ attention rollout and each block's class-token attention
 (`vit_jax.attention_maps`) to WORKDIR/plots/attention_<step>.png, or
 --plot_dir/attention_<NAME>.png for --pretrained.
 
+A --workdir whose run segments (config.objective 'segmentation') writes
+masks instead, into --output_dir: per image FILE, FILE_mask.png (the class
+index of each pixel as 8-bit grey, at the file's own size) and
+FILE_overlay.png (the classes' colours over the image); an image found in
+a folder keeps its path below that folder. The masks are computed as the
+run's first `kind='segmentation'` evaluator computes them (its mode,
+crop_size, stride; 'whole' without one): `segment_files`. Volumes (UNETR
+runs) are not supported yet.
+
 Exit status: 0 done; 1 an error (a missing path, a file that is not an
 image or does not decode, an unusable run: one line naming it); 2 a bad
 command line.
@@ -52,6 +61,8 @@ from vit_jax import layout
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.data import labels
+from vit_jax.evaluate import reconstruction
+from vit_jax.evaluate import segmentation
 from vit_jax.models import vit
 
 # What TensorFlow's decode_image reads.
@@ -81,6 +92,28 @@ class Predictor(NamedTuple):
   description: str
   plot_name: str
   plots_dir: Optional[str]
+
+
+class Segmenter(NamedTuple):
+  """A 2-D segmentation model ready for files.
+
+  segment: (variables, images [B, H, W, C]) -> logits [B, H, W, K] at the
+    images' size (jittable).
+  decode: encoded file bytes -> uint8 [h, w, C] (the file's own pixels).
+  preprocess: that decoded image -> float32 [H, W, C], the model's input.
+  num_classes: K.
+  mode, crop_size, stride: as the run's 'segmentation' evaluator.
+  description: what was loaded, for messages.
+  """
+  segment: Callable
+  variables: Any
+  decode: Callable[[bytes], np.ndarray]
+  preprocess: Callable[[np.ndarray], np.ndarray]
+  num_classes: int
+  mode: str
+  crop_size: Optional[Tuple[int, int]]
+  stride: Optional[Tuple[int, int]]
+  description: str
 
 
 # ----------------------------------------------------------------------------
@@ -153,18 +186,34 @@ def spec_preprocess(spec: str, channels: int,
   (libjpeg's default) decodes them, for timm's pixels; TensorFlow's default
   (the fast IDCT, as TFDS decodes training data) differs by up to ~12 / 255.
   """
+  decode, preprocess_decoded = _decoder(channels, decode_like_pil), (
+      decoded_preprocess(spec))
+  return lambda encoded: preprocess_decoded(decode(encoded))
+
+
+def _decoder(channels: int, decode_like_pil: bool = False
+             ) -> Callable[[bytes], Any]:
+  """File bytes -> the decoded image, a uint8 tensor [H, W, channels]."""
+  from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
+
+  def decode(encoded: bytes):
+    if decode_like_pil and bool(tf.io.is_jpeg(encoded)):
+      return tf.io.decode_jpeg(encoded, channels=channels,
+                               dct_method='INTEGER_ACCURATE')
+    return tf.io.decode_image(encoded, channels=channels,
+                              expand_animations=False)
+  return decode
+
+
+def decoded_preprocess(spec: str) -> Callable[[Any], np.ndarray]:
+  """A decoded uint8 image [H, W, C] -> float32 after the preprocessing
+  spec (a dummy label 0 feeds ops such as onehot)."""
   from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
   preprocess_fn = preprocess.build(spec)
 
-  def apply(encoded: bytes):
-    if decode_like_pil and bool(tf.io.is_jpeg(encoded)):
-      image = tf.io.decode_jpeg(encoded, channels=channels,
-                                dct_method='INTEGER_ACCURATE')
-    else:
-      image = tf.io.decode_image(encoded, channels=channels,
-                                 expand_animations=False)
-    example = preprocess_fn({'image': image,
+  def apply(image):
+    example = preprocess_fn({'image': tf.convert_to_tensor(image, tf.uint8),
                              'label': tf.constant(0, tf.int64)})
     return np.asarray(example['image'], np.float32)
   return apply
@@ -234,9 +283,10 @@ def _decode_error(path: str, error: Exception) -> ValueError:
 
 
 def from_workdir(workdir: str, config=None,
-                 step: Optional[int] = None) -> Predictor:
-  """The classifier of a training workdir at `step` (latest: None); its
-  config.json unless `config` is given."""
+                 step: Optional[int] = None):
+  """The classifier (a Predictor) of a training workdir at `step` (latest:
+  None), or its Segmenter for a segmentation run; its config.json unless
+  `config` is given."""
   paths.check_supported(workdir)
   checkpoint_dir = layout.checkpoint_dir(workdir)
   if not paths.isdir(checkpoint_dir):
@@ -245,6 +295,8 @@ def from_workdir(workdir: str, config=None,
   config = config_lib.resolve(config if config is not None
                               else workdir_lib.read_config(workdir))
   model = build.build_model(config.model)
+  if config.objective == 'segmentation':
+    return _segmenter(workdir, config, model, checkpoint_dir, step)
   num_classes = getattr(model, 'num_classes', None)
   if config.objective != 'supervised' or not num_classes:
     raise ValueError(
@@ -272,6 +324,55 @@ def from_workdir(workdir: str, config=None,
       family=config.model.name,
       description=f'{workdir} at step {step}', plot_name=str(step),
       plots_dir=paths.join(workdir, layout.PLOTS))
+
+
+def _segmenter(workdir: str, config, model, checkpoint_dir: str,
+               step: Optional[int]) -> Segmenter:
+  """A segmentation run's model for files, with the settings of its first
+  'segmentation' evaluator (by name)."""
+  if config.model.name == 'unetr':
+    raise ValueError(f'{workdir} is a volume segmentation run (UNETR); '
+                     f'predict does not segment volume files yet.')
+  num_classes = int(getattr(model, 'num_classes', 0) or 0)
+  if not 1 <= num_classes <= 256:
+    raise ValueError(f'{workdir}: predict writes masks as 8-bit PNGs, which '
+                     f'hold 1..256 classes; the model has {num_classes}.')
+  evals = config.get('evals') or {}
+  entries = [evals[name] for name in sorted(evals)
+             if evals[name].get('kind') == 'segmentation']
+  entry = entries[0] if entries else {}
+  mode = entry.get('mode') or 'whole'
+  crop = stride = None
+  if mode == 'slide':
+    crop = entry.get('crop_size')
+    if crop is None:
+      from vit_jax import data  # pylint: disable=g-import-not-at-top
+      crop = data.dataset_info(config.data)['train_image_shape'][:2]
+    crop = segmentation.pair('crop_size', crop)
+    stride = segmentation.pair('stride', entry.get('stride') or
+                               segmentation.default_stride(crop))
+  step = checkpoint.choose_step(checkpoint.finished_steps(checkpoint_dir),
+                                step, checkpoint_dir)
+  variables = checkpoint.restore_variables(checkpoint_dir, step, quiet=True)
+  return segmenter_of(config.model.name, model, variables,
+                      config.data.pp_eval, num_classes, mode, crop, stride,
+                      f'{workdir} at step {step}')
+
+
+def segmenter_of(model_name: str, model, variables, pp_eval: str,
+                 num_classes: int, mode: str = 'whole', crop_size=None,
+                 stride=None, description: str = 'a model') -> Segmenter:
+  """A Segmenter of a model whose logits the run's evaluators take
+  (`build.dense_logits`: SegFormer's 1/4 grid upsampled)."""
+
+  def segment(variables, images):
+    logits, _ = model.apply(variables, images, train=False)
+    return build.dense_logits(model_name, logits, images.shape[1:-1]).astype(
+        jnp.float32)
+  return Segmenter(
+      segment=segment, variables=variables, decode=_decoder(3),
+      preprocess=decoded_preprocess(pp_eval), num_classes=num_classes,
+      mode=mode, crop_size=crop_size, stride=stride, description=description)
 
 
 def _plot_name(name: str) -> str:
@@ -405,6 +506,96 @@ def predict(predictor: Predictor, image_paths: Sequence[str], top_k: int = 5,
           [int(i) for i in ids]))
   kept = np.stack(kept) if kept else np.zeros((0,), np.float32)
   return results, kept
+
+
+def mask_paths(image_paths: Sequence[str], inputs: Sequence[str],
+               output_dir: str) -> List[Tuple[str, str]]:
+  """(mask, overlay) PNG paths of each image: its stem with _mask.png /
+  _overlay.png in output_dir, below the folder it was found in mirrored
+  there. Raises ValueError naming two images that would share a mask."""
+  folders = [os.path.normpath(path) for path in inputs if paths.isdir(path)]
+  outputs, seen = [], {}
+  for path in image_paths:
+    normal = os.path.normpath(path)
+    inside = [folder for folder in folders
+              if normal.startswith(folder.rstrip(os.sep) + os.sep)]
+    relative = (os.path.relpath(normal, max(inside, key=len)) if inside
+                else os.path.basename(normal))
+    stem = os.path.splitext(relative)[0]
+    if stem in seen:
+      raise ValueError(f'Images {seen[stem]} and {path} would both write '
+                       f'{stem}_mask.png in {output_dir}; rename one or give '
+                       f'them separately.')
+    seen[stem] = path
+    outputs.append((paths.join(output_dir, f'{stem}_mask.png'),
+                    paths.join(output_dir, f'{stem}_overlay.png')))
+  return outputs
+
+
+def segment_files(segmenter: Segmenter, image_paths: Sequence[str],
+                  outputs: Sequence[Tuple[str, str]], batch_size: int = 8
+                  ) -> List[np.ndarray]:
+  """Writes each image's mask and overlay PNG (`outputs`: (mask path,
+  overlay path) per image; folders made) and returns the masks, int32
+  [h, w] at each file's size. Images go through the model one at a time
+  ('whole': a new size, a new compile), in 'slide' mode `batch_size`
+  windows at a time."""
+  from vit_jax.data.tensorflow_cpu import tf  # pylint: disable=g-import-not-at-top
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+  segment = jax.jit(segmenter.segment)
+  variables = jax.device_put(segmenter.variables)
+  masks = []
+  for path, (mask_path, overlay_path) in zip(image_paths, outputs):
+    try:
+      decoded = np.asarray(segmenter.decode(paths.read_bytes(path)))
+      image = segmenter.preprocess(decoded)
+    except tf.errors.OpError as error:
+      raise _decode_error(path, error) from None
+    mask = segmentation.segmentation_masks(
+        lambda x: segment(variables, x), [image], [decoded.shape[:2]],
+        segmenter.mode, segmenter.crop_size, segmenter.stride,
+        rows=batch_size if segmenter.mode == 'slide' else 1)[0]
+    write_mask(mask_path, overlay_path, decoded, mask, segmenter.num_classes)
+    masks.append(mask)
+  return masks
+
+
+def write_mask(mask_path: str, overlay_path: str, image: np.ndarray,
+               mask: np.ndarray, num_classes: int) -> None:
+  """The class indices as an 8-bit grey PNG, and their palette colours
+  (`segmentation.palette`) blended over the image (uint8 [h, w, C])."""
+  if not 1 <= num_classes <= 256:
+    raise ValueError(f'8-bit mask PNGs hold 1..256 classes, not '
+                     f'{num_classes}.')
+  for path in (mask_path, overlay_path):
+    folder = os.path.dirname(path)
+    if folder:
+      paths.makedirs(folder)
+  reconstruction.write_png(mask_path, np.asarray(mask).astype(np.uint8))
+  image = np.asarray(image, np.uint8)
+  shown = image[..., :3] if image.shape[-1] >= 3 else np.repeat(
+      image[..., :1], 3, axis=-1)
+  reconstruction.write_png(overlay_path,
+                           segmentation.overlay(shown, mask, num_classes))
+
+
+def run_segmentation(segmenter: Segmenter, inputs: Sequence[str],
+                     output_dir: Optional[str], batch_size: int = 8,
+                     out=None, listed: Optional[Tuple[List[str], bool]] = None
+                     ) -> Dict[str, Any]:
+  """The command line's work for a segmentation run: masks and overlays
+  of every image into output_dir. Returns {'masks', 'outputs'}."""
+  out = out or sys.stdout
+  if not output_dir:
+    raise ValueError(f'{segmenter.description} is a segmentation run: give '
+                     f'--output_dir for its mask PNGs.')
+  image_paths, _ = listed or list_images(inputs)
+  outputs = mask_paths(image_paths, inputs, output_dir)
+  masks = segment_files(segmenter, image_paths, outputs, batch_size)
+  print(f'{len(masks)} mask(s) and overlay(s) of {segmenter.description} '
+        f'written to {output_dir}', file=out)
+  return {'masks': masks, 'outputs': outputs}
 
 
 def _check_fits(predictor: Predictor, variables, images, path: str) -> None:
@@ -546,7 +737,11 @@ def _define_flags():
           'checkpoint_step', None, 'Checkpoint of --workdir (latest by '
           'default).'),
       batch_size=flags.DEFINE_integer(
-          'batch_size', 64, 'Images per forward pass.'))
+          'batch_size', 64, 'Images per forward pass (segmentation '
+          '\'slide\': windows).'),
+      output_dir=flags.DEFINE_string(
+          'output_dir', None, 'Where the mask and overlay PNGs of a '
+          'segmentation run go (needed for one; nothing else uses it).'))
 
 
 def main(argv, flag_values) -> None:
@@ -568,7 +763,8 @@ def main(argv, flag_values) -> None:
     print(f'vit_jax.predict: bad command line: {"; ".join(usage_errors)} '
           f'(usage: python -m vit_jax.predict --workdir=DIR | '
           f'--pretrained=NAME IMAGE_OR_FOLDER... [--top_k=5] [--csv=PATH] '
-          f'[--attention_plot])', file=sys.stderr)
+          f'[--attention_plot] [--output_dir=DIR (segmentation runs)])',
+          file=sys.stderr)
     sys.exit(layout.EXIT_USAGE)
   try:
     listed = list_images(argv[1:])  # bad paths fail before any loading
@@ -577,6 +773,17 @@ def main(argv, flag_values) -> None:
                                values['checkpoint_step'])
     else:
       predictor = from_pretrained(values['pretrained'])
+    if isinstance(predictor, Segmenter):
+      if values['attention_plot'] or values['csv']:
+        raise ValueError('--attention_plot and --csv go with classifiers; '
+                         f'{predictor.description} is a segmentation run '
+                         '(its masks go to --output_dir).')
+      run_segmentation(predictor, argv[1:], values['output_dir'],
+                       batch_size=values['batch_size'], listed=listed)
+      return
+    if values['output_dir']:
+      raise ValueError('--output_dir goes with segmentation runs; '
+                       f'{predictor.description} is a classifier (use --csv).')
     run(predictor, argv[1:], top_k=values['top_k'], csv_path=values['csv'],
         attention_plot=values['attention_plot'],
         plot_dir=values['plot_dir'], plot_images=values['plot_images'],

@@ -47,6 +47,21 @@ EVAL_FIELDS = {
         'every_steps': None, 'split': None, 'batch_size': None,
         'num_images': 8, 'value_range': (-1.0, 1.0), 'prefix': 'val',
     },
+    # See evaluate/segmentation_evaluator.py.
+    'segmentation': {
+        'every_steps': None, 'split': None, 'batch_size': None,
+        'mode': 'whole',  # or 'slide' (mmseg's test modes)
+        'crop_size': None, 'stride': None,  # 'slide': None is the train
+        # crop and 2/3 of it
+        'num_images': 4, 'prefix': 'val',
+    },
+    'volume_segmentation': {
+        'every_steps': None, 'split': None,
+        'roi_size': None,  # None: the train crop
+        'sw_batch_size': 4, 'overlap': 0.5,
+        'blend': 'gaussian',  # or 'constant' (MONAI's)
+        'num_images': 2, 'prefix': 'val',
+    },
 }
 EVAL_KINDS = tuple(EVAL_FIELDS)
 
@@ -80,6 +95,7 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
   from vit_jax.evaluate import classification  # pylint: disable=g-import-not-at-top
   from vit_jax.evaluate import fewshot_evaluator  # pylint: disable=g-import-not-at-top
   from vit_jax.evaluate import reconstruction  # pylint: disable=g-import-not-at-top
+  from vit_jax.evaluate import segmentation_evaluator  # pylint: disable=g-import-not-at-top
 
   eval_batch_size = config.get('eval_batch_size') or config.batch_size
   eval_split = config.data.eval_split
@@ -98,7 +114,8 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
   for name in sorted(evals):
     entry = resolve_entry(name, evals[name])
     kind = entry['kind']
-    batch_size = entry['batch_size'] or eval_batch_size
+    batch_size = entry.get('batch_size') or eval_batch_size
+    plots_dir = paths.join(workdir, layout.PLOTS) if workdir else None
     if kind == 'classification':
       if not supervised:
         raise ValueError(f'evals.{name}: classification needs a supervised '
@@ -120,6 +137,25 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
           holdout_fraction=entry['holdout_fraction'],
           protocol=entry['protocol'], batch_size=batch_size,
           data_dir=config.data.get('data_dir'), prefix=entry['prefix'])
+    elif kind in ('segmentation', 'volume_segmentation'):
+      segment = getattr(fns, 'segment', None)
+      if segment is None:
+        raise ValueError(f'evals.{name}: {kind} evaluation needs a '
+                         f"segmentation run (objective 'segmentation'); "
+                         f'objective is {config.objective!r}.')
+      if kind == 'segmentation':
+        evaluator = segmentation_evaluator.SegmentationEvaluator(
+            segment, config.data, entry['split'] or eval_split, batch_size,
+            mesh, mode=entry['mode'], crop_size=entry['crop_size'],
+            stride=entry['stride'], plots_dir=plots_dir,
+            num_images=entry['num_images'], prefix=entry['prefix'])
+      else:
+        evaluator = segmentation_evaluator.VolumeSegmentationEvaluator(
+            segment, config.data, entry['split'] or eval_split, mesh,
+            roi_size=entry['roi_size'], sw_batch_size=entry['sw_batch_size'],
+            overlap=entry['overlap'], blend=entry['blend'],
+            plots_dir=plots_dir, num_images=entry['num_images'],
+            prefix=entry['prefix'])
     else:  # 'reconstruction'
       if fns.reconstruction is None:
         raise ValueError(f'evals.{name}: reconstruction evaluation needs an '
@@ -127,7 +163,7 @@ def build_evaluators(config: ml_collections.ConfigDict, fns, mesh,
                          f'{config.objective!r}.')
       evaluator = reconstruction.ReconstructionEvaluator(
           fns.reconstruction, fns.reconstruction_images, config.data, entry['split'] or eval_split, batch_size, mesh,
-          plots_dir=paths.join(workdir, layout.PLOTS) if workdir else None,
+          plots_dir=plots_dir,
           num_images=entry['num_images'], value_range=entry['value_range'],
           prefix=entry['prefix'])
     scheduled.append(Scheduled(name, entry['every_steps'], evaluator))
