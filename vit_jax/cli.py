@@ -202,13 +202,15 @@ def check_inputs(config) -> None:
                        dataset.get('data_dir') or default_dir))
   for where, dataset, data_dir in datasets:
     name = dataset.get('name')
-    if name == sources.IMAGE_FOLDER:
+    if name in sources.FOLDER_DATASETS:
       folder = dataset.get('folder')
       if not folder or not os.path.isdir(os.path.expanduser(str(folder))):
-        raise ValueError(f"{where}.folder: dataset 'image_folder' needs a "
-                         f'directory of SPLIT/CLASS/IMAGE files; got '
-                         f'{folder!r}, which is not a directory')
-    elif isinstance(name, str) and name != sources.digits.NAME:
+        layout_ = ('SPLIT/CLASS/IMAGE files' if name == sources.IMAGE_FOLDER
+                   else 'images/SPLIT and annotations/SPLIT')
+        raise ValueError(f'{where}.folder: dataset {name!r} needs a '
+                         f'directory of {layout_}; got {folder!r}, which is '
+                         f'not a directory')
+    elif isinstance(name, str) and name not in sources.BUILT_IN:
       _check_tfds_dataset(f'{where}.name', name, data_dir, sources)
   # The objective and the classes against the dataset (its labels' kind
   # and count), as build_run checks them, but before the workdir exists.

@@ -365,12 +365,16 @@ def segmenter_of(model_name: str, model, variables, pp_eval: str,
   """A Segmenter of a model whose logits the run's evaluators take
   (`build.dense_logits`: SegFormer's 1/4 grid upsampled)."""
 
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+
   def segment(variables, images):
     logits, _ = model.apply(variables, images, train=False)
     return build.dense_logits(model_name, logits, images.shape[1:-1]).astype(
         jnp.float32)
+  # Files decode to the channels the model takes (a grey model's: grey).
+  channels = export.input_channels(variables)
   return Segmenter(
-      segment=segment, variables=variables, decode=_decoder(3),
+      segment=segment, variables=variables, decode=_decoder(channels),
       preprocess=decoded_preprocess(pp_eval), num_classes=num_classes,
       mode=mode, crop_size=crop_size, stride=stride, description=description)
 

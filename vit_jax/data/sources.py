@@ -172,13 +172,12 @@ def unknown_dataset(name: str, where: str = '') -> ValueError:
   dataset, with the closest known name (TFDS's own error lists its whole
   catalogue)."""
   base = name.split(':')[0].split('/')[0]
-  known = [digits.NAME, IMAGE_FOLDER, SEGMENTATION_FOLDER, mosaics.NAME,
-           *tfds.list_builders(with_community_datasets=False)]
+  known = [*BUILT_IN, *tfds.list_builders(with_community_datasets=False)]
   close = difflib.get_close_matches(base, known, n=1)
   hint = f'; did you mean {close[0]!r}?' if close else ''
+  built_in = ', '.join(repr(known_name) for known_name in BUILT_IN)
   return ValueError(f'{where}unknown dataset {name!r}{hint} (the built-in '
-                    f'{digits.NAME!r}, {IMAGE_FOLDER!r} or a TFDS dataset '
-                    f'name)')
+                    f'{built_in} or a TFDS dataset name)')
 
 
 def describe(builder: tfds.core.DatasetBuilder) -> str:
@@ -477,6 +476,10 @@ def _load_into_memory(source: Source) -> Source:
 # naming its file, which `pipeline.BatchIterator` raises.
 
 SEGMENTATION_FOLDER = 'segmentation_folder'
+# The names that are not TFDS datasets, and those of them read from
+# data_config.folder.
+BUILT_IN = (digits.NAME, IMAGE_FOLDER, SEGMENTATION_FOLDER, mosaics.NAME)
+FOLDER_DATASETS = (IMAGE_FOLDER, SEGMENTATION_FOLDER)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 ANNOTATION_EXTENSION = '.png'
 # PIL modes of a label map: 8-bit values, or 8-bit palette indices (Pascal
