@@ -20,15 +20,18 @@ The encoder's representation (the last stage, averaged) is scored by
 few-shot linear regression on the digits themselves, upsampled as the
 mosaics' digits are: what the segmentation taught it about the classes.
 
-ARG: the encoder's widths and decoder, 'S' (the demo) or 'M' (twice as
-wide: configs/sweeps/segformer_mosaics.py runs the ladder).
+ARG: the encoder's widths and decoder, 'S' (the demo), 'XS' (half as
+wide) or 'M' (twice as wide): the size ladder of
+configs/sweeps/segformer_mosaics.py.
 """
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-ARGS = ('S', 'M')
+ARGS = ('S', 'XS', 'M')
 SIZES = {
+    'XS': dict(widths=(8, 16, 32, 64), num_heads=(1, 1, 2, 4),
+               decoder_width=32),
     'S': dict(widths=(16, 32, 64, 128), num_heads=(1, 2, 4, 8),
               decoder_width=64),
     'M': dict(widths=(32, 64, 128, 256), num_heads=(1, 2, 4, 8),

@@ -608,3 +608,23 @@ def test_the_digits_scaling_study_validates(tmp_path):
       'recipe=mixer-m', 'recipe=mixer-m,branch=60+20',
       'recipe=mixer-m,branch=120+40', 'recipe=mixer-m,branch=240+80']
   assert [run.total_steps for run in loaded.runs[:4]] == [480, 80, 160, 320]
+
+
+@pytest.mark.parametrize('arg, lengths', [('', [300, 600, 1200]),
+                                          (':short', [150, 300, 600])])
+def test_the_segformer_ladder_validates(tmp_path, arg, lengths):
+  """configs/sweeps/segformer_mosaics.py: three sizes x three lengths of
+  the segmentation demo, its metric one the runs log."""
+  loaded = sweep_lib.load(
+      os.path.join(ROOT, f'configs/sweeps/segformer_mosaics.py{arg}'),
+      str(tmp_path), ROOT)
+  assert [run.total_steps for run in loaded.runs] == lengths * 3
+  assert loaded.runs[0].name == (
+      f'recipe=XS,total_steps={lengths[0]},warmup_steps={lengths[0] // 12}')
+  # (loading checked that the runs log the sweep's metric, val/miou)
+  recipe = config_lib.resolve(config_lib.parse_command_line(
+      os.path.join(ROOT, 'configs/segformer_mosaics.py:XS'), []))
+  logged = sweep_lib.logged_metrics(recipe)
+  assert {'val/miou', 'val/pixel_accuracy', 'val/iou/0',
+          'val/iou/10'} <= set(logged)
+  assert 'val/iou/11' not in logged and 'val/accuracy' not in logged

@@ -37,8 +37,10 @@ INIT_KINDS = ('own', 'npz', 'timm')  # configs/finetune.py's weights
 SUBPROCESS_TIMEOUT = 1800  # generous: CI's own limit is the guard
 
 
-def _shrunk(name, arg, folder='FOLDER', data_dir='DATA_DIR'):
-  return stand_in.stand_in(tiny.load_config(name, arg), folder, data_dir)
+def _shrunk(name, arg, folder='FOLDER', data_dir='DATA_DIR',
+            segmentation_folder='SEGMENTATION_FOLDER'):
+  return stand_in.stand_in(tiny.load_config(name, arg), folder, data_dir,
+                           segmentation_folder)
 
 
 def _run_key(name, arg):
@@ -101,7 +103,7 @@ def test_each_variant_resolves_and_builds_at_full_size(name, arg):
   config = config_lib.resolve(tiny.load_config(name, arg))
   model = build.build_model(config.model)
   size = _image_size(config.data.pp_eval)
-  channels = 1 if config.data.name == 'digits' else 3
+  channels = 1 if config.data.name in ('digits', 'digit_mosaics') else 3
   params = counts.param_count(model, size, channels)
   assert params > 0
   # The optimizer, schedule and multipliers build for the full model too.
@@ -164,6 +166,12 @@ def image_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def segmentation_folder(tmp_path_factory):
+  return stand_in.make_segmentation_folder(
+      str(tmp_path_factory.mktemp('segmentation_folder')))
+
+
+@pytest.fixture(scope='module')
 def source_run(image_folder, data_dir, tmp_path_factory):
   """The stand-in of vit_i1k, trained: the weights configs/finetune.py
   starts from, as a workdir ('own'), an npz file and a timm file."""
@@ -193,14 +201,19 @@ def _expected_metrics(config):
       names.add(f'{entry.prefix}/loss')
     elif entry.kind == 'classification':
       names.add(f'{entry.prefix or entry_name}/accuracy')
+    elif entry.kind == 'segmentation':
+      names.update(f'{entry.prefix}/{name}' for name in ('miou', 'iou/0'))
+    elif entry.kind == 'volume_segmentation':
+      names.update(f'{entry.prefix}/{name}' for name in ('dice', 'dice/1'))
   return names
 
 
 @pytest.mark.parametrize('run', RUNS, ids=[_id(run) for run in RUNS])
 def test_recipe_runs_end_to_end_on_a_stand_in(run, image_folder, data_dir,
-                                              tmp_path, request):
+                                              segmentation_folder, tmp_path,
+                                              request):
   name, arg, kind = run
-  config = _shrunk(name, arg, image_folder, data_dir)
+  config = _shrunk(name, arg, image_folder, data_dir, segmentation_folder)
   if kind is not None:
     config.init_from.kind = kind
     config.init_from.path = request.getfixturevalue('source_run')[kind]

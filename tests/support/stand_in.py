@@ -10,7 +10,11 @@ What changes (and nothing else: `unexpected_changes` checks it against
   (`make_image_folder`: CLASSES classes, JPEGs of a few sizes), its
   preprocessing specs scaled from 224 px to 32 px (sizes rounded to
   multiples of 8) and its one-hot to CLASSES classes; the embedded digits
-  stay digits. The shuffle buffer shrinks.
+  stay digits. A segmentation recipe (ADE20K, Cityscapes) reads a
+  segmentation folder of generated JPEGs and label maps instead
+  (`make_segmentation_folder`, its splits named as ADE20K's), its sizes
+  divided by DENSE_SHRINK (a 512 crop becomes 32) and its classes CLASSES;
+  the built-in mosaics stay. The shuffle buffer shrinks.
 - model: the family's tiny size (TINY) instead of the variant, CLASSES
   classes; every other model field (pooling, position embedding, dropout,
   dtype, mask ratio, ...) is the recipe's.
@@ -36,7 +40,10 @@ VAL_PER_CLASS = 5
 RESOLUTION = 32  # what 224 px becomes
 
 # The recipes whose data can be read on any machine, offline.
-LOCAL_DATASETS = ('digits',)
+LOCAL_DATASETS = ('digits', 'digit_mosaics')
+# Datasets of label maps a stand-in segmentation folder replaces.
+DENSE_DATASETS = ('segmentation_folder', 'cityscapes')
+DENSE_SHRINK = 16  # a 512 px crop -> 32 px
 
 # Family -> the tiny size that replaces the variant (every size field).
 TINY = {
@@ -47,6 +54,8 @@ TINY = {
     'swin': dict(width=8, depths=(1, 1), num_heads=(1, 2), window_size=2),
     'xcit': dict(width=16, depth=1, num_heads=2, class_attention_depth=1),
     'convmixer': dict(width=16, depth=1, kernel_size=3),
+    'segformer': dict(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1),
+                      num_heads=(1, 1, 1, 1), decoder_width=8),
 }
 # Family -> patch size at RESOLUTION (a recipe that sets its own patch size,
 # as the digits recipes do, keeps it).
@@ -59,14 +68,16 @@ CHANGED_KEYS = (
     'eval_every_steps',
     'data.name', 'data.data_dir', 'data.folder', 'data.train_split',
     'data.eval_split', 'data.pp_train', 'data.pp_eval',
-    'data.shuffle_buffer',
+    'data.shuffle_buffer', 'data.num_classes',
     'model.variant', 'model.num_classes', 'model.patch_size',
     *(f'model.{key}' for size in TINY.values() for key in size),
     'schedule.warmup_steps', 'schedule.cooldown_steps', 'schedule.timescale',
     'checkpoint.every_steps', 'checkpoint.keep_every', 'checkpoint.keep_steps',
     'init_from.path',
     'evals.*.every_steps', 'evals.*.batch_size', 'evals.*.datasets.*',
+    'evals.*.crop_size', 'evals.*.stride',
 )
+_DENSE_SIZED_OPS = ('random_resize', 'random_crop', 'pad', 'rescale')
 
 _SIZED_OPS = ('inception_crop', 'resize_small', 'resize', 'central_crop')
 
@@ -83,6 +94,45 @@ def shrink_spec(spec: str, classes: int = CLASSES) -> str:
   spec = re.sub(rf'\b({sized})\((\d+)',
                 lambda m: f'{m.group(1)}({scaled(int(m.group(2)))}', spec)
   return re.sub(r'\bonehot\((\d+)', f'onehot({classes}', spec)
+
+
+def shrink_dense_spec(spec: str) -> str:
+  """A segmentation spec with the sizes of its sizing ops divided by
+  DENSE_SHRINK; every op, its order and its other arguments kept."""
+  def shrink_sizes(match):
+    sizes = re.sub(r'\b(\d{3,})\b',
+                   lambda m: str(max(8, int(m.group(1)) // DENSE_SHRINK)),
+                   match.group(2), count=0)
+    return f'{match.group(1)}({sizes}'
+  # The leading size argument(s): up to the first ratio (a float) or
+  # keyword.
+  ops = '|'.join(_DENSE_SIZED_OPS)
+  return re.sub(rf'\b({ops})\(((?:\(\d+, \d+\)|\d+))', shrink_sizes,
+                spec)
+
+
+def make_segmentation_folder(root: str) -> str:
+  """root/images/{training,validation}/<n>.jpg and
+  root/annotations/.../<n>.png (ADEChallengeData2016's layout): JPEGs of a
+  few sizes and label maps of 0 (ADE20K's 'other', ignored after
+  reduce_labels) and classes 1..CLASSES, each a colour. Returns root."""
+  rng = np.random.default_rng(1)
+  colours = rng.integers(0, 256, (CLASSES + 1, 3))
+  for split, count in (('training', 12), ('validation', 3)):
+    for kind in ('images', 'annotations'):
+      os.makedirs(os.path.join(root, kind, split), exist_ok=True)
+    for index in range(count):
+      height, width = rng.integers(36, 49, size=2)
+      label_map = np.zeros((height, width), np.uint8)
+      for label in range(1, CLASSES + 1):  # a box of each class
+        top, left = rng.integers(0, height - 8), rng.integers(0, width - 8)
+        label_map[top:top + 12, left:left + 12] = label
+      image = colours[label_map] + rng.normal(0, 12, (height, width, 3))
+      Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+          os.path.join(root, 'images', split, f'{index}.jpg'), quality=90)
+      Image.fromarray(label_map).save(
+          os.path.join(root, 'annotations', split, f'{index}.png'))
+  return root
 
 
 def same_ops(spec_a: str, spec_b: str) -> bool:
@@ -120,7 +170,8 @@ def documented_args(name: str):
   return tuple(module.ARGS)
 
 
-def stand_in(config, folder: str, data_dir: str):
+def stand_in(config, folder: str, data_dir: str,
+             segmentation_folder: str = 'SEGMENTATION_FOLDER'):
   """`config` (a recipe's get_config result, changed in place and returned)
   on the stand-in described in the module docstring."""
   local = config.data.name in LOCAL_DATASETS
@@ -136,6 +187,15 @@ def stand_in(config, folder: str, data_dir: str):
   if local:
     data.data_dir = data_dir
     classes = config.model.get('num_classes')
+  elif data.name in DENSE_DATASETS:
+    data.name = 'segmentation_folder'
+    data.folder = segmentation_folder
+    data.train_split = 'training'
+    data.eval_split = 'validation'
+    data.num_classes = CLASSES
+    data.pp_train = shrink_dense_spec(data.pp_train)
+    data.pp_eval = shrink_dense_spec(data.pp_eval)
+    classes = CLASSES
   else:
     data.name = 'image_folder'
     data.folder = folder
@@ -151,7 +211,7 @@ def stand_in(config, folder: str, data_dir: str):
   family = model.name
   if model.get('variant') is not None:
     model.variant = None
-  if model.get('patch_size') is None:
+  if model.get('patch_size') is None and family in PATCH:
     model.patch_size = PATCH[family]
   model.update(TINY[family])
   if 'num_classes' in model or family != 'mae':
@@ -176,6 +236,9 @@ def stand_in(config, folder: str, data_dir: str):
     entry.every_steps = STEPS
     if entry.get('batch_size') is not None:
       entry.batch_size = BATCH_SIZE
+    for key in ('crop_size', 'stride'):
+      if entry.get(key) is not None and not local:
+        entry[key] = max(1, entry[key] // DENSE_SHRINK)
     for key, dataset in list((entry.get('datasets') or {}).items()):
       if dataset['name'] in LOCAL_DATASETS:
         entry.datasets[key] = {**dataset.to_dict(), 'data_dir': data_dir} if (

@@ -341,7 +341,23 @@ def logged_metrics(config) -> List[str]:
                     f'{prefix}/{dataset}/{k}shot_std']
     elif kind == 'reconstruction':
       names.append(f'{prefix}/loss')
+    elif kind in ('segmentation', 'volume_segmentation'):
+      names += _segmentation_metrics(kind, prefix or 'val',
+                                     config.model.get('num_classes') or 0)
   return sorted(set(names))
+
+
+def _segmentation_metrics(kind: str, prefix: str, num_classes: int
+                          ) -> List[str]:
+  """The names `vit_jax.evaluate`'s segmentation evaluators write: mIoU,
+  accuracies, loss and each class's IoU; for volumes the mean foreground
+  Dice and each foreground class's."""
+  if kind == 'segmentation':
+    return ([f'{prefix}/{name}' for name in
+             ('miou', 'pixel_accuracy', 'mean_accuracy', 'loss')] +
+            [f'{prefix}/iou/{c}' for c in range(num_classes)])
+  return [f'{prefix}/dice'] + [f'{prefix}/dice/{c}'
+                               for c in range(1, num_classes)]
 
 
 def _check_metric(metric: Any, config, where: str) -> None:
