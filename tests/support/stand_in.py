@@ -192,10 +192,12 @@ def stand_in(config, folder: str, data_dir: str,
     data.folder = segmentation_folder
     data.train_split = 'training'
     data.eval_split = 'validation'
-    data.num_classes = CLASSES
+    # The folder's label maps hold 0..CLASSES: CLASSES classes once
+    # reduce_labels makes 0 the ignored 'other' (ADE20K), else one more.
+    classes = CLASSES + ('reduce_labels' not in data.pp_train)
+    data.num_classes = classes
     data.pp_train = shrink_dense_spec(data.pp_train)
     data.pp_eval = shrink_dense_spec(data.pp_eval)
-    classes = CLASSES
   else:
     data.name = 'image_folder'
     data.folder = folder
