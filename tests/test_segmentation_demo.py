@@ -59,10 +59,6 @@ def test_segformer_mosaics_demo_beats_the_trivial_predictor(tmp_path,
   assert os.listdir(os.path.join(workdir, 'plots'))
 
 
-class _Killed(Exception):
-  pass
-
-
 def _variables(workdir, step):
   return checkpoint.restore_variables(os.path.join(workdir, 'checkpoints'),
                                       step)
@@ -84,17 +80,7 @@ def test_segmentation_run_resumes_bit_for_bit(tmp_path, data_dir,
   train.train_and_evaluate(config, straight)
 
   interrupted = str(tmp_path / 'interrupted')
-  check = train._check_finite  # pylint: disable=protected-access
-
-  def die_at_step_6(step, metrics):
-    if step == 6:
-      raise _Killed()
-    return check(step, metrics)
-
-  monkeypatch.setattr(train, '_check_finite', die_at_step_6)
-  with pytest.raises(_Killed):
-    train.train_and_evaluate(config, interrupted)
-  monkeypatch.setattr(train, '_check_finite', check)
+  tiny.train_killed_at(config, interrupted, 6, monkeypatch)
   assert os.listdir(os.path.join(interrupted, 'checkpoints')) == ['4']
   train.train_and_evaluate(config, interrupted)  # resumes from step 4
   resumed, expected = _variables(interrupted, 8), _variables(straight, 8)

@@ -22,6 +22,7 @@ from vit_jax.models import representation
 
 from tiny import load_config as _load_config, tiny_config
 from tiny import multihost_reference_params
+from tiny import train_killed_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,10 +76,6 @@ def test_run_writes_the_workdir(tmp_path, data_dir):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '5']
 
 
-class _Killed(Exception):
-  pass
-
-
 def test_resume_is_exact(tmp_path, data_dir, monkeypatch, capfd):
   config = tiny_config(data_dir, total_steps=20, eval_every_steps=None,
                        log_every_steps=1, **{
@@ -87,22 +84,12 @@ def test_resume_is_exact(tmp_path, data_dir, monkeypatch, capfd):
   train.train_and_evaluate(config, straight)
 
   interrupted = str(tmp_path / 'interrupted')
-  check = train._check_finite
-
-  def die_at_step_13(step, metrics):
-    if step == 13:
-      raise _Killed()
-    return check(step, metrics)
-
-  monkeypatch.setattr(train, '_check_finite', die_at_step_13)
-  with pytest.raises(_Killed):
-    train.train_and_evaluate(config, interrupted)
-  monkeypatch.setattr(train, '_check_finite', check)
+  train_killed_at(config, interrupted, 13, monkeypatch)
   assert sorted(os.listdir(os.path.join(interrupted, 'checkpoints'))) == [
       '10']
   assert not os.path.exists(os.path.join(interrupted, 'lock'))
   with open(os.path.join(interrupted, 'error')) as f:
-    assert '_Killed' in f.read()
+    assert 'Killed' in f.read()
   capfd.readouterr()
   train.train_and_evaluate(config, interrupted)  # resumes from step 10
   assert 'Resuming from step 10 of 20' in capfd.readouterr().err

@@ -91,3 +91,28 @@ def multihost_reference_params(config, processes):
     batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     state, _ = step_fn(state, batch, jax.random.PRNGKey(config.seed + 1))
   return jax.device_get(state['params'])
+
+
+class Killed(Exception):
+  """What `train_killed_at` stops a run with."""
+
+
+def train_killed_at(config, workdir, step, monkeypatch):
+  """Trains `config` in `workdir` until the step `step` finishes, then
+  stops it with `Killed` (raised where the loop checks the step's
+  metrics: after the step, before anything of it is saved)."""
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  check = train._check_finite  # pylint: disable=protected-access
+
+  def die(at_step, metrics):
+    if at_step == step:
+      raise Killed()
+    return check(at_step, metrics)
+
+  monkeypatch.setattr(train, '_check_finite', die)
+  try:
+    with pytest.raises(Killed):
+      train.train_and_evaluate(config, workdir)
+  finally:
+    monkeypatch.setattr(train, '_check_finite', check)
