@@ -17,6 +17,7 @@ from vit_jax import build
 from vit_jax import config as config_lib
 from vit_jax import losses
 from vit_jax import models
+from vit_jax import sharding
 from vit_jax import train
 from vit_jax import weights
 from vit_jax.models import segformer
@@ -166,3 +167,39 @@ def test_init_from_hf_encoder_only_keeps_the_fresh_decoder(tmp_path):
   with pytest.raises(ValueError, match="kind 'hf' reads transformers "
                      "checkpoints of .*; model 'swin' is none of them"):
     weights.load_init_params('hf', str(tmp_path), 'swin')
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_sharded_segmentation_step_equals_the_data_parallel_one(dtype):
+  """The SegFormer step with parameters split along 'fsdp' (a (4, 2) mesh)
+  gives the data-parallel (8, 1) step's loss and update; bfloat16 compute
+  too (to its precision)."""
+  labels = np.random.default_rng(3).integers(0, 5, (8, 32, 32)).astype(
+      np.int32)
+  images = np.random.default_rng(4).normal(size=(8, 32, 32, 3)).astype(
+      np.float32)
+  results = []
+  for data, fsdp in ((8, 1), (4, 2)):
+    config = _config({**SEGFORMER, 'dtype': dtype},
+                     mesh={'data': data, 'fsdp': fsdp})
+    run = build.build_run(config, _data('segmentation', (32, 32, 3), 5))
+    state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(
+        jax.random.PRNGKey(0))
+    if fsdp > 1:
+      assert any('fsdp' in str(leaf.sharding.spec)
+                 for leaf in jax.tree.leaves(state['params']))
+    step = jax.jit(train.make_train_step(train.make_loss_fn(run.model, config),
+                                         run.tx, run.schedule),
+                   in_shardings=(run.state_shardings,
+                                 sharding.batch_sharding(run.mesh), None),
+                   out_shardings=(run.state_shardings, None))
+    state, metrics = step(state, {'image': images, 'label_map': labels},
+                          jax.random.PRNGKey(1))
+    results.append((float(metrics['train/loss']),
+                    jax.device_get(state['params'])))
+  (loss_dp, params_dp), (loss_fsdp, params_fsdp) = results
+  tolerance = 1e-5 if dtype == 'float32' else 2e-2
+  assert np.isfinite(loss_dp)
+  np.testing.assert_allclose(loss_fsdp, loss_dp, rtol=tolerance)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=tolerance),
+               params_fsdp, params_dp)
