@@ -21,6 +21,8 @@ from vit_jax import checkpoint
 from vit_jax import train
 from vit_jax.data import mosaics
 from vit_jax.evaluate import segmentation
+from vit_jax.evaluate.__main__ import evaluate_workdir
+from vit_jax.workdir import read_config as load_workdir_config
 
 # The figures README.md states for the demo (measured 2026-12-07:
 # mIoU 0.601, pixel accuracy 0.938, 10-shot 0.901); the bars leave room for
@@ -57,6 +59,12 @@ def test_segformer_mosaics_demo_beats_the_trivial_predictor(tmp_path,
     summary = json.load(f)
   assert summary['family'] == 'segformer' and summary['flops_per_image'] > 0
   assert os.listdir(os.path.join(workdir, 'plots'))
+  # `python -m vit_jax.evaluate` on the finished workdir: the same numbers.
+  again = evaluate_workdir(load_workdir_config(workdir), workdir, 'latest',
+                           ['val'])
+  (step, metrics), = again.items()
+  assert step == config.total_steps
+  assert metrics['val/miou'] == pytest.approx(miou, abs=1e-9)
 
 
 def _variables(workdir, step):
