@@ -6,16 +6,22 @@ figures README.md states, and an interrupted run resumes bit for bit.
   and the encoder's few-shot accuracy on the digits;
 - a segmentation run killed mid-way resumes to the uninterrupted run's
   parameters and BatchNorm statistics, with augmentation, dropout and
-  stochastic depth on.
+  stochastic depth on;
+- a label map that does not fit its image stops the run with one line
+  naming the file.
 """
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 
+import stand_in
 import tiny
 from vit_jax import checkpoint
 from vit_jax import train
@@ -101,3 +107,33 @@ def test_segmentation_run_resumes_bit_for_bit(tmp_path, data_dir,
   assert len(losses) == 8 and losses == [
       row['train/loss'] for row in train.read_metrics(straight)
       if 'train/loss' in row]
+
+
+def test_a_bad_label_map_stops_the_run_with_one_line_naming_it(tmp_path,
+                                                               data_dir):
+  """`python -m vit_jax.main` on a segmentation folder whose annotation
+  has another size than its image: exit 1, the last line of stderr names
+  the file, the traceback is in DIR/error."""
+  folder = stand_in.make_segmentation_folder(str(tmp_path / 'folder'))
+  bad = os.path.join(folder, 'annotations', 'training', '3.png')
+  Image.fromarray(np.zeros((7, 9), np.uint8)).save(bad)
+  workdir = str(tmp_path / 'run')
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.main',
+       '--config=configs/segformer_mosaics.py:XS', f'--workdir={workdir}',
+       '--config.data.name=segmentation_folder',
+       f'--config.data.folder={folder}', '--config.data.num_classes=11',
+       '--config.data.train_split=training',
+       '--config.data.eval_split=validation',
+       '--config.data.pp_train=random_crop(32)|value_range(-1, 1)|pad(32)',
+       '--config.data.cache=False', f'--config.data.data_dir={data_dir}',
+       '--config.total_steps=4', '--config.batch_size=8',
+       '--config.schedule.warmup_steps=1'],
+      cwd=tiny.ROOT, capture_output=True, text=True, timeout=1800,
+      check=False)
+  assert result.returncode == 1, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('vit_jax.main: ') and bad in last, last
+  assert 'is 7x9 but its image' in last, last
+  with open(os.path.join(workdir, 'error')) as f:
+    assert 'DenseLabelError' in f.read()

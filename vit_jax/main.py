@@ -57,6 +57,13 @@ class _QuietDiskFullRecords(std_logging.Filter):
                  workdir_lib.disk_full(error) is not None))
 
 
+def _names_a_data_file(error: BaseException) -> bool:
+  """Whether `error` is the input pipeline's about one file of the data
+  (its errors carry the file as `.path`; this module does not import the
+  pipeline, which loads TensorFlow)."""
+  return isinstance(getattr(error, 'path', None), str)
+
+
 def main(argv):
   if len(argv) > 1:
     cli.usage_error(f'unexpected arguments {argv[1:]}')
@@ -86,6 +93,15 @@ def main(argv):
   except KeyboardInterrupt:
     workdir_lib.release_reserve(workdir)
     raise
+  except ValueError as error:
+    if not _names_a_data_file(error):
+      raise  # a traceback (also in DIR/error)
+    # A file of the dataset that cannot be read or is inconsistent (the
+    # input pipeline's CorruptImageError, DenseLabelError): one line
+    # naming it; the traceback is in DIR/error.
+    print(f'vit_jax.main: {cli.one_line(error)} (the run stopped; its last '
+          f'good checkpoint is kept)', file=sys.stderr)
+    sys.exit(layout.EXIT_FAILED)
   except Exception as error:  # pylint: disable=broad-except
     full = workdir_lib.disk_full(error, unknown=workdir)
     if full is None:
