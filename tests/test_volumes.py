@@ -14,6 +14,7 @@ import pytest
 
 from vit_jax import data
 from vit_jax.data import synthetic_volumes
+from vit_jax.data import volume_ops
 from vit_jax.data import volumes
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'golden',
@@ -54,11 +55,11 @@ def golden():
 def test_btcv_head_matches_monai(golden):
   volume = _volume(golden['in/image'], golden['in/label'],
                    golden['in/affine'])
-  steps = [('orient', volumes.orientation('RAS')),
-           ('spacing', volumes.spacing(1.5, 1.5, 2.0)),
-           ('scaled', volumes.scale_intensity(-175, 250, 0.0, 1.0,
+  steps = [('orient', volume_ops.orientation('RAS')),
+           ('spacing', volume_ops.spacing(1.5, 1.5, 2.0)),
+           ('scaled', volume_ops.scale_intensity(-175, 250, 0.0, 1.0,
                                               clip=True)),
-           ('fg', volumes.crop_foreground())]
+           ('fg', volume_ops.crop_foreground())]
   for name, op in steps:
     volume = _one(op, volume)
     np.testing.assert_allclose(volume['image'], golden[f'{name}/image'],
@@ -74,7 +75,7 @@ def test_btcv_head_matches_monai(golden):
 def test_spacing_of_an_oblique_affine_matches_monai(golden):
   volume = _volume(golden['in/image'], golden['in/label'],
                    golden['oblique/in_affine'])
-  out = _one(volumes.spacing(1.5, 1.5, 2.0), volume)
+  out = _one(volume_ops.spacing(1.5, 1.5, 2.0), volume)
   np.testing.assert_allclose(out['image'], golden['oblique/image'],
                              atol=1e-5)
   np.testing.assert_array_equal(out['label_map'], golden['oblique/label'])
@@ -83,7 +84,7 @@ def test_spacing_of_an_oblique_affine_matches_monai(golden):
 
 
 def test_nearest_rounds_ties_to_even_as_monai(golden):
-  out = _one(volumes.spacing(0.5, 1.0, 0.4),
+  out = _one(volume_ops.spacing(0.5, 1.0, 0.4),
              _volume(golden['ties/label'], golden['ties/label']))
   np.testing.assert_array_equal(out['label_map'], golden['ties/out'])
   np.testing.assert_array_equal(out['label_map'][:5, 0, 0], [0, 0, 1, 2, 2])
@@ -96,12 +97,12 @@ def test_spacing_by_hand():
   label = (np.arange(5) % 2).reshape(5, 1, 1)
   affine = np.diag([1.0, 1.0, 1.0, 1.0])
   affine[:3, 3] = [7.0, 0.0, 0.0]
-  coarse = _one(volumes.spacing(2.0, 1.0, 1.0),
+  coarse = _one(volume_ops.spacing(2.0, 1.0, 1.0),
                 _volume(ramp, label, affine))
   np.testing.assert_allclose(coarse['image'][:, 0, 0, 0], [0, 2, 4])
   np.testing.assert_array_equal(coarse['label_map'][:, 0, 0], [0, 0, 0])
   np.testing.assert_allclose(coarse['affine'][0], [2.0, 0, 0, 7.0])
-  fine = _one(volumes.spacing(0.5, 1.0, 1.0), _volume(ramp, label, affine))
+  fine = _one(volume_ops.spacing(0.5, 1.0, 1.0), _volume(ramp, label, affine))
   np.testing.assert_allclose(fine['image'][:, 0, 0, 0],
                              np.arange(9) / 2, atol=1e-6)
   # Nearest neighbour: 0.5 mm -> voxel 0.5 * i, ties at .5 aside.
@@ -114,7 +115,7 @@ def test_nearest_of_a_sheared_grid():
   label = np.arange(4 * 4 * 3).reshape(4, 4, 3)
   to_input = np.eye(4)[[1, 0, 2, 3]]
   to_input[2, 3] = 0.5
-  out = volumes._nearest(label, to_input, (4, 4, 3))
+  out = volume_ops._nearest(label, to_input, (4, 4, 3))
   k = np.clip(np.rint(np.arange(3) + 0.5), 0, 2).astype(int)  # 0, 2, 2
   np.testing.assert_array_equal(out, label.transpose(1, 0, 2)[:, :, k])
 
@@ -123,7 +124,7 @@ def test_orientation_by_hand():
   # Voxel axis 0 runs towards -x (L): RAS reverses it, and the new voxel 0
   # is the old last one, at x = -3.
   ramp = np.arange(4, dtype=np.float32).reshape(4, 1, 1)
-  out = _one(volumes.orientation('RAS'),
+  out = _one(volume_ops.orientation('RAS'),
              _volume(ramp, ramp.astype(int), np.diag([-1.0, 1.0, 1.0, 1.0])))
   np.testing.assert_array_equal(out['image'][:, 0, 0, 0], [3, 2, 1, 0])
   np.testing.assert_array_equal(out['label_map'][:, 0, 0], [3, 2, 1, 0])
@@ -133,7 +134,7 @@ def test_orientation_by_hand():
 def test_scale_intensity_is_the_formula():
   values = np.linspace(-300, 400, 24, dtype=np.float32).reshape(2, 3, 4)
   for clip in (False, True):
-    out = _one(volumes.scale_intensity(-175, 250, -1.0, 2.0, clip=clip),
+    out = _one(volume_ops.scale_intensity(-175, 250, -1.0, 2.0, clip=clip),
                _volume(values))['image'][..., 0]
     expected = (values - -175) / (250 - -175) * 3.0 - 1.0
     if clip:
@@ -144,12 +145,12 @@ def test_scale_intensity_is_the_formula():
 
 def test_pad_and_center_crop_place_the_volume_as_monai():
   ids = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
-  padded = _one(volumes.spatial_pad(8), _volume(ids + 1))
+  padded = _one(volume_ops.spatial_pad(8), _volume(ids + 1))
   assert padded['image'].shape == (8, 8, 8, 1)
   # (8 - 5) // 2 = 1 before on axis 0, 1 on axis 1, 0 on axis 2.
   np.testing.assert_array_equal(padded['image'][1:6, 1:7, 0:7, 0], ids + 1)
   assert padded['image'].sum() == (ids + 1).sum()
-  cropped = _one(volumes.center_crop(3), _volume(ids))
+  cropped = _one(volume_ops.center_crop(3), _volume(ids))
   # shape // 2 - 3 // 2 = (1, 2, 2).
   np.testing.assert_array_equal(cropped['image'][..., 0], ids[1:4, 2:5, 2:5])
 
@@ -169,8 +170,8 @@ def test_crops_lie_inside_and_are_what_they_say():
   volume = _id_volume()
   spatial = volume['image'].shape[:3]
   rng = np.random.default_rng(0)
-  for op in (volumes.rand_crop_pos_neg((8, 6, 10), pos=1, neg=1, samples=3),
-             volumes.rand_crop((8, 6, 10), samples=3)):
+  for op in (volume_ops.rand_crop_pos_neg((8, 6, 10), pos=1, neg=1, samples=3),
+             volume_ops.rand_crop((8, 6, 10), samples=3)):
     for _ in range(40):
       crops = op.apply(volume, rng)
       assert len(crops) == 3
@@ -186,25 +187,25 @@ def test_crops_lie_inside_and_are_what_they_say():
 
 
 def test_crop_start_moves_centres_inside():
-  assert volumes.crop_start((0, 5, 19), (4, 5, 6), (20, 20, 20)) == [0, 3, 14]
-  assert volumes.crop_start((10, 2, 3), (5, 5, 5), (20, 20, 20)) == [8, 0, 1]
+  assert volume_ops.crop_start((0, 5, 19), (4, 5, 6), (20, 20, 20)) == [0, 3, 14]
+  assert volume_ops.crop_start((10, 2, 3), (5, 5, 5), (20, 20, 20)) == [8, 0, 1]
 
 
 def test_positive_sampling_rate():
   volume = _id_volume()
   label = volume['label_map']
   rng = np.random.default_rng(1)
-  centres = volumes.pos_neg_centres(volume, 2000, 0.5, 0.0, rng)
+  centres = volume_ops.pos_neg_centres(volume, 2000, 0.5, 0.0, rng)
   positive = np.mean([label[c] > 0 for c in centres])
   assert 0.45 < positive < 0.55
-  always = volumes.pos_neg_centres(volume, 200, 1.0, 0.0, rng)
+  always = volume_ops.pos_neg_centres(volume, 200, 1.0, 0.0, rng)
   assert all(label[c] > 0 for c in always)
   # Background centres need an image above the threshold.
-  never = volumes.pos_neg_centres(volume, 200, 0.0, 100.0, rng)
+  never = volume_ops.pos_neg_centres(volume, 200, 0.0, 100.0, rng)
   assert all(label[c] == 0 and volume['image'][c][0] > 100 for c in never)
   # No foreground at all: every centre is background.
   empty = _volume(volume['image'])
-  assert len(volumes.pos_neg_centres(empty, 5, 1.0, 0.0, rng)) == 5
+  assert len(volume_ops.pos_neg_centres(empty, 5, 1.0, 0.0, rng)) == 5
 
 
 def test_flip_and_rot90_move_image_and_label_together():
@@ -212,24 +213,24 @@ def test_flip_and_rot90_move_image_and_label_together():
   label = rng.integers(0, 5, (6, 6, 4))
   volume = _volume(label.astype(np.float32), label)
   for axis in range(3):
-    out = _one(volumes.rand_flip(axis, 1.0), volume, rng)
+    out = _one(volume_ops.rand_flip(axis, 1.0), volume, rng)
     np.testing.assert_array_equal(out['label_map'], np.flip(label, axis))
     np.testing.assert_array_equal(out['image'][..., 0], out['label_map'])
   seen = set()
   for _ in range(30):
-    out = _one(volumes.rand_rot90(1.0, 3), volume, rng)
+    out = _one(volume_ops.rand_rot90(1.0, 3), volume, rng)
     k = next(k for k in (1, 2, 3)
              if np.array_equal(out['label_map'], np.rot90(label, k, (0, 1))))
     seen.add(k)
     np.testing.assert_array_equal(out['image'][..., 0], out['label_map'])
   assert seen == {1, 2, 3}
-  assert _one(volumes.rand_flip(0, 0.0), volume, rng) is volume
+  assert _one(volume_ops.rand_flip(0, 0.0), volume, rng) is volume
 
 
 def test_shift_intensity_shifts_the_whole_image():
   volume = _volume(np.zeros((3, 3, 3)))
   rng = np.random.default_rng(3)
-  shifts = [np.unique(_one(volumes.rand_shift_intensity(0.1, 1.0), volume,
+  shifts = [np.unique(_one(volume_ops.rand_shift_intensity(0.1, 1.0), volume,
                            rng)['image']) for _ in range(50)]
   assert all(s.size == 1 and -0.1 <= s[0] <= 0.1 for s in shifts)
   assert len({float(s[0]) for s in shifts}) == 50
@@ -366,16 +367,16 @@ def test_label_counts_count_voxels():
 
 def test_spec_errors():
   with pytest.raises(ValueError, match="valid ops: .*'rand_crop_pos_neg'"):
-    volumes.parse('crop_foregrond()')
+    volume_ops.parse('crop_foregrond()')
   with pytest.raises(ValueError, match='deterministic ops only'):
     data.dataset_info(dict(SYNTHETIC, pp_eval='rand_crop(8)'))
   with pytest.raises(ValueError, match='equal sides'):
-    volumes.parse('rand_crop((8, 8, 4))|rand_rot90(0.5, 3, (0, 2))').shape()
+    volume_ops.parse('rand_crop((8, 8, 4))|rand_rot90(0.5, 3, (0, 2))').shape()
   with pytest.raises(ValueError, match='pos and neg'):
-    volumes.parse('rand_crop_pos_neg(8, pos=0, neg=0)')
+    volume_ops.parse('rand_crop_pos_neg(8, pos=0, neg=0)')
   with pytest.raises(ValueError, match='axis must be 0, 1 or 2'):
-    volumes.parse('rand_flip(3)')
-  spec = volumes.parse('orientation()|spacing(2.0)|rand_crop_pos_neg('
+    volume_ops.parse('rand_flip(3)')
+  spec = volume_ops.parse('orientation()|spacing(2.0)|rand_crop_pos_neg('
                        '(8, 6, 6), samples=3)|rand_rot90(0.5, 1, (1, 2))|'
                        'rand_crop(4, samples=2)')
   assert len(spec.head) == 2 and spec.crops_per_volume == 6
