@@ -445,6 +445,17 @@ def test_dataset_json_pairs_images_and_labels(tmp_path):
   assert batch['image'].shape == (2, 4, 4, 4, 1)
 
 
+def test_the_description_may_be_the_one_dataset_json(tmp_path):
+  config = _folder(tmp_path)
+  os.rename(tmp_path / 'dataset.json', tmp_path / 'dataset_0.json')
+  assert data.num_classes(config) == 4  # MONAI's BTCV tutorial's name
+  with open(tmp_path / 'dataset_1.json', 'w') as f:
+    f.write('{}')
+  with pytest.raises(ValueError, match=r"exactly one dataset\*.json; found "
+                     r"\['dataset_0.json', 'dataset_1.json'\]"):
+    data.num_classes(config)
+
+
 def test_num_classes_from_the_config_when_labels_are_absent(tmp_path):
   config = _folder(tmp_path, labels=False)
   with pytest.raises(ValueError, match='set data_config.num_classes'):

@@ -9,7 +9,7 @@ seeded from those numbers -- so `start_step=n` is exact and costs nothing.
 
 Datasets (`data_config.name`):
   'nifti_folder': `data_config.folder` holds an MSD / BTCV style
-      dataset.json: {"training": [{"image": "./imagesTr/a.nii.gz", "label":
+      dataset.json (or one dataset*.json): {"training": [{"image": "./imagesTr/a.nii.gz", "label":
       "./labelsTr/a.nii.gz"}, ...], "validation": [...], "labels": {"0":
       "background", "1": ...}}. Split names are its lists' names; slices
       and sums as TFDS writes them select parts ('training[:80%]',
@@ -160,6 +160,21 @@ def _entry_name(path: str) -> str:
   return base
 
 
+def _description_file(folder: str) -> str:
+  """The folder's dataset.json, else its one dataset*.json (MONAI's BTCV
+  tutorial names it dataset_0.json)."""
+  if os.path.isfile(os.path.join(folder, 'dataset.json')):
+    return os.path.join(folder, 'dataset.json')
+  candidates = sorted(name for name in os.listdir(folder)
+                      if name.startswith('dataset') and name.endswith('.json'))
+  if len(candidates) != 1:
+    raise ValueError(
+        f'{folder}: data_config.folder needs a dataset.json (MSD / BTCV '
+        f'layout), or exactly one dataset*.json; found '
+        f'{candidates or "none"}.')
+  return os.path.join(folder, candidates[0])
+
+
 def _nifti_dataset(config) -> Dataset:
   folder = config.get('folder')
   if not folder or not os.path.isdir(os.path.expanduser(folder)):
@@ -167,13 +182,10 @@ def _nifti_dataset(config) -> Dataset:
                      f'directory with a dataset.json (MSD / BTCV layout); got'
                      f' {folder!r}, which is not a directory.')
   folder = os.path.expanduser(folder)
-  json_path = os.path.join(folder, 'dataset.json')
+  json_path = _description_file(folder)
   try:
     with open(json_path) as f:
       description = json.load(f)
-  except FileNotFoundError:
-    raise ValueError(f'{json_path}: no dataset.json in data_config.folder '
-                     f'(the MSD / BTCV layout).') from None
   except json.JSONDecodeError as e:
     raise ValueError(f'{json_path}: not valid JSON ({e}).') from None
   if not isinstance(description, dict):
