@@ -205,8 +205,10 @@ def check_inputs(config) -> None:
     if name in sources.FOLDER_DATASETS:
       folder = dataset.get('folder')
       if not folder or not os.path.isdir(os.path.expanduser(str(folder))):
-        layout_ = ('SPLIT/CLASS/IMAGE files' if name == sources.IMAGE_FOLDER
-                   else 'images/SPLIT and annotations/SPLIT')
+        layout_ = {sources.IMAGE_FOLDER: 'SPLIT/CLASS/IMAGE files',
+                   sources.SEGMENTATION_FOLDER:
+                       'images/SPLIT and annotations/SPLIT'}.get(
+                           name, 'a dataset.json and its NIfTI files')
         raise ValueError(f'{where}.folder: dataset {name!r} needs a '
                          f'directory of {layout_}; got {folder!r}, which is '
                          f'not a directory')

@@ -23,6 +23,12 @@ from its image's, or with a value outside [0, num_classes) that is not 255
 after preprocessing, raises `DenseLabelError` naming the file. mixup and
 CutMix are for image-level labels and are refused for dense tasks.
 
+Volumes ('task' 'volume_segmentation'): 'nifti_folder' and
+'synthetic_volumes' are `volumes.py`'s NumPy pipeline (no tf.data): batches
+{'image': float32 [B, D, H, W, C], 'label_map': int32 [B, D, H, W]} of
+random crops, values in [0, num_classes) (no ignore index); `eval_examples`
+yields whole volumes after pp_eval, label map on the image's grid.
+
 Both iterators are `pipeline.BatchIterator`s: an image file of an image
 folder that cannot be decoded raises `sources.CorruptImageError` (a
 ValueError) naming the file and the split, and `iterator.skipped_files` lists
@@ -37,14 +43,16 @@ it (docs/DESIGN.md).
   name: 'digits' (embedded, prepared offline on first use), 'image_folder',
       or any TFDS dataset name, prepared in `data_dir`; for segmentation
       'segmentation_folder', 'digit_mosaics' (built in), 'oxford_iiit_pet'
-      or 'cityscapes' (TFDS, prepared).
+      or 'cityscapes' (TFDS, prepared); for volumes 'nifti_folder' or
+      'synthetic_volumes' (built in).
   data_dir: TFDS data directory; None = TFDS's default (TFDS_DATA_DIR or
       ~/tensorflow_datasets).
   folder: root of an image folder, FOLDER/SPLIT/CLASS/*.png|jpg (name
       'image_folder'), or of a segmentation folder, FOLDER/images/SPLIT/
       *.jpg|png with FOLDER/annotations/SPLIT/*.png paired by file stem
       (name 'segmentation_folder', as ADEChallengeData2016: splits
-      'training', 'validation').
+      'training', 'validation'), or of an MSD / BTCV dataset.json (name
+      'nifti_folder').
   num_classes: classes of the label maps, required for
       'segmentation_folder' (a folder cannot tell); elsewhere None, or the
       dataset's own count (None).
@@ -181,6 +189,13 @@ def _task(config) -> str:
   return sources.task(config.name)
 
 
+def _volumes(config):
+  """The module of 3-D volume datasets (volumes.py, a NumPy pipeline) when
+  `config.name` is one of them, else None."""
+  from vit_jax.data import volumes  # pylint: disable=g-import-not-at-top
+  return volumes if volumes.handles(config) else None
+
+
 def dataset_info(data_config) -> Dict[str, Any]:
   """What a model and a schedule need to know about the dataset.
 
@@ -200,6 +215,9 @@ def dataset_info(data_config) -> Dict[str, Any]:
   from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.dataset_info(config)
   task = _task(config)
   builder = sources.get_builder(config)
   info = {
@@ -225,7 +243,11 @@ def num_classes(data_config) -> int:
   (for callers that build their own pp spec, e.g. few-shot evaluation);
   fewer than 2 raise ValueError."""
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
-  return sources.num_classes(sources.get_builder(resolve_config(data_config)))
+  config = resolve_config(data_config)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.dataset(config).num_classes
+  return sources.num_classes(sources.get_builder(config))
 
 
 def label_counts(data_config, split: str) -> np.ndarray:
@@ -244,6 +266,9 @@ def label_counts(data_config, split: str) -> np.ndarray:
   """
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.label_counts(config, split)  # voxels per class
   builder = sources.get_builder(config)
   return sources.label_counts(builder, split, config.skip_corrupt)
 
@@ -267,6 +292,10 @@ def train_iterator(data_config, global_batch_size: int, seed: int,
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
   process_index, process_count = _processes(process_index, process_count)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.TrainBatches(config, global_batch_size, seed, start_step,
+                                process_index, process_count)
   pipeline.local_batch_size(global_batch_size, process_count)  # Checks early.
   builder = sources.get_builder(config)
   return pipeline.train_batches(config, builder, global_batch_size, seed,
@@ -291,6 +320,10 @@ def eval_iterator(data_config, split: str, global_batch_size: int,
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
   process_index, process_count = _processes(process_index, process_count)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.eval_batches(config, split, global_batch_size,
+                                process_index, process_count)
   pipeline.local_batch_size(global_batch_size, process_count)
   builder = sources.get_builder(config)
   return pipeline.eval_batches(config, builder, split, global_batch_size,
@@ -314,6 +347,9 @@ def eval_examples(data_config, split: str,
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
   process_index, process_count = _processes(process_index, process_count)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.eval_examples(config, split, process_index, process_count)
   builder = sources.get_builder(config)
   _dense_only(config, builder, 'eval_examples')
   return pipeline.eval_examples(config, builder, split, process_index,
@@ -327,6 +363,9 @@ def eval_share_sizes(data_config, split: str,
   from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config = resolve_config(data_config)
   _, process_count = _processes(0, process_count)
+  volumes = _volumes(config)
+  if volumes:
+    return volumes.eval_share_sizes(config, split, process_count)
   total = sources.num_examples(sources.get_builder(config), split)
   bounds = [sources.share_bounds(total, i, process_count)
             for i in range(process_count)]

@@ -1017,8 +1017,12 @@ GEOMETRIC_OPS = frozenset({'resize', 'resize_small', 'resize_keep_ratio',
 # Spec parsing.
 
 
-def parse_spec(spec: str) -> List[Tuple[str, tuple, dict]]:
-  """Splits a spec into (op name, positional args, keyword args) triples."""
+def parse_spec(spec: str, ops: Optional[Dict[str, Callable]] = None
+               ) -> List[Tuple[str, tuple, dict]]:
+  """Splits a spec into (op name, positional args, keyword args) triples,
+  checked against `ops` (name -> op factory; default: this module's OPS;
+  `volumes.py` passes its own)."""
+  ops = OPS if ops is None else ops
   if not isinstance(spec, str):
     raise ValueError(f'A preprocessing spec must be a string, got {spec!r}.')
   if not spec.strip():
@@ -1051,15 +1055,15 @@ def parse_spec(spec: str) -> List[Tuple[str, tuple, dict]]:
     else:
       raise ValueError(f'Op {op_text!r} of preprocessing spec {spec!r} must '
                        f'look like NAME or NAME(ARGS).')
-    if name not in OPS:
+    if name not in ops:
       raise ValueError(f'Unknown preprocessing op {name!r} in spec {spec!r}; '
-                       f'valid ops: {sorted(OPS)}.')
+                       f'valid ops: {sorted(ops)}.')
     try:
-      inspect.signature(OPS[name]).bind(*args, **kwargs)
+      inspect.signature(ops[name]).bind(*args, **kwargs)
     except TypeError as e:
       raise ValueError(
           f'Bad arguments for op {op_text!r} in spec {spec!r}: {e}; the op '
-          f'takes {name}{inspect.signature(OPS[name])}.') from None
+          f'takes {name}{inspect.signature(ops[name])}.') from None
     parsed.append((name, args, kwargs))
   return parsed
 
