@@ -7,9 +7,9 @@ released BTCV code).
 
 The Beyond-the-Cranial-Vault abdomen set (MICCAI 2015): 30 labelled CT
 scans, 13 organs + background (14 classes), in the MONAI / MSD layout the
-authors distribute: a folder with imagesTr/, labelsTr/ and a dataset.json
-whose "training" (24 scans) and "validation" (6) lists name them (the
-authors call the file dataset_0.json: name it dataset.json).
+authors distribute: a folder with imagesTr/, labelsTr/ and their
+dataset_0.json (or a dataset.json), whose "training" (24 scans) and
+"validation" (6) lists name them.
 
 The paper's model: a ViT-B/16 encoder on 16^3 patches of 96^3 crops,
 skip features from blocks 3 / 6 / 9 / 12, MONAI's convolutional decoder

@@ -38,9 +38,10 @@ SUBPROCESS_TIMEOUT = 1800  # generous: CI's own limit is the guard
 
 
 def _shrunk(name, arg, folder='FOLDER', data_dir='DATA_DIR',
-            segmentation_folder='SEGMENTATION_FOLDER'):
+            segmentation_folder='SEGMENTATION_FOLDER',
+            nifti_folder='NIFTI_FOLDER'):
   return stand_in.stand_in(tiny.load_config(name, arg), folder, data_dir,
-                           segmentation_folder)
+                           segmentation_folder, nifti_folder)
 
 
 def _run_key(name, arg):
@@ -104,6 +105,9 @@ def test_each_variant_resolves_and_builds_at_full_size(name, arg):
   model = build.build_model(config.model)
   size = _image_size(config.data.pp_eval)
   channels = 1 if config.data.name in ('digits', 'digit_mosaics') else 3
+  shape = (size, size, channels)
+  if config.model.name == 'unetr':  # counted on its own volume
+    shape = (*model.volume, model.in_channels)
   params = counts.param_count(model, size, channels)
   assert params > 0
   # The optimizer, schedule and multipliers build for the full model too.
@@ -111,7 +115,7 @@ def test_each_variant_resolves_and_builds_at_full_size(name, arg):
   assert float(schedule(config.total_steps // 2)) > 0
   if arg == stand_in.documented_args(name)[0]:
     # One variant per recipe is initialised abstractly at full size.
-    init = build.make_init_fn(model, tx, (size, size, channels))
+    init = build.make_init_fn(model, tx, shape)
     state = jax.eval_shape(init, jax.random.PRNGKey(0))
     assert sum(x.size for x in jax.tree_util.tree_leaves(
         state['params'])) == params
@@ -172,6 +176,12 @@ def segmentation_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def nifti_folder(tmp_path_factory):
+  return stand_in.make_nifti_folder(
+      str(tmp_path_factory.mktemp('nifti_folder')))
+
+
+@pytest.fixture(scope='module')
 def source_run(image_folder, data_dir, tmp_path_factory):
   """The stand-in of vit_i1k, trained: the weights configs/finetune.py
   starts from, as a workdir ('own'), an npz file and a timm file."""
@@ -210,10 +220,12 @@ def _expected_metrics(config):
 
 @pytest.mark.parametrize('run', RUNS, ids=[_id(run) for run in RUNS])
 def test_recipe_runs_end_to_end_on_a_stand_in(run, image_folder, data_dir,
-                                              segmentation_folder, tmp_path,
+                                              segmentation_folder,
+                                              nifti_folder, tmp_path,
                                               request):
   name, arg, kind = run
-  config = _shrunk(name, arg, image_folder, data_dir, segmentation_folder)
+  config = _shrunk(name, arg, image_folder, data_dir, segmentation_folder,
+                   nifti_folder)
   if kind is not None:
     config.init_from.kind = kind
     config.init_from.path = request.getfixturevalue('source_run')[kind]

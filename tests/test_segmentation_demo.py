@@ -26,6 +26,7 @@ import tiny
 from vit_jax import checkpoint
 from vit_jax import train
 from vit_jax.data import mosaics
+from vit_jax.data import synthetic_volumes
 from vit_jax.evaluate import segmentation
 from vit_jax.evaluate.__main__ import evaluate_workdir
 from vit_jax.workdir import read_config as load_workdir_config
@@ -35,6 +36,10 @@ from vit_jax.workdir import read_config as load_workdir_config
 # other package versions.
 MOSAICS_MIOU_BAR = 0.55
 MOSAICS_FEWSHOT_BAR = 0.85
+
+
+# configs/unetr_volumes.py's figures (measured 2026-12-07, see README.md).
+VOLUMES_DICE_BAR = 0.85
 
 
 def _last(rows, name):
@@ -71,6 +76,27 @@ def test_segformer_mosaics_demo_beats_the_trivial_predictor(tmp_path,
   (step, metrics), = again.items()
   assert step == config.total_steps
   assert metrics['val/miou'] == pytest.approx(miou, abs=1e-9)
+
+
+def test_unetr_volumes_demo_beats_thresholding_single_voxels(tmp_path):
+  config = tiny.load_config('unetr_volumes')
+  workdir = str(tmp_path / 'volumes')
+  train.train_and_evaluate(config, workdir)
+  rows = train.read_metrics(workdir)
+  dice = _last(rows, 'val/dice')
+  # Baselines on the same test volumes: background everywhere scores 0;
+  # the nearest class mean of each voxel on its own (no neighbourhood):
+  voxel = []
+  means = np.asarray(synthetic_volumes.CLASS_MEANS)
+  for index in range(synthetic_volumes.SPLITS['test']):
+    image, label, _ = synthetic_volumes.volume('test', index)
+    nearest = np.abs(image[..., 0, None] - means).argmin(-1)
+    overlap = np.sum((nearest == 1) & (label == 1))
+    voxel.append(2 * overlap / (np.sum(nearest == 1) + np.sum(label == 1)))
+  assert np.mean(voxel) == pytest.approx(0.518, abs=1e-3)
+  assert dice >= VOLUMES_DICE_BAR > np.mean(voxel) + 0.3, dice
+  assert any(name.startswith('volume_segmentation_val_')
+             for name in os.listdir(os.path.join(workdir, 'plots')))
 
 
 def _variables(workdir, step):
@@ -137,3 +163,25 @@ def test_a_bad_label_map_stops_the_run_with_one_line_naming_it(tmp_path,
   assert 'is 7x9 but its image' in last, last
   with open(os.path.join(workdir, 'error')) as f:
     assert 'DenseLabelError' in f.read()
+
+
+def test_volume_segmentation_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+  """UNETR on the synthetic volumes, killed after step 3 of 4 and resumed
+  from step 2: the crops (positions, flips) are redrawn exactly."""
+  config = tiny.load_config('unetr_volumes')
+  tiny.override(config, {
+      'total_steps': 4, 'batch_size': 8, 'checkpoint.every_steps': 2,
+      'log_every_steps': 1, 'schedule.warmup_steps': 1, 'evals': {},
+      'model.width': 16, 'model.num_heads': 1, 'model.mlp_dim': 16,
+      'model.feature_size': 2,
+      'data.pp_train': config.data.pp_train.replace('samples=4',
+                                                    'samples=1')})
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(config, straight)
+  interrupted = str(tmp_path / 'interrupted')
+  tiny.train_killed_at(config, interrupted, 3, monkeypatch)
+  assert os.listdir(os.path.join(interrupted, 'checkpoints')) == ['2']
+  train.train_and_evaluate(config, interrupted)
+  for got, want in zip(jax.tree.leaves(_variables(interrupted, 4)),
+                       jax.tree.leaves(_variables(straight, 4)), strict=True):
+    np.testing.assert_array_equal(got, want)

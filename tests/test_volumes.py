@@ -320,8 +320,8 @@ def test_synthetic_volumes_are_deterministic_and_consistent():
 def test_synthetic_dataset_info_and_eval():
   info = data.dataset_info(SYNTHETIC)
   assert info == {
-      'task': 'volume_segmentation', 'num_classes': 4,
-      'class_names': ['background', 'low', 'mid', 'high'],
+      'task': 'volume_segmentation', 'num_classes': 2,
+      'class_names': ['background', 'object'],
       'ignore_index': None, 'image_shape': (None, None, None, 1),
       'train_image_shape': (24, 24, 24, 1),
       'num_examples': {'train': 24, 'test': 6}}
@@ -358,7 +358,7 @@ def test_eval_iterator_pads_fixed_size_volumes():
 def test_label_counts_count_voxels():
   counts = data.label_counts(SYNTHETIC, 'test[:2]')
   labels = [synthetic_volumes.volume('test', i)[1] for i in range(2)]
-  expected = sum(np.bincount(l.ravel(), minlength=4) for l in labels)
+  expected = sum(np.bincount(l.ravel(), minlength=2) for l in labels)
   np.testing.assert_array_equal(counts, expected)
 
 

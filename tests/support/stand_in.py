@@ -14,7 +14,10 @@ What changes (and nothing else: `unexpected_changes` checks it against
   segmentation folder of generated JPEGs and label maps instead
   (`make_segmentation_folder`, its splits named as ADE20K's), its sizes
   divided by DENSE_SHRINK (a 512 crop becomes 32) and its classes CLASSES;
-  the built-in mosaics stay. The shuffle buffer shrinks.
+  the built-in mosaics stay. A volume recipe (BTCV) reads a NIfTI folder
+  of the built-in synthetic volumes (`make_nifti_folder`), its crops and
+  model 32^3; the built-in synthetic volumes stay. The shuffle buffer
+  shrinks.
 - model: the family's tiny size (TINY) instead of the variant, CLASSES
   classes; every other model field (pooling, position embedding, dropout,
   dtype, mask ratio, ...) is the recipe's.
@@ -40,7 +43,11 @@ VAL_PER_CLASS = 5
 RESOLUTION = 32  # what 224 px becomes
 
 # The recipes whose data can be read on any machine, offline.
-LOCAL_DATASETS = ('digits', 'digit_mosaics')
+LOCAL_DATASETS = ('digits', 'digit_mosaics', 'synthetic_volumes')
+# Volumes (a NIfTI folder) a stand-in folder of synthetic volumes replaces,
+# cropped to UNETR's smallest size (two 16^3 patches a side).
+VOLUME_DATASETS = ('nifti_folder',)
+VOLUME_CROP = 32
 # Datasets of label maps a stand-in segmentation folder replaces.
 DENSE_DATASETS = ('segmentation_folder', 'cityscapes')
 DENSE_SHRINK = 16  # a 512 px crop -> 32 px
@@ -56,6 +63,8 @@ TINY = {
     'convmixer': dict(width=16, depth=1, kernel_size=3),
     'segformer': dict(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1),
                       num_heads=(1, 1, 1, 1), decoder_width=8),
+    'unetr': dict(width=16, depth=4, num_heads=1, mlp_dim=16, feature_size=2,
+                  skip_blocks=(0, 1, 2)),
 }
 # Family -> patch size at RESOLUTION (a recipe that sets its own patch size,
 # as the digits recipes do, keeps it).
@@ -75,7 +84,8 @@ CHANGED_KEYS = (
     'checkpoint.every_steps', 'checkpoint.keep_every', 'checkpoint.keep_steps',
     'init_from.path',
     'evals.*.every_steps', 'evals.*.batch_size', 'evals.*.datasets.*',
-    'evals.*.crop_size', 'evals.*.stride',
+    'evals.*.crop_size', 'evals.*.stride', 'evals.*.roi_size',
+    'model.image_size',
 )
 _DENSE_SIZED_OPS = ('random_resize', 'random_crop', 'pad', 'rescale')
 
@@ -109,6 +119,38 @@ def shrink_dense_spec(spec: str) -> str:
   ops = '|'.join(_DENSE_SIZED_OPS)
   return re.sub(rf'\b({ops})\(((?:\(\d+, \d+\)|\d+))', shrink_sizes,
                 spec)
+
+
+def make_nifti_folder(root: str) -> str:
+  """root/imagesTr, root/labelsTr and a dataset.json (MSD / BTCV layout):
+  the first synthetic volumes (vit_jax/data/synthetic_volumes.py) as
+  .nii.gz files of coarser voxels, 3 for 'training' and 1 for 'validation', labels
+  0..NUM_CLASSES - 1 named. Returns root."""
+  import nibabel  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import synthetic_volumes  # pylint: disable=g-import-not-at-top
+  entries = []
+  for index in range(4):
+    image, label, _ = synthetic_volumes.volume('train', index)
+    # Voxels of 2 x 2 x 3 mm, so BTCV's resampling to 1.5 x 1.5 x 2 mm
+    # enlarges the volumes (40-56 voxels a side) past its 32^3 crops.
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    for kind, array in (('imagesTr', image[..., 0]),
+                        ('labelsTr', label.astype(np.uint8))):
+      os.makedirs(os.path.join(root, kind), exist_ok=True)
+      nibabel.save(nibabel.Nifti1Image(array, affine),
+                   os.path.join(root, kind, f'case{index}.nii.gz'))
+    entries.append({'image': f'./imagesTr/case{index}.nii.gz',
+                    'label': f'./labelsTr/case{index}.nii.gz'})
+  with open(os.path.join(root, 'dataset.json'), 'w') as f:
+    json.dump({'training': entries[:3], 'validation': entries[3:],
+               'labels': dict(enumerate(synthetic_volumes.CLASS_NAMES))}, f)
+  return root
+
+
+def shrink_volume_spec(spec: str) -> str:
+  """A volume spec with its crop sizes VOLUME_CROP."""
+  return re.sub(r'\b(rand_crop_pos_neg|rand_crop|center_crop)\((\d+)',
+                lambda m: f'{m.group(1)}({VOLUME_CROP}', spec)
 
 
 def make_segmentation_folder(root: str) -> str:
@@ -171,7 +213,8 @@ def documented_args(name: str):
 
 
 def stand_in(config, folder: str, data_dir: str,
-             segmentation_folder: str = 'SEGMENTATION_FOLDER'):
+             segmentation_folder: str = 'SEGMENTATION_FOLDER',
+             nifti_folder: str = 'NIFTI_FOLDER'):
   """`config` (a recipe's get_config result, changed in place and returned)
   on the stand-in described in the module docstring."""
   local = config.data.name in LOCAL_DATASETS
@@ -187,6 +230,15 @@ def stand_in(config, folder: str, data_dir: str,
   if local:
     data.data_dir = data_dir
     classes = config.model.get('num_classes')
+  elif data.name in VOLUME_DATASETS:
+    from vit_jax.data import synthetic_volumes  # pylint: disable=g-import-not-at-top
+    data.folder = nifti_folder
+    data.train_split = 'training'
+    data.eval_split = 'validation'
+    data.pp_train = shrink_volume_spec(data.pp_train)
+    data.pp_eval = shrink_volume_spec(data.pp_eval)
+    classes = synthetic_volumes.NUM_CLASSES
+    config.model.image_size = VOLUME_CROP
   elif data.name in DENSE_DATASETS:
     data.name = 'segmentation_folder'
     data.folder = segmentation_folder
@@ -241,6 +293,8 @@ def stand_in(config, folder: str, data_dir: str,
     for key in ('crop_size', 'stride'):
       if entry.get(key) is not None and not local:
         entry[key] = max(1, entry[key] // DENSE_SHRINK)
+    if entry.get('roi_size') is not None and not local:
+      entry.roi_size = VOLUME_CROP
     for key, dataset in list((entry.get('datasets') or {}).items()):
       if dataset['name'] in LOCAL_DATASETS:
         entry.datasets[key] = {**dataset.to_dict(), 'data_dir': data_dir} if (

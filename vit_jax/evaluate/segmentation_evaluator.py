@@ -381,7 +381,10 @@ class VolumeSegmentationEvaluator(_Base):
     if self.num_classes < 2:
       raise ValueError(f'Dice needs a background and at least one class; '
                        f'{data_config.name!r} has {self.num_classes}.')
-    roi_size = tuple(roi_size or info['train_image_shape'][:3])
+    roi_size = roi_size or info['train_image_shape'][:3]
+    if isinstance(roi_size, int) and not isinstance(roi_size, bool):
+      roi_size = (roi_size,) * 3  # a cube, as the models' image_size
+    roi_size = tuple(roi_size)
     if len(roi_size) != 3 or any(int(r) != r or r < 1 for r in roi_size):
       raise ValueError(f'roi_size must be three positive ints (D, H, W), '
                        f'got {roi_size!r}.')
