@@ -53,13 +53,13 @@ MODELS = {
                      (96, 96, 96, 1), 'dice_ce', 1),
     # The offline demos' models (configs/segformer_mosaics.py,
     # configs/unetr_volumes.py).
-    'segformer_demo': (dict(name='segformer', widths=(16, 32, 48, 64),
-                            depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4),
+    'segformer_demo': (dict(name='segformer', widths=(16, 32, 64, 128),
+                            depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
                             decoder_width=64, num_classes=11),
-                       (48, 48, 1), 'softmax_xent', 32),
+                       (40, 40, 1), 'softmax_xent', 32),
     'unetr_demo': (dict(name='unetr', image_size=32, in_channels=1,
-                        num_classes=4, feature_size=8, width=64, depth=12,
-                        num_heads=4, mlp_dim=128),
+                        num_classes=2, feature_size=8, width=32, depth=4,
+                        num_heads=2, mlp_dim=64, skip_blocks=(0, 1, 2)),
                    (32, 32, 32, 1), 'dice_ce', 4),
 }
 TINY = {
