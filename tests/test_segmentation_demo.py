@@ -46,13 +46,25 @@ def _last(rows, name):
   return [row[name] for row in rows if name in row][-1]
 
 
+def _run_demo(recipe, workdir, *overrides):
+  """`python -m vit_jax.main --config=configs/RECIPE.py` as README.md
+  runs it: one CPU device, XLA's default optimisation (the tests' 8
+  virtual devices and unoptimised compiles would triple its time)."""
+  env = dict(os.environ, XLA_FLAGS='')
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.main', f'--config=configs/{recipe}.py',
+       f'--workdir={workdir}', *overrides], cwd=tiny.ROOT, env=env,
+      capture_output=True, text=True, timeout=3600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return train.read_metrics(workdir)
+
+
 def test_segformer_mosaics_demo_beats_the_trivial_predictor(tmp_path,
                                                             data_dir):
-  config = tiny.load_config('segformer_mosaics', 'S')
-  config.data.data_dir = data_dir
   workdir = str(tmp_path / 'demo')
-  train.train_and_evaluate(config, workdir)
-  rows = train.read_metrics(workdir)
+  rows = _run_demo('segformer_mosaics', workdir,
+                   f'--config.data.data_dir={data_dir}')
+  config = tiny.load_config('segformer_mosaics', 'S')
   miou = _last(rows, 'val/miou')
   # The background-only baseline, from the test split's label maps.
   labels = mosaics.split_arrays('test')['label_map'][..., 0]
@@ -70,19 +82,19 @@ def test_segformer_mosaics_demo_beats_the_trivial_predictor(tmp_path,
     summary = json.load(f)
   assert summary['family'] == 'segformer' and summary['flops_per_image'] > 0
   assert os.listdir(os.path.join(workdir, 'plots'))
-  # `python -m vit_jax.evaluate` on the finished workdir: the same numbers.
+  # `vit_jax.evaluate` on the finished workdir, here on 8 devices without
+  # XLA's optimisations: the same numbers up to a pixel's argmax flipped
+  # by float rounding.
   again = evaluate_workdir(load_workdir_config(workdir), workdir, 'latest',
                            ['val'])
   (step, metrics), = again.items()
   assert step == config.total_steps
-  assert metrics['val/miou'] == pytest.approx(miou, abs=1e-9)
+  assert metrics['val/miou'] == pytest.approx(miou, abs=1e-3)
 
 
 def test_unetr_volumes_demo_beats_thresholding_single_voxels(tmp_path):
-  config = tiny.load_config('unetr_volumes')
   workdir = str(tmp_path / 'volumes')
-  train.train_and_evaluate(config, workdir)
-  rows = train.read_metrics(workdir)
+  rows = _run_demo('unetr_volumes', workdir)
   dice = _last(rows, 'val/dice')
   # Baselines on the same test volumes: background everywhere scores 0;
   # the nearest class mean of each voxel on its own (no neighbourhood):

@@ -231,7 +231,7 @@ def test_gradient_accumulation_matches_the_full_batch():
     (dict(grad_accum_steps=3), r'grad_accum_steps=3 must split the batch'),
     (dict(objective='contrastive'),
      r"Unknown objective 'contrastive'; valid choices: \['supervised', "
-     r"'mae'\]"),
+     r"'mae', 'segmentation'\]"),
 ])
 def test_bad_config_is_a_clear_error(overrides, pattern, data_dir):
   with pytest.raises(ValueError, match=pattern):

@@ -59,9 +59,10 @@ class _QuietDiskFullRecords(std_logging.Filter):
 
 def _names_a_data_file(error: BaseException) -> bool:
   """Whether `error` is the input pipeline's about one file of the data
-  (its errors carry the file as `.path`; this module does not import the
-  pipeline, which loads TensorFlow)."""
-  return isinstance(getattr(error, 'path', None), str)
+  (its ValueErrors carry the file as `.path`; this module does not import
+  the pipeline, which loads TensorFlow)."""
+  return isinstance(error, ValueError) and isinstance(
+      getattr(error, 'path', None), str)
 
 
 def main(argv):
@@ -93,17 +94,15 @@ def main(argv):
   except KeyboardInterrupt:
     workdir_lib.release_reserve(workdir)
     raise
-  except ValueError as error:
-    if not _names_a_data_file(error):
-      raise  # a traceback (also in DIR/error)
-    # A file of the dataset that cannot be read or is inconsistent (the
-    # input pipeline's CorruptImageError, DenseLabelError): one line
-    # naming it; the traceback is in DIR/error.
-    print(f'vit_jax.main: {cli.one_line(error)} (the run stopped; its last '
-          f'good checkpoint is kept)', file=sys.stderr)
-    sys.exit(layout.EXIT_FAILED)
   except Exception as error:  # pylint: disable=broad-except
     full = workdir_lib.disk_full(error, unknown=workdir)
+    if full is None and _names_a_data_file(error):
+      # A file of the dataset that cannot be read or is inconsistent (the
+      # input pipeline's CorruptImageError, DenseLabelError): one line
+      # naming it; the traceback is in DIR/error.
+      print(f'vit_jax.main: {cli.one_line(error)} (the run stopped; its '
+            f'last good checkpoint is kept)', file=sys.stderr)
+      sys.exit(layout.EXIT_FAILED)
     if full is None:
       raise  # a traceback (also in DIR/error)
     # orbax's failed writes are asyncio tasks whose errors (logged when
