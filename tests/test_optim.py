@@ -208,6 +208,31 @@ def test_schedule_bad_inputs():
 # Multipliers.
 
 
+def test_steps_decay_divides_at_its_boundaries():
+  """TimeSformer's schedule: x0.1 at epochs 11 and 14 of 15, after a
+  warmup (boundaries are fractions of the decay phase)."""
+  config = ml_collections.ConfigDict({'lr': 0.005, 'schedule': {
+      'decay': 'steps', 'boundaries': (11 / 15, 14 / 15),
+      'warmup_steps': 10}})
+  schedule = optim.make_schedule(config, 160)  # decay phase: 150 steps
+  lrs = [float(schedule(s)) for s in (5, 10, 119, 120, 149, 150, 159)]
+  np.testing.assert_allclose(
+      lrs, [0.0025, 0.005, 0.005, 0.0005, 0.0005, 0.00005, 0.00005],
+      rtol=1e-6)
+
+
+@pytest.mark.parametrize('schedule, message', [
+    ({'decay': 'steps'}, 'needs config.schedule.boundaries'),
+    ({'decay': 'steps', 'boundaries': (0.8, 0.5)}, 'increase strictly'),
+    ({'decay': 'steps', 'boundaries': (0.5, 1.0)}, 'within \\(0, 1\\)'),
+    ({'decay': 'cosine', 'boundaries': (0.5,)}, "go with decay 'steps'"),
+])
+def test_steps_decay_bad_boundaries(schedule, message):
+  config = ml_collections.ConfigDict({'lr': 1.0, 'schedule': schedule})
+  with pytest.raises(ValueError, match=message):
+    optim.make_schedule(config, 100)
+
+
 def test_param_paths():
   paths = optim.param_paths(toy_params())
   assert paths['encoder']['block_0']['mlp']['fc1']['kernel'] == (

@@ -62,7 +62,8 @@ class Run(NamedTuple):
   init_fn: Callable[[jax.Array], State]
   state_shardings: Any
   abstract_state: Any  # ShapeDtypeStructs with shardings, for restoring
-  image_shape: Tuple[int, ...]  # (H, W, C); (D, H, W, C) for volumes
+  # (H, W, C); (D, H, W, C) for volumes, (T, H, W, C) for clips
+  image_shape: Tuple[int, ...]
   num_classes: int  # of the training dataset
   task: str  # the dataset's: 'classification', 'segmentation', ...
 
@@ -82,7 +83,8 @@ def validate(config, device_count: int) -> None:
 
 
 # The dataset tasks (`data.dataset_info(...)['task']`) each objective trains.
-OBJECTIVE_TASKS = {'supervised': ('classification',), 'mae': None,
+OBJECTIVE_TASKS = {'supervised': ('classification', 'video_classification'),
+                   'mae': None,
                    'segmentation': ('segmentation', 'volume_segmentation')}
 
 
@@ -149,8 +151,9 @@ def build_run(config: ml_collections.ConfigDict, data_module) -> Run:
   info = data_module.dataset_info(config.data)
   check_dataset(config, info)
   task = info.get('task', 'classification')
-  if task == 'classification':
-    image_shape = tuple(info['image_shape'])  # after config.data.pp_eval
+  if task in ('classification', 'video_classification'):
+    # after config.data.pp_eval: (H, W, C), or (T, H, W, C) for clips
+    image_shape = tuple(info['image_shape'])
     spec = f'pp_eval {config.data.pp_eval!r}'
   else:  # evaluated whole or by windows; the model is built at crop size
     image_shape = tuple(info['train_image_shape'])

@@ -30,7 +30,7 @@ Config fields read (defaults where absent):
   lr              1e-3
   schedule        warmup_steps=0, decay='cosine', timescale=10_000,
                   cooldown_steps=0, cooldown_shape='linear',
-                  end_lr_fraction=0.0
+                  end_lr_fraction=0.0, boundaries=(), step_factor=0.1
   optimizer       name='adamw' plus the options of that optimizer, see
                   OPTIMIZER_OPTIONS (a plain string is taken as the name)
   wd              0.0
@@ -58,7 +58,7 @@ Rules = Sequence[Tuple[str, float]]
 
 DEFAULT_LR = 1e-3
 
-DECAYS = ('cosine', 'linear', 'rsqrt', 'constant')
+DECAYS = ('cosine', 'linear', 'rsqrt', 'constant', 'steps')
 SCHEDULE_DEFAULTS: Mapping[str, Any] = {
     'warmup_steps': 0,
     'decay': 'cosine',
@@ -66,6 +66,11 @@ SCHEDULE_DEFAULTS: Mapping[str, Any] = {
     'cooldown_steps': 0,
     'cooldown_shape': 'linear',
     'end_lr_fraction': 0.0,
+    # 'steps': the lr is multiplied by step_factor at each boundary, a
+    # fraction of the decay phase (TimeSformer: x0.1 at epochs 11 and 14
+    # of 15, boundaries (11/15, 14/15)).
+    'boundaries': (),
+    'step_factor': 0.1,
 }
 # How the cooldown goes to zero over its c steps (q = (T - s) / c, from 1
 # to 0): 'linear' q; '1-sqrt' 1 - sqrt(1 - q) (Hagele et al. 2024, "Scaling
@@ -171,6 +176,9 @@ def make_schedule(config: ml_collections.ConfigDict,
                   (= sqrt(timescale / (timescale + d)), 1 at the end of
                   warmup; the inverse-square-root decay of Zhai et al. 2021,
                   Sec. 3.5, there with a linear cooldown)
+      'steps':    step_factor ** (number of `boundaries` b with p >= b)
+                  (piecewise constant, as SlowFast's / TimeSformer's
+                  'steps_with_relative_lrs')
     cooldown(s), with q = clip((T - s) / c, 0, 1), for c > 0 (else 1):
       'linear':   q               (1 at s = T - c, 1/c at T - 1, 0 at T)
       '1-sqrt':   1 - sqrt(1 - q) (the cooldown of Hagele et al. 2024)
@@ -213,6 +221,9 @@ def make_schedule(config: ml_collections.ConfigDict,
     raise ValueError('config.schedule.timescale must be > 0 for the rsqrt '
                      'decay, got 0.')
   decay_steps = max(total_steps - warmup_steps, 1)
+  boundaries = _boundaries(options['boundaries'], decay)
+  step_factor = _as_non_negative('config.schedule.step_factor',
+                                 options['step_factor'])
 
   def schedule(step) -> jax.Array:
     step = jnp.asarray(step).astype(jnp.float32)
@@ -225,6 +236,9 @@ def make_schedule(config: ml_collections.ConfigDict,
           1.0 + jnp.cos(jnp.pi * progress))
     elif decay == 'linear':
       factor = end_fraction + (1.0 - end_fraction) * (1.0 - progress)
+    elif decay == 'steps':
+      passed = sum((progress >= b).astype(jnp.float32) for b in boundaries)
+      factor = jnp.power(jnp.float32(step_factor), passed)
     else:  # 'rsqrt'
       factor = 1.0 / jnp.sqrt(1.0 + since_warmup / timescale)
     if warmup_steps > 0:
@@ -238,6 +252,26 @@ def make_schedule(config: ml_collections.ConfigDict,
     return (peak_lr * factor).astype(jnp.float32)
 
   return schedule
+
+
+def _boundaries(value: Any, decay: str) -> Tuple[float, ...]:
+  """The 'steps' decay's boundaries: increasing fractions in (0, 1)."""
+  if (not isinstance(value, (list, tuple)) or
+      not all(isinstance(b, numbers.Real) and not isinstance(b, bool)
+              for b in value)):
+    raise ValueError(f'config.schedule.boundaries must be a tuple of '
+                     f'fractions of the decay phase, got {value!r}.')
+  value = tuple(float(b) for b in value)
+  if any(not 0 < b < 1 for b in value) or list(value) != sorted(set(value)):
+    raise ValueError(f'config.schedule.boundaries must increase strictly '
+                     f'within (0, 1), got {value!r}.')
+  if decay == 'steps' and not value:
+    raise ValueError("schedule decay 'steps' needs config.schedule."
+                     'boundaries, e.g. (11 / 15, 14 / 15).')
+  if decay != 'steps' and value:
+    raise ValueError(f'config.schedule.boundaries {value!r} go with decay '
+                     f"'steps'; decay is {decay!r}.")
+  return value
 
 
 # ----------------------------------------------------------------------------

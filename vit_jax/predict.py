@@ -68,6 +68,8 @@ from vit_jax.models import vit
 # What TensorFlow's decode_image reads.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.gif', '.bmp')
 CROP_MODES = ('center', 'squash', 'border')  # timm's evaluation crop modes
+# The video files predict looks for in folders (what PyAV commonly reads).
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.webm', '.mkv', '.mov')
 DEFAULT_CSV = 'predictions.csv'
 
 
@@ -82,6 +84,9 @@ class Predictor(NamedTuple):
   description: what was loaded, for messages.
   plot_name: the suffix of the attention plot's file name.
   plots_dir: where plots go by default (None: must be given).
+  video: a video classifier: `preprocess` takes a video's path (a file or
+    a frame folder) and gives its test views, float32 [V, T, H, W, C],
+    whose probabilities are averaged.
   """
   model: Any
   variables: Any
@@ -92,6 +97,7 @@ class Predictor(NamedTuple):
   description: str
   plot_name: str
   plots_dir: Optional[str]
+  video: bool = False
 
 
 class Segmenter(NamedTuple):
@@ -170,6 +176,64 @@ def list_images(inputs: Sequence[str]) -> Tuple[List[str], bool]:
     raise ValueError(f'Not a readable image file (PNG, JPEG, GIF or BMP, '
                      f'complete): {shown}{more}.')
   return images, folder_given
+
+
+def _is_frame_folder(folder: str) -> bool:
+  """A folder of frame images (and nothing else that is a video)."""
+  names = [n for n in paths.listdir(folder) if not n.startswith('.')]
+  return bool(names) and all(
+      n.lower().endswith(IMAGE_EXTENSIONS) and
+      not paths.isdir(paths.join(folder, n)) for n in names)
+
+
+def _folder_videos(folder: str) -> List[str]:
+  """Video files and frame folders under `folder`, sorted."""
+  found = []
+  for name in sorted(paths.listdir(folder)):
+    path = paths.join(folder, name)
+    if name.startswith('.'):
+      continue
+    if paths.isdir(path):
+      found.extend([path] if _is_frame_folder(path) else
+                   _folder_videos(path))
+    elif name.lower().endswith(VIDEO_EXTENSIONS):
+      found.append(path)
+  return found
+
+
+def list_videos(inputs: Sequence[str]) -> Tuple[List[str], bool]:
+  """(video paths, whether any input was a folder of videos).
+
+  A file is a video as given; a folder holding only frame images is one
+  video; any other folder is searched recursively for video files
+  (VIDEO_EXTENSIONS) and frame folders, sorted. Raises FileNotFoundError
+  naming every missing input, ValueError naming folders without videos.
+  """
+  if not inputs:
+    raise ValueError('No videos given: name video files, frame folders or '
+                     'folders of them.')
+  missing = [path for path in inputs if not paths.exists(path)]
+  if missing:
+    raise FileNotFoundError(f'No such file or folder: {", ".join(missing)}')
+  videos, empty, batch_mode = [], [], False
+  for path in inputs:
+    if not paths.isdir(path) or _is_frame_folder(path):
+      videos.append(path)
+      continue
+    batch_mode = True
+    found = _folder_videos(path)
+    if not found:
+      empty.append(path)
+    videos.extend(found)
+  if empty:
+    raise ValueError(f'No video files ({", ".join(VIDEO_EXTENSIONS)}) or '
+                     f'frame folders in folder {", ".join(empty)}.')
+  return videos, batch_mode
+
+
+def is_video_run(config) -> bool:
+  """A run trained on clips (its data config sets num_frames)."""
+  return config.data.get('num_frames') is not None
 
 
 # ----------------------------------------------------------------------------
@@ -306,6 +370,8 @@ def from_workdir(workdir: str, config=None,
   step = checkpoint.choose_step(checkpoint.finished_steps(checkpoint_dir),
                                 step, checkpoint_dir)
   variables = checkpoint.restore_variables(checkpoint_dir, step, quiet=True)
+  if is_video_run(config):
+    return _video_predictor(workdir, config, model, variables, step)
   try:
     names, channels = labels.dataset_labels(config.data)
   except (ValueError, FileNotFoundError, KeyError) as error:
@@ -324,6 +390,28 @@ def from_workdir(workdir: str, config=None,
       family=config.model.name,
       description=f'{workdir} at step {step}', plot_name=str(step),
       plots_dir=paths.join(workdir, layout.PLOTS))
+
+
+def _video_predictor(workdir: str, config, model, variables,
+                     step: int) -> Predictor:
+  """A video run's classifier: each video's test views as the run's
+  evaluation samples them (`data.video.eval_views`)."""
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import video  # pylint: disable=g-import-not-at-top
+  names = data.dataset_info(config.data).get('class_names')
+  if names is None:
+    names = [str(i) for i in range(model.num_classes)]
+  if len(names) != model.num_classes:
+    raise ValueError(f'Dataset {config.data.name!r} has {len(names)} class '
+                     f'names but the model {model.num_classes} outputs.')
+  return Predictor(
+      model=model, variables=variables,
+      preprocess=lambda path: video.eval_views(video.read_video(path),
+                                               config.data),
+      class_names=list(names), multilabel=config.loss == 'sigmoid_xent',
+      family=config.model.name, description=f'{workdir} at step {step}',
+      plot_name=str(step), plots_dir=paths.join(workdir, layout.PLOTS),
+      video=True)
 
 
 def _segmenter(workdir: str, config, model, checkpoint_dir: str,
@@ -512,6 +600,39 @@ def predict(predictor: Predictor, image_paths: Sequence[str], top_k: int = 5,
   return results, kept
 
 
+def predict_videos(predictor: Predictor, video_paths: Sequence[str],
+                   top_k: int = 5, batch_size: int = 64
+                   ) -> List['Prediction']:
+  """Top-k predictions of each video: its views' probabilities averaged
+  (as the run's evaluation scores videos), in order."""
+  num_classes = len(predictor.class_names)
+  if not 1 <= top_k <= num_classes:
+    raise ValueError(f'top_k={top_k} must lie in 1..{num_classes} (the '
+                     f'model\'s classes).')
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+  probabilities = _probabilities_fn(predictor)
+  variables = jax.device_put(predictor.variables)
+  results = []
+  for index, path in enumerate(video_paths):
+    views = predictor.preprocess(path)  # [V, T, H, W, C]
+    if index == 0:
+      _check_fits(predictor, variables, views[:1], path)
+    size = min(batch_size, len(views))  # one jitted shape for every video
+    probs = []
+    for start in range(0, len(views), size):
+      chunk = views[start:start + size]
+      padded = np.zeros((size,) + views.shape[1:], np.float32)
+      padded[:len(chunk)] = chunk
+      probs.append(np.asarray(probabilities(variables, padded))[:len(chunk)])
+    mean = np.concatenate(probs).mean(axis=0)
+    ids = np.argsort(-mean, kind='stable')[:top_k]
+    results.append(Prediction(
+        path, [(predictor.class_names[i], float(mean[i])) for i in ids],
+        [int(i) for i in ids]))
+  return results
+
+
 def mask_paths(image_paths: Sequence[str], inputs: Sequence[str],
                output_dir: str) -> List[Tuple[str, str]]:
   """(mask, overlay) PNG paths of each image: its stem with _mask.png /
@@ -686,16 +807,24 @@ def run(predictor: Predictor, inputs: Sequence[str], top_k: int = 5,
                        '(there is no workdir to put the plot in).')
     if plot_images < 1:
       raise ValueError(f'plot_images must be >= 1, got {plot_images}.')
-  image_paths, batch_mode = listed or list_images(inputs)
-  predictions, images = predict(predictor, image_paths, top_k, batch_size,
-                                keep_images=plot_images if attention_plot
-                                else 0)
+  if predictor.video:
+    if attention_plot:
+      raise ValueError('--attention_plot takes images; '
+                       f'{predictor.description} classifies videos.')
+    image_paths, batch_mode = listed or list_videos(inputs)
+    predictions = predict_videos(predictor, image_paths, top_k, batch_size)
+  else:
+    image_paths, batch_mode = listed or list_images(inputs)
+    predictions, images = predict(predictor, image_paths, top_k,
+                                  batch_size, keep_images=plot_images
+                                  if attention_plot else 0)
   if batch_mode and csv_path is None:
     csv_path = DEFAULT_CSV
   if csv_path is not None:
     paths.write_atomic(csv_path, csv_text(predictions, top_k))
   if batch_mode:
-    print(f'{len(predictions)} images, top-{top_k} predictions of '
+    print(f'{len(predictions)} {"videos" if predictor.video else "images"}, '
+          f'top-{top_k} predictions of '
           f'{predictor.description} written to {csv_path}', file=out)
   else:
     for prediction in predictions:
@@ -748,6 +877,19 @@ def _define_flags():
           'segmentation run go (needed for one; nothing else uses it).'))
 
 
+def _video_workdir(values) -> bool:
+  """Whether --workdir (or --config) is a video run, from its config."""
+  if not values['workdir']:
+    return False
+  try:
+    config = config_lib.resolve(
+        values['config'] if values['config'] is not None
+        else workdir_lib.read_config(values['workdir']))
+  except (FileNotFoundError, ValueError):
+    return False  # from_workdir says what is wrong
+  return is_video_run(config)
+
+
 def main(argv, flag_values) -> None:
   from vit_jax import cli  # pylint: disable=g-import-not-at-top
   cli.quiet_logging()
@@ -771,7 +913,9 @@ def main(argv, flag_values) -> None:
           file=sys.stderr)
     sys.exit(layout.EXIT_USAGE)
   try:
-    listed = list_images(argv[1:])  # bad paths fail before any loading
+    # Bad paths fail before any loading.
+    listed = (list_videos(argv[1:]) if _video_workdir(values)
+              else list_images(argv[1:]))
     if values['workdir']:
       predictor = from_workdir(values['workdir'], values['config'],
                                values['checkpoint_step'])

@@ -43,7 +43,14 @@ DATASET_FIELDS = {
     'pp': None,             # preprocessing spec, without onehot (added)
     'data_dir': None,       # None: the evaluator's data_dir
     'folder': None,         # for 'image_folder'
+    # Videos: clips of num_frames frames, frame_stride apart; a video's
+    # representation is the mean over its eval_clips x eval_crops views.
+    'num_frames': None,
+    'frame_stride': None,
+    'eval_clips': None,
+    'eval_crops': None,
 }
+_VIDEO_FIELDS = ('num_frames', 'frame_stride', 'eval_clips', 'eval_crops')
 
 
 def dataset_entry(key: str, entry: Mapping[str, Any],
@@ -142,8 +149,11 @@ class FewShotEvaluator:
     self._encoder = representations.make_encoder(features_fn, mesh)
 
   def _source_config(self, entry) -> Dict[str, Any]:
-    return {'name': entry['name'], 'data_dir': entry['data_dir'],
-            'folder': entry['folder']}
+    config = {'name': entry['name'], 'data_dir': entry['data_dir'],
+              'folder': entry['folder']}
+    config.update({field: entry[field] for field in _VIDEO_FIELDS
+                   if entry.get(field) is not None})
+    return config
 
   def _data_config(self, entry) -> Dict[str, Any]:
     config = self._source_config(entry)
