@@ -4,8 +4,8 @@
 
 `synthetic_volumes` (vit_jax/data/synthetic_volumes.py) is built in: 24
 train and 6 test CT-like volumes of 40-56 voxels a side holding
-ellipsoids of three classes, each class a mean intensity 2 noise
-deviations from the next, so single voxels are ambiguous and a model must
+ellipsoids of one foreground class, its mean intensity 2 noise deviations
+above the background's, so single voxels are ambiguous and a model must
 read their neighbourhood. Whole test volumes are segmented by sliding
 32^3 windows (overlap 0.5, Gaussian weights), their sides no multiple of
 the window. Predicting background everywhere scores foreground Dice 0.
@@ -13,8 +13,8 @@ the window. Predicting background everywhere scores foreground Dice 0.
 UNETR as configs/unetr_btcv.py trains it (Dice + cross-entropy, AdamW at
 a constant learning rate, crops centred on foreground or background with
 equal probability, four per volume, random flips), shrunk to CPU: 32^3
-crops (two 16^3 patches a side), a 12-block encoder of width 64,
-feature size 8. The figures it reaches are in README.md and
+crops (two 16^3 patches a side), a 4-block encoder of width 32 (its
+skip connections from blocks 0, 1 and 2), feature size 8. The figures it reaches are in README.md and
 tests/test_segmentation_demo.py.
 """
 

@@ -35,6 +35,10 @@ run's first `kind='segmentation'` evaluator computes them (its mode,
 crop_size, stride; 'whole' without one): `segment_files`. Volumes (UNETR
 runs) are not supported yet.
 
+A --workdir whose run classifies clips (config.data.num_frames set) takes
+video files (VIDEO_EXTENSIONS) and frame folders instead of images, each
+scored by its test views' averaged probabilities (`predict_videos`).
+
 Exit status: 0 done; 1 an error (a missing path, a file that is not an
 image or does not decode, an unusable run: one line naming it); 2 a bad
 command line.
