@@ -281,7 +281,10 @@ def dataset_info(data_config) -> Dict[str, Any]:
     examples in eval_split}), over all processes, counting files
     `skip_corrupt` may leave out (no file is read). For 'segmentation' also
     ignore_index (IGNORE_INDEX), class_names (list of str, or None) and
-    train_image_shape ((H, W, C) after pp_train, static).
+    train_image_shape ((H, W, C) after pp_train, static). For video
+    ('video_classification'): class_names, image_shape and
+    train_image_shape (T, H, W, C) (static), num_examples in videos, and
+    eval_views (eval_clips, eval_crops); see `video.dataset_info`.
 
   Raises:
     ValueError: for a dataset with fewer than 2 classes, or a segmentation

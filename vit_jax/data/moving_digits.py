@@ -27,7 +27,7 @@ stride 1 moves 1 or 2 pixels a frame. flip_lr would turn 'left' into
 Train videos use only the digits' train split, test videos only its test
 split, so no test digit image is seen in training. The dataset is a pure
 function of `SEED`: 4,000 train and 500 test videos (`SIZES`), built in
-memory (33 MB, well under a second) on first use and kept for the life of
+memory (33 MB, about a second after scikit-learn's import) on first use and kept for the life of
 the process. Directions are balanced exactly within each split (the first
 half of a shuffled list moves left).
 """

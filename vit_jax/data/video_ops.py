@@ -13,11 +13,11 @@ arguments, parsed by its `parse_spec`) and these ops, in NumPy:
       onehot(num_classes).
 
 A clip is a dict: 'image' [T, H, W, C] (uint8 as decoded, float32 after
-value_range / normalize or a resize of float frames) and 'label' (int; absent when
-predicting, where onehot leaves the clip alone). A random op draws its
-parameters once per clip from the clip's NumPy Generator, so every frame
-gets the same box, the same flip, the same scale: the motion between frames
-is never an artefact of augmentation.
+value_range / normalize or a resize of float frames) and 'label' (int;
+absent when predicting, where onehot leaves the clip alone). A random op
+draws its parameters once per clip from the clip's NumPy Generator, so
+every frame gets the same box, the same flip, the same scale: the motion
+between frames is never an artefact of augmentation.
 
 Test views: `eval_crops` = 3 takes three crops of the short side's size
 along the longer side, at its start, centre and end (SlowFast's and
