@@ -372,6 +372,22 @@ def test_short_and_corrupt_videos_name_the_file(video_folder, tmp_path):
   assert 'broken.mp4' in str(caught.value)
   with pytest.raises(data.CorruptVideoError, match='no such'):
     video.read_video(str(tmp_path / 'missing.mp4'))
+  # Frames are decoded when a clip takes them: a bad frame outside every
+  # clip is never read, one inside names its file.
+  frames = str(tmp_path / 'frames')
+  _frame_folder(frames, _frames(6, 1))
+  with open(os.path.join(frames, '005.png'), 'wb') as f:
+    f.write(b'\x89PNG truncated')
+  loaded = video.load_video(frames)
+  assert len(loaded) == 6
+  np.testing.assert_array_equal(loaded[1:5], _frames(6, 1)[1:5])
+  assert video.eval_views(loaded, {**config, 'num_frames': 4,
+                                  'frame_stride': 1}).shape == (
+      1, 4, 16, 16, 3)
+  with pytest.raises(data.CorruptVideoError) as caught:
+    video.eval_views(loaded, {**config, 'num_frames': 4, 'frame_stride': 1,
+                              'eval_clips': 2})
+  assert caught.value.path.endswith('005.png')
 
 
 def _png(frame):

@@ -111,8 +111,6 @@ def _decode_image(data, path: str) -> np.ndarray:
 
 
 def _stack_frames(frames: Sequence[np.ndarray], path: str) -> np.ndarray:
-  if not frames:
-    raise CorruptVideoError(f'{path}: no frame could be decoded.', path)
   sizes = sorted({f.shape for f in frames})
   if len(sizes) > 1:
     raise CorruptVideoError(f'{path}: frames of different sizes {sizes}.',
@@ -120,15 +118,41 @@ def _stack_frames(frames: Sequence[np.ndarray], path: str) -> np.ndarray:
   return np.stack(frames)
 
 
-def _decode_file(path: str) -> np.ndarray:
+class Frames:
+  """A video's frames, each converted to uint8 RGB [H, W, C] only when a
+  slice asks for it: a clip of 8 frames of a 300-frame video converts 8
+  (colour conversion of decoded video frames, or the decoding of a frame
+  folder's or a record's images). len() is the frame count; indexing with
+  a slice gives uint8 [n, H, W, C]."""
+
+  def __init__(self, items: Sequence[Any], convert: Callable[[Any],
+                                                            np.ndarray],
+               path: str):
+    if not items:
+      raise CorruptVideoError(f'{path}: no frame could be decoded.', path)
+    self._items, self._convert, self.path = list(items), convert, path
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __getitem__(self, index: slice) -> np.ndarray:
+    return _stack_frames([self._convert(item) for item in
+                          self._items[index]], self.path)
+
+
+def _rgb(frame) -> np.ndarray:
+  return frame.to_ndarray(format='rgb24')
+
+
+def _decode_file(path: str) -> Frames:
   import av  # pylint: disable=g-import-not-at-top
   try:
     with av.open(path) as container:
       if not container.streams.video:
         raise CorruptVideoError(f'{path}: the file has no video stream.',
                                 path)
-      frames = [frame.to_ndarray(format='rgb24')
-                for frame in container.decode(container.streams.video[0])]
+      # Decoded frames keep their own buffers after the file is closed.
+      frames = list(container.decode(container.streams.video[0]))
   except CorruptVideoError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -136,13 +160,36 @@ def _decode_file(path: str) -> np.ndarray:
     raise CorruptVideoError(
         f'{path}: cannot be decoded as a video ({type(e).__name__}: {e}).',
         path) from e
-  return _stack_frames(frames, path)
+  return Frames(frames, _rgb, path)
+
+
+def _images(encoded: Sequence[Any], path: str) -> Frames:
+  """Frames of encoded images (bytes) or image files (paths)."""
+  return Frames(encoded, lambda item: _decode_image(
+      item, item if isinstance(item, str) else path), path)
 
 
 def frame_files(folder: str) -> List[str]:
   """A frame folder's images in name order."""
   return [os.path.join(folder, name) for name in sorted(os.listdir(folder))
           if os.path.splitext(name)[1].lower() in FRAME_EXTENSIONS]
+
+
+def load_video(path: str) -> Frames:
+  """The frames of a video file or a frame folder, converted on demand
+  (`Frames`); CorruptVideoError naming `path` if it does not exist, does not
+  decode, or has no frame."""
+  if os.path.isdir(path):
+    files = frame_files(path)
+    if not files:
+      raise CorruptVideoError(
+          f'{path}: a frame folder without any {"/".join(FRAME_EXTENSIONS)} '
+          f'image.', path)
+    return _images(files, path)
+  if not os.path.isfile(path):
+    raise CorruptVideoError(f'{path}: no such video file or frame folder.',
+                            path)
+  return _decode_file(path)
 
 
 def read_video(path: str) -> np.ndarray:
@@ -152,17 +199,7 @@ def read_video(path: str) -> np.ndarray:
     CorruptVideoError: naming `path`, if it does not exist, does not decode,
       or has no frame.
   """
-  if os.path.isdir(path):
-    files = frame_files(path)
-    if not files:
-      raise CorruptVideoError(
-          f'{path}: a frame folder without any {"/".join(FRAME_EXTENSIONS)} '
-          f'image.', path)
-    return _stack_frames([_decode_image(f, f) for f in files], path)
-  if not os.path.isfile(path):
-    raise CorruptVideoError(f'{path}: no such video file or frame folder.',
-                            path)
-  return _decode_file(path)
+  return load_video(path)[:]
 
 
 # TFRecord framing: uint64 length, uint32 masked crc of the length, the
@@ -218,7 +255,8 @@ def _parse(proto_name: str, data: bytes, name: str):
 
 class Record(NamedTuple):
   name: str  # the file, or FILE:INDEX for a record, for errors
-  load: Callable[[], np.ndarray]  # uint8 [N, H, W, C]
+  # uint8 [N, H, W, C], or Frames (converted when sliced)
+  load: Callable[[], Any]
   label: Callable[[], int]
 
 
@@ -292,7 +330,7 @@ def _video_folder(config) -> Dataset:
         if (os.path.isdir(path) or
             os.path.splitext(entry)[1].lower() in VIDEO_EXTENSIONS):
           lists[split].append(Record(path,
-                                     functools.partial(read_video, path),
+                                     functools.partial(load_video, path),
                                      _constant(label)))
   found = _Lists(lists)
   return Dataset(lambda split: volumes.split_records(found, split, 'video'),
@@ -315,11 +353,10 @@ def _sequence_record(path: str, offset: int, length: int):
                       name)
 
 
-def _tfrecord_video(path, offset, length) -> np.ndarray:
+def _tfrecord_video(path, offset, length) -> Frames:
   name, example = _sequence_record(path, offset, length)
   frames = example.feature_lists.feature_list['image/encoded'].feature
-  return _stack_frames([_decode_image(f.bytes_list.value[0], name)
-                        for f in frames], name)
+  return _images([f.bytes_list.value[0] for f in frames], name)
 
 
 def _tfrecord_label(path, offset, length) -> int:
@@ -363,11 +400,11 @@ def _video_tfrecord(config) -> Dataset:
                  f'{VIDEO_TFRECORD!r} at {root}')
 
 
-def _tfds_video(path, offset, length) -> np.ndarray:
+def _tfds_video(path, offset, length) -> Frames:
   name = f'{path}:{offset - _HEADER}'
   example = _parse('Example', read_record(path, offset, length), name)
-  frames = example.features.feature['video'].bytes_list.value
-  return _stack_frames([_decode_image(f, name) for f in frames], name)
+  return _images(list(example.features.feature['video'].bytes_list.value),
+                 name)
 
 
 def _tfds_label(path, offset, length) -> int:
@@ -445,7 +482,7 @@ def frames_needed(config) -> int:
   return config.num_frames * config.frame_stride
 
 
-def _check_length(frames: np.ndarray, path: str, config) -> int:
+def _check_length(frames, path: str, config) -> int:
   needed = frames_needed(config)
   if len(frames) < needed:
     raise ShortVideoError(
@@ -466,7 +503,7 @@ def eval_starts(num_frames: int, config) -> List[int]:
   return [k * last // (clips - 1) for k in range(clips)]
 
 
-def _clip(frames: np.ndarray, start: int, config) -> np.ndarray:
+def _clip(frames, start: int, config) -> np.ndarray:
   return frames[start:start + frames_needed(config):config.frame_stride]
 
 
@@ -485,7 +522,7 @@ def _finish(clip: video_ops.Clip, spec: video_ops.Spec,
   return out
 
 
-def _views(frames: np.ndarray, label: Optional[int], path: str, config,
+def _views(frames, label: Optional[int], path: str, config,
            spec: video_ops.Spec) -> List[Dict[str, np.ndarray]]:
   """The test views of one decoded video after `spec`, in view order."""
   _check_length(frames, path, config)
@@ -516,15 +553,18 @@ def _eval_spec(config) -> video_ops.Spec:
   return spec
 
 
-def eval_views(frames: np.ndarray, data_config) -> np.ndarray:
+def eval_views(frames, data_config) -> np.ndarray:
   """The test views of one decoded video (uint8 [N, H, W, C], e.g. from
-  `read_video`) after pp_eval: float32 [V, T, H, W, C], V = eval_clips x
+  `read_video`, or `load_video`'s Frames) after pp_eval: float32 [V, T, H, W, C], V = eval_clips x
   eval_crops in view order (clip-major). For predict; labels are skipped."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   config = data.resolve_config(data_config)
   if config.num_frames is None:
     raise ValueError('eval_views needs data_config.num_frames.')
-  views = _views(np.asarray(frames), None, '<frames>', config,
+  path = frames.path if isinstance(frames, Frames) else '<frames>'
+  if not isinstance(frames, Frames):
+    frames = np.asarray(frames)
+  views = _views(frames, None, path, config,
                  _eval_spec(config))
   return np.stack([v['image'] for v in views])
 
