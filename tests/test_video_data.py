@@ -498,6 +498,8 @@ def test_tfds_video_dataset(tmp_path):
      'eval_crops=3 needs a view_crop'),
     ({'pp_eval': 'random_crop(16)|onehot(20)'}, 'deterministic ops only'),
     ({'num_frames': None}, 'set data_config.num_frames'),
+    ({'pp_train': 'random_crop(16)|onehot(10)'},
+     'pp_train gives labels of 10 classes; the dataset has 20'),
     ({'eval_crops': 2}, r'eval_crops must be 1 \(the centre\) or 3'),
     ({'num_frames': 0}, 'num_frames must be an int >= 1'),
     ({'frame_stride': 1.5}, 'frame_stride must be an int >= 1'),

@@ -656,6 +656,7 @@ class TrainBatches(stepped.StepBatches):
                        f'videos, fewer than the {process_count} processes.')
     self._records = [records[i] for i in order[start:stop]]
     self._seed, self._process = seed, process_index
+    self._num_classes = found.num_classes
     self._rows = futures.ThreadPoolExecutor(WORKERS,
                                             thread_name_prefix='video-rows')
 
@@ -677,6 +678,9 @@ class TrainBatches(stepped.StepBatches):
     if out['image'].shape != self._shape:
       raise ValueError(f'{record.name}: pp_train gave a clip of shape '
                        f"{out['image'].shape}, not {self._shape}.")
+    if out['labels'].shape != (self._num_classes,):
+      raise ValueError(f"pp_train gives labels of {out['labels'].shape[0]} "
+                       f'classes; the dataset has {self._num_classes}.')
     return out
 
   def batch(self, step: int) -> Batch:
