@@ -29,6 +29,16 @@ Volumes ('task' 'volume_segmentation'): 'nifti_folder' and
 random crops, values in [0, num_classes) (no ignore index); `eval_examples`
 yields whole volumes after pp_eval, label map on the image's grid.
 
+Video ('task' 'video_classification'): 'moving_digits' (built in),
+'video_folder', 'video_tfrecord' and TFDS video datasets ('ucf101') are
+`video.py`'s NumPy pipeline, chosen by the name or by `num_frames` set:
+train batches {'image': float32 [B, T, H, W, C], 'labels': [B, K]}; eval
+batches one row per view of a video (eval_clips x eval_crops views) with
+'mask', 'video' (int32, the video's index in the split) and 'view' (int32)
+added. A video that does not decode raises `CorruptVideoError`, one shorter
+than num_frames x frame_stride `ShortVideoError` (a CorruptVideoError),
+both naming the file.
+
 Both iterators are `pipeline.BatchIterator`s: an image file of an image
 folder that cannot be decoded raises `sources.CorruptImageError` (a
 ValueError) naming the file and the split, and `iterator.skipped_files` lists
@@ -44,7 +54,8 @@ it (docs/DESIGN.md).
       or any TFDS dataset name, prepared in `data_dir`; for segmentation
       'segmentation_folder', 'digit_mosaics' (built in), 'oxford_iiit_pet'
       or 'cityscapes' (TFDS, prepared); for volumes 'nifti_folder' or
-      'synthetic_volumes' (built in).
+      'synthetic_volumes' (built in); for video 'moving_digits' (built
+      in), 'video_folder', 'video_tfrecord' or a TFDS video dataset.
   data_dir: TFDS data directory; None = TFDS's default (TFDS_DATA_DIR or
       ~/tensorflow_datasets).
   folder: root of an image folder, FOLDER/SPLIT/CLASS/*.png|jpg (name
@@ -52,10 +63,12 @@ it (docs/DESIGN.md).
       *.jpg|png with FOLDER/annotations/SPLIT/*.png paired by file stem
       (name 'segmentation_folder', as ADEChallengeData2016: splits
       'training', 'validation'), or of an MSD / BTCV dataset.json (name
-      'nifti_folder').
+      'nifti_folder'), or of videos, FOLDER/SPLIT/CLASS/VIDEO (a file or a
+      frame folder; name 'video_folder'), or of SPLIT-*.tfrecord* shards
+      of DMVR SequenceExamples (name 'video_tfrecord').
   num_classes: classes of the label maps, required for
-      'segmentation_folder' (a folder cannot tell); elsewhere None, or the
-      dataset's own count (None).
+      'segmentation_folder' (a folder cannot tell) and 'video_tfrecord';
+      elsewhere None, or the dataset's own count (None).
   class_names: names of those classes, replacing the dataset's (None).
   train_split, eval_split: TFDS split strings; slices such as 'train[:90%]'
       and sums such as 'train+test' are allowed ('train', 'test').
@@ -79,6 +92,11 @@ it (docs/DESIGN.md).
       tf.data, so batches stay functions of (seed, process, step) and
       resumes stay exact. False: a file that does not decode stops the run
       with `CorruptImageError` naming it (False).
+  num_frames: frames per clip; None = not video (None).
+  frame_stride: frames between a clip's frames (1).
+  eval_clips: temporal clips per test video, uniformly spaced (1).
+  eval_crops: spatial crops per test clip: 1 (the centre) or 3 (start,
+      centre, end of the longer side; pp_eval's view_crop) (1).
 """
 
 from typing import Any, Dict, Iterator, List, Mapping, Optional
@@ -91,6 +109,23 @@ Batch = Dict[str, np.ndarray]
 # The label-map value that no loss or metric counts (ADE20K's "other" after
 # reduce_labels, Cityscapes' void classes, crop padding).
 IGNORE_INDEX = 255
+
+
+class CorruptVideoError(ValueError):
+  """A video (file, frame folder or record) that does not decode.
+
+  Attributes:
+    path: the file, frame folder or FILE:OFFSET of the record.
+  """
+
+  def __init__(self, message: str, path: str):
+    super().__init__(message)
+    self.path = path
+
+
+class ShortVideoError(CorruptVideoError):
+  """A video with fewer frames than a clip needs (num_frames x
+  frame_stride); the message names the file and both counts."""
 
 
 class DenseLabelError(ValueError):
@@ -123,6 +158,10 @@ def default_config() -> ml_collections.ConfigDict:
       'skip_corrupt': False,
       'num_classes': None,
       'class_names': None,
+      'num_frames': None,
+      'frame_stride': 1,
+      'eval_clips': 1,
+      'eval_crops': 1,
   })
 
 
@@ -166,7 +205,36 @@ def resolve_config(data_config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   if resolved.prefetch < 0:
     raise ValueError(f'data_config.prefetch must be >= 0, got '
                      f'{resolved.prefetch}.')
+  _check_video_fields(resolved)
   return resolved
+
+
+def _positive_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_video_fields(resolved) -> None:
+  if resolved.num_frames is not None and not _positive_int(
+      resolved.num_frames):
+    raise ValueError(f'data_config.num_frames must be an int >= 1 (frames '
+                     f'per clip) or None (not video), got '
+                     f'{resolved.num_frames!r}.')
+  for field in ('frame_stride', 'eval_clips'):
+    if not _positive_int(resolved[field]):
+      raise ValueError(f'data_config.{field} must be an int >= 1, got '
+                       f'{resolved[field]!r}.')
+  if resolved.eval_crops not in (1, 3) or isinstance(resolved.eval_crops,
+                                                     bool):
+    raise ValueError(f'data_config.eval_crops must be 1 (the centre) or 3 '
+                     f'(start, centre, end of the longer side), got '
+                     f'{resolved.eval_crops!r}.')
+  if resolved.num_frames is None and (
+      resolved.frame_stride, resolved.eval_clips, resolved.eval_crops) != (
+          1, 1, 1):
+    raise ValueError(
+        f'data_config.frame_stride, eval_clips and eval_crops are for video '
+        f'(num_frames set); got {resolved.frame_stride}, '
+        f'{resolved.eval_clips}, {resolved.eval_crops} with num_frames=None.')
 
 
 def _processes(process_index: Optional[int],
@@ -196,6 +264,13 @@ def _volumes(config):
   return volumes if volumes.handles(config) else None
 
 
+def _video(config):
+  """The module of video datasets (video.py, a NumPy pipeline) when
+  `config` asks for video (a video dataset, or num_frames set), else None."""
+  from vit_jax.data import video  # pylint: disable=g-import-not-at-top
+  return video if video.handles(config) else None
+
+
 def dataset_info(data_config) -> Dict[str, Any]:
   """What a model and a schedule need to know about the dataset.
 
@@ -206,7 +281,10 @@ def dataset_info(data_config) -> Dict[str, Any]:
     examples in eval_split}), over all processes, counting files
     `skip_corrupt` may leave out (no file is read). For 'segmentation' also
     ignore_index (IGNORE_INDEX), class_names (list of str, or None) and
-    train_image_shape ((H, W, C) after pp_train, static).
+    train_image_shape ((H, W, C) after pp_train, static). For video
+    ('video_classification'): class_names, image_shape and
+    train_image_shape (T, H, W, C) (static), num_examples in videos, and
+    eval_views (eval_clips, eval_crops); see `video.dataset_info`.
 
   Raises:
     ValueError: for a dataset with fewer than 2 classes, or a segmentation
@@ -218,6 +296,9 @@ def dataset_info(data_config) -> Dict[str, Any]:
   volumes = _volumes(config)
   if volumes:
     return volumes.dataset_info(config)
+  video = _video(config)
+  if video:
+    return video.dataset_info(config)
   task = _task(config)
   builder = sources.get_builder(config)
   info = {
@@ -247,6 +328,9 @@ def num_classes(data_config) -> int:
   volumes = _volumes(config)
   if volumes:
     return volumes.dataset(config).num_classes
+  video = _video(config)
+  if video:
+    return video.dataset(config).num_classes
   return sources.num_classes(sources.get_builder(config))
 
 
@@ -269,6 +353,9 @@ def label_counts(data_config, split: str) -> np.ndarray:
   volumes = _volumes(config)
   if volumes:
     return volumes.label_counts(config, split)  # voxels per class
+  video = _video(config)
+  if video:
+    return video.label_counts(config, split)  # videos per class
   builder = sources.get_builder(config)
   return sources.label_counts(builder, split, config.skip_corrupt)
 
@@ -296,6 +383,10 @@ def train_iterator(data_config, global_batch_size: int, seed: int,
   if volumes:
     return volumes.TrainBatches(config, global_batch_size, seed, start_step,
                                 process_index, process_count)
+  video = _video(config)
+  if video:
+    return video.TrainBatches(config, global_batch_size, seed, start_step,
+                              process_index, process_count)
   pipeline.local_batch_size(global_batch_size, process_count)  # Checks early.
   builder = sources.get_builder(config)
   return pipeline.train_batches(config, builder, global_batch_size, seed,
@@ -324,6 +415,10 @@ def eval_iterator(data_config, split: str, global_batch_size: int,
   if volumes:
     return volumes.eval_batches(config, split, global_batch_size,
                                 process_index, process_count)
+  video = _video(config)
+  if video:
+    return video.eval_batches(config, split, global_batch_size,
+                              process_index, process_count)
   pipeline.local_batch_size(global_batch_size, process_count)
   builder = sources.get_builder(config)
   return pipeline.eval_batches(config, builder, split, global_batch_size,
@@ -350,6 +445,10 @@ def eval_examples(data_config, split: str,
   volumes = _volumes(config)
   if volumes:
     return volumes.eval_examples(config, split, process_index, process_count)
+  if _video(config):
+    raise ValueError('eval_examples is for segmentation datasets; video '
+                     'datasets are evaluated with eval_iterator (one row '
+                     'per view).')
   builder = sources.get_builder(config)
   _dense_only(config, builder, 'eval_examples')
   return pipeline.eval_examples(config, builder, split, process_index,
@@ -366,6 +465,9 @@ def eval_share_sizes(data_config, split: str,
   volumes = _volumes(config)
   if volumes:
     return volumes.eval_share_sizes(config, split, process_count)
+  video = _video(config)
+  if video:
+    return video.eval_share_sizes(config, split, process_count)
   total = sources.num_examples(sources.get_builder(config), split)
   bounds = [sources.share_bounds(total, i, process_count)
             for i in range(process_count)]

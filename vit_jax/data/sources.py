@@ -47,6 +47,7 @@ from vit_jax.data import DenseLabelError
 from vit_jax.data import IGNORE_INDEX
 from vit_jax.data import digits
 from vit_jax.data import mosaics
+from vit_jax.data import video
 from vit_jax.data import volumes
 from vit_jax.data.tensorflow_cpu import tf
 
@@ -480,7 +481,7 @@ SEGMENTATION_FOLDER = 'segmentation_folder'
 # The names that are not TFDS datasets, and those of them read from
 # data_config.folder.
 BUILT_IN = (digits.NAME, IMAGE_FOLDER, SEGMENTATION_FOLDER, mosaics.NAME,
-            *volumes.DATASETS)
+            *volumes.DATASETS, *video.BUILT_IN)
 FOLDER_DATASETS = (IMAGE_FOLDER, SEGMENTATION_FOLDER, volumes.NIFTI_FOLDER)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 ANNOTATION_EXTENSION = '.png'

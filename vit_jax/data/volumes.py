@@ -53,8 +53,6 @@ NIfTI file, image and label shapes that differ, a label value outside
 [0, num_classes), a volume smaller than its crop.
 """
 
-import collections
-from concurrent import futures
 import functools
 import itertools
 import json
@@ -67,6 +65,7 @@ from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional,
 import numpy as np
 
 from vit_jax.data import DenseLabelError
+from vit_jax.data import stepped
 from vit_jax.data import synthetic_volumes
 from vit_jax.data import volume_ops
 
@@ -299,9 +298,11 @@ def _boundary(text: str, size: int, split: str) -> Optional[int]:
   return int(round(value * size / 100)) if match.group(2) else value
 
 
-def split_records(found: Dataset, split: str) -> List[Record]:
+def split_records(found: Dataset, split: str,
+                  what: str = 'volume') -> List[Record]:
   """The records `split` names: a split name, a slice of one
-  ('training[:80%]', 'training[-6:]', as TFDS), or a sum of such ('+')."""
+  ('training[:80%]', 'training[-6:]', as TFDS), or a sum of such ('+');
+  `what` names a record in errors (video.py's lists are videos)."""
   records = []
   for part in str(split).split('+'):
     match = _SLICE.match(part.strip())
@@ -320,7 +321,7 @@ def split_records(found: Dataset, split: str) -> List[Record]:
                   _boundary(match.group('stop'), len(full), split)]
     records.extend(full)
   if not records:
-    raise ValueError(f'Split {split!r} holds no volume.')
+    raise ValueError(f'Split {split!r} holds no {what}.')
   return records
 
 
@@ -355,22 +356,10 @@ def prepare(record: Record, ops: Sequence[volume_ops.VolumeOp],
   return volume
 
 
-def _seed_words(seed: int, *values: int) -> List[int]:
-  # SeedSequence takes non-negative integers; a negative seed wraps around.
-  return [int(seed) % 2**64] + [int(v) for v in values]
-
-
 def _stack(volumes: Sequence[Volume]) -> Batch:
   return {'image': np.stack([v['image'] for v in volumes]).astype(np.float32),
           'label_map': np.stack([v['label_map']
                                  for v in volumes]).astype(np.int32)}
-
-
-def _local_batch(global_batch_size: int, process_count: int) -> int:
-  if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f'Global batch size {global_batch_size} must be a '
-                     f'positive multiple of process_count={process_count}.')
-  return global_batch_size // process_count
 
 
 def train_shape(spec: volume_ops.Spec, text: str) -> Tuple[int, int, int]:
@@ -383,7 +372,7 @@ def train_shape(spec: volume_ops.Spec, text: str) -> Tuple[int, int, int]:
   return shape
 
 
-class TrainBatches:
+class TrainBatches(stepped.StepBatches):
   """The infinite train stream of one process; `batch(step)` is pure.
 
   With `data_config.prefetch` > 0 one background thread prepares that
@@ -394,10 +383,11 @@ class TrainBatches:
 
   def __init__(self, config, global_batch_size: int, seed: int,
                start_step: int, process_index: int, process_count: int):
+    super().__init__(start_step, config.get('prefetch'), 'volume-batches')
     found = dataset(config)
     self._spec = volume_ops.parse(config.pp_train)
     train_shape(self._spec, config.pp_train)
-    local = _local_batch(global_batch_size, process_count)
+    local = stepped.local_batch(global_batch_size, process_count)
     crops = self._spec.crops_per_volume
     if local % crops:
       raise ValueError(f'The local batch of {local} crops is not a multiple '
@@ -412,42 +402,7 @@ class TrainBatches:
     self._records = records[start:stop]
     self._num_classes = found.num_classes
     self._seed, self._process = seed, process_index
-    self._step = start_step
     self._cache: Dict[int, Volume] = {}
-    self._permutation = (None, None)  # (epoch, permutation of the share)
-    self._prefetch = config.get('prefetch') or 0
-    self._executor = None
-    self._pending = collections.deque()  # futures of the next steps' batches
-
-  def __iter__(self) -> 'TrainBatches':
-    return self
-
-  def __next__(self) -> Batch:
-    if not self._prefetch:
-      batch = self.batch(self._step)
-    else:
-      if self._executor is None:
-        self._executor = futures.ThreadPoolExecutor(
-            1, thread_name_prefix='volume-batches')
-      while len(self._pending) <= self._prefetch:
-        self._pending.append(self._executor.submit(
-            self.batch, self._step + len(self._pending)))
-      batch = self._pending.popleft().result()
-    self._step += 1
-    return batch
-
-  def close(self) -> None:
-    """Stops the prefetching thread (batches it had started are dropped)."""
-    if self._executor is not None:
-      self._executor.shutdown(wait=True, cancel_futures=True)
-      self._executor, self._pending = None, collections.deque()
-
-  def _order(self, epoch: int) -> np.ndarray:
-    if self._permutation[0] != epoch:
-      rng = np.random.default_rng(_seed_words(self._seed, self._process,
-                                              epoch, 0))
-      self._permutation = (epoch, rng.permutation(len(self._records)))
-    return self._permutation[1]
 
   def volume(self, index: int) -> Volume:
     """Volume `index` of the share after pp_train's head (cached)."""
@@ -458,13 +413,11 @@ class TrainBatches:
 
   def batch(self, step: int) -> Batch:
     """Batch `step` (0 = the first): a function of (seed, process, step)."""
-    rng = np.random.default_rng(_seed_words(self._seed, self._process,
-                                            step, 1))
+    rng = np.random.default_rng(stepped.seed_words(self._seed, self._process,
+                                                   step, 1))
     crops = []
     for slot in range(self._volumes_per_batch):
-      epoch, position = divmod(step * self._volumes_per_batch + slot,
-                               len(self._records))
-      index = int(self._order(epoch)[position])
+      index = self._share_index(step, slot, self._volumes_per_batch)
       crops.extend(volume_ops.apply(self._spec.tail, [self.volume(index)], rng))
     return _stack(crops)
 
@@ -508,7 +461,7 @@ def eval_batches(config, split: str, global_batch_size: int,
         f'pp_eval {config.pp_eval!r} gives volumes of varying shape {shape};'
         f' evaluate whole volumes with data.eval_examples and the '
         f'sliding-window evaluator, or end pp_eval with center_crop(SIZE).')
-  local = _local_batch(global_batch_size, process_count)
+  local = stepped.local_batch(global_batch_size, process_count)
   num_batches = math.ceil(max(eval_share_sizes(config, split, process_count))
                           / local)
   examples = eval_examples(config, split, process_index, process_count)
