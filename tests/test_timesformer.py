@@ -28,6 +28,7 @@ from vit_jax.models import features
 from vit_jax.models import timesformer
 from vit_jax.weights import core
 from vit_jax.weights import hf
+from vit_jax.weights import npz
 from vit_jax.weights import timm
 from vit_jax.weights import timesformer as timesformer_table
 
@@ -208,17 +209,24 @@ def _check_init(variables, images, vit_logits):
   np.testing.assert_allclose(logits, vit_logits, atol=1e-5, rtol=0)
 
 
-def test_init_from_a_timm_vit_file(tmp_path):
+@pytest.mark.parametrize('kind', ['timm', 'npz'])
+def test_init_from_a_vit_file(kind, tmp_path):
+  """A timm ViT (.safetensors) or Google's layout (.npz), read as the
+  class-token ViT of the TimeSformer's size, then converted."""
   params, images, vit_logits = _vit()
-  state = timm.to_timm(core.flatten(params), 'vit')
-  path = tmp_path / 'vit.safetensors'
-  safetensors_numpy.save_file(state, str(path))
-  variables = weights.load_init_params('timm', str(path), 'timesformer',
+  if kind == 'timm':
+    path = tmp_path / 'vit.safetensors'
+    safetensors_numpy.save_file(timm.to_timm(core.flatten(params), 'vit'),
+                                str(path))
+  else:
+    path = tmp_path / 'vit.npz'
+    np.savez(path, **npz.to_npz(core.flatten(params), 'vit'))
+  variables = weights.load_init_params(kind, str(path), 'timesformer',
                                        **KWARGS)
   _check_init(variables, images, vit_logits)
   # A ViT of another width: named, not loaded.
   with pytest.raises(ValueError, match=r'does not fit the model'):
-    weights.load_init_params('timm', str(path), 'timesformer',
+    weights.load_init_params(kind, str(path), 'timesformer',
                              **dict(KWARGS, width=48, num_heads=3))
 
 
