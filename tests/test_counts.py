@@ -77,9 +77,12 @@ def _jaxpr_matmul_flops(jaxpr):
 
 
 def _abstract(model, size):
-  shape = (1, size, size, 3)
+  height, width = (size, size) if isinstance(size, int) else size
+  shape = (1, height, width, 3)
   if isinstance(model, unetr.UNETR):  # its own volume and channels
     shape = (1, *model.volume, model.in_channels)
+  if getattr(model, 'num_frames', None):  # a clip of its frames
+    shape = (1, model.num_frames, height, width, 3)
   images = jax.ShapeDtypeStruct(shape, jnp.float32)
   return jax.eval_shape(model.init, jax.random.PRNGKey(0), images), images
 
@@ -174,6 +177,17 @@ OPTIONS = {
     'segformer': ('segformer', dict(
         widths=(8, 16, 16, 24), depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 3),
         decoder_width=16, num_classes=5), 48),
+    # Clips of 3 frames on a 4x2 patch grid (the size its image_size):
+    # attention over time per patch, over each frame, or over all tokens.
+    **{f'timesformer_{kind}': ('timesformer', dict(
+        patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2,
+        num_frames=3, image_size=(32, 16), num_classes=5,
+        attention_type=kind), (32, 16))
+       for kind in ('divided_space_time', 'space_only',
+                    'joint_space_time')},
+    'timesformer_scan': ('timesformer', dict(
+        patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2,
+        num_frames=2, image_size=16, num_classes=5, scan=True), 16),
 }
 
 # One model of each family, wide enough for the matrix products to
@@ -246,6 +260,9 @@ def test_xla_counts_the_products_plus_elementwise_work(case):
     ('xcit', 'S24/16', 224, 9.1, 0.01),
     ('xcit', 'M24/16', 224, 16.2, 0.01),
     ('xcit', 'T12/8', 224, 4.8, 0.01),
+    # The TimeSformer paper's Table 2: 0.59 inference TFLOPs for its 3
+    # views (1 clip x 3 crops) of 8 x 224^2 frames, divided attention.
+    ('timesformer', 'B/16', 224, 590 / 3, 0.01),
 ])
 def test_flops_match_published_multiply_adds(family, variant, size, gmacs,
                                              rel):
@@ -272,6 +289,9 @@ def test_flops_match_published_multiply_adds(family, variant, size, gmacs,
     ('swin', 'L/4', 196_532_476),
     ('xcit', 'S24/16', 47_671_384),
     ('convmixer', '1536/20', 51_625_960),
+    # transformers' TimesformerForVideoClassification at its default
+    # config (8 frames, 224 px, divided attention) with 400 classes.
+    ('timesformer', 'B/16', 121_566_352),
 ])
 def test_param_counts_match_published(family, variant, expected):
   kwargs = dict(variant) if isinstance(variant, dict) else dict(
@@ -313,7 +333,7 @@ def test_listing_prints_the_whole_zoo(capsys):
 @pytest.mark.parametrize('pattern,expected', [
     ('vit B/*', ['vit B/32', 'vit B/16', 'vit B/8']),
     ('B/16', ['vit B/16', 'mixer B/16', 'mae B/16', 'beit B/16',
-              'unetr B/16']),
+              'unetr B/16', 'timesformer B/16']),
     ('*/8', ['vit B/8', 'xcit T12/8', 'xcit S24/8']),
     ('g/14', ['vit g/14']),
     ('convmixer 7*', ['convmixer 768/32']),

@@ -419,6 +419,10 @@ _TABLE_CASES = [
     ('segformer', 'HF', dict(widths=(8, 16), depths=(1, 2), num_heads=(1, 2),
                              sr_ratios=(2, 1), decoder_width=8,
                              num_classes=3), 32),
+    # Divided attention: the temporal parts besides a ViT's.
+    ('timesformer', 'HF', dict(patch_size=4, width=8, depth=2, mlp_dim=16,
+                               num_heads=2, num_frames=2, image_size=16,
+                               num_classes=3), 16),
 ]
 
 
@@ -426,9 +430,11 @@ def _random_flat(family, kwargs, side):
   """Random variables of the model, flat (unstacked blocks), from shapes
   alone."""
   model = get_model(family, **kwargs)
+  frames = getattr(model, 'num_frames', None)  # a video model's clip
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                          jax.ShapeDtypeStruct((1, side, side, 3),
-                                               jnp.float32))
+                          jax.ShapeDtypeStruct(
+                              (1, *((frames,) if frames else ()), side, side,
+                               3), jnp.float32))
   rng = np.random.default_rng(0)
   return model, {path: rng.normal(size=leaf.shape).astype(np.float32)
                  for path, leaf in weights.flatten_variables(shapes).items()}

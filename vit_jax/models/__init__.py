@@ -25,6 +25,7 @@ from vit_jax.models import mixer
 from vit_jax.models import segformer
 from vit_jax.models import swin
 from vit_jax.models import swinv2
+from vit_jax.models import timesformer
 from vit_jax.models import unetr
 from vit_jax.models import vit
 from vit_jax.models import xcit
@@ -35,7 +36,7 @@ from vit_jax.models import xcit
 # checkpoint_image_size; adding a family is its model file, an entry here,
 # its weight tables (vit_jax/weights/) and its analytic counts (counts.py).
 FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
-            unetr, segformer)
+            unetr, segformer, timesformer)
 
 _BY_NAME = {family.NAME: family for family in FAMILIES}
 MODELS: Dict[str, Any] = {name: family.MODEL
@@ -88,6 +89,8 @@ def kwargs_from_config(model_config: Mapping[str, Any],
 # params of the target family (head and resolution left to the caller).
 _CONVERSIONS: Dict[Tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {
     ('mae', 'vit'): mae.encoder_params,  # pool_type='cls', posemb='sincos2d'
+    # A class-token ViT's params, temporal parts added (the paper's init).
+    ('vit', 'timesformer'): timesformer.vit_params_as_timesformer,
 }
 
 

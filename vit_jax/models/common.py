@@ -108,7 +108,10 @@ class PatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:  # [B, H, W, C]
-    _, height, width, channels = images.shape
+    # Leading axes beyond the batch (a clip's frames: [B, T, H, W, C]) are
+    # kept: every frame is embedded alike.
+    *leading, height, width, channels = images.shape
+    images = images.reshape(-1, height, width, channels)
     p = self.patch_size
     if height % p or width % p:
       raise ValueError(
@@ -127,6 +130,7 @@ class PatchEmbed(nn.Module):
         images.astype(self.dtype), kernel.astype(self.dtype),
         window_strides=(p, p), padding='VALID',
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    tokens = tokens.reshape(*leading, *tokens.shape[1:])
     if not self.use_bias:
       return tokens  # [B, H/p, W/p, D]
     bias = self.param('bias', nn.initializers.zeros, (self.width,),

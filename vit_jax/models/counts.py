@@ -2,6 +2,8 @@
 
     param_count(model, image_size)    the 'params' collection's size
     forward_flops(model, image_size)  one image's inference forward pass
+                                      (a video model's: one clip of its
+                                      num_frames frames of image_size)
     model_tally(model, image_size)    both, as a Tally
 
 Each family's count walks its layers in the order of the model's
@@ -41,6 +43,7 @@ from vit_jax.models import mixer
 from vit_jax.models import segformer
 from vit_jax.models import swin
 from vit_jax.models import swinv2
+from vit_jax.models import timesformer
 from vit_jax.models import unetr
 from vit_jax.models import vit
 from vit_jax.models import xcit
@@ -499,6 +502,49 @@ def _segformer(model: segformer.SegFormer, image_size: Pair,
   return tally
 
 
+def _grouped_attention(tally: Tally, groups: int, length: int,
+                       width: int) -> None:
+  """Attention within `groups` independent sequences of `length` tokens
+  (one set of weights): TimeSformer's over time or over a frame."""
+  tally.attention(groups * length, groups * length, width)
+  # The products are per group, not over all groups' tokens at once.
+  tally.flops -= 2 * 2 * (groups * length) ** 2 * width
+  tally.flops += groups * 2 * 2 * length * length * width
+
+
+def _timesformer(model: timesformer.TimeSformer, image_size: Pair,
+                 channels: int) -> Tally:
+  """One clip of the model's num_frames frames at `image_size`."""
+  tally = Tally()
+  grid_h, grid_w = _check_divisible(image_size, model.patch_size,
+                                    'TimeSformer')
+  patches, frames, width = grid_h * grid_w, model.num_frames, model.width
+  before = tally.flops
+  tally.conv(image_size, model.patch_size, channels, width,
+             stride=model.patch_size)
+  tally.flops += (frames - 1) * (tally.flops - before)  # every frame
+  tally.param(width + (1 + patches) * width)  # cls_token, pos_embed
+  kind = model.attention_type
+  if kind != 'space_only':
+    tally.param(frames * width)  # time_embed
+  tokens = (frames if kind == 'space_only' else 1) + frames * patches
+  for _ in range(model.depth):
+    if kind == 'divided_space_time':
+      tally.norm(width)  # temporal_norm
+      _grouped_attention(tally, patches, frames, width)
+      tally.dense(frames * patches, width, width)  # temporal_dense
+    tally.norm(width)  # norm1
+    if kind == 'joint_space_time':
+      tally.attention(tokens, tokens, width)
+    else:  # each frame's patches and a class token
+      _grouped_attention(tally, frames, 1 + patches, width)
+    tally.norm(width)  # norm2
+    tally.mlp(tokens, width, model.mlp_dim)
+  tally.norm(width)  # encoder_norm
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
 _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     vit.ViT: _vit,
     mixer.Mixer: _mixer,
@@ -511,6 +557,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     eva.Eva: _eva,
     unetr.UNETR: _unetr,
     segformer.SegFormer: _segformer,
+    timesformer.TimeSformer: _timesformer,
 }
 
 

@@ -1,6 +1,7 @@
 """Pretrained weights: import of timm state dicts, of Hugging Face
-transformers' ViT / ViTMAE state dicts and of the `.npz` files of Google's
-original ViT / Mixer code (and big_vision), onto this package's parameter
+transformers' ViT / ViTMAE / SegFormer / TimeSformer state dicts and of
+the `.npz` files of Google's original ViT / Mixer code (and big_vision),
+onto this package's parameter
 layout; `vit_jax.export` writes the same layouts back through the same
 tables. (`vit_jax.pretrained` fetches timm's checkpoints from the Hub by
 name.)
@@ -9,7 +10,8 @@ name.)
   table in either direction (`to_ours` imports, `to_theirs` exports), flat
   parameter dicts, position-embedding resampling, fitting to a model.
 - One module per family (vit.py, mixer.py, swin.py, swinv2.py,
-  convmixer.py, xcit.py, mae.py, beit.py, eva.py, unetr.py, segformer.py):
+  convmixer.py, xcit.py, mae.py, beit.py, eva.py, unetr.py, segformer.py,
+  timesformer.py):
   its tables, one per layout it has (TIMM, HF, NPZ, MONAI), listed in
   `families.FAMILIES`.
 - One module per source format (timm.py, hf.py, npz.py, monai.py):

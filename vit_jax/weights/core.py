@@ -641,7 +641,10 @@ def expected_shapes(model, image_size: Tuple[int, int],
 def _traced_shapes(model, image_size: Tuple[int, int],
                    channels: int) -> Dict[str, Tuple[int, ...]]:
   unrolled = model.clone(scan=False) if getattr(model, 'scan', False) else model
-  images = jax.ShapeDtypeStruct((1, *image_size, channels), jnp.float32)
+  # A video model takes clips [1, T, H, W, C] of its own frame count.
+  frames = getattr(model, 'num_frames', None)
+  images = jax.ShapeDtypeStruct(
+      (1, *((frames,) if frames else ()), *image_size, channels), jnp.float32)
   variables = jax.eval_shape(unrolled.init, jax.random.PRNGKey(0), images)
   return {path: tuple(leaf.shape)
           for path, leaf in flatten_variables(variables).items()}
@@ -686,6 +689,19 @@ def _target(loaded: FlatParams, name: str, model,
     image_size = (image_size, image_size)
   return image_size, expected_shapes(
       model, image_size, _input_channels(loaded, model, image_size))
+
+
+def sized_kwargs(name: str, model_kwargs: Mapping[str, Any],
+                 image_size: Optional[ImageSize]) -> Dict[str, Any]:
+  """`model_kwargs`, with `image_size` among them where the family is
+  built for one resolution (its model has an image_size field:
+  TimeSformer) and a size is asked for; the importers take image_size as
+  the resolution to fit the params to, which such a model must then be
+  built for."""
+  fields = getattr(models.MODELS.get(name), '__dataclass_fields__', {})
+  if image_size is None or 'image_size' not in fields:
+    return dict(model_kwargs)
+  return {**model_kwargs, 'image_size': image_size}
 
 
 def import_variables(source: Mapping[str, Any], table: Sequence[Entry],

@@ -18,12 +18,13 @@ from vit_jax.weights import mixer
 from vit_jax.weights import segformer
 from vit_jax.weights import swin
 from vit_jax.weights import swinv2
+from vit_jax.weights import timesformer
 from vit_jax.weights import unetr
 from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
 FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
-            unetr, segformer)
+            unetr, segformer, timesformer)
 
 
 def module(name: str):

@@ -1,4 +1,5 @@
-"""Hugging Face transformers state dicts (ViT, ViTMAE, SegFormer): import
+"""Hugging Face transformers state dicts (ViT, ViTMAE, SegFormer,
+TimeSformer): import
 (`from_hf`)
 and export (`to_hf`) through the families' HF tables."""
 
@@ -11,7 +12,8 @@ from vit_jax.weights import core
 from vit_jax.weights import families
 
 # Family -> table: 'vit' for ViTModel / ViTForImageClassification, 'mae'
-# for ViTMAEForPreTraining, 'segformer' for SegformerForSemanticSegmentation.
+# for ViTMAEForPreTraining, 'segformer' for SegformerForSemanticSegmentation,
+# 'timesformer' for TimesformerForVideoClassification / TimesformerModel.
 TABLES = families.tables('HF')
 
 HF_IMPORTABLE = tuple(TABLES)
@@ -35,8 +37,14 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
       'mae' (ViTMAEForPreTraining; its fixed sin-cos tables are dropped)
       or 'segformer' (SegformerForSemanticSegmentation, the decoder's
       BatchNorm running averages into 'batch_stats'; e.g. variant='B0',
-      num_classes=150).
-    image_size: as for `from_timm`.
+      num_classes=150) or 'timesformer' (TimesformerForVideoClassification,
+      or TimesformerModel without a head; e.g. variant='B/16',
+      num_frames=8, num_classes=400, and the config's attention_type: its
+      time embedding is resampled to num_frames by nearest interpolation,
+      as transformers does at run time, its position embedding to
+      image_size as a ViT's).
+    image_size: as for `from_timm`; a TimeSformer is built for it (its
+      image_size), default: the model's own.
     **model_kwargs: as for `get_model(name, ...)`. transformers' ViTs are
       class-token models (pool_type='cls', the default), with their
       config's layer_norm_eps: 1e-12 by default and in Google's ViT
@@ -54,7 +62,8 @@ def from_hf(state_dict: Mapping[str, Any], name: str,
   if name not in TABLES:
     raise ValueError(f'Cannot import Hugging Face checkpoints for model '
                      f'{name!r}; valid models: {list(HF_IMPORTABLE)}')
-  model = models.get_model(name, **model_kwargs)
+  model = models.get_model(name, **core.sized_kwargs(name, model_kwargs,
+                                                     image_size))
   return core.import_variables(state_dict, TABLES[name], name, model,
                                image_size, 'Hugging Face state dict')
 

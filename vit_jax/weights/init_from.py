@@ -36,9 +36,18 @@ def load_init_params(kind: str, path: str, name: str,
   whose decoder and head then keep their random initialisation: those
   variables are left out of the result).
   `path` may be local or gs:// (`vit_jax.paths`).
+  A TimeSformer starts from an ImageNet ViT, as in the paper: kinds 'timm'
+  and 'npz' read a class-token ViT of its size, 'own' a 'vit' run, and its
+  temporal parts are added (`models.convert_params('vit', 'timesformer',
+  ...)`); kind 'hf' reads transformers' TimeSformer checkpoints.
+  image_size: (height, width) of the frames for a TimeSformer.
   """
   common.check_choice('init_from kind', kind, INIT_KINDS)
   paths.check_supported(path)
+  model_kwargs = core.sized_kwargs(name, model_kwargs, image_size)
+  if kind in ('npz', 'timm') and hasattr(families.module(name),
+                                         'IMAGE_CHECKPOINT'):
+    return _from_image_checkpoint(kind, path, name, image_size, model_kwargs)
   if kind == 'npz':
     return npz.load_npz(path, name, image_size=image_size, **model_kwargs)
   if kind == 'timm':
@@ -62,6 +71,27 @@ def load_init_params(kind: str, path: str, name: str,
                                  for collection, tree in variables.items()})
   return core.fit_to_model(flat, name, model, image_size,
                            f'checkpoint {directory}')
+
+
+def _from_image_checkpoint(kind: str, path: str, name: str, image_size,
+                           model_kwargs) -> Dict[str, Any]:
+  """`load_init_params`' kinds 'timm' and 'npz' for a family started from
+  another family's image checkpoints (its IMAGE_CHECKPOINT: a TimeSformer
+  from a ViT): read as that family's model, then converted
+  (`models.convert_params`) and fitted."""
+  table = families.module(name)
+  model = models.get_model(name, **model_kwargs)
+  source = table.IMAGE_CHECKPOINT
+  image_kwargs = table.image_model_kwargs(model)
+  if kind == 'npz':
+    read = npz.load_npz(path, source, image_size=image_size, **image_kwargs)
+  else:
+    read = timm.from_timm(timm.read(path), source, image_size=image_size,
+                          **image_kwargs)
+  params = models.convert_params(source, name,
+                                 common.unstack_blocks(read['params']))
+  return core.fit_to_model(core.flatten_variables({'params': params}), name,
+                           model, image_size, f'{kind} checkpoint {path}')
 
 
 def _from_hf_checkpoint(path: str, name: str, image_size,
