@@ -14,9 +14,9 @@ training, the centre at test) are classified.
 ARG, the model:
 - 'timesformer': TimeSformer with divided space-time attention (4 blocks
   of width 64, 4x4 patches: 32 a frame).
-- 'mvit': MViTv2 on clips (two stages of widths 32 and 64, 1x4x4 patches
-  of 8 frames, pooling attention and relative positions in time and
-  space).
+- 'mvit': MViTv2 on clips (two stages of widths 32 and 64, 3x7x7
+  patches at stride 2x4x4, pooling attention and relative positions in
+  time and space).
 - 'frame': the single-frame baseline, a ViT of the TimeSformer's size on
   one frame per clip (a 'space_only' TimeSformer of one frame is exactly
   a ViT: no temporal attention, no time embedding).
@@ -41,10 +41,11 @@ MODELS = {
                         attention_type='divided_space_time', **_VIT_SIZE),
     'frame': dict(name='timesformer', num_frames=1,
                   attention_type='space_only', **_VIT_SIZE),
+    # 3x7x7 patches at stride 2x4x4 (MViTv2's clip stem: each token sees
+    # three frames), then stages at 4x8 and 2x4 tokens a frame pair.
     'mvit': dict(name='mvit', num_frames=FRAMES, embed_dim=32,
-                 depths=(1, 2), num_heads=(1, 2),
-                 patch_kernel=(3, 7, 7), patch_stride=(1, 4, 4),
-                 patch_padding=(1, 3, 3)),
+                 depths=(1, 2), num_heads=1, patch_size=4, tubelet_size=2,
+                 kv_stride=2),
 }
 
 
@@ -89,7 +90,7 @@ def get_config(arg: str = 'timesformer') -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
   config.log_every_steps = 50
   config.eval_every_steps = 300
-  config.eval_batch_size = 100
+  config.eval_batch_size = 128
   config.checkpoint = ml_collections.ConfigDict({
       'every_steps': 300, 'keep_last': 2, 'keep_every': placeholder(int),
       'keep_steps': (), 'async_save': True})

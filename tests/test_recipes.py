@@ -34,14 +34,17 @@ RECIPES = sorted(name[:-3] for name in os.listdir(
 VARIANTS = [(name, arg) for name in RECIPES
             for arg in stand_in.documented_args(name)]
 INIT_KINDS = ('own', 'npz', 'timm')  # configs/finetune.py's weights
+# Recipes that start from an ImageNet ViT (the stand-in's, trained by
+# `source_run`), by their init_from kind.
+FROM_IMAGENET_VIT = ('timesformer_k400',)
 SUBPROCESS_TIMEOUT = 1800  # generous: CI's own limit is the guard
 
 
 def _shrunk(name, arg, folder='FOLDER', data_dir='DATA_DIR',
             segmentation_folder='SEGMENTATION_FOLDER',
-            nifti_folder='NIFTI_FOLDER'):
+            nifti_folder='NIFTI_FOLDER', video_folder='VIDEO_FOLDER'):
   return stand_in.stand_in(tiny.load_config(name, arg), folder, data_dir,
-                           segmentation_folder, nifti_folder)
+                           segmentation_folder, nifti_folder, video_folder)
 
 
 def _run_key(name, arg):
@@ -64,7 +67,12 @@ def _runs():
     if key in seen:
       continue
     seen.add(key)
-    kinds = INIT_KINDS if name == 'finetune' else (None,)
+    if name == 'finetune':
+      kinds = INIT_KINDS
+    elif name in FROM_IMAGENET_VIT:
+      kinds = (tiny.load_config(name, arg).init_from.kind,)
+    else:
+      kinds = (None,)
     runs.extend((name, arg, kind) for kind in kinds)
   return runs
 
@@ -82,7 +90,8 @@ def _image_size(pp_eval):
   the digits' 8 px when it has none)."""
   sizes = [int(part.split('(')[1].split(')')[0].split(',')[0])
            for part in pp_eval.split('|')
-           if part.split('(')[0] in ('central_crop', 'resize')]
+           if part.split('(')[0] in ('central_crop', 'resize', 'view_crop',
+                                     'center_crop')]
   return sizes[-1] if sizes else 8
 
 
@@ -108,6 +117,8 @@ def test_each_variant_resolves_and_builds_at_full_size(name, arg):
   shape = (size, size, channels)
   if config.model.name == 'unetr':  # counted on its own volume
     shape = (*model.volume, model.in_channels)
+  if config.data.get('num_frames'):  # clips
+    shape = (config.data.num_frames, *shape)
   params = counts.param_count(model, size, channels)
   assert params > 0
   # The optimizer, schedule and multipliers build for the full model too.
@@ -182,6 +193,11 @@ def nifti_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def video_folder(tmp_path_factory):
+  return stand_in.make_video_folder(str(tmp_path_factory.mktemp('videos')))
+
+
+@pytest.fixture(scope='module')
 def source_run(image_folder, data_dir, tmp_path_factory):
   """The stand-in of vit_i1k, trained: the weights configs/finetune.py
   starts from, as a workdir ('own'), an npz file and a timm file."""
@@ -221,11 +237,11 @@ def _expected_metrics(config):
 @pytest.mark.parametrize('run', RUNS, ids=[_id(run) for run in RUNS])
 def test_recipe_runs_end_to_end_on_a_stand_in(run, image_folder, data_dir,
                                               segmentation_folder,
-                                              nifti_folder, tmp_path,
-                                              request):
+                                              nifti_folder, video_folder,
+                                              tmp_path, request):
   name, arg, kind = run
   config = _shrunk(name, arg, image_folder, data_dir, segmentation_folder,
-                   nifti_folder)
+                   nifti_folder, video_folder)
   if kind is not None:
     config.init_from.kind = kind
     config.init_from.path = request.getfixturevalue('source_run')[kind]

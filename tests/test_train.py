@@ -229,6 +229,8 @@ def test_gradient_accumulation_matches_the_full_batch():
     (dict(batch_size=30), r'Global batch size 30 is not divisible by the 8 '
      r'devices'),
     (dict(grad_accum_steps=3), r'grad_accum_steps=3 must split the batch'),
+    (dict(eval_batch_size=50), r'eval_batch_size 50 is not divisible by the '
+     r'8 devices; use a multiple of 8'),
     (dict(objective='contrastive'),
      r"Unknown objective 'contrastive'; valid choices: \['supervised', "
      r"'mae', 'segmentation'\]"),

@@ -126,6 +126,23 @@ def test_augmentation_is_the_same_on_every_frame():
   assert len(np.unique(np.diff(out[0, 0, :, 0].astype(int)))) == 1
 
 
+def test_scale_jitter_draws_one_short_side_per_clip():
+  """random_resize_small(8, 12): the short side uniform over 8..12, the
+  same on every frame, the aspect ratio kept."""
+  frames = np.random.default_rng(0).uniform(0, 255, (3, 20, 40, 1))
+  sizes = set()
+  for seed in range(40):
+    out = _apply('random_resize_small(8, 12)', {'image': frames},
+                 seed)['image']
+    assert out.shape[0] == 3 and out.shape[2] == 2 * out.shape[1]
+    sizes.add(out.shape[1])
+  assert sizes == {8, 9, 10, 11, 12}
+  assert video_ops.parse('random_resize_small(8, 12)|random_crop(8)').shape(
+      (3, 20, 40, 1)) == (3, 8, 8, 1)
+  with pytest.raises(ValueError, match='min_size <= max_size'):
+    video_ops.random_resize_small(12, 8)
+
+
 def test_shuffle_frames_keeps_the_set_of_frames():
   clip = moving_digits.split_arrays('test')['video'][3]
   shuffled = _apply('shuffle_frames', {'image': clip}, 5)['image']

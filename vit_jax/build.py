@@ -75,6 +75,11 @@ def validate(config, device_count: int) -> None:
     raise ValueError(
         f'Global batch size {batch} is not divisible by the {device_count} '
         f'devices; use a multiple of {device_count}.')
+  eval_batch = config.get('eval_batch_size')
+  if eval_batch is not None and eval_batch % device_count:
+    raise ValueError(
+        f'eval_batch_size {eval_batch} is not divisible by the '
+        f'{device_count} devices; use a multiple of {device_count}.')
   accum = config.grad_accum_steps
   if accum < 1 or batch % (accum * device_count):
     raise ValueError(

@@ -402,20 +402,36 @@ def _video_predictor(workdir: str, config, model, variables,
   evaluation samples them (`data.video.eval_views`)."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   from vit_jax.data import video  # pylint: disable=g-import-not-at-top
-  names = data.dataset_info(config.data).get('class_names')
+  info = data.dataset_info(config.data)
+  names = info.get('class_names')
   if names is None:
     names = [str(i) for i in range(model.num_classes)]
   if len(names) != model.num_classes:
     raise ValueError(f'Dataset {config.data.name!r} has {len(names)} class '
                      f'names but the model {model.num_classes} outputs.')
+  grey = info['image_shape'][-1] == 1
+
+  def views(path):
+    frames = video.load_video(path)
+    if grey:  # decoded as RGB; the run's frames are grey (moving_digits)
+      frames = grey_frames(frames[:])
+    return video.eval_views(frames, config.data, path=path)
+
   return Predictor(
-      model=model, variables=variables,
-      preprocess=lambda path: video.eval_views(video.read_video(path),
-                                               config.data),
+      model=model, variables=variables, preprocess=views,
       class_names=list(names), multilabel=config.loss == 'sigmoid_xent',
       family=config.model.name, description=f'{workdir} at step {step}',
       plot_name=str(step), plots_dir=paths.join(workdir, layout.PLOTS),
       video=True)
+
+
+def grey_frames(frames: np.ndarray) -> np.ndarray:
+  """uint8 RGB frames [..., 3] -> grey [..., 1], ITU-R 601 luma (PIL's
+  'L' weights, which sum to 1: grey frames saved as RGB come back
+  exactly)."""
+  luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114],
+                                              np.float32)
+  return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
 
 
 def _segmenter(workdir: str, config, model, checkpoint_dir: str,

@@ -323,9 +323,16 @@ def _fresh_state(config, run: build.Run) -> State:
   state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(rng)
   init_from = config.init_from
   if init_from.path:
+    model_kwargs = models.kwargs_from_config(config.model,
+                                             compute_dtype=False)
+    # The resolution to fit position embeddings to: the model's own where
+    # it is built for one (TimeSformer, UNETR), else the images' (H, W),
+    # the last spatial sides of (H, W, C), (T, H, W, C) or (D, H, W, C).
+    image_size = (model_kwargs.pop('image_size', None) or
+                  run.image_shape[-3:-1])
     variables = weights.load_init_params(
-        init_from.kind, init_from.path, image_size=run.image_shape[:-1],
-        **models.kwargs_from_config(config.model, compute_dtype=False))
+        init_from.kind, init_from.path, image_size=image_size,
+        **model_kwargs)
     # Params, and BatchNorm's running averages where the source has them;
     # what an encoder-only checkpoint leaves out keeps its initialisation.
     for key, tree in variables.items():

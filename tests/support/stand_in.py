@@ -16,8 +16,11 @@ What changes (and nothing else: `unexpected_changes` checks it against
   divided by DENSE_SHRINK (a 512 crop becomes 32) and its classes CLASSES;
   the built-in mosaics stay. A volume recipe (BTCV) reads a NIfTI folder
   of the built-in synthetic volumes (`make_nifti_folder`), its crops and
-  model 32^3; the built-in synthetic volumes stay. The shuffle buffer
-  shrinks.
+  model 32^3; the built-in synthetic volumes stay. A video recipe
+  (Kinetics) reads a video folder of generated MPEG-4 files instead
+  (`make_video_folder`), clips of VIDEO_FRAMES frames VIDEO_STRIDE apart,
+  its specs' sizes scaled as an image recipe's; the built-in moving digits
+  stay. The shuffle buffer shrinks.
 - model: the family's tiny size (TINY) instead of the variant, CLASSES
   classes; every other model field (pooling, position embedding, dropout,
   dtype, mask ratio, ...) is the recipe's.
@@ -43,7 +46,8 @@ VAL_PER_CLASS = 5
 RESOLUTION = 32  # what 224 px becomes
 
 # The recipes whose data can be read on any machine, offline.
-LOCAL_DATASETS = ('digits', 'digit_mosaics', 'synthetic_volumes')
+LOCAL_DATASETS = ('digits', 'digit_mosaics', 'synthetic_volumes',
+                  'moving_digits')
 # Volumes (a NIfTI folder) a stand-in folder of synthetic volumes replaces,
 # cropped to UNETR's smallest size (two 16^3 patches a side).
 VOLUME_DATASETS = ('nifti_folder',)
@@ -51,6 +55,12 @@ VOLUME_CROP = 32
 # Datasets of label maps a stand-in segmentation folder replaces.
 DENSE_DATASETS = ('segmentation_folder', 'cityscapes')
 DENSE_SHRINK = 16  # a 512 px crop -> 32 px
+# Video datasets a stand-in video folder replaces, and its clips.
+VIDEO_DATASETS = ('video_folder', 'video_tfrecord', 'ucf101')
+VIDEO_FRAMES = 4
+VIDEO_STRIDE = 2
+VIDEO_LENGTH = 12  # frames per generated video, >= 4 x 2
+VIDEO_PER_CLASS = {'train': 6, 'val': 2}
 
 # Family -> the tiny size that replaces the variant (every size field).
 TINY = {
@@ -65,11 +75,13 @@ TINY = {
                       num_heads=(1, 1, 1, 1), decoder_width=8),
     'unetr': dict(width=16, depth=4, num_heads=1, mlp_dim=16, feature_size=2,
                   skip_blocks=(0, 1, 2)),
+    # ViT's tiny size, so that the stand-in ViT's weights initialise it.
+    'timesformer': dict(width=16, depth=1, mlp_dim=32, num_heads=2),
 }
 # Family -> patch size at RESOLUTION (a recipe that sets its own patch size,
 # as the digits recipes do, keeps it).
 PATCH = {'vit': 8, 'mae': 8, 'mixer': 8, 'swin': 4, 'xcit': 8,
-         'convmixer': 4}
+         'convmixer': 4, 'timesformer': 8}
 
 # Dotted config keys the stand-in may change ('*' ends a prefix).
 CHANGED_KEYS = (
@@ -85,11 +97,16 @@ CHANGED_KEYS = (
     'init_from.path',
     'evals.*.every_steps', 'evals.*.batch_size', 'evals.*.datasets.*',
     'evals.*.crop_size', 'evals.*.stride', 'evals.*.roi_size',
-    'model.image_size',
+    'model.image_size', 'model.num_frames', 'data.num_frames',
+    'data.frame_stride',
 )
 _DENSE_SIZED_OPS = ('random_resize', 'random_crop', 'pad', 'rescale')
 
 _SIZED_OPS = ('inception_crop', 'resize_small', 'resize', 'central_crop')
+# The clip ops whose leading argument(s) are sizes in pixels.
+_VIDEO_SIZED_OPS = ('random_resize_small', 'resize_small', 'resize',
+                    'random_crop', 'center_crop', 'view_crop',
+                    'random_resized_crop')
 
 
 def scaled(size: int) -> int:
@@ -104,6 +121,49 @@ def shrink_spec(spec: str, classes: int = CLASSES) -> str:
   spec = re.sub(rf'\b({sized})\((\d+)',
                 lambda m: f'{m.group(1)}({scaled(int(m.group(2)))}', spec)
   return re.sub(r'\bonehot\((\d+)', f'onehot({classes}', spec)
+
+
+def shrink_video_spec(spec: str, classes: int = CLASSES) -> str:
+  """A clip spec with its pixel sizes scaled as `scaled` does (both of
+  random_resize_small's) and its one-hot over `classes`."""
+  ops = '|'.join(_VIDEO_SIZED_OPS)
+  spec = re.sub(
+      rf'\b({ops})\((\d+)(, (\d+))?',
+      lambda m: f'{m.group(1)}({scaled(int(m.group(2)))}' + (
+          f', {scaled(int(m.group(4)))}' if m.group(4) and
+          m.group(1) == 'random_resize_small' else (m.group(3) or '')),
+      spec)
+  return re.sub(r'\bonehot\((\d+)', f'onehot({classes}', spec)
+
+
+def make_video_folder(root: str) -> str:
+  """root/{train,val}/class_<i>/<n>.mp4: CLASSES classes of MPEG-4
+  videos (VIDEO_LENGTH frames of 40x48, PyAV's encoder), each class its
+  own colour and a stripe pattern drifting at its own speed. Returns
+  root."""
+  import av  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[0:40, 0:48]
+  for split, count in VIDEO_PER_CLASS.items():
+    for label in range(CLASSES):
+      directory = os.path.join(root, split, f'class_{label}')
+      os.makedirs(directory, exist_ok=True)
+      for index in range(count):
+        colour = np.array([60 * label + 40, 200 - 40 * label, 120])
+        frames = []
+        for t in range(VIDEO_LENGTH):
+          stripes = ((x + y + (label + 1) * t) // 4) % 2
+          image = (colour * (0.5 + 0.5 * stripes[..., None])
+                   + rng.normal(0, 8, (40, 48, 3)))
+          frames.append(np.clip(image, 0, 255).astype(np.uint8))
+        with av.open(os.path.join(directory, f'{index}.mp4'), 'w') as out:
+          stream = out.add_stream('mpeg4', rate=10)
+          stream.width, stream.height, stream.pix_fmt = 48, 40, 'yuv420p'
+          for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame,
+                                                             'rgb24')))
+          out.mux(stream.encode())
+  return root
 
 
 def shrink_dense_spec(spec: str) -> str:
@@ -214,7 +274,8 @@ def documented_args(name: str):
 
 def stand_in(config, folder: str, data_dir: str,
              segmentation_folder: str = 'SEGMENTATION_FOLDER',
-             nifti_folder: str = 'NIFTI_FOLDER'):
+             nifti_folder: str = 'NIFTI_FOLDER',
+             video_folder: str = 'VIDEO_FOLDER'):
   """`config` (a recipe's get_config result, changed in place and returned)
   on the stand-in described in the module docstring."""
   local = config.data.name in LOCAL_DATASETS
@@ -239,6 +300,18 @@ def stand_in(config, folder: str, data_dir: str,
     data.pp_eval = shrink_volume_spec(data.pp_eval)
     classes = synthetic_volumes.NUM_CLASSES
     config.model.image_size = VOLUME_CROP
+  elif data.name in VIDEO_DATASETS:
+    data.name = 'video_folder'
+    data.folder = video_folder
+    data.train_split = 'train'
+    data.eval_split = 'val'
+    data.num_frames = config.model.num_frames = VIDEO_FRAMES
+    data.frame_stride = VIDEO_STRIDE
+    data.pp_train = shrink_video_spec(data.pp_train)
+    data.pp_eval = shrink_video_spec(data.pp_eval)
+    classes = CLASSES
+    if config.model.get('image_size') is not None:
+      config.model.image_size = RESOLUTION
   elif data.name in DENSE_DATASETS:
     data.name = 'segmentation_folder'
     data.folder = segmentation_folder

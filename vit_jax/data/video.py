@@ -553,15 +553,19 @@ def _eval_spec(config) -> video_ops.Spec:
   return spec
 
 
-def eval_views(frames, data_config) -> np.ndarray:
+def eval_views(frames, data_config, path: Optional[str] = None
+               ) -> np.ndarray:
   """The test views of one decoded video (uint8 [N, H, W, C], e.g. from
-  `read_video`, or `load_video`'s Frames) after pp_eval: float32 [V, T, H, W, C], V = eval_clips x
-  eval_crops in view order (clip-major). For predict; labels are skipped."""
+  `read_video`, or `load_video`'s Frames) after pp_eval: float32
+  [V, T, H, W, C], V = eval_clips x eval_crops in view order (clip-major).
+  For predict; labels are skipped. `path` names the video in errors (a
+  Frames knows its own)."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   config = data.resolve_config(data_config)
   if config.num_frames is None:
     raise ValueError('eval_views needs data_config.num_frames.')
-  path = frames.path if isinstance(frames, Frames) else '<frames>'
+  if path is None:
+    path = frames.path if isinstance(frames, Frames) else '<frames>'
   if not isinstance(frames, Frames):
     frames = np.asarray(frames)
   views = _views(frames, None, path, config,

@@ -6,7 +6,7 @@ arguments, parsed by its `parse_spec`) and these ops, in NumPy:
   geometry: resize_small(size), resize(size), center_crop(size),
       view_crop(size) (the test views' spatial crop, see below);
   random: random_resized_crop(size, scale, ratio), random_crop(size),
-      flip_lr;
+      random_resize_small(min_size, max_size) (scale jitter), flip_lr;
   order: shuffle_frames (random per clip in training, one fixed
       permutation in evaluation);
   values and labels: value_range(lo, hi), normalize(mean, std),
@@ -124,6 +124,30 @@ def resize_small(size: int) -> ClipOp:
                                            size) + (spatial[3],)
 
   return ClipOp(apply, shape)
+
+
+def random_resize_small(min_size: int, max_size: int) -> ClipOp:
+  """Scale jitter: the shorter side resized to a size drawn uniformly
+  from [min_size, max_size] (integers, both included) once per clip, as
+  SlowFast's and TimeSformer's training does before its random crop
+  (TRAIN_JITTER_SCALES [256, 320])."""
+  if not (isinstance(min_size, int) and isinstance(max_size, int) and
+          0 < min_size <= max_size):
+    raise ValueError(f'random_resize_small: sizes must be ints with 0 < '
+                     f'min_size <= max_size, got {min_size!r}, '
+                     f'{max_size!r}.')
+
+  def apply(clip, rng, view):
+    del view
+    frames = clip['image']
+    size = int(rng.integers(min_size, max_size + 1))
+    return _with(clip, image=_resize_frames(
+        frames, *short_side_size(frames.shape[1], frames.shape[2], size)))
+
+  def shape(spatial):
+    return (spatial[0], None, None, spatial[3])
+
+  return ClipOp(apply, shape, random=True)
 
 
 def resize(size) -> ClipOp:
@@ -352,6 +376,7 @@ def onehot(num_classes: int, on: float = 1.0, off: float = 0.0) -> ClipOp:
 # The spec vocabulary: an explicit table, as preprocess.py's.
 OPS: Dict[str, Callable[..., ClipOp]] = {
     'resize_small': resize_small,
+    'random_resize_small': random_resize_small,
     'resize': resize,
     'center_crop': center_crop,
     'view_crop': view_crop,
