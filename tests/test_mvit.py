@@ -243,8 +243,10 @@ def test_unknown_variants_named():
                      r"images \(num_frames=None\); valid variants: "
                      r"\['T', 'S', 'B', 'L'\]"):
     get_model('mvit', variant='v1-B')
-  with pytest.raises(ValueError, match=r"variant 'X' for clips .*'v1-B'\]"):
-    get_model('mvit', variant='X', num_frames=16)
+  with pytest.raises(ValueError, match=r"Unknown MViT variant 'T' for "
+                     r"clips \(num_frames set\); valid variants: "
+                     r"\['S', 'B', 'v1-B'\]"):
+    get_model('mvit', variant='T', num_frames=16)
   with pytest.raises(ValueError, match=r"Unknown MViT pool_type 'max'; "
                      r"valid choices: \['avg', 'cls'\]"):
     get_model('mvit', variant='T', pool_type='max')

@@ -39,10 +39,10 @@ block (MViTv1 and timm's MViTv2-L); the shortcut then passes through a
 Linear of the normalised input.
 
 Variants (`from_variant`): 'T', 'S', 'B', 'L' are timm's mvitv2_tiny /
-small / base / large for images; with `num_frames`, 'S' is torchvision's
-mvit_v2_s and 'v1-B' its mvit_v1_b (clips only): a class token read by the
-head, key / value stride 8 in stage 1, residual pooling that leaves the
-class token out.
+small / base / large for images; with `num_frames` the clip variants are
+'S' (torchvision's mvit_v2_s), 'B' (its sizes) and 'v1-B' (torchvision's
+mvit_v1_b): a class token read by the head, key / value stride 8 in stage
+1, residual pooling that leaves the class token out.
 
 Parameter layout (paths of `params`):
 
@@ -86,9 +86,10 @@ VARIANTS = {
 # SlowFast / PyTorchVideo Kinetics configurations).
 VIDEO_DEFAULTS = dict(class_token=True, pool_type='cls', kv_stride=8,
                       residual_pooling_cls=False)
+# Clip variants: MViTv2-S (torchvision's mvit_v2_s) and -B (SlowFast's
+# MViTv2-B 32x3 sizes) as the image rows; MViTv1-B.
 VIDEO_VARIANTS = {
-    'T': VARIANTS['T'], 'S': VARIANTS['S'], 'B': VARIANTS['B'],
-    'L': VARIANTS['L'],
+    'S': VARIANTS['S'], 'B': VARIANTS['B'],
     # MViTv1-B 16x4: absolute (separable) position embeddings, no residual
     # pooling, queries pooled only where they are strided, channels grow in
     # the MLP.
