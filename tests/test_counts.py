@@ -202,6 +202,12 @@ OPTIONS = {
     'mvit_v1_clips': ('mvit', dict(variant='v1-B', embed_dim=8,
                                    depths=(1, 2, 1), num_frames=4,
                                    kv_stride=4, num_classes=10), 32),
+    # The video demo's form: heads per stage, a 3x7x7 stride 1x4x4 patch
+    # embedding (configs/moving_digits.py, on a square here).
+    'mvit_clips_patch_options': ('mvit', dict(
+        embed_dim=8, depths=(1, 2), num_heads=(1, 2), num_frames=3,
+        patch_kernel=(3, 7, 7), patch_stride=(1, 4, 4),
+        patch_padding=(1, 3, 3), num_classes=10), 32),
 }
 
 # One model of each family, wide enough for the matrix products to

@@ -238,6 +238,34 @@ def test_bad_inputs_named(kwargs, shape, message):
                    jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
+def test_patch_embedding_heads_and_image_size_options():
+  # The video demo's model (configs/moving_digits.py): a 16x32 canvas,
+  # stride 1 in time, heads given per stage.
+  model = get_model('mvit', embed_dim=8, depths=(1, 2), num_heads=(1, 2),
+                    num_frames=4, image_size=(16, 32),
+                    patch_kernel=(3, 7, 7), patch_stride=(1, 4, 4),
+                    patch_padding=(1, 3, 3), num_classes=5)
+  clips = jax.ShapeDtypeStruct((2, 4, 16, 32, 1), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), clips)
+  (logits, aux) = jax.eval_shape(model.apply, variables, clips)
+  assert logits.shape == (2, 5)
+  assert [f.shape for f in aux['stage_features']] == [(2, 4, 4, 8, 8),
+                                                      (2, 4, 2, 4, 16)]
+  params = variables['params']
+  assert params['patch_embed']['kernel'].shape == (3, 7, 7, 1, 8)
+  # Two heads in stage 1: its tables are [rows, head_dim 16 / 2].
+  assert params['stage_1']['block_1']['attn']['rel_pos_t'].shape == (7, 8)
+  with pytest.raises(ValueError, match=r'built for image_size=\(16, 32\); '
+                     r'got inputs of shape \(2, 4, 32, 32, 1\)'):
+    jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                   jax.ShapeDtypeStruct((2, 4, 32, 32, 1), jnp.float32))
+  with pytest.raises(ValueError, match=r'one head count per stage'):
+    get_model('mvit', embed_dim=8, depths=(1, 2), num_heads=(1, 2, 4))
+  with pytest.raises(ValueError, match=r'patch_stride=\(4, 4\) needs 3 '
+                     r'values \(one per grid axis: t, h, w\)'):
+    get_model('mvit', variant='S', num_frames=4, patch_stride=(4, 4))
+
+
 def test_unknown_variants_named():
   with pytest.raises(ValueError, match=r"Unknown MViT variant 'v1-B' for "
                      r"images \(num_frames=None\); valid variants: "

@@ -554,14 +554,13 @@ def _mvit(model: mvit.MViT, image_size: Pair, channels: int) -> Tally:
   Linear."""
   tally = Tally()
   frames = () if model.num_frames is None else (model.num_frames,)
-  grid = model.input_grid((*frames, *image_size))
-  strides = model.patch_strides()
+  size = (*frames, *image_size)
+  grid = model.input_grid(size)
+  kernel, strides, padding = model.patch_embedding()
   width = model.embed_dim
-  # The patch embedding: kernel 2s - 1, padding s - 1 per axis.
-  taps = math.prod(valid_taps(side * s, 2 * s - 1, s, (s - 1, s - 1))
-                   for side, s in zip(grid, strides))
-  tally.param(math.prod(2 * s - 1 for s in strides) * channels * width
-              + width)
+  taps = math.prod(valid_taps(n, k, s, (p, p))
+                   for n, k, s, p in zip(size, kernel, strides, padding))
+  tally.param(math.prod(kernel) * channels * width + width)
   tally.flops += 2 * taps * channels * width
   prefix = 1 if model.class_token else 0
   tally.param(prefix * width)  # cls_token

@@ -64,7 +64,8 @@ module's `block_{i}`); `remat` rematerialises each block instead.
 
 import functools
 import string
-from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 import flax.linen as nn
 import jax
@@ -375,8 +376,9 @@ class MViT(nn.Module):
   Attributes:
     embed_dim: width of stage 1; stage i has embed_dim * 2**(i - 1).
     depths: blocks per stage.
-    num_heads: heads of stage 1, doubling per stage.
+    num_heads: heads of stage 1, doubling per stage; or one per stage.
     num_frames: None for images [B, H, W, C]; T for clips [B, T, H, W, C].
+    image_size: None, or the (H, W) (or side) inputs must have; checked.
     mlp_ratio: MLP hidden width over its input width.
     expand_attn: True: a stage's first block widens the channels in its
       attention (MViTv2); False: its last block widens them in the MLP
@@ -398,9 +400,10 @@ class MViT(nn.Module):
       the first stage.
     kv_stride: spatial key / value stride of stage 1, divided by each
       stage's query stride after (at least 1): 4 for images, 8 for clips.
-    patch_size: spatial stride of the patch embedding (kernel 2p - 1,
-      padding p - 1: 7 / 3 for p = 4).
-    tubelet_size: its temporal stride for clips (kernel 2t - 1: 3 for 2).
+    patch_kernel, patch_stride, patch_padding: the patch embedding's
+      convolution, one value per grid axis ((t,) h, w); None: (7, 7),
+      (4, 4), (3, 3) for images, (3, 7, 7), (2, 4, 4), (1, 3, 3) for clips
+      (timm's and torchvision's).
     num_classes: head outputs; 0 or None: logits are the representation.
     dropout: before the head; attention_dropout: after the attention's and
       the MLP's output projections (torchvision's `attention_dropout`).
@@ -416,8 +419,9 @@ class MViT(nn.Module):
   """
   embed_dim: int
   depths: Sequence[int]
-  num_heads: int
+  num_heads: Union[int, Sequence[int]]
   num_frames: Optional[int] = None
+  image_size: Optional[Union[int, Sequence[int]]] = None
   mlp_ratio: float = 4.0
   expand_attn: bool = True
   class_token: bool = False
@@ -429,8 +433,9 @@ class MViT(nn.Module):
   pool_q_every_block: bool = True
   stage_stride: int = 2
   kv_stride: int = 4
-  patch_size: int = 4
-  tubelet_size: int = 2
+  patch_kernel: Optional[Sequence[int]] = None
+  patch_stride: Optional[Sequence[int]] = None
+  patch_padding: Optional[Sequence[int]] = None
   num_classes: Optional[int] = 1000
   dropout: float = 0.0
   attention_dropout: float = 0.0
@@ -458,9 +463,20 @@ class MViT(nn.Module):
     common.check_choice('MViT posemb', self.posemb, POSEMBS)
     if self.pool_type == 'cls' and not self.class_token:
       raise ValueError('MViT pool_type=\'cls\' needs class_token=True.')
+    if not isinstance(self.num_heads, int) and len(self.num_heads) != len(
+        self.depths):
+      raise ValueError(
+          f'MViT needs one head count per stage or one for the first: '
+          f'depths {tuple(self.depths)}, num_heads {tuple(self.num_heads)}.')
+    for name in ('patch_kernel', 'patch_stride', 'patch_padding'):
+      value = getattr(self, name)
+      if value is not None and len(value) != self.grid_ndim:
+        raise ValueError(
+            f'MViT {name}={tuple(value)} needs {self.grid_ndim} values '
+            f'(one per grid axis: {", ".join(_axis_names(self.grid_ndim))}).')
     for stage in range(len(self.depths)):
       width = self.embed_dim * 2 ** stage
-      heads = self.num_heads * 2 ** stage
+      heads = self.stage_heads(stage)
       if width % heads:
         raise ValueError(f'MViT stage {stage} width {width} is not '
                          f'divisible by its {heads} heads.')
@@ -472,22 +488,38 @@ class MViT(nn.Module):
   def grid_ndim(self) -> int:
     return 2 if self.num_frames is None else 3
 
-  def patch_strides(self) -> Grid:
-    spatial = (self.patch_size,) * 2
-    return spatial if self.num_frames is None else (self.tubelet_size,
-                                                    *spatial)
+  def stage_heads(self, stage: int) -> int:
+    if isinstance(self.num_heads, int):
+      return self.num_heads * 2 ** stage
+    return self.num_heads[stage]
+
+  def patch_embedding(self) -> Tuple[Grid, Grid, Grid]:
+    """(kernel, stride, padding) of the patch embedding, per grid axis."""
+    video = self.num_frames is not None
+    defaults = (((3, 7, 7), (2, 4, 4), (1, 3, 3)) if video else
+                ((7, 7), (4, 4), (3, 3)))
+    given = (self.patch_kernel, self.patch_stride, self.patch_padding)
+    return tuple(tuple(default if value is None else value)
+                 for value, default in zip(given, defaults))
+
+  @property
+  def patch_size(self) -> int:
+    """The patch embedding's spatial stride (what a pixel size is
+    divided by)."""
+    return self.patch_embedding()[1][-1]
 
   def input_grid(self, size: Sequence[int]) -> Grid:
     """The patch grid of an input of `size` ((T,) H, W); errors for sizes
     the patch embedding's strides do not divide."""
-    strides = self.patch_strides()
+    kernel, strides, padding = self.patch_embedding()
     if any(n % s for n, s in zip(size, strides)):
       names = ('frames', 'height', 'width')[3 - len(size):]
       raise ValueError(
           f'MViT: input size {"x".join(map(str, size))} ({", ".join(names)}) '
           f'is not divisible by the patch embedding strides '
           f'{"x".join(map(str, strides))}.')
-    return tuple(n // s for n, s in zip(size, strides))
+    return tuple((n + 2 * p - k) // s + 1
+                 for n, k, s, p in zip(size, kernel, strides, padding))
 
   def block_specs(self, grid: Grid) -> List[List[BlockSpec]]:
     """Every block's BlockSpec, per stage, from the patch grid."""
@@ -498,7 +530,7 @@ class MViT(nn.Module):
     dim = self.embed_dim
     for stage, depth in enumerate(self.depths):
       last = stage == len(self.depths) - 1
-      heads = self.num_heads * 2 ** stage
+      heads = self.stage_heads(stage)
       stage_width = self.embed_dim * 2 ** stage
       q_first = ((1,) * (ndim - 2) + (self.stage_stride,) * 2 if stage > 0
                  else (1,) * ndim)
@@ -544,11 +576,17 @@ class MViT(nn.Module):
       raise ValueError(f'MViT was built for num_frames={self.num_frames}; '
                        f'got clips of {inputs.shape[1]} frames (shape '
                        f'{tuple(inputs.shape)}).')
+    if self.image_size is not None:
+      wanted = tuple(self.image_size) if not isinstance(
+          self.image_size, int) else (self.image_size,) * 2
+      if tuple(inputs.shape[-3:-1]) != wanted:
+        raise ValueError(
+            f'MViT was built for image_size={wanted}; got inputs of shape '
+            f'{tuple(inputs.shape)}.')
     grid = self.input_grid(inputs.shape[1:-1])
-    strides = self.patch_strides()
-    kernel = tuple(2 * s - 1 for s in strides)
+    kernel, strides, padding = self.patch_embedding()
     tokens = nn.Conv(self.embed_dim, kernel, strides=strides,
-                     padding=[(s - 1, s - 1) for s in strides],
+                     padding=[(p, p) for p in padding],
                      dtype=self.dtype, name='patch_embed')(
                          inputs.astype(self.dtype))  # [B, *grid, C]
     batch = tokens.shape[0]

@@ -138,7 +138,8 @@ def timm_model(model, image_size: Tuple[int, int]) -> core.TimmModel:
       name: {'num_frames': None, 'class_token': False, 'pool_type': 'avg',
              'posemb': 'none', 'rel_pos': True, 'residual_pooling': True,
              'pool_q_every_block': True, 'stage_stride': 2, 'kv_stride': 4,
-             'patch_size': 4, 'mlp_ratio': 4.0, 'layer_norm_eps': 1e-6,
+             'patch_kernel': None, 'patch_stride': None,
+             'patch_padding': None, 'mlp_ratio': 4.0, 'layer_norm_eps': 1e-6,
              'expand_attn': True, **size}
       for name, size in models.mvit.VARIANTS.items()})
   name = next((name for name, architecture in TIMM_ARCHITECTURES.items()
