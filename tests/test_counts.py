@@ -188,6 +188,26 @@ OPTIONS = {
     'timesformer_scan': ('timesformer', dict(
         patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2,
         num_frames=2, image_size=16, num_classes=5, scan=True), 16),
+    # MViTv2 of images (grids 8, 4, 2, 1; key strides 4, 2, 1, 1), with
+    # its channels grown in the MLP and a class token; MViTv2 and v1 of
+    # clips (relative t / h / w tables; separable position embedding).
+    'mvit_v2': ('mvit', dict(embed_dim=8, num_heads=1, depths=(1, 2, 1, 1),
+                             num_classes=10), 32),
+    'mvit_v2_mlp_widening_cls': ('mvit', dict(
+        embed_dim=8, num_heads=1, depths=(1, 2, 2), expand_attn=False,
+        class_token=True, pool_type='cls', num_classes=10), 48),
+    'mvit_v2_clips': ('mvit', dict(variant='S', embed_dim=8,
+                                   depths=(1, 2, 1), num_frames=4,
+                                   kv_stride=4, num_classes=10), 32),
+    'mvit_v1_clips': ('mvit', dict(variant='v1-B', embed_dim=8,
+                                   depths=(1, 2, 1), num_frames=4,
+                                   kv_stride=4, num_classes=10), 32),
+    # The video demo's form: heads per stage, a 3x7x7 stride 1x4x4 patch
+    # embedding (configs/moving_digits.py, on a square here).
+    'mvit_clips_patch_options': ('mvit', dict(
+        embed_dim=8, depths=(1, 2), num_heads=(1, 2), num_frames=3,
+        patch_kernel=(3, 7, 7), patch_stride=(1, 4, 4),
+        patch_padding=(1, 3, 3), num_classes=10), 32),
 }
 
 # One model of each family, wide enough for the matrix products to
@@ -214,6 +234,9 @@ WIDE = {
                           num_classes=10), 32, 1.04),
     'convmixer': ('convmixer', dict(width=1024, depth=1, kernel_size=3,
                                     patch_size=4, num_classes=10), 32, 1.12),
+    # A clip model (4 frames): XLA / analytic 1.029 measured, as for images.
+    'mvit': ('mvit', dict(embed_dim=256, num_heads=4, depths=(1, 2),
+                          num_frames=4, num_classes=10), 32, 1.05),
 }
 
 
@@ -263,11 +286,21 @@ def test_xla_counts_the_products_plus_elementwise_work(case):
     # The TimeSformer paper's Table 2: 0.59 inference TFLOPs for its 3
     # views (1 clip x 3 crops) of 8 x 224^2 frames, divided attention.
     ('timesformer', 'B/16', 224, 590 / 3, 0.01),
+    # The MViTv2 paper's Table 3 (ImageNet-1K, 224 px): T 4.7, S 7.0, B
+    # 10.2 G; torchvision's figures for mvit_v2_s and mvit_v1_b (16 x 224
+    # px clips, which count the taps on padding too): 64.224, 70.599 G.
+    ('mvit', 'T', 224, 4.7, 0.01),
+    ('mvit', 'S', 224, 7.0, 0.01),
+    ('mvit', 'B', 224, 10.2, 0.015),
+    ('mvit', dict(variant='S', num_frames=16), 224, 64.224, 0.005),
+    ('mvit', dict(variant='v1-B', num_frames=16), 224, 70.599, 0.005),
 ])
 def test_flops_match_published_multiply_adds(family, variant, size, gmacs,
                                              rel):
   kwargs = dict(window_size=12) if size == 384 else {}
-  model = get_model(family, variant=variant, **kwargs)
+  kwargs.update(variant if isinstance(variant, dict) else
+                dict(variant=variant))
+  model = get_model(family, **kwargs)
   assert counts.forward_flops(model, size) / 2 / 1e9 == pytest.approx(
       gmacs, rel=rel)
 
@@ -292,6 +325,13 @@ def test_flops_match_published_multiply_adds(family, variant, size, gmacs,
     # transformers' TimesformerForVideoClassification at its default
     # config (8 frames, 224 px, divided attention) with 400 classes.
     ('timesformer', 'B/16', 121_566_352),
+    # timm 1.0.31's mvitv2_tiny / large; torchvision 0.28's mvit_v2_s and
+    # mvit_v1_b (16 frames, 400 classes); tests/test_mvit.py has the rest.
+    ('mvit', 'T', 24_173_320),
+    ('mvit', 'L', 217_992_952),
+    ('mvit', dict(variant='S', num_frames=16, num_classes=400), 34_537_744),
+    ('mvit', dict(variant='v1-B', num_frames=16, num_classes=400),
+     36_610_672),
 ])
 def test_param_counts_match_published(family, variant, expected):
   kwargs = dict(variant) if isinstance(variant, dict) else dict(

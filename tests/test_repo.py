@@ -92,7 +92,7 @@ IMPORT_TO_DISTRIBUTION = {
 # Imported only by the golden-file generators tests/support/make_golden*.py
 # and their shared core golden_torch.py, which are run by hand (see their
 # docstrings); the tests read their committed output and never import these.
-HAND_RUN_ONLY = {'monai', 'timm', 'torch', 'transformers'}
+HAND_RUN_ONLY = {'monai', 'timm', 'torch', 'torchvision', 'transformers'}
 HAND_RUN_FILES = ('make_golden', 'golden_torch')
 
 # Optional imports of scripts run by hand, imported only when asked for:

@@ -423,6 +423,13 @@ _TABLE_CASES = [
     ('timesformer', 'HF', dict(patch_size=4, width=8, depth=2, mlp_dim=16,
                                num_heads=2, num_frames=2, image_size=16,
                                num_classes=3), 16),
+    # MViTv2: channels grown in the attention, and (a class token) in the
+    # MLP; the clip models' torchvision tables: tests/test_mvit.py.
+    ('mvit', 'TIMM', dict(embed_dim=8, num_heads=1, depths=(1, 2),
+                          num_classes=10), 32),
+    ('mvit', 'TIMM', dict(embed_dim=8, num_heads=1, depths=(2, 1),
+                          expand_attn=False, class_token=True,
+                          pool_type='cls', num_classes=10), 32),
 ]
 
 

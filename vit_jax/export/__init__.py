@@ -12,8 +12,9 @@ Formats (`FAMILIES` says which families each takes):
   timm's hub config.json (`architecture`, `num_classes`, `model_args`,
   `pretrained_cfg`), so `timm.create_model('local-dir:DIR',
   pretrained=True)` builds the model and loads the weights; written where
-  a timm entry point can express the model (every ViT, Swin and XCiT; Mixer
-  and ConvMixer only at timm's own sizes), else None, with a warning. Its
+  a timm entry point can express the model (every ViT, Swin and XCiT; Mixer,
+  ConvMixer and MViTv2 only at timm's own sizes), else None, with a
+  warning. Its
   pretrained_cfg holds the full data config (input_size, interpolation,
   crop_pct, crop_mode, mean, std: `data_config.py`), and `label_names`
   where the classes are named.

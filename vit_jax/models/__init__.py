@@ -22,6 +22,7 @@ from vit_jax.models import convmixer
 from vit_jax.models import eva
 from vit_jax.models import mae
 from vit_jax.models import mixer
+from vit_jax.models import mvit
 from vit_jax.models import segformer
 from vit_jax.models import swin
 from vit_jax.models import swinv2
@@ -36,7 +37,7 @@ from vit_jax.models import xcit
 # checkpoint_image_size; adding a family is its model file, an entry here,
 # its weight tables (vit_jax/weights/) and its analytic counts (counts.py).
 FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
-            unetr, segformer, timesformer)
+            unetr, segformer, timesformer, mvit)
 
 _BY_NAME = {family.NAME: family for family in FAMILIES}
 MODELS: Dict[str, Any] = {name: family.MODEL

@@ -55,11 +55,18 @@ class ZooRow(NamedTuple):
   own_input: str = ''
 
 
+def _one_input(model, resolution: int, channels: int) -> jax.ShapeDtypeStruct:
+  """One image, or one clip of a clip model's `num_frames` frames."""
+  frames = getattr(model, 'num_frames', None)
+  return jax.ShapeDtypeStruct(
+      (1, *((frames,) if frames else ()), resolution, resolution, channels),
+      jnp.float32)
+
+
 def count_params(model, resolution: int = 224, channels: int = 3) -> int:
   """Parameters of `model` from `jax.eval_shape` of its init (the slow
   reference for `counts.param_count`)."""
-  images = jax.ShapeDtypeStruct((1, resolution, resolution, channels),
-                                jnp.float32)
+  images = _one_input(model, resolution, channels)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
   # Parameters only: BatchNorm's running averages ('batch_stats') are not.
   return int(sum(np.prod(leaf.shape)
@@ -70,8 +77,7 @@ def count_flops(model, resolution: int = 224, channels: int = 3) -> float:
   """FLOPs of one image's inference forward pass, XLA's cost analysis of
   the lowered program (seconds per model; the reference for
   `counts.forward_flops`, which leaves elementwise work out)."""
-  images = jax.ShapeDtypeStruct((1, resolution, resolution, channels),
-                                jnp.float32)
+  images = _one_input(model, resolution, channels)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
   forward = jax.jit(lambda variables, x: model.apply(variables, x))
   return float(forward.lower(shapes, images).cost_analysis()['flops'])

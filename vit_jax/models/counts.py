@@ -40,6 +40,7 @@ from vit_jax.models import convmixer
 from vit_jax.models import eva
 from vit_jax.models import mae
 from vit_jax.models import mixer
+from vit_jax.models import mvit
 from vit_jax.models import segformer
 from vit_jax.models import swin
 from vit_jax.models import swinv2
@@ -545,6 +546,65 @@ def _timesformer(model: timesformer.TimeSformer, image_size: Pair,
   return tally
 
 
+def _mvit(model: mvit.MViT, image_size: Pair, channels: int) -> Tally:
+  """MViT of images, or of clips of the model's num_frames at
+  `image_size`: per block its pooling convolutions (depthwise, per head),
+  the attention over the pooled keys, the relative position products
+  (each query with its table rows, per grid axis) and the widening
+  Linear."""
+  tally = Tally()
+  frames = () if model.num_frames is None else (model.num_frames,)
+  size = (*frames, *image_size)
+  grid = model.input_grid(size)
+  kernel, strides, padding = model.patch_embedding()
+  width = model.embed_dim
+  taps = math.prod(valid_taps(n, k, s, (p, p))
+                   for n, k, s, p in zip(size, kernel, strides, padding))
+  tally.param(math.prod(kernel) * channels * width + width)
+  tally.flops += 2 * taps * channels * width
+  prefix = 1 if model.class_token else 0
+  tally.param(prefix * width)  # cls_token
+  if model.posemb == 'learn':
+    tally.param((grid[-2] * grid[-1] + sum(grid[:-2]) + prefix) * width)
+  for specs in model.block_specs(grid):
+    for spec in specs:
+      att, heads = spec.att_dim, spec.heads
+      head_dim = att // heads
+      tokens = math.prod(spec.grid) + prefix
+      q_grid = spec.q_grid if spec.pool_q else spec.grid
+      queries = math.prod(q_grid) + prefix
+      keys = math.prod(spec.kv_grid) + prefix
+      tally.norm(spec.dim_in)
+      tally.dense(tokens, spec.dim_in, 3 * att)  # qkv
+      pooled = [spec.stride_q] if spec.pool_q else []
+      for stride in pooled + [spec.stride_kv] * 2:
+        # A depthwise 3^n kernel over head_dim channels, shared by the
+        # heads; padding 1.
+        taps = math.prod(valid_taps(side, 3, step, (1, 1))
+                         for side, step in zip(spec.grid, stride))
+        tally.param(3 ** len(stride) * head_dim)
+        tally.flops += 2 * taps * heads * head_dim
+        tally.norm(head_dim)
+      tally.flops += 2 * 2 * queries * keys * att
+      for rows, key_side in zip(spec.rel_pos_sizes, spec.kv_grid):
+        tally.param(rows * head_dim)
+        tally.flops += 2 * (queries - prefix) * att * key_side
+      tally.dense(queries, att, att)  # proj
+      widens = spec.dim_in != spec.dim_out
+      if widens and spec.expand_attn:
+        tally.dense(tokens, spec.dim_in, spec.dim_out)  # shortcut_proj_attn
+      tally.norm(att)
+      if widens and not spec.expand_attn:
+        tally.dense(queries, att, spec.dim_out)  # shortcut_proj_mlp
+      hidden = int(att * model.mlp_ratio)
+      tally.dense(queries, att, hidden)
+      tally.dense(queries, hidden, spec.dim_out)
+      width = spec.dim_out
+  tally.norm(width)  # final_norm
+  tally.head(1, width, model.num_classes)
+  return tally
+
+
 _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     vit.ViT: _vit,
     mixer.Mixer: _mixer,
@@ -558,6 +618,7 @@ _FAMILIES: Dict[Type[nn.Module], Callable[..., Tally]] = {
     unetr.UNETR: _unetr,
     segformer.SegFormer: _segformer,
     timesformer.TimeSformer: _timesformer,
+    mvit.MViT: _mvit,
 }
 
 

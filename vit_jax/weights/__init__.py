@@ -54,3 +54,5 @@ from vit_jax.weights.monai import from_monai
 from vit_jax.weights.monai import MONAI_IMPORTABLE
 from vit_jax.weights.npz import load_npz
 from vit_jax.weights.timm import from_timm
+from vit_jax.weights.torchvision import from_torchvision
+from vit_jax.weights.torchvision import TORCHVISION_IMPORTABLE

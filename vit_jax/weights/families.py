@@ -1,7 +1,7 @@
 """The families whose weights are converted, each with its tables: an
 explicit tuple, not a registry filled by imports. A family's module names
 the family (`NAME`) and holds a table per layout it has (`TIMM`, `HF`,
-`NPZ`, `MONAI`); with a TIMM table, also the timm architectures read by name
+`NPZ`, `MONAI`, `TORCHVISION`); with a TIMM table, also the timm architectures read by name
 (`TIMM_ARCHITECTURES`, `vit_jax.pretrained.SUPPORTED`), how timm's
 `model_args` become its get_model kwargs (`TIMM_ARGS`, a `core.TimmArgs`)
 and `timm_model`, what export's timm config.json says. Adding a family
@@ -15,6 +15,7 @@ from vit_jax.weights import convmixer
 from vit_jax.weights import eva
 from vit_jax.weights import mae
 from vit_jax.weights import mixer
+from vit_jax.weights import mvit
 from vit_jax.weights import segformer
 from vit_jax.weights import swin
 from vit_jax.weights import swinv2
@@ -24,7 +25,7 @@ from vit_jax.weights import vit
 from vit_jax.weights import xcit
 
 FAMILIES = (vit, mixer, swin, swinv2, xcit, convmixer, mae, beit, eva,
-            unetr, segformer, timesformer)
+            unetr, segformer, timesformer, mvit)
 
 
 def module(name: str):
