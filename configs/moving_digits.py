@@ -13,7 +13,7 @@ training, the centre at test) are classified.
 
 ARG, the model:
 - 'timesformer': TimeSformer with divided space-time attention (4 blocks
-  of width 64, 4x4 patches: 32 a frame).
+  of width 64, 8x8 patches: 8 a frame).
 - 'mvit': MViTv2 on clips (two stages of widths 32 and 64, 3x7x7
   patches at stride 2x4x4, pooling attention and relative positions in
   time and space).
@@ -35,7 +35,7 @@ NUM_CLASSES = 20
 FRAMES = 8
 PP = f'value_range(-1, 1)|onehot({NUM_CLASSES})'
 
-_VIT_SIZE = dict(patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=128)
+_VIT_SIZE = dict(patch_size=8, width=64, depth=4, num_heads=4, mlp_dim=128)
 MODELS = {
     'timesformer': dict(name='timesformer', num_frames=FRAMES,
                         attention_type='divided_space_time', **_VIT_SIZE),
@@ -44,7 +44,8 @@ MODELS = {
     # 3x7x7 patches at stride 2x4x4 (MViTv2's clip stem: each token sees
     # three frames), then stages at 4x8 and 2x4 tokens a frame pair.
     'mvit': dict(name='mvit', num_frames=FRAMES, embed_dim=32,
-                 depths=(1, 2), num_heads=1, patch_size=4, tubelet_size=2,
+                 depths=(1, 2), num_heads=(1, 2), patch_kernel=(3, 7, 7),
+                 patch_stride=(2, 4, 4), patch_padding=(1, 3, 3),
                  kv_stride=2),
 }
 
@@ -91,6 +92,16 @@ def get_config(arg: str = 'timesformer') -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.eval_every_steps = 300
   config.eval_batch_size = 128
+  # The clips' representation, few-shot on the classes themselves (so it
+  # checks what the features hold; the digits alone give up to 1/2).
+  config.evals = ml_collections.ConfigDict()
+  config.evals.fewshot = ml_collections.ConfigDict({
+      'kind': 'fewshot', 'every_steps': None, 'representation': 'pre_logits',
+      'datasets': {'moving_digits': {
+          'name': 'moving_digits', 'train_split': 'train[:1000]',
+          'test_split': 'test', 'num_frames': model['num_frames'],
+          'frame_stride': 1, 'pp': 'value_range(-1, 1)'}},
+      'shots': (1, 5, 10), 'seeds': (0, 1, 2), 'l2_reg': 2.0 ** 4})
   config.checkpoint = ml_collections.ConfigDict({
       'every_steps': 300, 'keep_last': 2, 'keep_every': placeholder(int),
       'keep_steps': (), 'async_save': True})

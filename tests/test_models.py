@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -307,3 +308,50 @@ def test_every_family_is_whole():
     assert callable(family.checkpoint_image_size)
     model = models.get_model(family.NAME, variant=family.ZOO[0])
     assert counts.param_count(model) > 0, family.NAME
+
+
+@pytest.mark.parametrize('kernel, strides, padding, shape', [
+    ((3, 3, 3), (1, 2, 2), ((1, 1),) * 3, (2, 4, 6, 8, 5)),
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (3, 7, 6, 4)),
+    ((9, 9), (1, 1), ((4, 4), (4, 4)), (1, 10, 12, 3)),
+    ((3, 1), (1, 1), ((0, 2), (0, 0)), (2, 5, 4, 2)),
+])
+def test_depthwise_conv_implementations_agree(kernel, strides, padding,
+                                              shape):
+  """The shifted multiply-adds (CPUs) and the grouped convolution
+  (accelerators) compute the same map, gradients included, from nn.Conv's
+  own parameter: same tree, same initial values."""
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  use_bias = len(kernel) == 2  # both forms, with and without a bias
+  reference = nn.Conv(shape[-1], kernel, strides=strides, padding=padding,
+                      feature_group_count=shape[-1], use_bias=use_bias)
+  params = reference.init(jax.random.PRNGKey(1), x)
+  expected = reference.apply(params, x)
+  outs = {}
+  for impl in ('conv', 'shifts'):
+    layer = common.DepthwiseConv(kernel, strides, padding, use_bias=use_bias,
+                                 impl=impl)
+    assert jax.tree.map(
+        np.shape, layer.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+            np.shape, params)
+    jax.tree.map(np.testing.assert_array_equal,
+                 layer.init(jax.random.PRNGKey(1), x), params)
+    outs[impl] = layer.apply(params, x)
+    np.testing.assert_allclose(outs[impl], expected, atol=1e-5, rtol=1e-5)
+    grad = jax.grad(lambda p, x: (layer.apply(p, x) ** 2).sum(),
+                    argnums=(0, 1))(params, x)
+    grad_ref = jax.grad(lambda p, x: (reference.apply(p, x) ** 2).sum(),
+                        argnums=(0, 1))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4,
+                                                         rtol=1e-4),
+                 grad, grad_ref)
+  # This CPU: shifts up to 27 taps, the grouped convolution above.
+  expected_impl = 'shifts' if np.prod(kernel) <= 27 else 'conv'
+  assert common.depthwise_backend(kernel) == expected_impl
+
+
+def test_depthwise_conv_impl_is_validated():
+  layer = common.DepthwiseConv((3, 3), (1, 1), ((1, 1), (1, 1)), impl='fft')
+  with pytest.raises(ValueError, match=r"Unknown DepthwiseConv impl 'fft'; "
+                     r"valid choices: \['conv', 'shifts'\]"):
+    layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 2)))

@@ -599,7 +599,7 @@ def test_from_hf_vit_model_pooler_is_the_pre_logits_layer():
 def test_from_hf_errors_name_the_problem():
   state_dict, _, _, _ = _load_hf_golden()
   with pytest.raises(ValueError, match=r"'swin'; valid models: "
-                     r"\['vit', 'mae', 'segformer'\]"):
+                     r"\['vit', 'mae', 'segformer', 'timesformer'\]"):
     weights.from_hf(state_dict, 'swin')
   with pytest.raises(ValueError, match=r'vit\.encoder\.layer\.0\.lambda '
                      r'\(3,\)'):

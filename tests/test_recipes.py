@@ -23,6 +23,7 @@ from vit_jax import config as config_lib
 from vit_jax import optim
 from vit_jax import train
 from vit_jax.models import counts
+from vit_jax.models import mvit
 
 # Configs in configs/ that are not training recipes: few-shot evaluation of
 # a pretrained checkpoint (tests/test_evaluate_pretrained.py runs it).
@@ -53,7 +54,12 @@ def _run_key(name, arg):
   (a stochastic-depth rate or a dropout is the same code at 0.1 and 0.2)."""
   resolved = config_lib.to_json_dict(config_lib.resolve(_shrunk(name, arg)))
   model = resolved['model']
-  model.pop('variant', None)
+  variant = model.pop('variant', None)
+  if model['name'] == 'mvit' and variant:  # what the variant sets but sizes
+    table = (mvit.VIDEO_VARIANTS if model.get('num_frames') else
+             mvit.VARIANTS)[variant]
+    model['design'] = {key: value for key, value in table.items()
+                       if key not in stand_in.TINY['mvit']}
   for key, value in model.items():
     if isinstance(value, float):
       model[key] = value != 0
@@ -113,13 +119,19 @@ def test_each_variant_resolves_and_builds_at_full_size(name, arg):
   config = config_lib.resolve(tiny.load_config(name, arg))
   model = build.build_model(config.model)
   size = _image_size(config.data.pp_eval)
-  channels = 1 if config.data.name in ('digits', 'digit_mosaics') else 3
+  channels = 1 if config.data.name in ('digits', 'digit_mosaics',
+                                       'moving_digits') else 3
   shape = (size, size, channels)
+  if config.model.name != 'unetr' and config.model.get('image_size'):
+    sides = config.model.image_size  # a model built for its frames' size
+    shape = (*((sides,) * 2 if isinstance(sides, int) else sides), channels)
   if config.model.name == 'unetr':  # counted on its own volume
     shape = (*model.volume, model.in_channels)
   if config.data.get('num_frames'):  # clips
     shape = (config.data.num_frames, *shape)
-  params = counts.param_count(model, size, channels)
+  params = counts.param_count(
+      model, size if config.model.name == 'unetr' else shape[-3:-1],
+      channels)
   assert params > 0
   # The optimizer, schedule and multipliers build for the full model too.
   tx, schedule = optim.make_optimizer(config, config.total_steps)

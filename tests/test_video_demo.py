@@ -29,6 +29,65 @@ from vit_jax.data import moving_digits
 from vit_jax.evaluate.__main__ import evaluate_workdir
 from vit_jax.workdir import read_config as load_workdir_config
 
+# The figures README.md states for the demo (measured 2026-12-07); the
+# bars leave room for other package versions.
+MVIT_BAR = 0.85
+FRAME_CEILING = 0.5  # a single frame cannot know the direction
+SHUFFLED_CEILING = 0.55
+
+
+def _last(rows, name):
+  return [row[name] for row in rows if name in row][-1]
+
+
+def _run_demo(arg, workdir):
+  """`python -m vit_jax.main --config=configs/moving_digits.py:ARG` as
+  README.md runs it: one CPU device, XLA's default optimisation."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.main',
+       f'--config=configs/moving_digits.py:{arg}', f'--workdir={workdir}'],
+      cwd=tiny.ROOT, env=dict(os.environ, XLA_FLAGS=''), capture_output=True,
+      text=True, timeout=3600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return train.read_metrics(workdir)
+
+
+def test_moving_digits_demo_needs_time(tmp_path):
+  """MViT reads the direction from the frames' order: far above the
+  single-frame ViT and above the 1/2 that the digit alone allows; with its
+  test clips' frames shuffled it falls back under that ceiling. The
+  TimeSformer beats the single-frame baseline too (it sees every frame of
+  the clip), but at this budget not by the frames' order: shuffled, it
+  scores as before (README.md says so)."""
+  runs = {}
+  for arg in ('frame', 'mvit', 'timesformer'):
+    workdir = str(tmp_path / arg)
+    runs[arg] = (workdir, _run_demo(arg, workdir))
+  accuracy = {arg: _last(rows, 'val/accuracy')
+              for arg, (_, rows) in runs.items()}
+  assert accuracy['frame'] <= FRAME_CEILING, accuracy
+  assert accuracy['mvit'] >= MVIT_BAR > FRAME_CEILING, accuracy
+  assert accuracy['timesformer'] > accuracy['frame'] + 0.05, accuracy
+  for arg, (_, rows) in runs.items():  # the clips' few-shot features
+    assert _last(rows, 'fewshot/moving_digits/10shot') > 0.05 * 3, arg
+    assert _last(rows, 'val/count') == moving_digits.SIZES['test']
+
+  # The frame-shuffled control: each test clip's frames in one fixed
+  # random order (`shuffle_frames` in pp_eval), the trained models as they
+  # are.
+  shuffled = {}
+  for arg in ('mvit', 'timesformer'):
+    workdir = runs[arg][0]
+    config = load_workdir_config(workdir)
+    config.data.pp_eval = 'shuffle_frames|' + config.data.pp_eval
+    (_, metrics), = evaluate_workdir(config, workdir, 'latest',
+                                     ['val']).items()
+    shuffled[arg] = metrics['val/accuracy']
+  assert shuffled['mvit'] <= SHUFFLED_CEILING < accuracy['mvit'], shuffled
+  assert abs(shuffled['timesformer'] - accuracy['timesformer']) < 0.1, (
+      shuffled, accuracy)
+
+
 # A tiny TimeSformer on the moving digits, for the resume and predict
 # tests: random crops, mixup and CutMix, dropout and stochastic depth on,
 # so a resumed stream must redraw all of them.

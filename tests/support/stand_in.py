@@ -21,8 +21,8 @@ What changes (and nothing else: `unexpected_changes` checks it against
   (`make_video_folder`), clips of VIDEO_FRAMES frames VIDEO_STRIDE apart,
   its specs' sizes scaled as an image recipe's; the built-in moving digits
   stay. The shuffle buffer shrinks.
-- model: the family's tiny size (TINY) instead of the variant, CLASSES
-  classes; every other model field (pooling, position embedding, dropout,
+- model: the family's tiny size (TINY) instead of the variant (over the
+  variant, for the families of KEEP_VARIANT), CLASSES classes; every other model field (pooling, position embedding, dropout,
   dtype, mask ratio, ...) is the recipe's.
 - steps: STEPS steps of BATCH_SIZE; warmup 1 step, a cooldown (when the
   recipe has one) over the rest, an rsqrt timescale of 1; evaluations and a
@@ -77,7 +77,12 @@ TINY = {
                   skip_blocks=(0, 1, 2)),
     # ViT's tiny size, so that the stand-in ViT's weights initialise it.
     'timesformer': dict(width=16, depth=1, mlp_dim=32, num_heads=2),
+    'mvit': dict(embed_dim=8, depths=(1, 1), num_heads=(1, 1)),
 }
+# Families whose variant names more than sizes (MViT's clip variants: the
+# class token, pooling, position embeddings): the stand-in keeps the
+# variant and overrides its sizes.
+KEEP_VARIANT = ('mvit',)
 # Family -> patch size at RESOLUTION (a recipe that sets its own patch size,
 # as the digits recipes do, keeps it).
 PATCH = {'vit': 8, 'mae': 8, 'mixer': 8, 'swin': 4, 'xcit': 8,
@@ -336,7 +341,7 @@ def stand_in(config, folder: str, data_dir: str,
 
   model = config.model
   family = model.name
-  if model.get('variant') is not None:
+  if model.get('variant') is not None and family not in KEEP_VARIANT:
     model.variant = None
   if model.get('patch_size') is None and family in PATCH:
     model.patch_size = PATCH[family]

@@ -118,7 +118,9 @@ def convert_params(source_name: str, target_name: str,
                    params: Mapping[str, Any]) -> Any:
   """Params of a `source_name` model, as params of a `target_name` one.
 
-  The same family: unchanged. An MAE to a ViT: the MAE's encoder
+  The same family: unchanged, but for a space-only TimeSformer's params
+  (no temporal parts: a ViT's, frame by frame), which start a TimeSformer
+  as a ViT's do. An MAE to a ViT: the MAE's encoder
   (`mae.encoder_params`, for `get_model('vit', pool_type='cls',
   posemb='sincos2d')`). Other pairs raise. Sizes are not checked here.
 
@@ -130,6 +132,9 @@ def convert_params(source_name: str, target_name: str,
   Returns:
     The target parameter tree (without a head where the source had none).
   """
+  if source_name == target_name == 'timesformer' and (
+      'time_embed' not in params):
+    return timesformer.vit_params_as_timesformer(params)
   if source_name == target_name:
     return params
   convert = _CONVERSIONS.get((source_name, target_name))

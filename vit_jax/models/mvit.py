@@ -213,10 +213,8 @@ class MultiScaleAttention(nn.Module):
 
     def pool(name, t, stride):
       folded, cls = _fold_grid(t, spec.grid, has_cls)
-      pooled = nn.Conv(
-          head_dim, kernel, strides=stride,
-          padding=[(k // 2, k // 2) for k in kernel],
-          feature_group_count=head_dim, use_bias=False, dtype=dtype,
+      pooled = common.DepthwiseConv(
+          kernel, stride, [(k // 2, k // 2) for k in kernel], dtype=dtype,
           name=f'pool_{name}')(folded)
       t = _unfold_grid(pooled, heads, cls)
       return nn.LayerNorm(options.layer_norm_eps, dtype=dtype,

@@ -136,11 +136,10 @@ def upsample_logits(logits: jax.Array, image_size: Pair) -> jax.Array:
 # The encoder.
 
 
-def _conv(features, kernel, stride=1, padding=0, groups=1, bias=True,
+def _conv(features, kernel, stride=1, padding=0, bias=True,
           dtype=jnp.float32, name=None):
   return nn.Conv(features, (kernel, kernel), (stride, stride),
-                 padding=[(padding, padding)] * 2,
-                 feature_group_count=groups, use_bias=bias, dtype=dtype,
+                 padding=[(padding, padding)] * 2, use_bias=bias, dtype=dtype,
                  name=name)
 
 
@@ -154,8 +153,9 @@ class MixFFN(nn.Module):
   def __call__(self, maps: jax.Array, deterministic: bool) -> jax.Array:
     width = maps.shape[-1]  # [B, h, w, C]
     hidden = nn.Dense(self.hidden_dim, dtype=self.dtype, name='fc1')(maps)
-    hidden = _conv(self.hidden_dim, 3, padding=1, groups=self.hidden_dim,
-                   dtype=self.dtype, name='dwconv')(hidden)
+    hidden = common.DepthwiseConv((3, 3), (1, 1), ((1, 1), (1, 1)),
+                                  use_bias=True, dtype=self.dtype,
+                                  name='dwconv')(hidden)
     hidden = common.ACTIVATIONS['gelu'](hidden)
     hidden = nn.Dropout(self.dropout)(hidden, deterministic)
     outputs = nn.Dense(width, dtype=self.dtype, name='fc2')(hidden)

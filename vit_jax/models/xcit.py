@@ -235,9 +235,9 @@ class LocalPatchInteraction(nn.Module):
   def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
     batch, _, width = tokens.shape  # [B, N, D]
     features = tokens.reshape(batch, *self.grid, width)  # [B, h, w, D]
-    depthwise = lambda name: nn.Conv(  # noqa: E731
-        width, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=width,
-        dtype=self.dtype, kernel_init=_CONV_INIT, name=name)
+    depthwise = lambda name: common.DepthwiseConv(  # noqa: E731
+        (3, 3), (1, 1), ((1, 1), (1, 1)), use_bias=True, dtype=self.dtype,
+        kernel_init=_CONV_INIT, name=name)
     features = depthwise('conv1')(features)
     features = nn.gelu(features, approximate=False)
     features = common.BatchNorm(dtype=self.dtype, name='bn')(features, train)
