@@ -11,6 +11,7 @@ standard sizes.
 import math
 import sys
 import types
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import pytest
 
 from vit_jax.models import __main__ as zoo
+from vit_jax.models import common
 from vit_jax.models import counts
 from vit_jax.models import get_model
 from vit_jax.models import unetr
@@ -88,9 +90,15 @@ def _abstract(model, size):
 
 
 def traced_matmul_flops(model, size):
-  """Matrix-product and convolution FLOPs of the traced forward pass."""
+  """Matrix-product and convolution FLOPs of the traced forward pass, its
+  depthwise convolutions traced as XLA's grouped convolution (on CPUs they
+  run as shifted multiply-adds: the same products, not a convolution the
+  trace would count)."""
   variables, images = _abstract(model, size)
-  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, images)
+  with mock.patch.object(common, 'depthwise_backend',
+                         lambda kernel_size: 'conv'):
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables,
+                                                           images)
   return _jaxpr_matmul_flops(jaxpr.jaxpr)
 
 
@@ -193,6 +201,9 @@ OPTIONS = {
     # clips (relative t / h / w tables; separable position embedding).
     'mvit_v2': ('mvit', dict(embed_dim=8, num_heads=1, depths=(1, 2, 1, 1),
                              num_classes=10), 32),
+    'mvit_v2_scan': ('mvit', dict(embed_dim=8, num_heads=1,
+                                  depths=(1, 3, 2), num_classes=10,
+                                  scan=True), 32),
     'mvit_v2_mlp_widening_cls': ('mvit', dict(
         embed_dim=8, num_heads=1, depths=(1, 2, 2), expand_attn=False,
         class_token=True, pool_type='cls', num_classes=10), 48),

@@ -16,6 +16,7 @@ import pytest
 import golden_cases
 from vit_jax import export
 from vit_jax import weights
+from vit_jax.models import common
 from vit_jax.models import counts
 from vit_jax.models import features
 from vit_jax.models import get_model
@@ -303,3 +304,80 @@ def test_features_are_the_stage_maps(timm_golden):
   np.testing.assert_allclose(maps['stage_2'], aux['stage_features'][2],
                              atol=1e-5, rtol=0)
   assert maps['stage_2'].shape == (2, 4, 4, 32)
+
+
+@pytest.mark.parametrize('case', sorted(TIMM_CASES) + sorted(
+    TORCHVISION_CASES))
+def test_scan_imports_into_the_scanned_layout_and_matches(
+    timm_golden, torchvision_golden, case):
+  """scan=True: the importers stack each stage's blocks after the first
+  (before MViTv1's widening last) into `blocks_from_1`; the logits are the
+  unrolled model's, and the export reads the scanned tree back."""
+  timm_case = case in TIMM_CASES
+  kwargs = (TIMM_CASES if timm_case else TORCHVISION_CASES)[case]
+  source = 'timm' if timm_case else 'torchvision'
+  arrays = timm_golden if timm_case else torchvision_golden
+  state_dict = _group(arrays, f'{case}/{source}')
+  outputs = _group(arrays, f'{case}/out')
+  inputs = outputs['images' if timm_case else 'clips']
+  import_fn = weights.from_timm if timm_case else weights.from_torchvision
+  variables = import_fn(state_dict, 'mvit', **dict(kwargs, scan=True))
+  runs = get_model('mvit', **dict(kwargs, scan=True)).scan_runs()
+  assert any(runs) == (case != 'v1b')  # v1b: no stage has a run
+  for stage, run in enumerate(runs):
+    names = set(variables['params'][f'stage_{stage}'])
+    assert ('blocks_from_1' in names) == (run is not None), (stage, names)
+  logits, _ = _forward(variables, inputs, **dict(kwargs, scan=True))
+  np.testing.assert_allclose(logits, outputs['logits'], atol=TOL, rtol=0)
+  flat = weights.flatten_variables(
+      {'params': common.unstack_blocks(variables['params'])})
+  exported = (weights.timm.to_timm(flat, 'mvit') if timm_case else
+              torchvision_weights.to_torchvision(
+                  flat, 'mvit', get_model('mvit', **kwargs)))
+  for name, array in state_dict.items():
+    np.testing.assert_array_equal(exported[name], array, err_msg=name)
+
+
+@pytest.mark.parametrize('expand_attn, frames', [(True, None), (False, 4)])
+def test_scan_runs_the_same_function_on_deep_stages(expand_attn, frames):
+  """Runs of three and two alike blocks, before MViTv1's widening last:
+  the scanned model on `stack_params` of the unrolled model's parameters
+  is the unrolled model, in inference and in training (drop path's rates
+  per block, remat), and `unstack_blocks` inverts the stacking."""
+  kwargs = dict(_TINY, depths=(1, 4, 3), expand_attn=expand_attn,
+                num_frames=frames, stochastic_depth=0.3, class_token=True,
+                pool_type='cls')
+  shape = (2, 32, 32, 3) if frames is None else (2, 4, 32, 32, 3)
+  inputs = jax.random.normal(jax.random.PRNGKey(0), shape)
+  unrolled = get_model('mvit', **kwargs)
+  scanned = get_model('mvit', **dict(kwargs, scan=True, remat=True))
+  runs = scanned.scan_runs()
+  assert runs == [None, (1, 4) if expand_attn else (1, 3), (1, 3)]
+  params = unrolled.init(jax.random.PRNGKey(1), inputs)['params']
+  stacked = scanned.stack_params(params)
+  assert stacked['stage_1']['blocks_from_1']['norm1']['scale'].shape == (
+      runs[1][1] - 1, 16)
+  assert jax.tree.structure(stacked) == jax.tree.structure(
+      scanned.init(jax.random.PRNGKey(1), inputs)['params'])
+  jax.tree.map(np.testing.assert_array_equal,
+               common.unstack_blocks(stacked), params)
+  def loss(model, p):
+    return (model.apply({'params': p}, inputs)[1]['pre_logits'] ** 2).sum()
+
+  want = unrolled.apply({'params': params}, inputs)[1]['pre_logits']
+  got = scanned.apply({'params': stacked}, inputs)[1]['pre_logits']
+  assert np.abs(want).max() > 0.1
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  grads = [jax.grad(loss, argnums=1)(model, p)
+           for model, p in ((unrolled, params), (scanned, stacked))]
+  # Against the largest gradient (some leaves' own are float32 noise: a
+  # key norm's bias shifts every logit of a row alike, gradient 0).
+  scale = max(np.abs(leaf).max() for leaf in jax.tree.leaves(grads[0]))
+  errors = jax.tree.leaves(jax.tree.map(
+      lambda a, b: float(np.abs(a - b).max()),
+      scanned.stack_params(grads[0]), grads[1]))
+  assert max(errors) < 1e-4 * scale, (max(errors), scale)
+  # Training: drop path acts inside the scanned run too.
+  trained = scanned.apply({'params': stacked}, inputs, train=True,
+                          rngs={'dropout': jax.random.PRNGKey(2)})
+  assert np.abs(trained[1]['pre_logits'] - want).max() > 1e-3

@@ -151,13 +151,23 @@ def test_shuffle_frames_keeps_the_set_of_frames():
       f.tobytes() for f in clip)
   assert not np.array_equal(
       shuffled, _apply('shuffle_frames', {'image': clip}, 6)['image'])
-  # In evaluation: one fixed permutation, allowed in pp_eval.
+  # In evaluation: reproducible (allowed in pp_eval), and each clip its
+  # own permutation, not one shared by all clips.
   fixed = _apply('shuffle_frames', {'image': clip})['image']
   np.testing.assert_array_equal(
       fixed, _apply('shuffle_frames', {'image': clip})['image'])
-  order = [int(np.flatnonzero([np.array_equal(f, g) for g in clip])[0])
-           for f in fixed]
-  assert sorted(order) == list(range(16)) and order != list(range(16))
+
+  def order(original, shuffled):
+    return [int(np.flatnonzero([np.array_equal(f, g) for g in original])[0])
+            for f in shuffled]
+
+  assert sorted(order(clip, fixed)) == list(range(16))
+  assert order(clip, fixed) != list(range(16))
+  other = moving_digits.split_arrays('test')['video'][4]
+  assert order(other, _apply('shuffle_frames', {'image': other})['image']) \
+      != order(clip, fixed)
+  assert not np.array_equal(
+      fixed, _apply('shuffle_frames(seed=1)', {'image': clip})['image'])
   views = video.eval_views(clip, _config(
       num_frames=16, pp_eval='shuffle_frames|view_crop(16)'))
   np.testing.assert_array_equal(views[0], fixed[:, :, 8:24])

@@ -7,8 +7,8 @@ arguments, parsed by its `parse_spec`) and these ops, in NumPy:
       view_crop(size) (the test views' spatial crop, see below);
   random: random_resized_crop(size, scale, ratio), random_crop(size),
       random_resize_small(min_size, max_size) (scale jitter), flip_lr;
-  order: shuffle_frames (random per clip in training, one fixed
-      permutation in evaluation);
+  order: shuffle_frames (random per clip; in evaluation reproducibly,
+      keyed by the clip's frames);
   values and labels: value_range(lo, hi), normalize(mean, std),
       onehot(num_classes).
 
@@ -32,6 +32,7 @@ direction, it would swap 'left' and 'right', so `video.py` refuses it there.
 import functools
 import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+import zlib
 
 import numpy as np
 
@@ -295,15 +296,20 @@ def flip_lr() -> ClipOp:
 def shuffle_frames(seed: int = 0) -> ClipOp:
   """A permutation of the clip's frames: the frame-shuffled control, which
   keeps every frame and loses their order. In training each clip draws its
-  own; in evaluation (no generator) every clip gets the one permutation
-  that `seed` draws, so pp_eval may hold it too."""
+  own from the clip's generator; in evaluation (no generator) each clip
+  draws its own too, from `seed` and a CRC-32 of its frames, so pp_eval
+  may hold it and a view is the same on every pass. (One permutation for
+  every clip would not be a control: it reorders all clips alike, which a
+  model may read as a consistent false motion, e.g. all reversed.)"""
 
   def apply(clip, rng, view):
     del view
-    count = len(clip['image'])
+    frames = clip['image']
+    count = len(frames)
     if rng is None:
-      rng = np.random.default_rng([int(seed) % 2**64, count])
-    return _with(clip, image=clip['image'][rng.permutation(count)])
+      digest = zlib.crc32(np.ascontiguousarray(frames).tobytes())
+      rng = np.random.default_rng([int(seed) % 2**64, count, digest])
+    return _with(clip, image=frames[rng.permutation(count)])
 
   return ClipOp(apply, _keep)
 

@@ -491,12 +491,25 @@ def _block_index(name: str) -> Optional[int]:
   return None
 
 
+def _scanned_start(name: str) -> Optional[int]:
+  """The first block index of a scanned run's key: `blocks` (all of a
+  module's blocks, from 0) or `blocks_from_{s}` (a run from block s, the
+  blocks before it unrolled: MViT's stages)."""
+  if name == 'blocks':
+    return 0
+  prefix = 'blocks_from_'
+  if name.startswith(prefix) and name[len(prefix):].isdigit():
+    return int(name[len(prefix):])
+  return None
+
+
 def stack_blocks(params: Mapping[str, Any]) -> dict:
   """Converts unrolled `block_{i}` parameters to the scanned `blocks` layout.
 
   Works on any (nested) parameter dict: every dict holding `block_0` ..
   `block_{n-1}` gets them replaced by one `blocks` entry whose leaves carry
-  a leading axis of size n.
+  a leading axis of size n. (MViT scans only part of each stage: its
+  `stack_params` uses `stack_block_run`.)
   """
   if not isinstance(params, Mapping):
     return params
@@ -512,15 +525,37 @@ def stack_blocks(params: Mapping[str, Any]) -> dict:
   return converted
 
 
+def stack_block_run(params: Mapping[str, Any], start: int,
+                    stop: int) -> dict:
+  """One module's `block_{start}` .. `block_{stop - 1}` ->
+  `blocks_from_{start}` (leaves with a leading axis of stop - start); its
+  other entries as they are."""
+  missing = [f'block_{i}' for i in range(start, stop)
+             if f'block_{i}' not in params]
+  if missing:
+    raise ValueError(f'Cannot stack blocks {start}..{stop - 1}: '
+                     f'{", ".join(missing)} not in {sorted(params)}.')
+  converted = {name: value for name, value in params.items()
+               if _block_index(name) not in range(start, stop)}
+  converted[f'blocks_from_{start}'] = jax.tree.map(
+      lambda *xs: np.stack(xs), *[params[f'block_{i}']
+                                  for i in range(start, stop)])
+  return converted
+
+
 def unstack_blocks(params: Mapping[str, Any]) -> dict:
-  """Inverse of `stack_blocks`: `blocks` -> `block_0` .. `block_{n-1}`."""
+  """Inverse of `stack_blocks` and `stack_block_run`: `blocks` ->
+  `block_0` .., `blocks_from_{s}` -> `block_{s}` ..."""
   if not isinstance(params, Mapping):
     return params
   converted = {name: unstack_blocks(value) for name, value in params.items()
-               if name != 'blocks'}
-  if 'blocks' in params:
-    depth = jax.tree.leaves(params['blocks'])[0].shape[0]
+               if _scanned_start(name) is None}
+  for name, value in params.items():
+    start = _scanned_start(name)
+    if start is None:
+      continue
+    depth = jax.tree.leaves(value)[0].shape[0]
     for index in range(depth):
-      converted[f'block_{index}'] = unstack_blocks(
-          jax.tree.map(lambda x, i=index: x[i], params['blocks']))
+      converted[f'block_{start + index}'] = unstack_blocks(
+          jax.tree.map(lambda x, i=index: x[i], value))
   return converted

@@ -55,11 +55,13 @@ Parameter layout (paths of `params`):
         rel_pos_{t,h,w} [2 n - 1, head_dim]                (rel_pos=True)
     final_norm, head
 
-Blocks are not scanned: within a stage every block after the first is
-alike in MViTv2, but the first differs (strides, width) and in MViTv1 the
-last too, so a stage's blocks cannot share one stacked parameter tree in
-this package's scanned layout (`common.stack_blocks` stacks all of a
-module's `block_{i}`); `remat` rematerialises each block instead.
+`scan`: within a stage every block after the first is alike (the first
+pools and widens; in MViTv1, expand_attn=False, the last widens too), so
+with scan=True those run as one `nn.scan` module per stage,
+`stage_{i}/blocks_from_1` (leaves with a leading axis of the run's
+length), the others unrolled (`scan_runs`); `stack_params` converts the
+unrolled layout to it, `common.unstack_blocks` back. `remat`
+rematerialises each block.
 """
 
 import functools
@@ -341,21 +343,41 @@ class MultiScaleBlock(nn.Module):
 
 
 class MViTStage(nn.Module):
-  """A stage's blocks, `block_{j}`, unrolled (module docstring: why not
-  scanned). Returns (its patch map [B, *grid, C], all its tokens): the map
-  first, the stage output `models.features` reads."""
+  """A stage's blocks: `block_{j}` unrolled, or with `scan_run` (start,
+  stop) blocks start .. stop - 1 (alike) as one scanned module
+  `blocks_from_{start}`. Returns (its patch map [B, *grid, C], all its
+  tokens): the map first, the stage output `models.features` reads."""
   specs: Tuple[BlockSpec, ...]
   drop_path_rates: Tuple[float, ...]
   options: BlockOptions
   remat: bool = False
+  scan_run: Optional[Tuple[int, int]] = None
 
   @nn.compact
   def __call__(self, tokens: jax.Array, deterministic: bool):
     # The drop-path rate (argument 2, counting `self`) stays a Python float.
     block_cls = (nn.remat(MultiScaleBlock, static_argnums=(2,))
                  if self.remat else MultiScaleBlock)
+    start, stop = self.scan_run or (len(self.specs), len(self.specs))
+    if any(spec != self.specs[start] for spec in self.specs[start:stop]):
+      raise ValueError(f'MViT: blocks {start}..{stop - 1} of a stage differ '
+                       f'and cannot be scanned.')
     for index, (spec, rate) in enumerate(zip(self.specs,
                                              self.drop_path_rates)):
+      if start < index < stop:
+        continue  # in the scanned run
+      if index == start and stop > start:
+        scanned_cls = (nn.remat(MultiScaleBlock, prevent_cse=False)
+                       if self.remat else MultiScaleBlock)
+        scanned_cls = nn.scan(
+            scanned_cls, variable_axes={'params': 0},
+            split_rngs={'params': True, 'dropout': True}, in_axes=0,
+            length=stop - start)
+        tokens, _ = scanned_cls(spec, self.options, deterministic,
+                                name=f'blocks_from_{start}')(
+                                    tokens, jnp.asarray(
+                                        self.drop_path_rates[start:stop]))
+        continue
       tokens, _ = block_cls(spec, self.options, deterministic,
                             name=f'block_{index}')(tokens, rate)
     patches = tokens[:, 1:] if self.options.has_cls else tokens
@@ -408,6 +430,8 @@ class MViT(nn.Module):
     stochastic_depth: drop-path rate of the last block, growing linearly
       from 0 over all blocks.
     head_bias_init, layer_norm_eps (1e-6 in both references), dtype, remat.
+    scan: each stage's alike blocks as one scanned module (module
+      docstring).
 
   `__call__` returns (logits, aux): aux['pre_logits'] is the pooled
   representation [B, C] (float32), aux['encoded'] the final normed tokens
@@ -441,6 +465,7 @@ class MViT(nn.Module):
   head_bias_init: float = 0.0
   layer_norm_eps: float = 1e-6
   dtype: Any = jnp.float32
+  scan: bool = False
   remat: bool = False
 
   @classmethod
@@ -481,6 +506,28 @@ class MViT(nn.Module):
     if self.num_frames is not None and self.num_frames < 1:
       raise ValueError(f'MViT num_frames must be positive or None, got '
                        f'{self.num_frames}.')
+
+  def scan_runs(self) -> List[Optional[Tuple[int, int]]]:
+    """Per stage, the (start, stop) blocks that `scan` runs as one scanned
+    module, or None: the blocks after the first (which pools and may
+    widen), but before MViTv1's widening last block (expand_attn=False,
+    every stage but the last)."""
+    runs = []
+    for stage, depth in enumerate(self.depths):
+      last = stage == len(self.depths) - 1
+      stop = depth if self.expand_attn or last else depth - 1
+      runs.append((1, stop) if self.scan and stop > 1 else None)
+    return runs
+
+  def stack_params(self, params: Mapping[str, Any]) -> dict:
+    """Unrolled parameters (`block_{j}` in every stage) -> this model's
+    scanned layout (`scan_runs`); `common.unstack_blocks` inverts it."""
+    params = dict(params)
+    for stage, run in enumerate(self.scan_runs()):
+      if run is not None and f'stage_{stage}' in params:
+        params[f'stage_{stage}'] = common.stack_block_run(
+            params[f'stage_{stage}'], *run)
+    return params
 
   @property
   def grid_ndim(self) -> int:
@@ -607,11 +654,12 @@ class MViT(nn.Module):
         self.attention_dropout, self.dtype)
     stage_features = []
     start = 0
+    runs = self.scan_runs()
     for stage, specs in enumerate(stage_specs):
       stage_map, tokens = MViTStage(
           tuple(specs), tuple(float(r) for r in
                               rates[start:start + len(specs)]),
-          options, remat=self.remat,
+          options, remat=self.remat, scan_run=runs[stage],
           name=f'stage_{stage}')(tokens, deterministic)
       start += len(specs)
       stage_features.append(stage_map)

@@ -804,6 +804,8 @@ def fit_to_model(loaded: FlatParams, name: str, model,
   variables = unflatten_variables(
       {p: np.asarray(v, np.float32) for p, v in loaded.items()})
   if getattr(model, 'scan', False):
-    variables = {collection: common.stack_blocks(tree)
+    # A family that scans part of its blocks (MViT) says how to stack.
+    stack = getattr(model, 'stack_params', common.stack_blocks)
+    variables = {collection: stack(tree)
                  for collection, tree in variables.items()}
   return variables
