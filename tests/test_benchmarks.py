@@ -150,3 +150,17 @@ def test_segmentation_step_benchmark_splits_unetr_step():
   segmentation_step = _load_script('segmentation_step')
   with pytest.raises(SystemExit, match=r"unknown --models \['x'\]"):
     segmentation_step.main(['--models=x'])
+
+
+def test_depthwise_conv_benchmark_times_both_implementations(capsys):
+  """benchmarks/depthwise_conv.py: both implementations of a case time
+  their forward and backward passes and agree; unknown cases named."""
+  depthwise_conv = _load_script('depthwise_conv')
+  depthwise_conv.main(['--steps=1', '--cases=mvit_pool_3x3x3_stride_1x2x2'])
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [r['impl'] for r in records] == ['conv', 'shifts']
+  for record in records:
+    assert record['forward_ms'] > 0 and record['forward_backward_ms'] > 0
+    assert record['max_abs_diff_vs_conv'] < 1e-5
+  with pytest.raises(SystemExit, match=r"unknown --cases \['x'\]"):
+    depthwise_conv.main(['--cases=x'])

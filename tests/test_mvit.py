@@ -347,29 +347,34 @@ def test_scan_runs_the_same_function_on_deep_stages(expand_attn, frames):
   kwargs = dict(_TINY, depths=(1, 4, 3), expand_attn=expand_attn,
                 num_frames=frames, stochastic_depth=0.3, class_token=True,
                 pool_type='cls')
-  shape = (2, 32, 32, 3) if frames is None else (2, 4, 32, 32, 3)
+  shape = (2, 16, 16, 3) if frames is None else (1, 4, 16, 16, 3)
   inputs = jax.random.normal(jax.random.PRNGKey(0), shape)
   unrolled = get_model('mvit', **kwargs)
   scanned = get_model('mvit', **dict(kwargs, scan=True, remat=True))
   runs = scanned.scan_runs()
   assert runs == [None, (1, 4) if expand_attn else (1, 3), (1, 3)]
-  params = unrolled.init(jax.random.PRNGKey(1), inputs)['params']
+  params = jax.jit(unrolled.init)(jax.random.PRNGKey(1), inputs)['params']
   stacked = scanned.stack_params(params)
   assert stacked['stage_1']['blocks_from_1']['norm1']['scale'].shape == (
       runs[1][1] - 1, 16)
   assert jax.tree.structure(stacked) == jax.tree.structure(
-      scanned.init(jax.random.PRNGKey(1), inputs)['params'])
+      jax.eval_shape(scanned.init, jax.random.PRNGKey(1), inputs)['params'])
   jax.tree.map(np.testing.assert_array_equal,
                common.unstack_blocks(stacked), params)
-  def loss(model, p):
-    return (model.apply({'params': p}, inputs)[1]['pre_logits'] ** 2).sum()
 
-  want = unrolled.apply({'params': params}, inputs)[1]['pre_logits']
-  got = scanned.apply({'params': stacked}, inputs)[1]['pre_logits']
+  def pre_logits(model, p, train=False):
+    return model.apply({'params': p}, inputs, train=train,
+                       rngs={'dropout': jax.random.PRNGKey(2)})[1][
+                           'pre_logits']
+
+  def grad(model, p):
+    return jax.jit(jax.grad(lambda q: (pre_logits(model, q) ** 2).sum()))(p)
+
+  want = jax.jit(functools.partial(pre_logits, unrolled))(params)
+  got = jax.jit(functools.partial(pre_logits, scanned))(stacked)
   assert np.abs(want).max() > 0.1
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-  grads = [jax.grad(loss, argnums=1)(model, p)
-           for model, p in ((unrolled, params), (scanned, stacked))]
+  grads = [grad(unrolled, params), grad(scanned, stacked)]
   # Against the largest gradient (some leaves' own are float32 noise: a
   # key norm's bias shifts every logit of a row alike, gradient 0).
   scale = max(np.abs(leaf).max() for leaf in jax.tree.leaves(grads[0]))
@@ -378,6 +383,6 @@ def test_scan_runs_the_same_function_on_deep_stages(expand_attn, frames):
       scanned.stack_params(grads[0]), grads[1]))
   assert max(errors) < 1e-4 * scale, (max(errors), scale)
   # Training: drop path acts inside the scanned run too.
-  trained = scanned.apply({'params': stacked}, inputs, train=True,
-                          rngs={'dropout': jax.random.PRNGKey(2)})
-  assert np.abs(trained[1]['pre_logits'] - want).max() > 1e-3
+  trained = jax.jit(functools.partial(pre_logits, scanned, train=True))(
+      stacked)
+  assert np.abs(trained - want).max() > 1e-3

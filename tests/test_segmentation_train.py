@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import tiny
 from vit_jax import build
 from vit_jax import config as config_lib
 from vit_jax import losses
 from vit_jax import models
-from vit_jax import sharding
 from vit_jax import train
 from vit_jax import weights
 from vit_jax.models import segformer
@@ -178,25 +178,10 @@ def test_sharded_segmentation_step_equals_the_data_parallel_one(dtype):
       np.int32)
   images = np.random.default_rng(4).normal(size=(8, 32, 32, 3)).astype(
       np.float32)
-  results = []
-  for data, fsdp in ((8, 1), (4, 2)):
-    config = _config({**SEGFORMER, 'dtype': dtype},
-                     mesh={'data': data, 'fsdp': fsdp})
-    run = build.build_run(config, _data('segmentation', (32, 32, 3), 5))
-    state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(
-        jax.random.PRNGKey(0))
-    if fsdp > 1:
-      assert any('fsdp' in str(leaf.sharding.spec)
-                 for leaf in jax.tree.leaves(state['params']))
-    step = jax.jit(train.make_train_step(train.make_loss_fn(run.model, config),
-                                         run.tx, run.schedule),
-                   in_shardings=(run.state_shardings,
-                                 sharding.batch_sharding(run.mesh), None),
-                   out_shardings=(run.state_shardings, None))
-    state, metrics = step(state, {'image': images, 'label_map': labels},
-                          jax.random.PRNGKey(1))
-    results.append((float(metrics['train/loss']),
-                    jax.device_get(state['params'])))
+  results = tiny.step_on_meshes(
+      lambda mesh: _config({**SEGFORMER, 'dtype': dtype}, mesh=mesh),
+      _data('segmentation', (32, 32, 3), 5),
+      {'image': images, 'label_map': labels})
   (loss_dp, params_dp), (loss_fsdp, params_fsdp) = results
   tolerance = 1e-5 if dtype == 'float32' else 2e-2
   assert np.isfinite(loss_dp)

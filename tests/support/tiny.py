@@ -116,3 +116,32 @@ def train_killed_at(config, workdir, step, monkeypatch):
       train.train_and_evaluate(config, workdir)
   finally:
     monkeypatch.setattr(train, '_check_finite', check)
+
+
+def step_on_meshes(make_config, data, batch, meshes=((8, 1), (4, 2))):
+  """One jitted, sharded training step of `make_config(mesh)`'s run per
+  (data, fsdp) mesh, from the same initial state and batch: [(loss,
+  params after the step)], checking that an fsdp > 1 mesh does split
+  parameters. `data` stands in for vit_jax.data (its `dataset_info`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vit_jax import build  # pylint: disable=g-import-not-at-top
+  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+  results = []
+  for data_axis, fsdp in meshes:
+    config = make_config({'data': data_axis, 'fsdp': fsdp})
+    run = build.build_run(config, data)
+    state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(
+        jax.random.PRNGKey(0))
+    if fsdp > 1:
+      assert any('fsdp' in str(leaf.sharding.spec)
+                 for leaf in jax.tree.leaves(state['params']))
+    step = jax.jit(train.make_train_step(train.make_loss_fn(run.model, config),
+                                         run.tx, run.schedule),
+                   in_shardings=(run.state_shardings,
+                                 sharding.batch_sharding(run.mesh), None),
+                   out_shardings=(run.state_shardings, None))
+    state, metrics = step(state, batch, jax.random.PRNGKey(1))
+    results.append((float(metrics['train/loss']),
+                    jax.device_get(state['params'])))
+  return results

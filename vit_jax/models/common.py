@@ -257,7 +257,7 @@ def attention_backend(dtype: Dtype, head_dim: int) -> str:
 # forced.
 DEPTHWISE_IMPLS = (None, 'conv', 'shifts')
 # The most kernel taps for which shifted multiply-adds beat XLA's grouped
-# convolution on CPUs (its gradient grows with the taps: 9x9 loses).
+# convolution on CPUs (their backward pass grows with the taps).
 MAX_SHIFT_TAPS = 27
 
 
@@ -267,11 +267,10 @@ def depthwise_backend(kernel_size: Sequence[int]) -> str:
 
   XLA's CPU convolution with one group per channel (and its gradients) is
   far slower than the same sum written as shifted multiply-adds for small
-  kernels (forward and gradient, 2026-12-07, this project's 2-core CPU:
-  3x3x3 on [32, 4, 4, 8, 32] 41 and 49 ms against 0.2 and 2 ms; 3x3 on
-  [32, 16, 16, 128] 23 and 56 ms against 0.6 and 16 ms; 9x9 on
-  [32, 14, 14, 64] 30 and 53 ms against 2.4 and 67 ms: the gradient
-  loses); accelerators run the grouped convolution natively.
+  kernels: benchmarks/depthwise_conv.py (benchmarks/README.md: 3x3x3
+  forward + backward 89 against 1.7 ms, 3x3 53 against 13 ms; at 9x9 the
+  backward pass was not reliably faster). Accelerators run the grouped
+  convolution natively.
   """
   if (jax.default_backend() == 'cpu'
       and int(np.prod(kernel_size)) <= MAX_SHIFT_TAPS):
