@@ -13,16 +13,18 @@ counted with it).
 
 The released training: 16 frames 4 apart, an Inception-style random
 resized crop to 224 (area 8-100%, aspect 3/4-4/3) and horizontal flips,
-Kinetics' mean and std; mixup 0.8 or CutMix 1.0 (one of the two per
-batch), label smoothing 0.1; AdamW with weight decay 0.05 on every
+RandAugment "rand-m7-n4-mstd0.5-inc1" (4 layers at magnitude 7, one
+policy for all of a clip's frames; here randaugment.py's ops, without the
+magnitude noise and timm's increasing-severity variants), Kinetics' mean
+and std, random erasing 0.25 (one box through the clip's frames); mixup
+0.8 or CutMix 1.0 (one of the two per batch), label smoothing 0.1; AdamW with weight decay 0.05 on every
 parameter of two or more dimensions (kernels, relative position tables,
 the class token; not biases or norms), gradient clipping at 1.0,
 stochastic depth 0.2, dropout 0.5 before the head; 30 warmup epochs then
 cosine decay to 1e-6 over 200 epochs. Its lr is 1e-4 per 16 clips (one
 8-GPU machine, scaled linearly with machines); here batches of 64 clips
-at 4e-4. Not modelled here: its RandAugment (rand-m7-n4) and random
-erasing (0.25) on clips, and its repeated augmentation (each clip twice
-per batch).
+at 4e-4. Not modelled here: its repeated augmentation (each clip twice
+per batch, differently augmented).
 
 Test: 5 clips spaced uniformly over the video x 1 centre crop of 224
 after resizing the shorter side to 224, the views' softmax scores
@@ -64,7 +66,7 @@ def get_config(arg: str = 'S') -> ml_collections.ConfigDict:
   config.data.eval_crops = 1
   config.data.pp_train = (
       f'random_resized_crop(224, (0.08, 1.0), (0.75, 1.3333))|flip_lr|'
-      f'{NORMALIZE}|onehot({NUM_CLASSES})')
+      f'randaug(4, 7)|{NORMALIZE}|random_erase(0.25)|onehot({NUM_CLASSES})')
   config.data.pp_eval = (f'resize_small(224)|center_crop(224)|{NORMALIZE}|'
                          f'onehot({NUM_CLASSES})')
   config.data.mixup_alpha = 0.8

@@ -44,8 +44,17 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
+@pytest.fixture
+def slurm_cluster(slurm_cluster_session):
+  """The session's SLURM cluster; after each test every job still there is
+  cancelled, so that one test's leftover (a failure midway, a requeued task)
+  cannot hold the node from the next."""
+  yield slurm_cluster_session
+  slurm_cluster_session.cancel_all()
+
+
 @pytest.fixture(scope='session')
-def slurm_cluster():
+def slurm_cluster_session():
   """A running one-node SLURM cluster (tests/support/slurm_cluster.py),
   shared by the session (one per pytest-xdist worker). Client commands reach
   it with `cluster.env` added to the environment, or through `cluster.run`

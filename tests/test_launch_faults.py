@@ -235,7 +235,7 @@ def test_the_error_excerpt_comes_from_the_latest_attempt(tmp_path, header):
       '=== 2026-01-01 00:00:00 17_3 run lr=0.001 on node1, attempt 1\n'
       'OLD ATTEMPT step 10\n'
       '=== 2026-01-01 00:30:00 17_3 run lr=0.001 exited with status 3\n'
-      '=== requeued 17_3\n'
+      '=== requeueing 17_3\n'
       f'{header}\nstep 20\nRuntimeError: new\n'
       '=== 2026-01-01 01:10:00 17_3 run lr=0.001 exited with status 1\n')
   workdir = tmp_path / 'r'

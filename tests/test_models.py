@@ -331,11 +331,9 @@ def test_depthwise_conv_implementations_agree(kernel, strides, padding,
   for impl in ('conv', 'shifts'):
     layer = common.DepthwiseConv(kernel, strides, padding, use_bias=use_bias,
                                  impl=impl)
-    assert jax.tree.map(
-        np.shape, layer.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
-            np.shape, params)
-    jax.tree.map(np.testing.assert_array_equal,
-                 layer.init(jax.random.PRNGKey(1), x), params)
+    own = layer.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, params)
+    jax.tree.map(np.testing.assert_array_equal, own, params)
     outs[impl] = layer.apply(params, x)
     np.testing.assert_allclose(outs[impl], expected, atol=1e-5, rtol=1e-5)
     grad = jax.grad(lambda p, x: (layer.apply(p, x) ** 2).sum(),

@@ -8,6 +8,7 @@ size, which the stand-in replaces, or in a regularisation strength) run
 once: `RUNS` keeps the first of each.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,9 +22,9 @@ import tiny
 from vit_jax import build
 from vit_jax import config as config_lib
 from vit_jax import optim
+from vit_jax import models
 from vit_jax import train
 from vit_jax.models import counts
-from vit_jax.models import mvit
 
 # Configs in configs/ that are not training recipes: few-shot evaluation of
 # a pretrained checkpoint (tests/test_evaluate_pretrained.py runs it).
@@ -49,21 +50,20 @@ def _shrunk(name, arg, folder='FOLDER', data_dir='DATA_DIR',
 
 
 def _run_key(name, arg):
-  """What makes a stand-in run different: its resolved config, with the
-  variant name dropped and floats of the model reduced to zero / non-zero
-  (a stochastic-depth rate or a dropout is the same code at 0.1 and 0.2)."""
+  """What makes a stand-in run different: its resolved config, the model
+  block replaced by the fields of the model it builds (so a variant counts
+  by what it sets besides the sizes the stand-in replaces, e.g. MViTv1's
+  design against MViTv2's, whatever the family), and floats of the model
+  reduced to zero / non-zero (a stochastic-depth rate or a dropout is the
+  same code at 0.1 and 0.2)."""
   resolved = config_lib.to_json_dict(config_lib.resolve(_shrunk(name, arg)))
-  model = resolved['model']
-  variant = model.pop('variant', None)
-  if model['name'] == 'mvit' and variant:  # what the variant sets but sizes
-    table = (mvit.VIDEO_VARIANTS if model.get('num_frames') else
-             mvit.VARIANTS)[variant]
-    model['design'] = {key: value for key, value in table.items()
-                       if key not in stand_in.TINY['mvit']}
-  for key, value in model.items():
-    if isinstance(value, float):
-      model[key] = value != 0
-  return json.dumps(resolved, sort_keys=True)
+  built = models.get_model(**models.kwargs_from_config(resolved['model']))
+  resolved['model'] = {
+      field.name: (value != 0 if isinstance(value, float) else value)
+      for field in dataclasses.fields(built)
+      if field.name not in ('parent', 'name')
+      for value in (getattr(built, field.name),)}
+  return json.dumps(resolved, sort_keys=True, default=str)
 
 
 def _runs():

@@ -177,7 +177,7 @@ def test_slurm_time_limit_saves_and_requeues(slurm_cluster, tmp_path,
   assert got['state'] == 'preempted', (got, logs)
   attempts = re.split(r'attempt \d+\n', logs)[1:]
   assert 'exited with status 3' in attempts[0], attempts[0]
-  assert '=== requeued' in attempts[0], attempts[0]
+  assert '=== requeueing' in attempts[0], attempts[0]
   assert 'Resuming from step' in attempts[1], attempts[1]
   assert 'exited with status 3' in attempts[1], attempts[1]
   # Under load attempt 2's early signal can come before the cancel does;
@@ -240,7 +240,7 @@ def test_slurm_cancel_wins_over_the_early_signal(slurm_cluster, tmp_path):
   slurm_cluster.run('scancel', '--batch', '--signal=TERM', task)
   states = slurm_cluster.wait_ended(job)
   text = log.read_text()
-  assert 'exited with status 3' in text and '=== requeued' not in text, text
+  assert 'exited with status 3' in text and '=== requeueing' not in text, text
   assert slurm_cluster.show_job(task)['Restarts'] == '0', states
 
   # Without the TERM the same signal requeues the task; a cancel mark
@@ -248,7 +248,7 @@ def test_slurm_cancel_wins_over_the_early_signal(slurm_cluster, tmp_path):
   job, task, log = _stand_in_array(slurm_cluster, tmp_path, 'marked')
   _wait_for(log, 'training')
   slurm_cluster.run('scancel', '--batch', '--signal=USR1', task)
-  _wait_for(log, '=== requeued')
+  _wait_for(log, '=== requeueing')
   (tmp_path / 'logs' / f'cancelled-{job}').write_text('now\n')
   _wait_for(log, 'not started')
   slurm_cluster.wait_ended(job)

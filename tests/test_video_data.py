@@ -126,6 +126,55 @@ def test_augmentation_is_the_same_on_every_frame():
   assert len(np.unique(np.diff(out[0, 0, :, 0].astype(int)))) == 1
 
 
+def test_clip_randaug_is_one_policy_for_every_frame():
+  """randaug(n, m, prob) on a clip: the image RandAugment of each frame
+  with one seed per clip, so equal frames stay equal."""
+  from vit_jax.data import randaugment  # pylint: disable=g-import-not-at-top
+  frame = np.random.default_rng(0).integers(0, 256, (16, 20, 3), np.uint8)
+  clip = np.stack([frame] * 4)
+  outs = set()
+  for seed in range(6):
+    out = _apply('randaug(2, 15, 1.0)', {'image': clip}, seed)['image']
+    assert out.dtype == np.uint8 and out.shape == clip.shape
+    assert all(np.array_equal(out[0], f) for f in out[1:])
+    clip_seed = np.random.default_rng(seed).integers(0, 2**62, size=2,
+                                                     dtype=np.int64)
+    np.testing.assert_array_equal(
+        out[0], randaugment.randaugment(randaugment.tf.constant(frame),
+                                        clip_seed, 2, 15, 1.0).numpy())
+    outs.add(out[0].tobytes())
+  assert len(outs) >= 4 and frame.tobytes() not in outs
+  # prob 0: no op applied.
+  np.testing.assert_array_equal(
+      _apply('randaug(4, 7, 0.0)', {'image': clip}, 0)['image'], clip)
+
+
+def test_clip_random_erase_is_one_box_through_time():
+  clip = np.zeros((5, 20, 30, 3), np.float32)
+  erased = 0
+  for seed in range(10):
+    out = _apply('random_erase(1.0)', {'image': clip}, seed)['image']
+    mask = out != 0
+    assert all(np.array_equal(mask[0], m) for m in mask[1:])
+    area = mask[0, ..., 0].mean()
+    assert 0.02 * 0.9 <= area <= 1 / 3 * 1.1, area
+    rows, cols = np.nonzero(mask[0, ..., 0])
+    assert mask[0, rows.min():rows.max() + 1,
+                cols.min():cols.max() + 1].all()  # a rectangle
+    assert not np.array_equal(out[0][mask[0]], out[1][mask[1]])
+    erased += 1
+  assert erased == 10
+  assert not _apply('random_erase(0.0)', {'image': clip}, 0)['image'].any()
+  with pytest.raises(ValueError, match='needs float clips'):
+    _apply('random_erase', {'image': clip.astype(np.uint8)}, 0)
+  with pytest.raises(ValueError, match='uint8 clips'):
+    _apply('randaug', {'image': clip}, 0)
+  with pytest.raises(ValueError, match=r'magnitude must lie in \[0, 30\]'):
+    video_ops.parse('randaug(2, 40)')
+  with pytest.raises(ValueError, match=r'prob must lie in \[0, 1\]'):
+    video_ops.parse('random_erase(1.5)')
+
+
 def test_scale_jitter_draws_one_short_side_per_clip():
   """random_resize_small(8, 12): the short side uniform over 8..12, the
   same on every frame, the aspect ratio kept."""

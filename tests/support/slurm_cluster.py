@@ -280,6 +280,24 @@ class SlurmCluster:
                            f'{states}')
       time.sleep(0.2)
 
+  def cancel_all(self, timeout=60):
+    """Cancels every job of this cluster (a requeued one included) and waits
+    until none is pending, running or completing, so that a test that
+    failed midway leaves the next one an idle node."""
+    self.run('scancel', '--user', str(os.getuid()), check=False)
+    deadline = time.monotonic() + timeout
+    while True:
+      listed = self.run('squeue', '-h', '-t', 'all', '-o', '%i %T').stdout
+      left = [line for line in listed.splitlines()
+              if line.split()[1] not in ENDED]
+      if not left:
+        return
+      if time.monotonic() > deadline:
+        raise TimeoutError(f'jobs still there {timeout}s after scancel: '
+                           f'{left}')
+      self.run('scancel', '--user', str(os.getuid()), check=False)
+      time.sleep(0.5)
+
   def show_job(self, job_id):
     """`scontrol show job`'s fields (JobState, ExitCode, Restarts, ...) of a
     job or array task ('ARRAYID_TASK'); raises once slurmctld purged it."""

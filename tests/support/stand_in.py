@@ -22,8 +22,9 @@ What changes (and nothing else: `unexpected_changes` checks it against
   its specs' sizes scaled as an image recipe's; the built-in moving digits
   stay. The shuffle buffer shrinks.
 - model: the family's tiny size (TINY) instead of the variant (over the
-  variant, for the families of KEEP_VARIANT), CLASSES classes; every other model field (pooling, position embedding, dropout,
-  dtype, mask ratio, ...) is the recipe's.
+  variant, for the families of KEEP_VARIANT), CLASSES classes; every
+  other model field (pooling, position embedding, dropout, dtype, mask
+  ratio, ...) is the recipe's.
 - steps: STEPS steps of BATCH_SIZE; warmup 1 step, a cooldown (when the
   recipe has one) over the rest, an rsqrt timescale of 1; evaluations and a
   checkpoint at the last step, a log line at every step.

@@ -554,6 +554,19 @@ def randaug(num_layers: int = 2, magnitude: float = 10,
   return apply
 
 
+def check_random_erase(prob: float, area_min: float, area_max: float,
+                       aspect_min: float) -> None:
+  """random_erase's argument checks (images here, clips in video_ops)."""
+  if not 0 <= prob <= 1:
+    raise ValueError(f'random_erase: prob must lie in [0, 1], got {prob!r}.')
+  if not 0 < area_min <= area_max <= 1:
+    raise ValueError(f'random_erase: need 0 < area_min <= area_max <= 1, '
+                     f'got {area_min!r}, {area_max!r}.')
+  if not 0 < aspect_min <= 1:
+    raise ValueError(f'random_erase: aspect_min must lie in (0, 1], got '
+                     f'{aspect_min!r}.')
+
+
 def random_erase(prob: float = 0.25, area_min: float = 0.02,
                  area_max: float = 1 / 3, aspect_min: float = 0.3) -> Op:
   """Random erasing (Zhong et al. 2020, "Random Erasing Data Augmentation",
@@ -564,14 +577,7 @@ def random_erase(prob: float = 0.25, area_min: float = 0.02,
   value_range / normalize. A rectangle larger than the image is clipped to
   it (the paper redraws instead).
   """
-  if not 0 <= prob <= 1:
-    raise ValueError(f'random_erase: prob must lie in [0, 1], got {prob!r}.')
-  if not 0 < area_min <= area_max <= 1:
-    raise ValueError(f'random_erase: need 0 < area_min <= area_max <= 1, '
-                     f'got {area_min!r}, {area_max!r}.')
-  if not 0 < aspect_min <= 1:
-    raise ValueError(f'random_erase: aspect_min must lie in (0, 1], got '
-                     f'{aspect_min!r}.')
+  check_random_erase(prob, area_min, area_max, aspect_min)
 
   def apply(example, seed):
     image = example['image']

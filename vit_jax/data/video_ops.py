@@ -6,7 +6,9 @@ arguments, parsed by its `parse_spec`) and these ops, in NumPy:
   geometry: resize_small(size), resize(size), center_crop(size),
       view_crop(size) (the test views' spatial crop, see below);
   random: random_resized_crop(size, scale, ratio), random_crop(size),
-      random_resize_small(min_size, max_size) (scale jitter), flip_lr;
+      random_resize_small(min_size, max_size) (scale jitter), flip_lr,
+      randaug(num_layers, magnitude, prob) (uint8 frames),
+      random_erase(prob, area_min, area_max, aspect_min) (float frames);
   order: shuffle_frames (random per clip; in evaluation reproducibly,
       keyed by the clip's frames);
   values and labels: value_range(lo, hi), normalize(mean, std),
@@ -314,6 +316,89 @@ def shuffle_frames(seed: int = 0) -> ClipOp:
   return ClipOp(apply, _keep)
 
 
+@functools.lru_cache(maxsize=None)
+def _frames_randaugment(num_layers: int, magnitude: float, prob: float,
+                        channels: int):
+  """A tf.function: randaugment.py's RandAugment of every frame of a uint8
+  [T, H, W, C] clip with one [2] seed, so each frame gets the same ops,
+  signs and cutout box. Built once per setting (TensorFlow imported here:
+  clips are NumPy until an op needs it)."""
+  from vit_jax.data import randaugment  # pylint: disable=g-import-not-at-top
+  tf = randaugment.tf
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None, None, channels], tf.uint8),
+      tf.TensorSpec([2], tf.int64)])
+  def run(frames, seed):
+    return tf.map_fn(
+        lambda frame: randaugment.randaugment(frame, seed, num_layers,
+                                              magnitude, prob), frames)
+  return run
+
+
+def randaug(num_layers: int = 2, magnitude: float = 10,
+            prob: float = 0.5) -> ClipOp:
+  """RandAugment on uint8 clips, before value_range: randaugment.py's 16
+  ops and magnitudes, `num_layers` of them each applied with probability
+  `prob`, drawn once per clip and applied alike to every frame (as
+  SlowFast applies one policy to a clip's frames), so augmentation never
+  fakes motion. MViTv2's Kinetics recipe: randaug(4, 7)."""
+  from vit_jax.data import randaugment  # pylint: disable=g-import-not-at-top
+  num_layers, magnitude, prob = randaugment.check_settings(
+      num_layers, magnitude, prob)
+
+  def apply(clip, rng, view):
+    del view
+    frames = clip['image']
+    if frames.dtype != np.uint8:
+      raise ValueError(f'randaug works on uint8 clips (put it before '
+                       f'value_range), got {frames.dtype}.')
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+      raise ValueError(f'randaug needs [T, H, W, 1 or 3] clips, got shape '
+                       f'{frames.shape}.')
+    run = _frames_randaugment(num_layers, magnitude, prob, frames.shape[-1])
+    seed = rng.integers(0, 2**62, size=2, dtype=np.int64)
+    return _with(clip, image=run(frames, seed).numpy())
+
+  return ClipOp(apply, _keep, random=True)
+
+
+def random_erase(prob: float = 0.25, area_min: float = 0.02,
+                 area_max: float = 1 / 3, aspect_min: float = 0.3) -> ClipOp:
+  """Random erasing of clips (preprocess.py's `random_erase`, same
+  arguments and checks) after value_range / normalize: with probability
+  `prob` one rectangle per clip, the same on every frame (a box through
+  time, as SlowFast's Kinetics recipes erase), filled with N(0, 1) noise
+  per pixel, channel and frame."""
+  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  preprocess.check_random_erase(prob, area_min, area_max, aspect_min)
+
+  def apply(clip, rng, view):
+    del view
+    frames = clip['image']
+    if not np.issubdtype(frames.dtype, np.floating):
+      raise ValueError(f'random_erase fills with N(0, 1) noise, so it needs '
+                       f'float clips (after value_range or normalize), got '
+                       f'{frames.dtype}.')
+    height, width = frames.shape[1:3]
+    draws = rng.random(5)
+    area = (area_min + (area_max - area_min) * draws[0]) * height * width
+    aspect = math.exp(math.log(aspect_min) * (1 - 2 * draws[1]))
+    h = int(min(round(math.sqrt(area * aspect)), height))
+    w = int(min(round(math.sqrt(area / aspect)), width))
+    if draws[4] >= prob or h == 0 or w == 0:
+      return clip
+    top = int(draws[2] * (height - h + 1))
+    left = int(draws[3] * (width - w + 1))
+    frames = frames.copy()
+    box = frames[:, top:top + h, left:left + w]
+    frames[:, top:top + h, left:left + w] = rng.standard_normal(
+        box.shape).astype(frames.dtype)
+    return _with(clip, image=frames)
+
+  return ClipOp(apply, _keep, random=True)
+
+
 def value_range(lo: float, hi: float, in_min: float = 0,
                 in_max: float = 255) -> ClipOp:
   """Maps values [in_min, in_max] linearly onto [lo, hi], float32 (written
@@ -389,6 +474,8 @@ OPS: Dict[str, Callable[..., ClipOp]] = {
     'random_crop': random_crop,
     'random_resized_crop': random_resized_crop,
     'flip_lr': flip_lr,
+    'randaug': randaug,
+    'random_erase': random_erase,
     'shuffle_frames': shuffle_frames,
     'value_range': value_range,
     'normalize': normalize,

@@ -519,9 +519,14 @@ def stack_blocks(params: Mapping[str, Any]) -> dict:
     if indices != list(range(len(indices))):
       raise ValueError(f'Blocks are not numbered 0..{len(indices) - 1}: '
                        f'{indices}')
-    blocks = [stack_blocks(params[f'block_{i}']) for i in indices]
-    converted['blocks'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
+    converted['blocks'] = _stack(
+        [stack_blocks(params[f'block_{i}']) for i in indices])
   return converted
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+  """Alike parameter trees -> one tree, leaves stacked on a new axis 0."""
+  return jax.tree.map(lambda *xs: np.stack(xs), *trees)
 
 
 def stack_block_run(params: Mapping[str, Any], start: int,
@@ -536,9 +541,8 @@ def stack_block_run(params: Mapping[str, Any], start: int,
                      f'{", ".join(missing)} not in {sorted(params)}.')
   converted = {name: value for name, value in params.items()
                if _block_index(name) not in range(start, stop)}
-  converted[f'blocks_from_{start}'] = jax.tree.map(
-      lambda *xs: np.stack(xs), *[params[f'block_{i}']
-                                  for i in range(start, stop)])
+  converted[f'blocks_from_{start}'] = _stack(
+      [params[f'block_{i}'] for i in range(start, stop)])
   return converted
 
 
