@@ -9,6 +9,7 @@ weights).
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,6 +70,27 @@ def test_transposed_conv_matches_torch():
   got = layer.apply({'params': {'kernel': kernel}}, case['inputs'])
   assert got.shape == case['outputs'].shape == (2, 4, 6, 8, 5)
   np.testing.assert_allclose(got, case['outputs'], atol=1e-5)
+
+
+def test_block_upsample_is_flax_transposed_convolution():
+  """BlockUpsample (a matrix product) is nn.ConvTranspose(kernel 2,
+  stride 2, VALID, transpose_kernel=True): same parameter, same initial
+  values, same outputs and gradients."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 5, 6))
+  reference = nn.ConvTranspose(7, (2, 2, 2), strides=(2, 2, 2),
+                               padding='VALID', transpose_kernel=True,
+                               use_bias=False,
+                               kernel_init=unetr._CONV_INIT)  # pylint: disable=protected-access
+  layer = unetr.BlockUpsample(7)
+  params = layer.init(jax.random.PRNGKey(1), x)
+  jax.tree.map(np.testing.assert_array_equal, params,
+               reference.init(jax.random.PRNGKey(1), x))
+  np.testing.assert_allclose(layer.apply(params, x),
+                             reference.apply(params, x), atol=1e-5)
+  grads = [jax.grad(lambda p, x, m=m: (m.apply(p, x) ** 2).sum(),
+                    argnums=(0, 1))(params, x) for m in (layer, reference)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+               *grads)
 
 
 def test_export_round_trip_is_exact(golden):

@@ -407,7 +407,7 @@ def _conv3d(tally: Tally, grid: Tuple[int, int, int], kernel: int,
 def _transposed_conv(tally: Tally, grid: Tuple[int, int, int],
                      in_channels: int, out_channels: int
                      ) -> Tuple[int, int, int]:
-  """`unetr.transposed_conv` (kernel 2, stride 2): each input voxel meets
+  """`unetr.BlockUpsample` (kernel 2, stride 2): each input voxel meets
   each of the 8 taps once (XLA runs it on the input dilated by 2, whose
   holes multiply nothing)."""
   tally.params += 8 * in_channels * out_channels

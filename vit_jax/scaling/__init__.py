@@ -30,6 +30,7 @@ from vit_jax.scaling.fits import Fit
 from vit_jax.scaling.fits import FORMS
 from vit_jax.scaling.fits import MIN_POINTS
 from vit_jax.scaling.fits import predict
+from vit_jax.scaling.fits import underdetermined
 from vit_jax.scaling.fits import validate_extrapolation
 from vit_jax.scaling.frontiers import frontier
 from vit_jax.scaling.frontiers import Frontier
@@ -49,5 +50,6 @@ __all__ = [
     'Frontier', 'MIN_POINTS', 'X_COLUMNS', 'bootstrap', 'error_label',
     'find_workdirs', 'fit', 'fit_chinchilla', 'fit_with_fallback',
     'frontier', 'glob', 'is_accuracy', 'load_runs', 'pareto_mask', 'plot',
-    'points', 'predict', 'to_error', 'validate_extrapolation',
+    'points', 'predict', 'to_error', 'underdetermined',
+    'validate_extrapolation',
 ]

@@ -2,17 +2,25 @@
 
     python -m vit_jax.scaling --workdirs='SWEEP_DIR/*' \
         --metric=fewshot/digits/10shot[,val/loss] --x=compute/flops \
-        --out=DIR [--form=auto|saturating|power_offset|power]
+        --out=DIR [--form=auto|saturating|power_offset|power|m4]
         [--bootstrap=200] [--holdout_fraction=0.2 | --holdout_threshold=X]
+        [--label=NAME ...] [--group_by=KEY[,KEY]] [--seed_keys=seed]
 
 Reads every workdir the patterns match (`--workdirs` is repeatable and
-never split on commas: run names contain them), takes each family's
-frontier of each metric (as an error: 1 - accuracy) against x, fits a law
-on it and prints it with bootstrap confidence intervals and an
-extrapolation check (fitted on the frontier below a threshold, scored on
-the points above). Writes to DIR: error_vs_<x>.{png,svg,csv} (a panel per
-metric), the same against parameters and images seen (--also_x), and
-fits.json (every law, its intervals, frontier and check).
+never split on commas: run names contain them; `--label` names each
+pattern's runs), groups the runs (by model family; by sweep and family
+when several sweeps are given; `--group_by` for any column or
+hyperparameter), averages runs that differ only in a seed key per step,
+takes each group's frontier of each metric (as an error: 1 - accuracy)
+against x, fits a law
+on it and prints it with bootstrap confidence intervals (or why there are
+none: e.g. 4 points for a 4-parameter law, where every resample is the
+data itself) and an extrapolation check (fitted on the frontier below a
+threshold, scored on the points above); a law on fewer points than its
+parameters + 2 is flagged underdetermined. Writes to DIR:
+error_vs_<x>.{png,svg,csv} (a panel per metric), the same against
+parameters and images seen (--also_x), and fits.json (every law, its
+intervals or why there are none, frontier and check).
 
 --form=auto (the default) fits Zhai et al.'s saturating law
 a (x + d)^-b + c and falls back to c + a x^-b, then a x^-b, for a family
@@ -49,6 +57,18 @@ from vit_jax.scaling import runs as runs_lib
 _WORKDIRS = flags.DEFINE_multi_string(
     'workdirs', None, 'Glob pattern of workdirs (local or gs://), e.g. '
     "'SWEEP_DIR/*'; repeat the flag for several (not split on commas).")
+_LABEL = flags.DEFINE_multi_string(
+    'label', None, 'A label per --workdirs pattern, in order (the `sweep` '
+    'column and group name; default: the directory holding the workdirs).')
+_GROUP_BY = flags.DEFINE_list(
+    'group_by', None, 'Columns whose values make a group, each with its own '
+    'frontier and law: family, sweep, variant or a hyperparameter key '
+    "(e.g. model.pool_type). Default: family, or sweep,family when "
+    'several sweeps are given.')
+_SEED_KEYS = flags.DEFINE_list(
+    'seed_keys', list(frontier_lib.SEED_KEYS), 'Hyperparameter keys that '
+    'only reseed a run: runs alike but for them are averaged per step '
+    '(mean, std, count) before the frontier is taken.')
 _METRIC = flags.DEFINE_multi_string(
     'metric', None, 'Metric(s) to fit, e.g. fewshot/digits/10shot or '
     'val/loss; repeatable or comma-separated. Accuracies become errors '
@@ -125,12 +145,14 @@ def _analyse(table, metric: str, x: str, form: str, with_errors: bool
              ) -> Dict[str, Any]:
   """Frontiers, fits, bootstraps and extrapolation checks of one metric
   against x; raises UsageError when nothing can be fitted."""
-  usable, skipped = frontier_lib.points(table, x, metric)
+  usable, skipped = frontier_lib.points(table, x, metric, _GROUP_BY.value,
+                                       _SEED_KEYS.value)
   skipped_line = frontier_lib.describe_skipped(skipped, x, metric)
   if usable.empty:
     raise UsageError(f'No point of {metric} against {x} can go on log axes. '
                      f'{skipped_line}')
-  fronts = frontier_lib.frontier(table, x, metric, form)
+  fronts = frontier_lib.frontier(table, x, metric, form, _GROUP_BY.value,
+                                 _SEED_KEYS.value)
   fitted = {f: front for f, front in fronts.items() if front.fit is not None}
   if not fitted:
     reasons = '; '.join(f'{family}: {" ".join(front.notes)}'
@@ -164,10 +186,28 @@ def _analyse(table, metric: str, x: str, form: str, with_errors: bool
 
 
 def _interval_text(boot: fits_lib.Bootstrap) -> str:
-  parts = [f'{name} [{low:.4g}, {high:.4g}]'
-           for name, (low, high) in boot.intervals.items()]
-  return (f'{boot.confidence:.0%} CI from {boot.n_requested} resamples '
-          f'({boot.n_ok} fitted): ' + ', '.join(parts))
+  """The intervals, or why there are none (never a zero-width one)."""
+  counts = f'from {boot.n_requested} resamples ({boot.n_ok} fitted)'
+  if boot.degenerate:
+    return f'no {boot.confidence:.0%} CI {counts}: {boot.degenerate}'
+  parts = []
+  for name, (low, high) in boot.intervals.items():
+    # Digits enough for the ends to differ: an interval that reads as
+    # zero-width is never printed.
+    for digits in (4, 6, 8):
+      low_text, high_text = f'{low:.{digits}g}', f'{high:.{digits}g}'
+      if low_text != high_text:
+        parts.append(f'{name} [{low_text}, {high_text}]')
+        break
+    else:  # e.g. c = 0, on its bound, in every resample
+      parts.append(f'{name} = {low_text} in every resample')
+  return f'{boot.confidence:.0%} CI {counts}: ' + ', '.join(parts)
+
+
+def _underdetermined_text(law: fits_lib.Fit) -> str:
+  return (f'underdetermined: {law.n_points} points for {len(law.params)} '
+          f'parameters (fewer than parameters + 2); plotted thin, not '
+          f'extrapolated')
 
 
 def _report(result: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -196,7 +236,8 @@ def _report(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     law = front.fit
     record.update(form=law.form, formula=law.formula(symbol, 'error'),
                   params=law.params, residual=law.residual,
-                  converged=law.converged, message=law.message)
+                  converged=law.converged, message=law.message,
+                  underdetermined=fits_lib.underdetermined(law))
     status = ('converged' if law.converged else
               f'NOT CONVERGED ({law.message})')
     print(f'  {family}: {law.form}: {law.formula(symbol, "error")}')
@@ -204,12 +245,16 @@ def _report(result: Dict[str, Any]) -> List[Dict[str, Any]]:
           f'{front.frontier["workdir"].nunique()} runs (of '
           f'{record["n_runs"]} runs, {record["n_points"]} points); '
           f'log-RMSE {law.residual:.4g}; {status}')
+    if fits_lib.underdetermined(law):
+      print(f'      {_underdetermined_text(law)}')
     boot = result['bootstraps'].get((metric, family))
     if boot is not None:
       print(f'      {_interval_text(boot)}')
       record['bootstrap'] = {'n': boot.n_requested, 'n_fitted': boot.n_ok,
+                             'n_distinct': boot.n_distinct,
                              'confidence': boot.confidence,
-                             'intervals': boot.intervals}
+                             'intervals': boot.intervals,
+                             'degenerate': boot.degenerate}
     check = result['checks'].get(family)
     if isinstance(check, fits_lib.Extrapolation):
       print(f'      extrapolation: fitted on {check.n_fit} points with '
@@ -264,7 +309,7 @@ def run() -> None:
     raise UsageError('--out is required (a directory for plots and '
                      'fits.json).')
   _check_out(_OUT.value)
-  table = runs_lib.load_runs(_WORKDIRS.value)
+  table = runs_lib.load_runs(_WORKDIRS.value, _LABEL.value)
   infos = table.attrs['runs']
   for info in infos:
     garbled = info.get('garbled_lines')
@@ -282,6 +327,12 @@ def run() -> None:
     counts.append(f'{branches} cooldown branches')
   print(f'{len(infos)} runs ({", ".join(counts)}), {len(table)} evaluation '
         f'points.')
+  group_by = _GROUP_BY.value or frontier_lib.default_group_by(table)
+  hparams = runs_lib.hparam_columns(table)
+  seeds = [key for key in _SEED_KEYS.value if key in hparams]
+  print(f'Groups by {", ".join(group_by)}; hyperparameters: '
+        f'{", ".join(hparams) or "none"}' +
+        (f'; seeds averaged over {", ".join(seeds)}.' if seeds else '.'))
   empty = [info['run'] for info in infos if not info['eval_points']]
   if empty:
     _warn(f'no evaluation logged yet in {len(empty)} run(s): '
@@ -315,8 +366,10 @@ def run() -> None:
   for result in results:
     records += _report(result)
   out = _OUT.value
-  all_families = table['family'].unique()
-  colors = plots.family_colors(all_families)
+  groups = sorted({group for result in results + [
+      r for _, other in extra for r in other]
+                   for group in result['frontiers']})
+  colors = plots.family_colors(groups)
   bootstraps = {}
   for result in results:
     bootstraps.update(result['bootstraps'])
@@ -340,10 +393,14 @@ def run() -> None:
                             'error'),
                         residual=front.fit.residual,
                         converged=front.fit.converged,
-                        message=front.fit.message)
+                        message=front.fit.message,
+                        underdetermined=fits_lib.underdetermined(
+                            front.fit))
         records.append(record)
   summary = {
       'workdirs': list(_WORKDIRS.value), 'metrics': metrics, 'x': x,
+      'labels': list(_LABEL.value or []), 'group_by': list(group_by),
+      'seed_keys': seeds, 'hparams': hparams,
       'form': _FORM.value, 'bootstrap': _BOOTSTRAP.value,
       'confidence': _CONFIDENCE.value, 'runs': infos, 'fits': records,
       'skipped': [{'metric': r['metric'], 'x': r['x'], **row}

@@ -5,10 +5,24 @@ over every evaluation point of every run of that family (intermediate
 steps, cooldown branches, unfinished and failed runs included): a point
 is on it when its error is lower than that of every point with less x.
 A scaling law fitted to it is the best error reachable at each x.
+
+Groups: by default each model family is one group (`family` in the
+output holds the group's label). `group_by` names table columns instead,
+e.g. ('family', 'model.pool_type') or ('sweep',): each distinct
+combination is a group, labelled by its values ('vit pool_type=map';
+the family and sweep values bare). More than one sweep loaded and no
+`group_by`: groups are (sweep, family), so two sweeps given together
+never merge unasked.
+
+Seeds: runs that differ only in a seed key (`seed_keys`, default
+('seed',), any hyperparameter column) are one configuration; at each step
+their points are averaged (x and y; `y_std`, `n_seeds`, `seeds` kept)
+before the frontier is taken, so the frontier is not the best of N seeds.
 """
 
+
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -17,6 +31,7 @@ from vit_jax.scaling import fits
 from vit_jax.scaling import runs as runs_lib
 
 AUTO = 'auto'  # saturating, falling back to simpler forms
+SEED_KEYS = ('seed',)
 
 
 def pareto_mask(x, y) -> np.ndarray:
@@ -33,21 +48,105 @@ def pareto_mask(x, y) -> np.ndarray:
   return mask
 
 
-def points(table: pd.DataFrame, x: str, metric: str
+def default_group_by(table: pd.DataFrame) -> Tuple[str, ...]:
+  """('family',), or ('sweep', 'family') when the table holds several
+  sweeps (module docstring)."""
+  if 'sweep' in table.columns and table['sweep'].nunique() > 1:
+    return ('sweep', 'family')
+  return ('family',)
+
+
+def _labels(table: pd.DataFrame, group_by: Sequence[str]) -> pd.Series:
+  """Each row's group label: bare family / sweep / variant values,
+  'key=value' for hyperparameters (the key's last part)."""
+  valid = [c for c in table.columns
+           if c in ('family', 'sweep', 'variant', 'state', 'is_branch') or
+           c in runs_lib.hparam_columns(table)]
+  unknown = [key for key in group_by if key not in valid]
+  if unknown or not group_by:
+    raise ValueError(f'Cannot group by {list(group_by)}: '
+                     f'{unknown or "nothing given"}; valid keys: '
+                     f'{", ".join(valid)}.')
+
+  def part(key, value):
+    if key in ('family', 'sweep', 'variant'):
+      return str(value)
+    return f'{key.rsplit(".", 1)[-1]}={value}'
+
+  return pd.Series([' '.join(part(k, v) for k, v in zip(group_by, values))
+                    for values in zip(*(table[k] for k in group_by))],
+                   index=table.index, dtype=object)
+
+
+def _average_seeds(frame: pd.DataFrame, config_keys: List[str],
+                   seed_keys: List[str]) -> pd.DataFrame:
+  """Points of runs alike but for their seeds averaged per step."""
+  key = ['family', *config_keys, 'is_branch', 'branch_step']
+  runs = frame.drop_duplicates('workdir')
+  ids = runs[key].astype(str).agg('\x1f'.join, axis=1)
+  frame = frame.assign(_config=frame['workdir'].map(
+      dict(zip(runs['workdir'], ids))))
+  out = []
+  for _, group in frame.groupby('_config', sort=True):
+    members = group.drop_duplicates('workdir').sort_values('workdir')
+    seeds = [', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in
+                       zip(seed_keys, values))
+             for values in zip(*(members[k] for k in seed_keys))]
+    named = [f'{k.rsplit(".", 1)[-1]}={members[k].iloc[0]}'
+             for k in config_keys]
+    label = ','.join(named) if named else str(members['run'].iloc[0])
+    if len(members) > 1:
+      label = f'{label} (mean of {len(members)} seeds)'
+    states = set(members['state'])
+    state = ('failed' if 'failed' in states else
+             'unfinished' if 'unfinished' in states else 'done')
+    for step, at in group.groupby('step', sort=True):
+      out.append({
+          'family': at['family'].iloc[0], 'model': at['model'].iloc[0],
+          'run': label, 'workdir': members['workdir'].iloc[0],
+          'state': state, 'is_branch': bool(at['is_branch'].iloc[0]),
+          'step': int(step), 'x': float(at['x'].mean()),
+          'y': float(at['y'].mean()),
+          'y_std': float(at['y'].std(ddof=1)) if len(at) > 1 else np.nan,
+          'n_seeds': int(len(at)), 'seeds': '; '.join(seeds)})
+  return pd.DataFrame(out, columns=POINT_COLUMNS)
+
+
+POINT_COLUMNS = ('family', 'model', 'run', 'workdir', 'state', 'is_branch',
+                 'step', 'x', 'y', 'y_std', 'n_seeds', 'seeds')
+
+
+def points(table: pd.DataFrame, x: str, metric: str,
+           group_by: Optional[Sequence[str]] = None,
+           seed_keys: Sequence[str] = SEED_KEYS
            ) -> Tuple[pd.DataFrame, pd.DataFrame]:
   """The points of `metric` (as an error: `runs.to_error`) against x.
 
+  Args:
+    table: `load_runs`'s table.
+    x: the x axis (a name of runs.X_COLUMNS or a column).
+    metric: the metric.
+    group_by: columns whose values make a group (module docstring; default
+      `default_group_by`).
+    seed_keys: hyperparameter columns that only reseed a run; runs alike
+      but for them are averaged (module docstring). Keys the table lacks
+      are ignored.
+
   Returns:
-    (usable, skipped). usable: family, run, workdir, state, is_branch,
-    step, x, y (the error), for rows where the metric was logged and both
+    (usable, skipped). usable: POINT_COLUMNS: family (the group's label),
+    model (the model family), run (a configuration's label when seeds were
+    averaged), workdir (its first run's), state, is_branch, step, x, y
+    (the error; the seeds' mean), y_std (NaN for one seed), n_seeds, seeds
+    ('seed=0; seed=1'), for rows where the metric was logged and both
     values are positive. skipped: run, workdir, step, reason for rows where
     the metric was logged but x is unknown (NaN, e.g. params without
     summary.json) or either value is not positive (log axes need positive
     values).
 
   Raises:
-    ValueError: no run logged `metric` (naming the metrics there are), or
-      an unknown x axis.
+    ValueError: no run logged `metric` (naming the metrics there are), an
+      unknown x axis, or a group_by key that is not a column (naming the
+      valid ones).
   """
   column = runs_lib.x_column(x)
   available = runs_lib.metric_columns(table)
@@ -56,13 +155,19 @@ def points(table: pd.DataFrame, x: str, metric: str
     raise ValueError(
         f'No run has the metric {metric!r}; metrics available: '
         f'{", ".join(listed) if listed else "none (no evaluation logged)"}.')
+  group_by = tuple(group_by) if group_by else default_group_by(table)
+  labels = _labels(table, group_by)
   rows = table[table[metric].notna()]
+  hparams = runs_lib.hparam_columns(table)
+  seeds = [k for k in seed_keys if k in hparams]
   frame = pd.DataFrame({
-      'family': rows['family'], 'run': rows['run'],
-      'workdir': rows['workdir'], 'state': rows['state'],
+      'family': labels[rows.index], 'model': rows['family'],
+      'run': rows['run'], 'workdir': rows['workdir'], 'state': rows['state'],
       'is_branch': rows['is_branch'], 'step': rows['step'],
       'x': rows[column].astype('float64'),
       'y': runs_lib.to_error(metric, rows[metric]),
+      'branch_step': rows['branch_step'],
+      **{k: rows[k] for k in hparams},
   })
   unknown = frame['x'].isna() | frame['y'].isna()
   non_positive = ~unknown & ((frame['x'] <= 0) | (frame['y'] <= 0))
@@ -70,8 +175,14 @@ def points(table: pd.DataFrame, x: str, metric: str
                       ['run', 'workdir', 'step']].copy()
   skipped['reason'] = np.where(unknown[unknown | non_positive],
                                f'{x} unknown', 'not positive')
-  usable = frame[~unknown & ~non_positive].reset_index(drop=True)
-  return usable, skipped.reset_index(drop=True)
+  usable = frame[~unknown & ~non_positive]
+  if seeds and not usable.empty:
+    usable = _average_seeds(usable, [k for k in hparams if k not in seeds],
+                            seeds)
+  else:
+    usable = usable.assign(y_std=np.nan, n_seeds=1, seeds='')[
+        list(POINT_COLUMNS)]
+  return usable.reset_index(drop=True), skipped.reset_index(drop=True)
 
 
 def describe_skipped(skipped: pd.DataFrame, x: str, metric: str) -> str:
@@ -95,10 +206,11 @@ def describe_skipped(skipped: pd.DataFrame, x: str, metric: str) -> str:
 
 @dataclasses.dataclass
 class Frontier:
-  """One family's frontier of `metric` (as an error) against `x`.
+  """One group's frontier of `metric` (as an error) against `x`.
 
   Attributes:
-    family: the model family.
+    family: the group's label (the model family unless grouped otherwise;
+      module docstring).
     x: the x axis (a name of runs.X_COLUMNS or a column).
     metric: the metric; y is its error (`runs.to_error`).
     points: every usable point of the family (`points`'s columns).
@@ -116,7 +228,9 @@ class Frontier:
 
 
 def frontier(table: pd.DataFrame, x: str, y: str,
-             form: Optional[str] = AUTO, **fit_kwargs
+             form: Optional[str] = AUTO,
+             group_by: Optional[Sequence[str]] = None,
+             seed_keys: Sequence[str] = SEED_KEYS, **fit_kwargs
              ) -> Dict[str, Frontier]:
   """Each family's compute-optimal frontier of metric `y` against `x`, and
   a law fitted on it.
@@ -130,15 +244,16 @@ def frontier(table: pd.DataFrame, x: str, y: str,
       points gets no fit, and the reason in notes), AUTO (saturating,
       falling back to power_offset, then power: `fits.fit_with_fallback`),
       or None (no fit).
+    group_by, seed_keys: as `points`'s.
     **fit_kwargs: passed to `fits.fit`.
 
   Returns:
-    {family: Frontier}, families sorted.
+    {group label: Frontier}, sorted.
 
   Raises:
     ValueError: as `points`.
   """
-  usable, _ = points(table, x, y)
+  usable, _ = points(table, x, y, group_by, seed_keys)
   result = {}
   for family, group in usable.groupby('family', sort=True):
     group = group.reset_index(drop=True)

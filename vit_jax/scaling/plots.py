@@ -1,22 +1,29 @@
 """Scaling plots: error against x on log-log axes, one panel per metric.
 
-Each panel shows, per family (one colour each): the points of every run
-(a thin line through a run's evaluations; hollow markers for unfinished
-runs, crosses for failed ones), the family's frontier (large markers), the
-law fitted to it (solid over the fitted x range), its extrapolation beyond
-the largest fitted x (dashed, up to `extrapolate` times it) and the
-bootstrap confidence band of the law. Figures are drawn without pyplot
+Each panel shows, per family (one colour each): every evaluation of every
+run (a faint line through a run's evaluations), the family's frontier
+(large filled markers joined by a dotted line) and the points off it
+(hollow markers: a run worse than one with less x stays visible, and what
+the frontier left out is plain), with circles for finished runs, squares
+for unfinished ones and crosses for failed ones; the law fitted to the
+frontier (solid over the fitted x range), its extrapolation beyond the
+largest fitted x (dashed, up to `extrapolate` times it) and the bootstrap
+confidence band of the law, when the bootstrap gives one
+(`fits.Bootstrap.degenerate`: no band then). A law fitted on fewer points
+than its parameters + 2 (`fits.underdetermined`) is drawn thin, labelled
+'underdetermined', and not extrapolated. Figures are drawn without pyplot
 (no global matplotlib state is touched; PNG through Agg) and written as PNG
 and SVG, with a CSV of exactly what is drawn, through `vit_jax.paths` (the
 output directory may be gs://).
 
 CSV columns: panel (the metric), family, series ('run', 'frontier', 'fit',
 'extrapolation'), run, step, state, x, y, y_low, y_high (the band, on fit
-and extrapolation rows when a bootstrap was given).
+and extrapolation rows when a bootstrap gave one), on_frontier (on run
+rows), underdetermined (on fit and extrapolation rows).
 """
 
 import io
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 from matplotlib import colors as colors_lib
@@ -31,7 +38,8 @@ from vit_jax.scaling import frontiers as frontier_lib
 from vit_jax.scaling import runs as runs_lib
 
 CSV_COLUMNS = ('panel', 'family', 'series', 'run', 'step', 'state', 'x', 'y',
-               'y_low', 'y_high')
+               'y_low', 'y_high', 'on_frontier', 'underdetermined')
+_STATE_MARKERS = {'unfinished': 's', 'failed': 'x'}  # others: 'o'
 _CURVE_POINTS = 200
 
 
@@ -46,17 +54,18 @@ def _curve_rows(panel, family, fitted: fits_lib.Fit,
                 band: Optional[fits_lib.Bootstrap], extrapolate: float
                 ) -> List[Dict]:
   low, high = fitted.x_range
+  thin = fits_lib.underdetermined(fitted)
   rows = []
   for series, start, stop in (('fit', low, high),
                               ('extrapolation', high, high * extrapolate)):
-    if stop <= start:
+    if stop <= start or (thin and series == 'extrapolation'):
       continue
     x = np.geomspace(start, stop, _CURVE_POINTS // 2)
     y = fitted.predict(x)
     y_low, y_high = (band.band(x) if band is not None
                      else (np.full(x.shape, np.nan),) * 2)
     rows += [{'panel': panel, 'family': family, 'series': series, 'x': xi,
-              'y': yi, 'y_low': lo, 'y_high': hi}
+              'y': yi, 'y_low': lo, 'y_high': hi, 'underdetermined': thin}
              for xi, yi, lo, hi in zip(x, y, y_low, y_high)]
   return rows
 
@@ -70,17 +79,21 @@ def plot_rows(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
     panels: {metric: {family: Frontier}}.
     bootstraps: {(metric, family): fits.Bootstrap} for the bands.
     extrapolate: the dashed part runs to this many times the largest
-      fitted x.
+      fitted x (not for an underdetermined law).
   """
   bootstraps = bootstraps or {}
   rows = []
   for panel, families in panels.items():
     for family, front in families.items():
+      on = set(zip(front.frontier['workdir'], front.frontier['step']))
       for kind, frame in (('run', front.points), ('frontier', front.frontier)):
         for record in frame.sort_values(['workdir', 'step']).itertuples():
-          rows.append({'panel': panel, 'family': family, 'series': kind,
-                       'run': record.run, 'step': record.step,
-                       'state': record.state, 'x': record.x, 'y': record.y})
+          row = {'panel': panel, 'family': family, 'series': kind,
+                 'run': record.run, 'step': record.step,
+                 'state': record.state, 'x': record.x, 'y': record.y}
+          if kind == 'run':
+            row['on_frontier'] = (record.workdir, record.step) in on
+          rows.append(row)
       if front.fit is not None:
         rows += _curve_rows(panel, family, front.fit,
                             bootstraps.get((panel, family)), extrapolate)
@@ -89,28 +102,39 @@ def plot_rows(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
 
 def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
                 metric: str, extrapolate: float) -> None:
+  # Artists are labelled '_<series>:<family>' (a leading '_' keeps them out
+  # of the legend, which is built from handles below) for tests and
+  # notebooks to find them.
   for family, group in rows.groupby('family', sort=True):
     color = colors[family]
-    for (run, state), run_rows in group[group['series'] == 'run'].groupby(
-        ['run', 'state'], sort=True):
+    runs = group[group['series'] == 'run']
+    for (run, state), run_rows in runs.groupby(['run', 'state'], sort=True):
       run_rows = run_rows.sort_values('step')
-      marker = {'failed': 'x'}.get(state, 'o')
-      face = 'none' if state == 'unfinished' else color
       ax.plot(run_rows['x'], run_rows['y'], '-', color=color, alpha=0.35,
-              linewidth=0.8, marker=marker, markersize=3,
-              markerfacecolor=face, markeredgecolor=color)
+              linewidth=0.8)
+      off = run_rows[~run_rows['on_frontier'].eq(True)]
+      if not off.empty:
+        ax.plot(off['x'], off['y'], linestyle='none', color=color,
+                marker=_STATE_MARKERS.get(state, 'o'), markersize=4,
+                markerfacecolor='none', markeredgecolor=color,
+                markeredgewidth=0.8, alpha=0.8, label=f'_off_frontier:{family}')
     front = group[group['series'] == 'frontier'].sort_values('x')
-    ax.plot(front['x'], front['y'], 'o', color=color, markersize=6,
-            markeredgecolor='black', markeredgewidth=0.7, zorder=3)
+    ax.plot(front['x'], front['y'], ':', color=color, linewidth=1.0,
+            marker='o', markersize=6, markerfacecolor=color,
+            markeredgecolor='black', markeredgewidth=0.7, zorder=3,
+            label=f'_frontier:{family}')
     for series, style in (('fit', '-'), ('extrapolation', '--')):
       curve = group[group['series'] == series].sort_values('x')
       if curve.empty:
         continue
-      ax.plot(curve['x'], curve['y'], style, color=color, linewidth=1.8,
-              zorder=4)
+      thin = bool(curve['underdetermined'].eq(True).any())
+      ax.plot(curve['x'], curve['y'], style, color=color,
+              linewidth=0.8 if thin else 1.8, zorder=4,
+              label=f'_{"underdetermined" if thin else series}:{family}')
       if curve['y_low'].notna().any():
         ax.fill_between(curve['x'], curve['y_low'], curve['y_high'],
-                        color=color, alpha=0.15, linewidth=0)
+                        color=color, alpha=0.15, linewidth=0,
+                        label=f'_band:{family}')
   ax.set_xscale('log')
   ax.set_yscale('log')
   ax.set_xlabel(x_label)
@@ -120,18 +144,30 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   handles = [lines.Line2D([], [], color=colors[f], marker='o',
                           linestyle='-', label=f)
              for f in sorted(rows['family'].unique())]
-  handles += [
-      lines.Line2D([], [], color='gray', marker='o', markeredgecolor='black',
-                   linestyle='none', label='frontier'),
-      lines.Line2D([], [], color='gray', linestyle='-', label='fit'),
-      lines.Line2D([], [], color='gray', linestyle='--',
-                   label=f'extrapolation (to {extrapolate:g}x)'),
-  ]
-  states = set(rows['state'].dropna())
-  if 'unfinished' in states:
+  handles.append(lines.Line2D(
+      [], [], color='gray', marker='o', markeredgecolor='black',
+      linestyle=':', label='frontier (filled, joined)'))
+  runs = rows[rows['series'] == 'run']
+  if (~runs['on_frontier'].eq(True)).any():
     handles.append(lines.Line2D([], [], color='gray', marker='o',
                                 markerfacecolor='none', linestyle='none',
-                                label='unfinished run'))
+                                label='off the frontier (hollow)'))
+  curves = rows[rows['series'].isin(['fit', 'extrapolation'])]
+  thin = curves['underdetermined'].eq(True)
+  if (~thin).any():
+    handles.append(lines.Line2D([], [], color='gray', linestyle='-',
+                                linewidth=1.8, label='fit'))
+  if (curves[~thin]['series'] == 'extrapolation').any():
+    handles.append(lines.Line2D([], [], color='gray', linestyle='--',
+                                label=f'extrapolation (to {extrapolate:g}x)'))
+  if thin.any():
+    handles.append(lines.Line2D(
+        [], [], color='gray', linestyle='-', linewidth=0.8,
+        label='underdetermined fit (< parameters + 2 points)'))
+  states = set(runs['state'].dropna())
+  if 'unfinished' in states:
+    handles.append(lines.Line2D([], [], color='gray', marker='s',
+                                linestyle='none', label='unfinished run'))
   if 'failed' in states:
     handles.append(lines.Line2D([], [], color='gray', marker='x',
                                 linestyle='none', label='failed run'))
@@ -149,11 +185,49 @@ def _write_figure(figure, stem: str) -> List[str]:
   return written
 
 
+def draw(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
+         x: str, bootstraps: Optional[Mapping] = None,
+         extrapolate: float = 10.0,
+         colors: Optional[Dict[str, str]] = None
+         ) -> Tuple[figure_lib.Figure, pd.DataFrame]:
+  """One figure (a panel per metric) and the rows it draws (`plot_rows`).
+
+  Args: as `plot`'s.
+
+  Returns:
+    (figure, rows): a matplotlib Figure (no pyplot) and what it draws.
+
+  Raises:
+    ValueError: nothing to draw (no panel has a point).
+  """
+  column = runs_lib.x_column(x)
+  rows = plot_rows(panels, bootstraps, extrapolate)
+  if rows.empty:
+    raise ValueError(f'Nothing to plot against {x}: no point has both values '
+                     f'positive.')
+  colors = colors or family_colors(rows['family'].unique())
+  metrics = [m for m in panels if (rows['panel'] == m).any()]
+  columns = min(3, len(metrics))
+  count = -(-len(metrics) // columns)
+  # A bare Figure (no pyplot): no global backend or figure state, so
+  # importing or calling this in a notebook changes nothing there. PNG is
+  # rendered by Agg.
+  figure = figure_lib.Figure(figsize=(5.2 * columns, 4.2 * count))
+  axes = figure.subplots(count, columns, squeeze=False)
+  for ax, metric in zip(axes.flat, metrics):
+    _draw_panel(ax, rows[rows['panel'] == metric], colors,
+                runs_lib.X_LABELS.get(column, column), metric, extrapolate)
+  for ax in list(axes.flat)[len(metrics):]:
+    ax.set_visible(False)
+  figure.tight_layout()
+  return figure, rows
+
+
 def plot(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
          x: str, out_dir: str, name: Optional[str] = None,
          bootstraps: Optional[Mapping] = None, extrapolate: float = 10.0,
          colors: Optional[Dict[str, str]] = None) -> List[str]:
-  """Writes one figure (a panel per metric) as PNG, SVG and CSV.
+  """Writes one figure (a panel per metric, `draw`) as PNG, SVG and CSV.
 
   Args:
     panels: {metric: {family: Frontier}} (`frontiers.frontier`).
@@ -171,28 +245,9 @@ def plot(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
   Raises:
     ValueError: nothing to draw (no panel has a point).
   """
-  column = runs_lib.x_column(x)
-  rows = plot_rows(panels, bootstraps, extrapolate)
-  if rows.empty:
-    raise ValueError(f'Nothing to plot against {x}: no point has both values '
-                     f'positive.')
-  colors = colors or family_colors(rows['family'].unique())
-  stem = paths.join(out_dir, name or f'error_vs_{column}')
+  figure, rows = draw(panels, x, bootstraps, extrapolate, colors)
+  stem = paths.join(out_dir, name or f'error_vs_{runs_lib.x_column(x)}')
   paths.makedirs(out_dir)
-  metrics = [m for m in panels if (rows['panel'] == m).any()]
-  columns = min(3, len(metrics))
-  count = -(-len(metrics) // columns)
-  # A bare Figure (no pyplot): no global backend or figure state, so
-  # importing or calling this in a notebook changes nothing there. PNG is
-  # rendered by Agg.
-  figure = figure_lib.Figure(figsize=(5.2 * columns, 4.2 * count))
-  axes = figure.subplots(count, columns, squeeze=False)
-  for ax, metric in zip(axes.flat, metrics):
-    _draw_panel(ax, rows[rows['panel'] == metric], colors,
-                runs_lib.X_LABELS.get(column, column), metric, extrapolate)
-  for ax in list(axes.flat)[len(metrics):]:
-    ax.set_visible(False)
-  figure.tight_layout()
   written = _write_figure(figure, stem)
   paths.write_atomic(f'{stem}.csv', rows.to_csv(index=False))
   return written + [f'{stem}.csv']

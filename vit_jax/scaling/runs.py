@@ -9,6 +9,15 @@ flops_per_step, ..., and where the run stopped; absent in old runs),
 A row of the table is an evaluation point: a step at which a metric
 outside `train/` and `compute/` was logged (val/*, fewshot/*, ...).
 
+Each row also says where the run came from and how it was set: `sweep`
+(the label given for its pattern, else the name of the directory holding
+the workdir, its full path where two such names clash) and one column per
+hyperparameter, named by its dotted config key (`lr`, `seed`,
+`model.pool_type`): the keys the sweeps' sweep.json files override, or,
+for workdirs outside a sweep, the config keys whose values differ between
+the runs loaded. `hparam_columns(table)` lists them; so `load_runs` is a
+per-run hyperparameter table too.
+
 Cumulative quantities at an evaluation step (FLOPs, images seen, device
 seconds) are the logged `compute/*` value at that step (or summary.json's
 at the step the run stopped); else linear interpolation in step between
@@ -22,6 +31,7 @@ so compute/flops, continue from the branch point).
 """
 
 import fnmatch
+import json
 import math
 import os
 import re
@@ -35,7 +45,7 @@ from vit_jax import paths
 
 STATES = ('done', 'failed', 'unfinished')
 # The table's columns before the metrics, in order.
-META_COLUMNS = ('run', 'workdir', 'family', 'variant', 'params',
+META_COLUMNS = ('run', 'workdir', 'sweep', 'family', 'variant', 'params',
                 'params_body', 'state', 'is_branch', 'branch_from',
                 'branch_step', 'total_steps', 'step', 'images_seen',
                 'compute', 'device_seconds')
@@ -312,6 +322,7 @@ def read_run(workdir: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
   info = {
       'run': os.path.basename(workdir.rstrip('/')),
       'workdir': workdir,
+      'config': flatten_config(config),
       'family': str(model.get('name') or summary.get('family') or
                     'unknown'),
       'variant': _variant(model, summary),
@@ -367,36 +378,146 @@ def read_run(workdir: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
   return rows, info
 
 
-def load_runs(patterns: Union[str, Sequence[str]]) -> pd.DataFrame:
+def flatten_config(config: Any, prefix: str = '') -> Dict[str, Any]:
+  """A config.json's nested dicts as {dotted key: value}; lists and
+  other non-scalars as their JSON text (hashable, comparable)."""
+  if not isinstance(config, dict):
+    return {}
+  flat = {}
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten_config(value, f'{name}.'))
+    elif value is None or isinstance(value, (bool, int, float, str)):
+      flat[name] = value
+    else:
+      flat[name] = json.dumps(value, sort_keys=True)
+  return flat
+
+
+def _sweep_overrides(sweep_dir: str) -> Optional[List[str]]:
+  """The keys a sweep's sweep.json overrides in any run; None without
+  a readable sweep.json."""
+  if not paths.exists(paths.join(sweep_dir, 'sweep.json')):
+    return None
+  try:
+    record = paths.read_json(paths.join(sweep_dir, 'sweep.json'))
+  except ValueError:
+    return None
+  keys = set()
+  for run in record.get('runs', []) if isinstance(record, dict) else []:
+    if isinstance(run, dict) and isinstance(run.get('overrides'), dict):
+      keys.update(run['overrides'])
+  # The recipe file and a branch's trunk are not config values (the
+  # branch columns tell branches apart).
+  return sorted(key for key in keys
+                if key != 'config' and not key.startswith('branch.'))
+
+
+def _parent(workdir: str) -> str:
+  return workdir.rstrip('/').rsplit('/', 1)[0] or '/'
+
+
+def _labels_for(patterns: Sequence[str], labels) -> List[Optional[str]]:
+  if labels is None:
+    return [None] * len(patterns)
+  labels = list(labels)
+  if len(labels) != len(patterns):
+    raise ValueError(f'Got {len(labels)} label(s) {labels} for '
+                     f'{len(patterns)} workdir pattern(s) {list(patterns)}: '
+                     f'give one label per pattern.')
+  return labels
+
+
+def hparam_columns(table: pd.DataFrame) -> List[str]:
+  """The hyperparameter columns of a `load_runs` table (module
+  docstring), in order."""
+  return list(table.attrs.get('hparams', ()))
+
+
+def load_runs(patterns: Union[str, Sequence[str]],
+              labels: Optional[Sequence[str]] = None) -> pd.DataFrame:
   """The evaluation points of the workdirs matching glob `patterns`.
 
   Args:
     patterns: one or more glob patterns of workdirs, local or gs://
       (e.g. 'SWEEP_DIR/*'); matches that are not workdirs (a sweep's
       logs/, sweep.json) are left out.
+    labels: one label per pattern, for the `sweep` column (default: the
+      name of the directory holding each workdir).
 
   Returns:
-    One row per evaluation point, columns META_COLUMNS then one per
+    One row per evaluation point, columns META_COLUMNS, then one per
+    hyperparameter (module docstring; `hparam_columns`), then one per
     metric (NaN where a metric was not logged at that step). `run` is the
     workdir's basename (`workdir` tells apart equal names in two sweeps);
     state is 'done', 'failed' or 'unfinished'; params / params_body are NaN
     without summary.json; compute, images_seen and device_seconds are
     cumulative at the step (module docstring). `df.attrs['runs']` lists
-    every run found (read_run's summaries), those without evaluation
-    points too.
+    every run found (read_run's summaries, with its `sweep` and
+    hyperparameters), those without evaluation points too;
+    `df.attrs['hparams']` the hyperparameter columns.
 
   Raises:
-    ValueError: a pattern matching no workdir (named).
+    ValueError: a pattern matching no workdir (named), or labels that are
+      not one per pattern.
   """
-  rows, runs = [], []
-  for workdir in find_workdirs(patterns):
+  if isinstance(patterns, str):
+    patterns = [patterns]
+  pattern_labels = _labels_for(patterns, labels)
+  found, seen = [], set()
+  for pattern, label in zip(patterns, pattern_labels):
+    for workdir in find_workdirs([pattern]):
+      if workdir not in seen:
+        seen.add(workdir)
+        found.append((workdir, label))
+  # The sweep column: a label, else the parent's name (its path on clash).
+  parents = {_parent(w) for w, label in found if label is None}
+  names = [os.path.basename(p) or p for p in parents]
+  clash = {n for n in names if names.count(n) > 1}
+
+  def sweep_name(workdir, label):
+    if label is not None:
+      return str(label)
+    parent = _parent(workdir)
+    name = os.path.basename(parent) or parent
+    return parent if name in clash else name
+
+  overrides = {parent: _sweep_overrides(parent)
+               for parent in {_parent(w) for w, _ in found}}
+  rows, runs, configs = [], [], []
+  for workdir, label in found:
     run_rows, info = read_run(workdir)
-    rows += run_rows
+    info['sweep'] = sweep_name(workdir, label)
+    for row in run_rows:
+      row['sweep'] = info['sweep']
+    rows.append(run_rows)
     runs.append(info)
+    configs.append(info.pop('config'))
+  keys = set()
+  for parent, keys_there in overrides.items():
+    keys.update(keys_there or ())
+  outside = [config for (workdir, _), config in zip(found, configs)
+             if overrides[_parent(workdir)] is None]
+  for key in sorted({k for config in outside for k in config}):
+    if len({json.dumps(config.get(key)) for config in outside}) > 1:
+      keys.add(key)
+  hparams = sorted(keys, key=lambda k: (k.count('.'), k))
+  taken = set(META_COLUMNS) | {name for run_rows in rows for row in run_rows
+                               for name in row}
+  columns = {key: key if key not in taken else f'config.{key}'
+             for key in hparams}
+  for info, run_rows, config in zip(runs, rows, configs):
+    values = {columns[key]: config.get(key) for key in hparams}
+    info['hparams'] = values
+    for row in run_rows:
+      row.update(values)
+  rows = [row for run_rows in rows for row in run_rows]
   metrics = sorted({name for row in rows for name in row} -
-                   set(META_COLUMNS),
+                   set(META_COLUMNS) - set(columns.values()),
                    key=lambda name: (not is_eval_metric(name), name))
-  table = pd.DataFrame(rows, columns=list(META_COLUMNS) + metrics)
+  table = pd.DataFrame(rows, columns=list(META_COLUMNS) +
+                       list(columns.values()) + metrics)
   for name in ('branch_step', 'total_steps'):
     table[name] = table[name].astype('Int64')
   table['step'] = table['step'].astype('int64')
@@ -405,12 +526,15 @@ def load_runs(patterns: Union[str, Sequence[str]]) -> pd.DataFrame:
                'device_seconds', *metrics):
     table[name] = table[name].astype('float64')
   table.attrs['runs'] = runs
+  table.attrs['hparams'] = list(columns.values())
   return table
 
 
 def metric_columns(table: pd.DataFrame) -> List[str]:
   """The metric columns of a `load_runs` table."""
-  return [name for name in table.columns if name not in META_COLUMNS]
+  hparams = set(hparam_columns(table))
+  return [name for name in table.columns
+          if name not in META_COLUMNS and name not in hparams]
 
 
 def iter_runs(table: pd.DataFrame) -> Iterable[Tuple[str, pd.DataFrame]]:
