@@ -93,6 +93,42 @@ def test_grid_zipped_product():
     sweep_lib.grid(a='abc')
 
 
+def test_random_search_and_seeds():
+  space = {'lr': sweep_lib.log_uniform(1e-4, 1e-2),
+           'wd': sweep_lib.choice([0.0, 1e-4]),
+           'model.depth': sweep_lib.int_uniform(2, 4),
+           'model.dropout': sweep_lib.uniform(0.0, 0.2),
+           'model.pool_type': 'gap'}
+  runs = sweep_lib.random(200, 3, space)
+  assert runs == sweep_lib.random(200, 3, space)  # reproducible
+  assert sweep_lib.random(5, 3, space) == runs[:5]  # a prefix
+  assert runs[:5] != sweep_lib.random(5, 4, space)
+  lrs = np.array([run['lr'] for run in runs])
+  assert lrs.min() >= 1e-4 and lrs.max() <= 1e-2
+  # Log-uniform: about half the draws below the geometric middle 1e-3.
+  assert 0.35 < np.mean(lrs < 1e-3) < 0.65
+  assert all(float(f'{lr:.4g}') == lr for lr in lrs)  # readable names
+  assert {run['wd'] for run in runs} == {0.0, 1e-4}
+  assert {run['model.depth'] for run in runs} == {2, 3, 4}
+  assert all(0 <= run['model.dropout'] <= 0.2 and
+             run['model.pool_type'] == 'gap' for run in runs)
+  assert len(set(sweep_lib.run_names(runs))) == 200
+  with pytest.raises(ValueError, match='fewer than 5 distinct runs'):
+    sweep_lib.random(5, 0, {'wd': sweep_lib.choice([0.0, 1e-4])})
+  with pytest.raises(ValueError, match=r'0 < low < high, got 0, 0.1'):
+    sweep_lib.log_uniform(0, 0.1)
+  with pytest.raises(ValueError, match='n >= 1'):
+    sweep_lib.random(0, 0, space)
+
+  seeded = sweep_lib.seeds(sweep_lib.grid(lr=[1e-3, 3e-3]), 3)
+  assert seeded == [{'lr': 1e-3, 'seed': s} for s in range(3)] + [
+      {'lr': 3e-3, 'seed': s} for s in range(3)]
+  assert sweep_lib.run_names(seeded)[:2] == ['lr=0.001,seed=0',
+                                             'lr=0.001,seed=1']
+  with pytest.raises(ValueError, match="already sets 'seed'"):
+    sweep_lib.seeds(seeded, 2)
+
+
 def test_run_names_are_short_readable_and_stable():
   names = sweep_lib.run_names([
       {'model.variant': 'S/16', 'lr': 0.001, 'model.dropout': 0.1,
@@ -196,10 +232,13 @@ def test_branches_and_per_run_recipes(tmp_path, data_dir):
                   f'--sweep_dir={sweep_dir}', '--backend=slurm',
                   '--slurm_max_array_size=100', '--dry_run', check=0)
   scripts = result.stdout.split('#!/bin/bash\n')[1:]
-  assert len(scripts) == 2
+  assert len(scripts) == 3  # the trunks, then a branch array per trunk
   assert '--dependency' not in scripts[0] and 'branch=' not in scripts[0]
-  assert ('#SBATCH --dependency=afterany:<task of recipe=vit-s>:<task of '
-          'recipe=vit-xxs>') in scripts[1].splitlines()
+  # Each branch waits for its own trunk only.
+  for script, trunk in zip(scripts[1:], ('recipe=vit-s', 'recipe=vit-xxs')):
+    assert (f'#SBATCH --dependency=afterany:<task of {trunk}>'
+            in script.splitlines()), script
+    assert f'RUN={trunk},branch=' in script, script
 
   trunk_runs = [{'lr': 1e-3}]
   for runs, message in [
@@ -314,6 +353,37 @@ def test_slurm_dry_run_prints_the_scripts(tmp_path, data_dir):
   assert 'lr=0.001' in first and 'lr=0.002' in first
   assert '#SBATCH --array=0%2' in scripts[1] and 'lr=0.003' in scripts[1]
   assert 'scontrol requeue' in first and 'srun' in first
+  assert not sweep_dir.exists()
+
+
+def test_slurm_time_limits_and_cpus_per_task(tmp_path, data_dir):
+  """sbatch's time formats; a --slurm_time not longer than the early
+  signal is refused up front; srun gets --cpus-per-task (it no longer
+  inherits sbatch's)."""
+  for text, seconds in [('90', 5400), ('5:30', 330), ('1:00:00', 3600),
+                        ('2-0', 172800), ('1-2:30', 95400),
+                        ('0-0:4:0', 240), ('UNLIMITED', None)]:
+    assert slurm.time_limit_seconds(text) == seconds, text
+  with pytest.raises(ValueError, match=r"'4h' is not a time sbatch takes; "
+                     r'formats: MINUTES, MINUTES:SECONDS'):
+    slurm.time_limit_seconds('4h')
+  sweep_file = write_sweep(tmp_path / 's.py', sweep_lib.grid(lr=[1e-3]),
+                           tiny_fixed(data_dir))
+  sweep_dir = tmp_path / 'sd'
+  flags = [f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
+           '--backend=slurm', '--slurm_max_array_size=8', '--dry_run']
+  result = launch(*flags, '--slurm_time=5', '--slurm_signal_seconds=300',
+                  check=2)
+  assert ('--slurm_time=5 (300 s) leaves no time before the early signal '
+          '--slurm_signal_seconds=300') in result.stderr
+  assert result.stderr.count('\n') == 1, result.stderr
+  result = launch(*flags, '--slurm_time=4h', check=2)
+  assert 'is not a time sbatch takes' in result.stderr
+  result = launch(*flags, '--slurm_time=10', '--slurm_cpus_per_task=6',
+                  check=0)
+  assert '#SBATCH --cpus-per-task=6' in result.stdout
+  assert 'srun --ntasks-per-node=1 --kill-on-bad-exit=1 --cpus-per-task=6 ' \
+      '"${COMMAND[@]}" &' in result.stdout
   assert not sweep_dir.exists()
 
 

@@ -76,6 +76,23 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
   trunks, branches = record['submissions'][0]['jobs']
   with open(branches['script']) as f:
     assert f'#SBATCH --dependency=afterany:{trunks["job_id"]}_0\n' in f.read()
+  # The jobs run a snapshot of the checkout's tracked files, not ROOT.
+  with open(trunks['script']) as f:
+    (cd_line,) = [line for line in f if line.startswith('cd ')]
+  code = cd_line.split()[1]
+  assert code.startswith(str(sweep_dir / 'logs' / 'code-')), cd_line
+  tracked = subprocess.run(['git', '-C', ROOT, 'ls-files'], check=True,
+                           capture_output=True, text=True).stdout.split()
+  for name in ('vit_jax/main.py', 'configs/digits.py'):
+    assert name in tracked
+    with open(os.path.join(ROOT, name)) as a, open(
+        os.path.join(code, name)) as b:
+      assert a.read() == b.read(), name
+  assert sorted(os.path.relpath(os.path.join(d, f), code)
+                for d, _, files in os.walk(code) for f in files
+                if '__pycache__' not in d) == sorted(
+                    n for n in tracked if os.path.isfile(
+                        os.path.join(ROOT, n)))
   got = _wait_settled(slurm_cluster, sweep_dir)
   names = list(got)
   assert names[3] == 'lr=0.001,batch_size=32,branch=2+2'

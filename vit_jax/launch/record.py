@@ -14,6 +14,7 @@ neither the sweep file nor the flags of the launch.
 """
 
 import json
+import os
 import subprocess
 import time
 from typing import Any, Dict, List, Optional
@@ -22,6 +23,20 @@ from vit_jax import paths
 from vit_jax.launch import sweep as sweep_lib
 
 FILE = 'sweep.json'
+
+
+def tracked_files(code_dir: str, why: str) -> List[str]:
+  """The checkout's tracked files (paths relative to it, files that exist
+  in the working tree); RuntimeError naming `why` outside a checkout."""
+  try:
+    names = subprocess.run(['git', '-C', code_dir, 'ls-files', '-z'],
+                           check=True, capture_output=True,
+                           text=True).stdout.split('\0')
+  except (OSError, subprocess.CalledProcessError) as error:
+    raise RuntimeError(f'{code_dir} is not a git checkout; {why} '
+                       f'({error}).') from None
+  return [name for name in names
+          if name and os.path.isfile(os.path.join(code_dir, name))]
 
 
 def code_version(code_dir: str) -> Dict[str, Any]:

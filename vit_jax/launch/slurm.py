@@ -17,12 +17,18 @@ each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
 - `cancel` first writes `LOG_DIR/cancelled-<array job>`: an attempt of
   that array that was requeued just before the cancel exits at once, and
   no attempt requeues itself once it exists. `resume` submits new arrays.
+- Code: each submission copies the checkout's tracked files (as in its
+  working tree; sweep.json records the commit and whether it was dirty)
+  to `LOG_DIR/code-<time>/`, and its batch scripts run from there, so a
+  job queued for hours, or requeued after the checkout changed, runs the
+  code it was submitted with.
 - Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues;
   `LOG_DIR/<run name>.log` links to a run's latest one.
 
-Cooldown branches (`sweep.branches`) go in arrays of their own, submitted
-after their trunks' with `--dependency=afterany:<trunk tasks>`: they start
-once the trunks have ended (SLURM cannot wait for a checkpoint file).
+Cooldown branches (`sweep.branches`) go in arrays of their own, one per
+trunk, submitted after the trunks' with `--dependency=afterany:<its
+trunk's task>`: they start once their own trunk has ended (SLURM cannot
+wait for a checkpoint file), not every trunk.
 
 Arrays are limited by the cluster's MaxArraySize (task ids must be below
 it): a sweep with more runs is submitted as several arrays, each with its
@@ -35,12 +41,15 @@ the queued ones.
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from absl import flags
+
+from vit_jax.launch import record as record_lib
 
 _PARTITION = flags.DEFINE_string('slurm_partition', None,
                                  'slurm: partition (default: the cluster\'s).')
@@ -114,6 +123,47 @@ def array_spec(task_ids: Sequence[int], throttle: Optional[int]) -> str:
   return ','.join(parts) + (f'%{throttle}' if throttle else '')
 
 
+_TIME_FORMATS = ('MINUTES', 'MINUTES:SECONDS', 'HOURS:MINUTES:SECONDS',
+                 'DAYS-HOURS', 'DAYS-HOURS:MINUTES',
+                 'DAYS-HOURS:MINUTES:SECONDS', 'UNLIMITED')
+
+
+def time_limit_seconds(text: str) -> Optional[int]:
+  """sbatch --time in seconds (None: UNLIMITED / INFINITE); ValueError
+  naming the formats sbatch takes for anything else."""
+  value = str(text).strip()
+  if value.upper() in ('UNLIMITED', 'INFINITE', '-1'):
+    return None
+  match = re.fullmatch(r'(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?', value)
+  if not match:
+    raise ValueError(f'--slurm_time={text!r} is not a time sbatch takes; '
+                     f'formats: {", ".join(_TIME_FORMATS)}.')
+  days, first, second, third = match.groups()
+  numbers = [int(v) for v in (first, second, third) if v is not None]
+  if days is not None:  # DAYS-HOURS[:MINUTES[:SECONDS]]
+    hours, minutes, seconds = (numbers + [0, 0])[:3]
+    return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+  if len(numbers) == 1:
+    return numbers[0] * 60
+  if len(numbers) == 2:
+    return numbers[0] * 60 + numbers[1]
+  return (numbers[0] * 60 + numbers[1]) * 60 + numbers[2]
+
+
+def snapshot(code_dir: str, dest: str) -> str:
+  """Copies the checkout's tracked files, as in its working tree (what was
+  validated at submission), to `dest`, which the batch scripts then run
+  from: a job that starts hours later, or is requeued after the checkout
+  moved on, runs the code it was submitted with."""
+  files = record_lib.tracked_files(
+      code_dir, 'the SLURM back end runs a snapshot of its tracked files')
+  for name in files:
+    target = os.path.join(dest, name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copy2(os.path.join(code_dir, name), target)
+  return dest
+
+
 def setup_lines(settings: Mapping[str, Any]) -> List[str]:
   """The lines of the --slurm_setup file, under a comment naming it.
 
@@ -167,6 +217,8 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
                  f'WORKDIR={shlex.quote(run["workdir"])}; '
                  f'COMMAND=({command}) ;;')
   python = shlex.quote(settings['python'])
+  cpus = (f'--cpus-per-task={settings["cpus_per_task"]} '
+          if settings.get('cpus_per_task') is not None else '')
   lines = ['#!/bin/bash'] + [f'#SBATCH {option}' for option in options] + [
       f'# vit_jax sweep {record.get("sweep_file")}: run index = {offset} + '
       f'task id. Written by python -m vit_jax.launch.',
@@ -200,7 +252,9 @@ def batch_script(record: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
       '# scancel, `launch cancel`, or the time limit itself: save, no',
       '# requeue, even when the early signal came first.',
       'trap \'stop=1; scancel --signal=TERM "$TASK"\' TERM',
-      'srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${COMMAND[@]}" &',
+      # srun does not inherit sbatch's --cpus-per-task (SLURM >= 22.05).
+      'srun --ntasks-per-node=1 --kill-on-bad-exit=1 '
+      f'{cpus}"${{COMMAND[@]}}" &',
       'child=$!',
       '# `wait` returns early when a trap runs; wait until the run ends.',
       'while true; do',
@@ -255,6 +309,18 @@ class SlurmBackend:
       if not option.startswith('-'):
         raise ValueError(f'--slurm_option={option!r} is not an sbatch '
                          f'option (e.g. --account=NAME).')
+    if settings['signal_seconds'] < 1:
+      raise ValueError(f'--slurm_signal_seconds must be at least 1, got '
+                       f'{settings["signal_seconds"]}.')
+    if settings.get('time') is not None:
+      limit = time_limit_seconds(settings['time'])
+      if limit is not None and limit <= settings['signal_seconds']:
+        raise ValueError(
+            f'--slurm_time={settings["time"]} ({limit} s) leaves no time '
+            f'before the early signal --slurm_signal_seconds='
+            f'{settings["signal_seconds"]}: every attempt would be told to '
+            f'save and requeue at once. Give a longer time or a smaller '
+            f'signal.')
     setup_lines(settings)  # a missing or unreadable file: refused now
 
   def __init__(self, settings: Mapping[str, Any]):
@@ -264,27 +330,30 @@ class SlurmBackend:
                submitted: Optional[Mapping[str, str]] = None
                ) -> List[tuple]:
     """(offset, task ids, script) of each array: the runs without a
-    trunk first, then the cooldown branches, each array of branches
-    depending (afterany) on its trunks' tasks among `submitted` ({run
+    trunk first, then the cooldown branches, an array per trunk, each
+    depending (afterany) on its own trunk's task among `submitted` ({run
     name: 'JOB_TASK'}; None: a placeholder, for --dry_run)."""
     size = self.settings.get('max_array_size') or max_array_size()
     name = 'vit_jax-' + os.path.splitext(
         os.path.basename(record.get('sweep_file') or 'sweep'))[0]
-    trunks = [run for run in runs if not run.get('after')]
-    branches = [run for run in runs if run.get('after')]
+    groups = [(None, [run for run in runs if not run.get('after')])]
+    # Branches: one array per trunk, waiting for that trunk's task alone
+    # (a branch of a small model does not wait for the largest trunk).
+    by_trunk: Dict[str, List[Mapping[str, Any]]] = {}
+    for run in runs:
+      if run.get('after'):
+        by_trunk.setdefault(run['after']['run'], []).append(run)
+    groups += sorted(by_trunk.items())
     scripts = []
-    for group in (trunks, branches):
+    for trunk, group in groups:
+      if not group:
+        continue
+      dependency = None
+      if trunk is not None:
+        wait = (f'<task of {trunk}>' if submitted is None else
+                submitted.get(trunk))
+        dependency = f'afterany:{wait}' if wait else None
       for offset, tasks in chunks([run['index'] for run in group], size):
-        dependency = None
-        if group is branches:
-          by_index = {run['index']: run for run in group}
-          trunk_names = sorted({by_index[offset + t]['after']['run']
-                                for t in tasks})
-          if submitted is None:
-            waits = [f'<task of {n}>' for n in trunk_names]
-          else:
-            waits = [submitted[n] for n in trunk_names if n in submitted]
-          dependency = 'afterany:' + ':'.join(waits) if waits else None
         scripts.append((offset, tasks, batch_script(
             record, group, self.settings, log_dir, offset, tasks, name,
             dependency)))
@@ -292,6 +361,7 @@ class SlurmBackend:
 
   def describe(self, record, runs, log_dir: str) -> str:
     parts = []
+    record = {**record, 'code_dir': os.path.join(log_dir, 'code-<time>')}
     for i, (offset, tasks, script) in enumerate(
         self._scripts(record, runs, log_dir)):
       parts.append(f'# sbatch --parsable {log_dir}/sbatch-<time>-{i}.sh  '
@@ -302,6 +372,11 @@ class SlurmBackend:
   def submit(self, record, runs, log_dir: str) -> Dict[str, Any]:
     os.makedirs(log_dir, exist_ok=True)
     stamp = time.strftime('%Y%m%d-%H%M%S')
+    code = snapshot(record['code_dir'],
+                    os.path.join(log_dir, f'code-{stamp}'))
+    print(f'Code snapshot: {code} (the tracked files of '
+          f'{record["code_dir"]}).')
+    record = {**record, 'code_dir': code}
     by_index = {run['index']: run['name'] for run in runs}
     jobs = []
     submitted: Dict[str, str] = {}  # run name: its 'JOB_TASK'

@@ -15,6 +15,11 @@ with a `get_sweep(arg=None)` that returns a dict:
           'metric': 'val/accuracy',               # the status headline
       }
 
+Run lists: `grid`, `zipped`, `product`, `branches` (cooldowns), `random`
+(random search: `random(16, 0, {'lr': log_uniform(1e-4, 1e-2), 'wd':
+choice([0, 1e-4])})`, with `uniform`, `log_uniform`, `int_uniform`,
+`choice`) and `seeds(runs, n)` (each run with seed 0 .. n - 1).
+
 Overrides are dotted config keys. Every run is resolved and validated
 before anything is launched: a key the recipe does not have, a value of
 the wrong type, two runs with one name, a config `vit_jax.config`
@@ -39,7 +44,9 @@ import dataclasses
 import difflib
 import importlib.util
 import itertools
+import math
 import os
+import random as random_lib
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -103,6 +110,119 @@ def product(*run_lists: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
       merged.update(part)
     runs.append(merged)
   return runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+  """A value distribution for `random`: 'uniform', 'log_uniform' (floats
+  in [low, high]), 'int_uniform' (integers in [low, high]) or 'choice'
+  (one of `options`, equally likely)."""
+  kind: str
+  low: Any = None
+  high: Any = None
+  options: tuple = ()
+
+  def sample(self, rng: random_lib.Random, key: str) -> Any:
+    if self.kind == 'choice':
+      return self.options[rng.randrange(len(self.options))]
+    if self.kind == 'int_uniform':
+      return rng.randint(self.low, self.high)
+    if self.kind == 'log_uniform':
+      value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+    else:
+      value = rng.uniform(self.low, self.high)
+    # 4 significant digits: readable run names, and a value the run's
+    # name and command line give back exactly.
+    value = float(f'{value:.4g}')
+    return min(max(value, self.low), self.high)
+
+
+def _check_range(kind: str, low: Any, high: Any, positive: bool) -> None:
+  numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) for v in (low, high))
+  if not numbers or not low < high or (positive and low <= 0):
+    need = '0 < low < high' if positive else 'low < high'
+    raise ValueError(f'{kind}(low, high) needs finite numbers with {need}, '
+                     f'got {low!r}, {high!r}.')
+
+
+def uniform(low: float, high: float) -> Distribution:
+  """Floats uniform in [low, high] (`random`)."""
+  _check_range('uniform', low, high, positive=False)
+  return Distribution('uniform', float(low), float(high))
+
+
+def log_uniform(low: float, high: float) -> Distribution:
+  """Floats whose logarithm is uniform in [log low, log high] (learning
+  rates, weight decays; `random`)."""
+  _check_range('log_uniform', low, high, positive=True)
+  return Distribution('log_uniform', float(low), float(high))
+
+
+def int_uniform(low: int, high: int) -> Distribution:
+  """Integers uniform in [low, high], both included (`random`)."""
+  if not all(isinstance(v, int) and not isinstance(v, bool)
+             for v in (low, high)) or low > high:
+    raise ValueError(f'int_uniform(low, high) needs integers with low <= '
+                     f'high, got {low!r}, {high!r}.')
+  return Distribution('int_uniform', low, high)
+
+
+def choice(options: Sequence[Any]) -> Distribution:
+  """One of `options`, equally likely (`random`)."""
+  _check_list('choice', options)
+  if not options:
+    raise ValueError('choice() needs at least one option.')
+  return Distribution('choice', options=tuple(options))
+
+
+def random(n: int, seed: int,
+           space: Mapping[str, Any]) -> List[Dict[str, Any]]:
+  """`n` runs drawn from `space`, {key: Distribution or a fixed value}:
+  random search (Bergstra and Bengio 2012). The same (n, seed, space)
+  gives the same runs, so a sweep file stays a record of what ran; a
+  larger n with the same seed keeps the first runs. Floats are rounded to
+  4 significant digits (run names stay readable); a draw equal to an
+  earlier one is drawn again (a run name is unique).
+
+  random(8, 0, {'lr': sweep.log_uniform(1e-4, 1e-2),
+                'wd': sweep.choice([0.0, 1e-4, 1e-3])})
+  """
+  if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    raise ValueError(f'random() needs n >= 1 runs, got {n!r}.')
+  if not isinstance(space, Mapping) or not space:
+    raise ValueError(f'random() needs a non-empty dict of key -> '
+                     f'distribution, got {space!r}.')
+  rng = random_lib.Random(seed)
+  runs, seen = [], set()
+  for _ in range(n):
+    for _ in range(1000):
+      run = {key: (value.sample(rng, key)
+                   if isinstance(value, Distribution) else value)
+             for key, value in space.items()}
+      marker = repr(sorted(run.items()))
+      if marker not in seen:
+        break
+    else:
+      raise ValueError(f'random(): the space {space!r} has fewer than {n} '
+                       f'distinct runs.')
+    seen.add(marker)
+    runs.append(run)
+  return runs
+
+
+def seeds(runs: Sequence[Mapping[str, Any]], n: int, key: str = 'seed',
+          start: int = 0) -> List[Dict[str, Any]]:
+  """Each run `n` times, with `key` = start .. start + n - 1 (its seed
+  last, so a run's seeds sit together). The scaling analysis averages
+  runs alike but for their seed (`--seed_keys`)."""
+  if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    raise ValueError(f'seeds() needs n >= 1, got {n!r}.')
+  taken = [run for run in runs if key in run]
+  if taken:
+    raise ValueError(f'seeds(): run {dict(taken[0])!r} already sets '
+                     f'{key!r}.')
+  return [{**run, key: start + i} for run in runs for i in range(n)]
 
 
 class Trunk(dict):

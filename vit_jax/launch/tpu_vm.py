@@ -34,6 +34,7 @@ from absl import flags
 from vit_jax import paths
 from vit_jax import workdir as workdir_lib
 from vit_jax.launch import local
+from vit_jax.launch import record as record_lib
 
 _NAMES = flags.DEFINE_list('tpu_names', [], 'tpu_vm: the TPU VMs (existing, '
                            'or queued resources\' nodes) to run on.')
@@ -97,18 +98,11 @@ def setup_commands(settings: Mapping[str, Any], name: str,
 
 def code_tarball(code_dir: str, path: str) -> str:
   """The checkout's tracked files, as in the working tree, in a tarball."""
-  try:
-    files = subprocess.run(['git', '-C', code_dir, 'ls-files', '-z'],
-                           check=True, capture_output=True,
-                           text=True).stdout.split('\0')
-  except (OSError, subprocess.CalledProcessError) as error:
-    raise RuntimeError(f'{code_dir} is not a git checkout; the TPU VM back '
-                       f'end copies its tracked files ({error}).') from None
+  files = record_lib.tracked_files(
+      code_dir, 'the TPU VM back end copies its tracked files')
   with tarfile.open(path, 'w:gz') as tar:
     for name in files:
-      full = os.path.join(code_dir, name)
-      if name and os.path.isfile(full):
-        tar.add(full, arcname=name)
+      tar.add(os.path.join(code_dir, name), arcname=name)
   return path
 
 

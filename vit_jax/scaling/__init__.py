@@ -6,6 +6,7 @@
     ci = scaling.bootstrap(fronts['vit'].frontier['x'],
                            fronts['vit'].frontier['y'], law.form)
     scaling.fit_chinchilla(n, d, loss)           # L = E + A/N^a + B/D^b
+    scaling.isoflop(n, c, loss, budgets)         # N_opt ~ C^a (approach 2)
 
 or from the command line (plots, fits.json, the laws printed):
 
@@ -14,11 +15,15 @@ or from the command line (plots, fits.json, the laws printed):
 
 Modules: `runs` (workdirs -> a pandas table, through vit_jax.paths so
 gs:// works), `fits` (the laws, bootstrap, extrapolation check,
-Chinchilla), `frontiers` (per-family lower envelopes and their fits),
+Chinchilla), `compute_optimal` (Chinchilla's approaches 1 and 2),
+`frontiers` (per-group lower envelopes and their fits),
 `plots` (PNG, SVG and CSV), `__main__` (the command line). Reads workdirs
 only; never imports jax or TensorFlow.
 """
 
+from vit_jax.scaling.compute_optimal import ComputeOptimal
+from vit_jax.scaling.compute_optimal import envelope
+from vit_jax.scaling.compute_optimal import isoflop
 from vit_jax.scaling.fits import bootstrap
 from vit_jax.scaling.fits import Bootstrap
 from vit_jax.scaling.fits import ChinchillaFit
@@ -46,7 +51,8 @@ from vit_jax.scaling.runs import to_error
 from vit_jax.scaling.runs import X_COLUMNS
 
 __all__ = [
-    'Bootstrap', 'ChinchillaFit', 'Extrapolation', 'FORMS', 'Fit',
+    'Bootstrap', 'ChinchillaFit', 'ComputeOptimal', 'Extrapolation',
+    'FORMS', 'Fit', 'envelope', 'isoflop',
     'Frontier', 'MIN_POINTS', 'X_COLUMNS', 'bootstrap', 'error_label',
     'find_workdirs', 'fit', 'fit_chinchilla', 'fit_with_fallback',
     'frontier', 'glob', 'is_accuracy', 'load_runs', 'pareto_mask', 'plot',

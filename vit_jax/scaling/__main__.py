@@ -5,6 +5,7 @@
         --out=DIR [--form=auto|saturating|power_offset|power|m4]
         [--bootstrap=200] [--holdout_fraction=0.2 | --holdout_threshold=X]
         [--label=NAME ...] [--group_by=KEY[,KEY]] [--seed_keys=seed]
+        [--metric_label=METRIC=NAME ...] [--style=screen|paper]
 
 Reads every workdir the patterns match (`--workdirs` is repeatable and
 never split on commas: run names contain them; `--label` names each
@@ -48,6 +49,7 @@ import numpy as np
 
 from vit_jax import layout
 from vit_jax import paths
+from vit_jax.scaling import compute_optimal
 from vit_jax.scaling import fits as fits_lib
 from vit_jax.scaling import frontiers as frontier_lib
 from vit_jax.scaling import plots
@@ -94,11 +96,25 @@ _HOLDOUT_THRESHOLD = flags.DEFINE_float(
 _EXTRAPOLATE = flags.DEFINE_float(
     'extrapolate', 10.0, 'Plots extend each law (dashed) to this many times '
     'the largest x fitted.')
+_COMPUTE_OPTIMAL = flags.DEFINE_bool(
+    'compute_optimal', False, "Chinchilla's approaches 1 (loss envelope) "
+    'and 2 (isoFLOP parabolas) on the first metric: N_opt(C) and D_opt(C) '
+    'power laws printed, isoflop.{png,svg,csv} written.')
+_ISOFLOP_BUDGETS = flags.DEFINE_list(
+    'isoflop_budgets', None, '--compute_optimal: the isoFLOP budgets in '
+    'FLOPs (default: 8 log-spaced over the runs\' compute).')
 _ALSO_X = flags.DEFINE_list(
     'also_x', ['params', 'compute/images_seen'], 'Further x axes to plot '
     '(their laws fitted, without bootstrap); skipped with a warning when '
     'the workdirs lack them.')
 _OUT = flags.DEFINE_string('out', None, 'Output directory (local or gs://).')
+_METRIC_LABEL = flags.DEFINE_multi_string(
+    'metric_label', None, "A readable name for a metric's titles and axis "
+    "labels, METRIC=NAME, e.g. 'fewshot/digits/10shot=10-shot digits "
+    "accuracy' (repeatable).")
+_STYLE = flags.DEFINE_enum(
+    'style', 'screen', list(plots.STYLES), "Figures: 'screen' (PNG, SVG) or "
+    "'paper' (one column wide, serif, also a PDF with its fonts embedded).")
 
 # Letters for x in printed formulas.
 _SYMBOLS = {'compute': 'C', 'params': 'N', 'params_body': 'N',
@@ -210,6 +226,35 @@ def _underdetermined_text(law: fits_lib.Fit) -> str:
           f'extrapolated')
 
 
+def _compute_optimal(table, metric: str) -> List[Any]:
+  """Approaches 1 and 2 on every usable evaluation of `metric` (as an
+  error) with known parameters and compute; UsageError when neither can
+  be fitted, a warning when approach 2 cannot."""
+  usable, _ = frontier_lib.points(table, 'compute/flops', metric,
+                                  seed_keys=())
+  rows = table.loc[table[metric].notna()].set_index(['workdir', 'step'])
+  params = rows['params'].reindex(
+      list(zip(usable['workdir'], usable['step']))).to_numpy()
+  known = np.isfinite(params) & (params > 0)
+  if known.sum() < 2:
+    raise UsageError(f'--compute_optimal needs parameter counts '
+                     f'(summary.json) and compute for {metric}; '
+                     f'{int(known.sum())} point(s) have both.')
+  n, c = params[known], usable['x'].to_numpy()[known]
+  loss = usable['y'].to_numpy()[known]
+  try:
+    results = [compute_optimal.envelope(n, c, loss)]
+  except ValueError as error:
+    raise UsageError(f'--compute_optimal: {error}') from None
+  try:
+    budgets = ([float(b) for b in _ISOFLOP_BUDGETS.value]
+               if _ISOFLOP_BUDGETS.value else None)
+    results.append(compute_optimal.isoflop(n, c, loss, budgets))
+  except ValueError as error:
+    _warn(f'--compute_optimal: no isoFLOP fit: {error}')
+  return results
+
+
 def _report(result: Dict[str, Any]) -> List[Dict[str, Any]]:
   """Prints one metric's laws; returns their fits.json records."""
   metric, x = result['metric'], result['x']
@@ -309,6 +354,13 @@ def run() -> None:
     raise UsageError('--out is required (a directory for plots and '
                      'fits.json).')
   _check_out(_OUT.value)
+  labels = {}
+  for item in _METRIC_LABEL.value or []:
+    metric, sep, name = item.partition('=')
+    if not sep or metric not in metrics or not name.strip():
+      raise UsageError(f'--metric_label={item!r}: give METRIC=NAME for a '
+                       f'metric of --metric ({", ".join(metrics)}).')
+    labels[metric] = name.strip()
   table = runs_lib.load_runs(_WORKDIRS.value, _LABEL.value)
   infos = table.attrs['runs']
   for info in infos:
@@ -354,6 +406,9 @@ def run() -> None:
     except ValueError as error:
       _warn(f'no plot against {other}: {error}')
 
+  optimal = _compute_optimal(table, metrics[0]) if (
+      _COMPUTE_OPTIMAL.value) else None
+
   # Everything is known to work: report and write.
   for result in results + [r for _, other in extra for r in other]:
     if result['skipped_line']:
@@ -375,11 +430,13 @@ def run() -> None:
     bootstraps.update(result['bootstraps'])
   written = plots.plot({r['metric']: r['frontiers'] for r in results}, x, out,
                        bootstraps=bootstraps,
-                       extrapolate=_EXTRAPOLATE.value, colors=colors)
+                       extrapolate=_EXTRAPOLATE.value, colors=colors,
+                       metric_labels=labels, style=_STYLE.value)
   for other, other_results in extra:
     written += plots.plot({r['metric']: r['frontiers'] for r in other_results},
                           other, out, extrapolate=_EXTRAPOLATE.value,
-                          colors=colors)
+                          colors=colors, metric_labels=labels,
+                          style=_STYLE.value)
     for result in other_results:
       for family, front in result['frontiers'].items():
         record = {'metric': result['metric'], 'x': other, 'family': family,
@@ -407,6 +464,21 @@ def run() -> None:
                   for r in results
                   for row in r['skipped'].to_dict('records')],
   }
+  if optimal is not None:
+    summary['compute_optimal'] = {}
+    print(f'Compute-optimal sizes ({metrics[0]}, D = C / 6N):')
+    for result in optimal:
+      print(f'  {result.describe()}')
+      summary['compute_optimal'][result.approach] = {
+          'a': result.a, 'n_coef': result.n_coef, 'b': result.b,
+          'd_coef': result.d_coef, 'compute': result.compute.tolist(),
+          'n_opt': result.n_opt.tolist()}
+    isoflop = [r for r in optimal if r.approach == 'isoflop']
+    if isoflop:
+      written += plots.isoflop_plot(
+          isoflop[0], out, loss_label=runs_lib.error_label(metrics[0]),
+          style=_STYLE.value,
+          approach1=next(r for r in optimal if r.approach == 'envelope'))
   fits_path = paths.join(out, 'fits.json')
   paths.write_atomic(fits_path, json.dumps(_json_safe(summary), indent=2,
                                            sort_keys=True))

@@ -29,6 +29,7 @@ import matplotlib
 from matplotlib import colors as colors_lib
 from matplotlib import figure as figure_lib
 from matplotlib import lines
+from matplotlib import ticker
 import numpy as np
 import pandas as pd
 
@@ -100,8 +101,56 @@ def plot_rows(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
   return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
+STYLES = ('screen', 'paper')
+# Paper: one column of a two-column paper (3.25 in), serif text at the
+# size of a caption, TrueType fonts embedded in the PDF (Type 42).
+_PAPER_WIDTH = 3.25
+
+
+def plain_number(value: float) -> str:
+  """A tick label as a reader writes it: 0.6, 0.05, 300, 1e+06 (never
+  6x10^-1)."""
+  if value <= 0 or not np.isfinite(value):
+    return ''
+  if 1e-3 <= value < 1e5:
+    return f'{value:.3g}'
+  exponent = int(np.floor(np.log10(value) + 1e-9))
+  mantissa = value / 10 ** exponent
+  head = '' if abs(mantissa - 1) < 1e-6 else f'{mantissa:.2g}\u00d7'
+  return f'{head}10$^{{{exponent}}}$'
+
+
+def _label_log_axis(axis, low: float, high: float) -> None:
+  """Readable labels on a log axis: every decade; within a short range
+  (under 2 decades) also 2x and 5x, all as plain numbers."""
+  axis.set_major_locator(ticker.LogLocator(base=10))
+  axis.set_major_formatter(ticker.FuncFormatter(
+      lambda v, _: plain_number(v)))
+  short = high / max(low, 1e-300) < 100
+  axis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 3, 4, 5, 6, 7,
+                                                          8, 9)))
+
+  def minor(value, _):
+    if not short:
+      return ''
+    lead = value / 10 ** np.floor(np.log10(value) + 1e-9)
+    return plain_number(value) if round(lead) in (2, 5) else ''
+
+  axis.set_minor_formatter(ticker.FuncFormatter(minor))
+
+
+def _data_limits(values: np.ndarray) -> Tuple[float, float]:
+  """Log-axis limits around the positive values, 8% of their log range
+  (at least a factor 1.15) beyond each end."""
+  values = values[np.isfinite(values) & (values > 0)]
+  low, high = float(values.min()), float(values.max())
+  pad = max(1.15, (high / low) ** 0.08)
+  return low / pad, high * pad
+
+
 def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
-                metric: str, extrapolate: float) -> None:
+                metric: str, extrapolate: float,
+                metric_label: Optional[str] = None) -> None:
   # Artists are labelled '_<series>:<family>' (a leading '_' keeps them out
   # of the legend, which is built from handles below) for tests and
   # notebooks to find them.
@@ -138,9 +187,22 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   ax.set_xscale('log')
   ax.set_yscale('log')
   ax.set_xlabel(x_label)
-  ax.set_ylabel(runs_lib.error_label(metric))
-  ax.set_title(metric)
-  ax.grid(True, which='both', alpha=0.25)
+  name = metric_label or metric
+  ax.set_ylabel(f'error (1 - {name})' if runs_lib.is_accuracy(metric)
+                else name)
+  ax.set_title(name)
+  # The data (points, laws) set the range, never a band: a band reaching
+  # far below the data would squash it.
+  drawn = rows[rows['series'].isin(['run', 'frontier', 'fit',
+                                     'extrapolation'])]
+  y_low, y_high = _data_limits(drawn['y'].to_numpy(dtype=np.float64))
+  x_low, x_high = _data_limits(drawn['x'].to_numpy(dtype=np.float64))
+  ax.set_ylim(y_low, y_high)
+  ax.set_xlim(x_low, x_high)
+  _label_log_axis(ax.yaxis, y_low, y_high)
+  _label_log_axis(ax.xaxis, x_low, x_high)
+  ax.grid(True, which='major', alpha=0.3)
+  ax.grid(True, which='minor', alpha=0.1)
   handles = [lines.Line2D([], [], color=colors[f], marker='o',
                           linestyle='-', label=f)
              for f in sorted(rows['family'].unique())]
@@ -174,21 +236,39 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   ax.legend(handles=handles, fontsize='small', loc='best')
 
 
-def _write_figure(figure, stem: str) -> List[str]:
+def _write_figure(figure, stem: str, style: str = 'screen') -> List[str]:
   written = []
-  for extension in ('png', 'svg'):
+  extensions = ('png', 'svg') if style == 'screen' else ('pdf', 'svg', 'png')
+  for extension in extensions:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=extension, dpi=120)
+    with matplotlib.rc_context(_rc(style)):
+      figure.savefig(buffer, format=extension,
+                     dpi=120 if style == 'screen' else 300)
     path = f'{stem}.{extension}'
     paths.write_atomic(path, buffer.getvalue())
     written.append(path)
   return written
 
 
+def _rc(style: str) -> Dict:
+  if style not in STYLES:
+    raise ValueError(f'Unknown style {style!r}; valid styles: '
+                     f'{", ".join(STYLES)}.')
+  if style == 'screen':
+    return {}
+  return {'pdf.fonttype': 42, 'ps.fonttype': 42, 'svg.fonttype': 'none',
+          'font.family': 'serif', 'font.size': 7, 'axes.titlesize': 7,
+          'axes.labelsize': 7, 'xtick.labelsize': 6, 'ytick.labelsize': 6,
+          'legend.fontsize': 5.5, 'lines.markersize': 3,
+          'axes.linewidth': 0.6}
+
+
 def draw(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
          x: str, bootstraps: Optional[Mapping] = None,
          extrapolate: float = 10.0,
-         colors: Optional[Dict[str, str]] = None
+         colors: Optional[Dict[str, str]] = None,
+         metric_labels: Optional[Mapping[str, str]] = None,
+         style: str = 'screen'
          ) -> Tuple[figure_lib.Figure, pd.DataFrame]:
   """One figure (a panel per metric) and the rows it draws (`plot_rows`).
 
@@ -212,22 +292,33 @@ def draw(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
   # A bare Figure (no pyplot): no global backend or figure state, so
   # importing or calling this in a notebook changes nothing there. PNG is
   # rendered by Agg.
-  figure = figure_lib.Figure(figsize=(5.2 * columns, 4.2 * count))
-  axes = figure.subplots(count, columns, squeeze=False)
-  for ax, metric in zip(axes.flat, metrics):
-    _draw_panel(ax, rows[rows['panel'] == metric], colors,
-                runs_lib.X_LABELS.get(column, column), metric, extrapolate)
-  for ax in list(axes.flat)[len(metrics):]:
-    ax.set_visible(False)
-  figure.tight_layout()
+  metric_labels = metric_labels or {}
+  with matplotlib.rc_context(_rc(style)):
+    if style == 'paper':  # one column wide, the panels stacked
+      columns, count = 1, len(metrics)
+      size = (_PAPER_WIDTH, 2.6 * count)
+    else:
+      size = (5.2 * columns, 4.2 * count)
+    figure = figure_lib.Figure(figsize=size)
+    axes = figure.subplots(count, columns, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+      _draw_panel(ax, rows[rows['panel'] == metric], colors,
+                  runs_lib.X_LABELS.get(column, column), metric, extrapolate,
+                  metric_labels.get(metric))
+    for ax in list(axes.flat)[len(metrics):]:
+      ax.set_visible(False)
+    figure.tight_layout()
   return figure, rows
 
 
 def plot(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
          x: str, out_dir: str, name: Optional[str] = None,
          bootstraps: Optional[Mapping] = None, extrapolate: float = 10.0,
-         colors: Optional[Dict[str, str]] = None) -> List[str]:
-  """Writes one figure (a panel per metric, `draw`) as PNG, SVG and CSV.
+         colors: Optional[Dict[str, str]] = None,
+         metric_labels: Optional[Mapping[str, str]] = None,
+         style: str = 'screen') -> List[str]:
+  """Writes one figure (a panel per metric, `draw`) as PNG, SVG and CSV
+  (style 'paper': also PDF with its fonts embedded, one column wide).
 
   Args:
     panels: {metric: {family: Frontier}} (`frontiers.frontier`).
@@ -238,6 +329,8 @@ def plot(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
     extrapolate: the dashed part runs to this many times the largest
       fitted x.
     colors: {family: colour} (default `family_colors` of the families).
+    metric_labels: {metric: readable name} for titles and axis labels.
+    style: 'screen' or 'paper' (STYLES).
 
   Returns:
     The paths written.
@@ -245,9 +338,77 @@ def plot(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
   Raises:
     ValueError: nothing to draw (no panel has a point).
   """
-  figure, rows = draw(panels, x, bootstraps, extrapolate, colors)
+  figure, rows = draw(panels, x, bootstraps, extrapolate, colors,
+                      metric_labels, style)
   stem = paths.join(out_dir, name or f'error_vs_{runs_lib.x_column(x)}')
   paths.makedirs(out_dir)
-  written = _write_figure(figure, stem)
+  written = _write_figure(figure, stem, style)
   paths.write_atomic(f'{stem}.csv', rows.to_csv(index=False))
+  return written + [f'{stem}.csv']
+
+
+def isoflop_plot(result, out_dir: str, name: str = 'isoflop',
+                 loss_label: str = 'loss', style: str = 'screen',
+                 approach1=None) -> List[str]:
+  """Chinchilla's approach 2 (`compute_optimal.isoflop`) as PNG, SVG (and
+  PDF for style 'paper') and CSV: left, each budget's points and parabola
+  against parameters, its minimum starred; right, N_opt against compute
+  with the fitted power law (and approach 1's, `approach1`, if given).
+
+  Returns:
+    The paths written.
+  """
+  rows = []
+  with matplotlib.rc_context(_rc(style)):
+    wide = style != 'paper'
+    figure = figure_lib.Figure(figsize=(10.4, 4.2) if wide else
+                               (_PAPER_WIDTH, 5.0))
+    left, right = figure.subplots(1, 2) if wide else figure.subplots(2, 1)
+    cmap = matplotlib.colormaps['viridis']
+    budgets = [p.budget for p in result.profiles]
+    for i, profile in enumerate(result.profiles):
+      color = cmap(i / max(1, len(budgets) - 1))
+      label = f'C = {plain_number(profile.budget)}'
+      left.plot(profile.n, profile.loss, 'o', color=color, markersize=3,
+                label=f'_points:{label}')
+      rows += [{'series': 'point', 'budget': profile.budget, 'n': n,
+                'loss': loss} for n, loss in zip(profile.n, profile.loss)]
+      if profile.coefficients is not None and profile.n.size:
+        grid = np.geomspace(profile.n.min(), profile.n.max(), 50)
+        left.plot(grid, profile.curve(grid), '-', color=color,
+                  linewidth=1.0, label=label)
+      if np.isfinite(profile.n_opt):
+        left.plot([profile.n_opt], [profile.loss_opt], '*', color=color,
+                  markeredgecolor='black', markersize=9,
+                  label=f'_optimum:{label}')
+        rows.append({'series': 'optimum', 'budget': profile.budget,
+                     'n': profile.n_opt, 'loss': profile.loss_opt})
+    left.set_xscale('log')
+    left.set_xlabel('parameters N')
+    left.set_ylabel(loss_label)
+    left.set_title('isoFLOP profiles (Chinchilla approach 2)')
+    left.legend(fontsize='x-small', loc='best')
+    c = np.geomspace(result.compute.min() / 2, result.compute.max() * 2, 50)
+    right.plot(result.compute, result.n_opt, '*', color='black',
+               markersize=8, label='_optima')
+    right.plot(c, result.n_opt_at(c), '-', color='tab:blue',
+               label=f'approach 2: N_opt ~ C^{result.a:.3f}')
+    if approach1 is not None:
+      right.plot(approach1.compute, approach1.n_opt, '.', color='tab:orange',
+                 markersize=3, label='_envelope')
+      right.plot(c, approach1.n_opt_at(c), '--', color='tab:orange',
+                 label=f'approach 1: N_opt ~ C^{approach1.a:.3f}')
+    right.set_xscale('log')
+    right.set_yscale('log')
+    right.set_xlabel('training compute C')
+    right.set_ylabel('compute-optimal parameters N_opt')
+    right.legend(fontsize='small', loc='best')
+    for ax in (left, right):
+      ax.grid(True, which='major', alpha=0.3)
+    figure.tight_layout()
+  stem = paths.join(out_dir, name)
+  paths.makedirs(out_dir)
+  written = _write_figure(figure, stem, style)
+  paths.write_atomic(f'{stem}.csv', pd.DataFrame(
+      rows, columns=['series', 'budget', 'n', 'loss']).to_csv(index=False))
   return written + [f'{stem}.csv']
