@@ -59,9 +59,11 @@ def test_two_sweeps_given_together_stay_apart(tmp_path):
   gap = _pooling_sweep(tmp_path / 'gap_sweep', 'gap', 0.8)
   table = scaling.load_runs([f'{cls}/*', f'{gap}/*'], labels=['CLS', 'GAP'])
   assert set(table['sweep']) == {'CLS', 'GAP'}
-  # The sweeps' overridden keys are columns (not 'config', the recipe).
-  assert runs_lib.hparam_columns(table) == ['model.pool_type',
+  # The sweeps' overridden keys are columns, the recipe ('config') too,
+  # with the sweep's own values.
+  assert runs_lib.hparam_columns(table) == ['config', 'model.pool_type',
                                             'model.variant']
+  assert set(table['config']) == {'configs/digits_scaling.py'}
   assert 'model.pool_type' not in runs_lib.metric_columns(table)
   assert set(table['model.pool_type']) == {'cls', 'gap'}
 
@@ -83,7 +85,7 @@ def test_two_sweeps_given_together_stay_apart(tmp_path):
       fronts['CLS vit'].points) + len(fronts['GAP vit'].points)
   with pytest.raises(ValueError, match=r"Cannot group by \['pool'\].*"
                      r'valid keys: sweep, family, variant, state, is_branch, '
-                     r'model.pool_type, model.variant'):
+                     r'config, model.pool_type, model.variant'):
     scaling.frontier(table, 'compute/flops', 'val/accuracy',
                      group_by=('pool',))
   with pytest.raises(ValueError, match='give one label per pattern'):
@@ -143,8 +145,8 @@ def test_cli_labels_groups_and_seeds(tmp_path):
                 '--label=GAP', '--metric=val/accuracy', f'--out={out}',
                 '--bootstrap=0', '--also_x=')
   assert result.returncode == 0, result.stderr
-  assert ('Groups by sweep, family; hyperparameters: model.pool_type, '
-          'model.variant.') in result.stdout
+  assert ('Groups by sweep, family; hyperparameters: config, '
+          'model.pool_type, model.variant.') in result.stdout
   assert '  CLS vit: ' in result.stdout and '  GAP vit: ' in result.stdout
   with open(out / 'fits.json') as f:
     summary = json.load(f)

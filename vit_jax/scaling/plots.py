@@ -23,6 +23,7 @@ rows), underdetermined (on fit and extrapolation rows).
 """
 
 import io
+import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
@@ -41,6 +42,9 @@ from vit_jax.scaling import runs as runs_lib
 CSV_COLUMNS = ('panel', 'family', 'series', 'run', 'step', 'state', 'x', 'y',
                'y_low', 'y_high', 'on_frontier', 'underdetermined')
 _STATE_MARKERS = {'unfinished': 's', 'failed': 'x'}  # others: 'o'
+# Embedding fonts in a PDF runs fontTools' subsetter, which logs every
+# table it touches at INFO (absl shows INFO): keep it to warnings.
+logging.getLogger('fontTools').setLevel(logging.WARNING)
 _CURVE_POINTS = 200
 
 
@@ -150,7 +154,8 @@ def _data_limits(values: np.ndarray) -> Tuple[float, float]:
 
 def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
                 metric: str, extrapolate: float,
-                metric_label: Optional[str] = None) -> None:
+                metric_label: Optional[str] = None,
+                legend: bool = True) -> List:
   # Artists are labelled '_<series>:<family>' (a leading '_' keeps them out
   # of the legend, which is built from handles below) for tests and
   # notebooks to find them.
@@ -191,12 +196,11 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   ax.set_ylabel(f'error (1 - {name})' if runs_lib.is_accuracy(metric)
                 else name)
   ax.set_title(name)
-  # The data (points, laws) set the range, never a band: a band reaching
-  # far below the data would squash it.
-  drawn = rows[rows['series'].isin(['run', 'frontier', 'fit',
-                                     'extrapolation'])]
+  # The data and the laws over them set the y range, never a band or an
+  # extrapolation: one reaching far below the data would squash it.
+  drawn = rows[rows['series'].isin(['run', 'frontier', 'fit'])]
   y_low, y_high = _data_limits(drawn['y'].to_numpy(dtype=np.float64))
-  x_low, x_high = _data_limits(drawn['x'].to_numpy(dtype=np.float64))
+  x_low, x_high = _data_limits(rows['x'].to_numpy(dtype=np.float64))
   ax.set_ylim(y_low, y_high)
   ax.set_xlim(x_low, x_high)
   _label_log_axis(ax.yaxis, y_low, y_high)
@@ -225,7 +229,7 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   if thin.any():
     handles.append(lines.Line2D(
         [], [], color='gray', linestyle='-', linewidth=0.8,
-        label='underdetermined fit (< parameters + 2 points)'))
+        label='underdetermined (< params + 2 points)'))
   states = set(runs['state'].dropna())
   if 'unfinished' in states:
     handles.append(lines.Line2D([], [], color='gray', marker='s',
@@ -233,7 +237,9 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   if 'failed' in states:
     handles.append(lines.Line2D([], [], color='gray', marker='x',
                                 linestyle='none', label='failed run'))
-  ax.legend(handles=handles, fontsize='small', loc='best')
+  if legend:
+    ax.legend(handles=handles, fontsize='small', loc='best')
+  return handles
 
 
 def _write_figure(figure, stem: str, style: str = 'screen') -> List[str]:
@@ -299,15 +305,25 @@ def draw(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
       size = (_PAPER_WIDTH, 2.6 * count)
     else:
       size = (5.2 * columns, 4.2 * count)
-    figure = figure_lib.Figure(figsize=size)
+    paper = style == 'paper'
+    # Paper: one legend for all panels, below them, never over the data.
+    figure = figure_lib.Figure(figsize=size,
+                               layout='constrained' if paper else None)
     axes = figure.subplots(count, columns, squeeze=False)
+    legend = {}
     for ax, metric in zip(axes.flat, metrics):
-      _draw_panel(ax, rows[rows['panel'] == metric], colors,
-                  runs_lib.X_LABELS.get(column, column), metric, extrapolate,
-                  metric_labels.get(metric))
+      for handle in _draw_panel(
+          ax, rows[rows['panel'] == metric], colors,
+          runs_lib.X_LABELS.get(column, column), metric, extrapolate,
+          metric_labels.get(metric), legend=not paper):
+        legend.setdefault(handle.get_label(), handle)
     for ax in list(axes.flat)[len(metrics):]:
       ax.set_visible(False)
-    figure.tight_layout()
+    if paper:
+      figure.legend(handles=list(legend.values()), loc='outside lower center',
+                    ncol=2, frameon=False)
+    else:
+      figure.tight_layout()
   return figure, rows
 
 

@@ -13,7 +13,8 @@ Each row also says where the run came from and how it was set: `sweep`
 (the label given for its pattern, else the name of the directory holding
 the workdir, its full path where two such names clash) and one column per
 hyperparameter, named by its dotted config key (`lr`, `seed`,
-`model.pool_type`): the keys the sweeps' sweep.json files override, or,
+`model.pool_type`; `config`, the recipe, where runs set their own): the
+keys the sweeps' sweep.json files override, or,
 for workdirs outside a sweep, the config keys whose values differ between
 the runs loaded. `hparam_columns(table)` lists them; so `load_runs` is a
 per-run hyperparameter table too.
@@ -395,23 +396,25 @@ def flatten_config(config: Any, prefix: str = '') -> Dict[str, Any]:
   return flat
 
 
-def _sweep_overrides(sweep_dir: str) -> Optional[List[str]]:
-  """The keys a sweep's sweep.json overrides in any run; None without
-  a readable sweep.json."""
+def _sweep_overrides(sweep_dir: str) -> Optional[Dict[str, Dict[str, Any]]]:
+  """{run name: its overrides} from a sweep's sweep.json (the recipe as
+  'config', a branch's trunk left out: the branch columns tell branches
+  apart); None without a readable sweep.json."""
   if not paths.exists(paths.join(sweep_dir, 'sweep.json')):
     return None
   try:
     record = paths.read_json(paths.join(sweep_dir, 'sweep.json'))
   except ValueError:
     return None
-  keys = set()
+  by_run = {}
   for run in record.get('runs', []) if isinstance(record, dict) else []:
     if isinstance(run, dict) and isinstance(run.get('overrides'), dict):
-      keys.update(run['overrides'])
-  # The recipe file and a branch's trunk are not config values (the
-  # branch columns tell branches apart).
-  return sorted(key for key in keys
-                if key != 'config' and not key.startswith('branch.'))
+      by_run[str(run.get('name'))] = {
+          key: value if isinstance(value, (bool, int, float, str)) or (
+              value is None) else json.dumps(value, sort_keys=True)
+          for key, value in run['overrides'].items()
+          if not key.startswith('branch.')}
+  return by_run
 
 
 def _parent(workdir: str) -> str:
@@ -495,8 +498,9 @@ def load_runs(patterns: Union[str, Sequence[str]],
     runs.append(info)
     configs.append(info.pop('config'))
   keys = set()
-  for parent, keys_there in overrides.items():
-    keys.update(keys_there or ())
+  for by_run in overrides.values():
+    for run_overrides in (by_run or {}).values():
+      keys.update(run_overrides)
   outside = [config for (workdir, _), config in zip(found, configs)
              if overrides[_parent(workdir)] is None]
   for key in sorted({k for config in outside for k in config}):
@@ -507,8 +511,13 @@ def load_runs(patterns: Union[str, Sequence[str]],
                                for name in row}
   columns = {key: key if key not in taken else f'config.{key}'
              for key in hparams}
-  for info, run_rows, config in zip(runs, rows, configs):
-    values = {columns[key]: config.get(key) for key in hparams}
+  for (workdir, _), info, run_rows, config in zip(found, runs, rows,
+                                                  configs):
+    # A sweep's own value for the key where it set one (the recipe file
+    # of 'config' is in no config.json), else the run's config.
+    set_there = (overrides[_parent(workdir)] or {}).get(info['run'], {})
+    values = {columns[key]: set_there.get(key, config.get(key))
+              for key in hparams}
     info['hparams'] = values
     for row in run_rows:
       row.update(values)
