@@ -16,6 +16,9 @@ from vit_jax.evaluate import fewshot_evaluator
 from vit_jax.models import common, features, representation, vit
 
 TOL = 1e-4  # float32, against timm / transformers on the CPU.
+# SwinV2's golden runs a head at its logit-scale clamp (100), which
+# amplifies float32 rounding 100-fold (tests/test_swinv2.py's TOL).
+TOLS = {'swinv2': 3e-4}
 
 # The golden models of the make_golden*.py generators, as (family, how
 # their weights load, get_model kwargs).
@@ -92,6 +95,7 @@ def _golden_layers(golden, group):
 @pytest.mark.parametrize('case', list(CASES))
 def test_layers_match_timms_forward_intermediates(case):
   model, variables, golden = _case(case)
+  tol = TOLS.get(case, TOL)
   images = golden['images']
   has_prefix = 'prefix/0' in golden
   plain = _extract(model, variables, images, prefix_tokens=has_prefix,
@@ -103,17 +107,17 @@ def test_layers_match_timms_forward_intermediates(case):
   assert sorted(normed) == names
   for name, want, want_normed in zip(names, expected,
                                      _golden_layers(golden, 'layer_norm')):
-    np.testing.assert_allclose(plain[name], want, atol=TOL, err_msg=name)
-    np.testing.assert_allclose(normed[name], want_normed, atol=TOL,
+    np.testing.assert_allclose(plain[name], want, atol=tol, err_msg=name)
+    np.testing.assert_allclose(normed[name], want_normed, atol=tol,
                                err_msg=name)
-  np.testing.assert_allclose(plain['final'], golden['final'], atol=TOL)
+  np.testing.assert_allclose(plain['final'], golden['final'], atol=tol)
   for i, want in enumerate(_golden_layers(golden, 'prefix')):
-    np.testing.assert_allclose(plain[f'{names[i]}/prefix'], want, atol=TOL)
+    np.testing.assert_allclose(plain[f'{names[i]}/prefix'], want, atol=tol)
   nlc = _golden_layers(golden, 'nlc')
   if nlc:
     tokens = _extract(model, variables, images, layers=[-1],
                       output_fmt='NLC')
-    np.testing.assert_allclose(tokens[names[-1]], nlc[-1], atol=TOL)
+    np.testing.assert_allclose(tokens[names[-1]], nlc[-1], atol=tol)
   # Only what the final norm changes differs: a ViT or BEiT with fc_norm
   # and ConvMixer have none, Swin's fits its last stage only.
   unchanged = [np.array_equal(normed[name], plain[name]) for name in names]

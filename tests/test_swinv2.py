@@ -25,7 +25,12 @@ from vit_jax.models import get_model
 from vit_jax.models import swinv2
 from vit_jax.weights import swinv2 as swinv2_weights
 
-TOL = 1e-4  # float32, against timm on the CPU.
+# float32, against timm on the CPU. Not 1e-4: the golden drives one head's
+# logit scale to its clamp (100, see CLAMPED), which multiplies the cosine
+# similarities' float32 rounding by 100 before the softmax; on an AMD EPYC
+# host (2026-12-07) 2 of stage 0's 8192 values differed by 1.1e-4 and
+# 1.6e-4 (under 1e-4 on the host the goldens were made on).
+TOL = 3e-4
 
 GOLDEN_KWARGS = dict(patch_size=2, width=8, depths=(2, 2, 2, 1),
                      num_heads=(2, 2, 4, 8), window_size=4, num_classes=10)
