@@ -140,10 +140,9 @@ def envelope(n, c, loss, d=None) -> ComputeOptimal:
       finite, or an envelope of fewer than 2 compute values.
   """
   n, c, loss, d = _inputs(n, c, loss, d)
-  on = frontier_lib.pareto_mask(c, loss)
-  order = np.argsort(c[on])
-  pick = lambda v: v[on][order]  # pylint: disable=unnecessary-lambda-assignment
-  return _power_laws('envelope', pick(c), pick(n), pick(d), pick(loss))
+  on = np.flatnonzero(frontier_lib.pareto_mask(c, loss))
+  on = on[np.argsort(c[on])]
+  return _power_laws('envelope', c[on], n[on], d[on], loss[on])
 
 
 def isoflop(n, c, loss, budgets: Optional[Sequence[float]] = None,
