@@ -13,10 +13,26 @@ The device count is added unless XLA_FLAGS already sets it (`.ci/run`
 does). Tests compile many small programs and run each a few times, so the
 CPU backend's LLVM optimisation is turned off: it halves the suite's time
 and changes no result beyond float rounding. Subprocesses inherit both.
+
+The same programs are compiled again and again (every restart of a
+trainer in the fault tests, every test that builds the same tiny model),
+so the session shares one persistent XLA compilation cache, in a fresh
+folder that the first process (pytest-xdist's controller) makes, the
+workers and their subprocesses inherit, and the controller removes at
+exit. A cached executable is the one the compiler would have produced,
+so no result changes (the bit-exact resume tests hold either way).
+JAX_COMPILATION_CACHE_DIR set beforehand is used as it is.
+
+The slowest tests (SLOW below) are started first and pytest-xdist's work
+stealing spreads the rest, so that no long test starts last on one worker
+while the other idles.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'support')
 if SUPPORT not in sys.path:
@@ -33,6 +49,14 @@ for _name, _value in _FLAGS.items():
     _xla_flags += f' --{_name}={_value}'
 os.environ['XLA_FLAGS'] = _xla_flags.strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='vit_jax_tests_xla_cache-')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  # Every program, however quick to compile or small.
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
 
 
 import pytest  # noqa: E402  (after the XLA flags, before any jax import)
@@ -119,3 +143,30 @@ def gcs(tmp_path_factory):
       else:
         os.environ[name] = value
     emulator.stop()
+
+
+# Started first (see the module docstring): the demos and the longest
+# fault and scheduler tests, about slowest first (CI, 2026-12-07).
+SLOW = (
+    'tests/test_segmentation_demo.py::test_unetr_volumes_demo',
+    'tests/test_video_demo.py::test_moving_digits_clip_models',
+    'tests/test_segmentation_demo.py::test_segformer_mosaics_demo',
+    'tests/test_faults.py::test_kill_9_at_every_phase',
+    'tests/test_slurm.py',
+    'tests/test_video_demo.py::test_moving_digits_single_frame',
+    'tests/test_segmentation_demo.py',
+    'tests/test_launch.py::test_local_sweep_failure_and_resume',
+    'tests/test_scaling_study.py',
+    'tests/test_evaluate.py::test_mae_pretrain_fewshot',
+    'tests/test_mvit.py::test_scan_runs_the_same_function',
+    'tests/test_recipes.py',
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    for i, prefix in enumerate(SLOW):
+      if item.nodeid.startswith(prefix):
+        return i
+    return len(SLOW)
+  items.sort(key=rank)  # stable: the rest keep their order

@@ -38,8 +38,10 @@ def tiny_fixed(data_dir, **more):
           **more}
 
 
-def write_sweep(path, runs, fixed, metric=None, config='configs/digits.py'):
-  """A sweep file returning these runs (plain Python, as users write)."""
+def write_sweep(path, runs, fixed, metric=None, config='configs/digits.py',
+                resources=None):
+  """A sweep file returning these runs (plain Python, as users write);
+  `resources`: the source of its 'resources' function, if any."""
   body = f"""
       from vit_jax.launch import sweep
 
@@ -48,7 +50,8 @@ def write_sweep(path, runs, fixed, metric=None, config='configs/digits.py'):
         if arg == 'first':
           runs = runs[:1]
         return {{'config': {config!r}, 'runs': runs, 'fixed': {fixed!r},
-                 'metric': {metric or 'val/accuracy'!r}}}
+                 'metric': {metric or 'val/accuracy'!r},
+                 'resources': {resources or 'None'}}}
       """
   path.write_text(textwrap.dedent(body))
   return str(path)
@@ -354,6 +357,96 @@ def test_slurm_dry_run_prints_the_scripts(tmp_path, data_dir):
   assert '#SBATCH --array=0%2' in scripts[1] and 'lr=0.003' in scripts[1]
   assert 'scontrol requeue' in first and 'srun' in first
   assert not sweep_dir.exists()
+
+
+def test_per_run_resources_split_the_slurm_arrays(tmp_path, data_dir):
+  """A sweep's `resources` function: runs of equal resources share an
+  array, each array takes its runs' resources over the flags', the dry
+  run says which; bad resources are refused naming the run; the local
+  back end notes that it does not use them; a TPU VM run goes only to the
+  VMs it names."""
+  runs = sweep_lib.grid(lr=[1e-3, 2e-3, 3e-3, 4e-3])
+  resources = ("lambda run: {'time': '2:00:00', 'gpus_per_node': 8} "
+               "if run['lr'] > 2.5e-3 else {}")
+  sweep_file = write_sweep(tmp_path / 's.py', runs, tiny_fixed(data_dir),
+                           resources=resources)
+  sweep_dir = tmp_path / 'sd'
+  flags = [f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}', '--dry_run']
+  result = launch(*flags, '--backend=slurm', '--slurm_max_array_size=8',
+                  '--slurm_time=30', '--slurm_gpus_per_node=1', check=0)
+  headers = [line for line in result.stdout.splitlines()
+             if line.startswith('# sbatch')]
+  assert [h.split('(', 1)[1] for h in headers] == [
+      'runs 0 + task ids 0-1)',
+      'runs 0 + task ids 2-3; resources gpus_per_node=8, time=2:00:00)']
+  small, large = result.stdout.split('#!/bin/bash\n')[1:]
+  assert '#SBATCH --time=30' in small and '#SBATCH --gpus-per-node=1' in small
+  assert '#SBATCH --time=2:00:00' in large.splitlines()
+  assert '#SBATCH --gpus-per-node=8' in large.splitlines()
+  assert '#SBATCH --array=2-3' in large and 'lr=0.003' in large
+  assert 'lr=0.003' not in small
+
+  result = launch(*flags, '--backend=local', check=0)
+  assert ("# the sweep's per-run resources are for the SLURM and TPU VM "
+          "back ends: not used here") in result.stdout
+
+  # A resource SLURM refuses, and a key no back end has, name the run.
+  bad = write_sweep(tmp_path / 'bad.py', runs, tiny_fixed(data_dir),
+                    resources="lambda run: {'time': '1', 'nodes': 1}")
+  result = launch(f'--sweep={bad}', f'--sweep_dir={sweep_dir}', '--dry_run',
+                  '--backend=slurm', '--slurm_signal_seconds=300', check=2)
+  assert ("run lr=0.001's resources {'time': '1', 'nodes': 1}: "
+          "--slurm_time=1 (60 s) leaves no time before the early signal"
+          ) in result.stderr
+  typo = write_sweep(tmp_path / 'typo.py', runs, tiny_fixed(data_dir),
+                     resources="lambda run: {'gpus': 8}")
+  result = launch(f'--sweep={typo}', f'--sweep_dir={sweep_dir}', '--dry_run',
+                  check=2)
+  assert ("run 0 (lr=0.001): unknown resource 'gpus'; valid: ['partition', "
+          "'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem', "
+          "'tpu_names'].") in result.stderr
+  broken = write_sweep(tmp_path / 'broken.py', runs, tiny_fixed(data_dir),
+                       resources="lambda run: {'time': run['seed']}")
+  result = launch(f'--sweep={broken}', f'--sweep_dir={sweep_dir}',
+                  '--dry_run', check=2)
+  assert "broken.py, line 10: KeyError: 'seed'" in result.stderr
+
+  on_vm = write_sweep(tmp_path / 'vm.py', runs, tiny_fixed(data_dir),
+                      resources="lambda run: {'tpu_names': ['v2']} "
+                      "if run['lr'] > 3.5e-3 else {}")
+  tpu = [f'--sweep={on_vm}', '--sweep_dir=gs://bucket/sd', '--dry_run',
+         f'--logs={tmp_path / "logs"}',
+         '--backend=tpu_vm', '--tpu_zone=z']
+  result = launch(*tpu, '--tpu_names=v1,v2', check=0)
+  assert '# lr=0.004: on v2 only' in result.stdout
+  (line,) = [l for l in result.stdout.splitlines() if 'lr=0.004' in l
+             and l.startswith('gcloud')]
+  assert ' v2 ' in line
+  result = launch(*tpu, '--tpu_names=v1', check=2)
+  assert ("run lr=0.004's resources {'tpu_names': ['v2']}: resources "
+          "tpu_names=['v2'] must name VMs of --tpu_names=v1.") in result.stderr
+  assert not sweep_dir.exists()
+
+
+def test_a_run_goes_only_to_the_slots_it_fits(tmp_path):
+  """ProcessRunner with `fits` (the TPU VM back end's tpu_names): each run
+  on a slot it fits; a run no slot fits is not started and fails."""
+  slots = [local.Slot(name=name, env={}, command=lambda run, name=name: [
+      sys.executable, '-c', f'print("{name}")']) for name in ('a', 'b')]
+  runs = [{'name': f'r{i}', 'workdir': str(tmp_path / f'r{i}'),
+           'resources': {'tpu_names': names}}
+          for i, names in enumerate([['b'], ['b'], ['a', 'b'], ['c']])]
+  said = []
+  results = local.ProcessRunner(
+      slots, str(tmp_path / 'logs'), str(tmp_path), said.append,
+      fits=lambda run, slot: slot.name in run['resources']['tpu_names']
+  ).run(runs)
+  assert results == {'r3': 1, 'r0': 0, 'r1': 0, 'r2': 0}
+  for name in ('r0', 'r1'):
+    assert (tmp_path / 'logs' / f'{name}.log').read_text().splitlines()[
+        -1] == 'b'
+  assert "r3: not started, no slot here fits its resources ({'tpu_names': " \
+      "['c']})." in said
 
 
 def test_slurm_time_limits_and_cpus_per_task(tmp_path, data_dir):

@@ -95,10 +95,13 @@ IMPORT_TO_DISTRIBUTION = {
 HAND_RUN_ONLY = {'monai', 'timm', 'torch', 'torchvision', 'transformers'}
 HAND_RUN_FILES = ('make_golden', 'golden_torch')
 
-# Optional imports of scripts run by hand, imported only when asked for:
-# the PyTorch side of `benchmarks/train_throughput.py --compare=timm`.
+# Optional imports, imported only when asked for: the PyTorch side of
+# `benchmarks/train_throughput.py --compare=timm` (run by hand), and W&B.
 OPTIONAL_IMPORTS = {
     os.path.join('benchmarks', 'train_throughput.py'): {'timm', 'torch'},
+    # Weights & Biases, only with config.wandb.project (a clear error names
+    # `pip install wandb` otherwise); requirements-test.txt has it.
+    os.path.join('vit_jax', 'metric_writer.py'): {'wandb'},
 }
 
 # (directory, requirements files its imports may use). The library and the

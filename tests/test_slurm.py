@@ -58,12 +58,17 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
   36 does not split over 8 devices): `status` says 2 done, 1 failed with
   its error line; `resume` on a 4-device machine reruns only it. A
   cooldown branch of the first, in an array of its own, waits for it
-  (`--dependency=afterany`) and starts from its checkpoint."""
+  (`--dependency=afterany`) and starts from its checkpoint. The third
+  run's own resources (a longer time limit) put it in an array of its
+  own, which SLURM holds with that limit."""
   runs = sweep_lib.zipped(lr=[1e-3, 2e-3, 3e-3], batch_size=[32, 32, 36])
   runs += sweep_lib.branches(runs[0], [2], cooldown_fraction=0.5)
   fixed = tiny_fixed(data_dir, **{'schedule.decay': 'constant'})
   del fixed['batch_size']
-  sweep_file = write_sweep(tmp_path / 'three.py', runs, fixed)
+  sweep_file = write_sweep(
+      tmp_path / 'three.py', runs, fixed,
+      resources="lambda run: {'time': '12'} if run['batch_size'] == 36 "
+      "else {}")
   sweep_dir = tmp_path / 'sweep'
   # The shipped --slurm_setup example activates the venv VIT_JAX_VENV names.
   result = _launch(slurm_cluster, f'--sweep={sweep_file}',
@@ -71,9 +76,19 @@ def test_slurm_sweep_runs_fails_and_resumes_only_the_failed_run(
                    '--slurm_throttle=2', '--slurm_time=10',
                    '--slurm_setup=launch/slurm_setup.sh',
                    env={'VIT_JAX_VENV': sys.prefix})
-  assert result.stdout.count('Submitted array job') == 2, result.stdout
+  assert result.stdout.count('Submitted array job') == 3, result.stdout
   record = record_lib.read(str(sweep_dir))
-  trunks, branches = record['submissions'][0]['jobs']
+  trunks, longer, branches = record['submissions'][0]['jobs']
+  runs_names = sweep_lib.run_names(runs)
+  assert (trunks['tasks'], longer['tasks'], longer['resources']) == (
+      {'0': runs_names[0], '1': runs_names[1]}, {'2': runs_names[2]},
+      {'time': '12'})
+  limits = {}
+  for job in (trunks, longer):  # asked while SLURM still knows the jobs
+    shown = slurm_cluster.run('scontrol', 'show', 'job', job['job_id']).stdout
+    limits[job['job_id']] = set(re.findall(r'TimeLimit=(\S+)', shown))
+  assert limits == {trunks['job_id']: {'00:10:00'},
+                    longer['job_id']: {'00:12:00'}}, limits
   with open(branches['script']) as f:
     assert f'#SBATCH --dependency=afterany:{trunks["job_id"]}_0\n' in f.read()
   # The jobs run a snapshot of the checkout's tracked files, not ROOT.
@@ -170,19 +185,23 @@ def test_slurm_requeued_run_resumes_bit_identically(slurm_cluster, tmp_path,
 
 def test_slurm_time_limit_saves_and_requeues(slurm_cluster, tmp_path,
                                             data_dir):
-  """--slurm_time=2 (minutes) with the early signal 60 s before: the run
+  """--slurm_time=5 (minutes) with the early signal 240 s before: the run
   saves, its task requeues itself, and the next attempt resumes. Then
-  `cancel`: the run saves and stops, preempted, not requeued."""
+  `cancel`: the run saves and stops, preempted, not requeued. (The signal
+  comes 60-90 s into an attempt; the 4 minutes to the limit leave a
+  loaded machine time to finish compiling the step and save. With 1
+  minute, once in CI, the limit killed an attempt that was still
+  saving.)"""
   fixed = tiny_fixed(data_dir, total_steps=100000, log_every_steps=10,
                      eval_every_steps=100000,
                      **{'checkpoint.every_steps': 100000})
   sweep_file = write_sweep(tmp_path / 'long.py', [{'lr': 1e-3}], fixed)
   sweep_dir = tmp_path / 'sweep'
   _launch(slurm_cluster, f'--sweep={sweep_file}', f'--sweep_dir={sweep_dir}',
-          '--backend=slurm', '--slurm_time=2', '--slurm_signal_seconds=60')
+          '--backend=slurm', '--slurm_time=5', '--slurm_signal_seconds=240')
   # The signal comes 60-90 s into an attempt (slurmctld looks every
   # ~30 s); attempt 2 is cancelled as soon as it has resumed, well before.
-  deadline = time.time() + 400
+  deadline = time.time() + 900
   while 'Resuming from step' not in _logs(sweep_dir):
     assert time.time() < deadline, (_logs(sweep_dir),
                                     slurm_cluster.log_tails())

@@ -14,7 +14,7 @@ Sections and who owns their fields (defaults live in one place each):
               (`vit_jax.models.MODELS[name]`)
   optimizer   `name` + `vit_jax.optim.OPTIMIZER_OPTIONS[name]`
   schedule    `vit_jax.optim.SCHEDULE_DEFAULTS`
-  checkpoint, mesh, init_from, branch   SECTION_DEFAULTS here
+  checkpoint, mesh, init_from, branch, wandb   SECTION_DEFAULTS here
   evals       free names, each entry checked by `vit_jax.evaluate`
               (`EVAL_FIELDS[kind]`)
 
@@ -45,6 +45,8 @@ OBJECTIVE_LOSSES = {'supervised': ('softmax_xent', 'sigmoid_xent'),
                     'segmentation': ('softmax_xent', 'dice_ce'),
                     'mae': LOSSES}
 DTYPES = ('float32', 'bfloat16', 'float16')
+# Weights & Biases' modes (config.wandb.mode; vit_jax/metric_writer.py).
+WANDB_MODES = ('offline', 'online')
 
 
 class _Required:
@@ -86,6 +88,11 @@ SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
     # A cooldown branch: start from the checkpoint of run `trunk` (a
     # workdir) at `step` (vit_jax/branch.py, `restore`).
     'branch': {'trunk': None, 'step': None},
+    # Weights & Biases (vit_jax/metric_writer.py, WandbWriter): off unless
+    # `project` is set; mode 'offline' (files in DIR/wandb, `wandb sync`
+    # later) or 'online'; `name` None: the workdir's name.
+    'wandb': {'project': None, 'entity': None, 'mode': 'offline',
+              'group': None, 'name': None, 'tags': ()},
 }
 
 SECTIONS = ('data', 'model', 'optimizer', 'schedule', 'evals',
@@ -245,6 +252,7 @@ def resolve(config: Any) -> ml_collections.ConfigDict:
     fill(section)
   common.check_choice('init_from.kind', resolved['init_from']['kind'],
                       weights.INIT_KINDS)
+  common.check_choice('wandb.mode', resolved['wandb']['mode'], WANDB_MODES)
   common.check_choice('schedule.cooldown_shape',
                       resolved['schedule']['cooldown_shape'],
                       optim.COOLDOWN_SHAPES)

@@ -14,7 +14,9 @@ file holds is in docs/DESIGN.md (Workdir) and beside its writer.
     DIR/metrics.jsonl     one row per logging event
     DIR/summary.json      the run's compute facts (`vit_jax.compute`)
     DIR/checkpoints/      orbax's step directories
-    DIR/tb/               TensorBoard events
+    DIR/tb/               TensorBoard events (scalars, hparams)
+    DIR/wandb/, wandb_id  Weights & Biases' local files and run id
+                          (only with config.wandb.project)
     DIR/plots/            evaluators' PNGs
     DIR/done, DIR/error   the outcome
     DIR/.outcome-reserve  room for the outcome on a full disk
@@ -32,6 +34,8 @@ METRICS = 'metrics.jsonl'
 SUMMARY = 'summary.json'
 CHECKPOINTS = 'checkpoints'
 TENSORBOARD = 'tb'
+WANDB = 'wandb'
+WANDB_ID = 'wandb_id'
 PLOTS = 'plots'
 DONE = 'done'
 ERROR = 'error'

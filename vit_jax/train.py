@@ -401,6 +401,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
   is_main = jax.process_index() == 0
   if is_main:
     workdir_lib.check_config(workdir, config, allow_changes)
+    metric_writer.check_wandb(config.wandb, workdir)
   checkpoint_dir = layout.checkpoint_dir(workdir)
   fresh = None
   if not _has_checkpoints(checkpoint_dir):
@@ -412,7 +413,7 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
     paths.makedirs(workdir)
     lock = workdir_lib.Lock(workdir, warn=_say)
     lock.acquire()
-  checkpointer = writer = None
+  checkpointer = writer = outcome = None
   try:
     _fault_point('start')
     checkpointer = checkpoint.TrainCheckpointer(
@@ -445,15 +446,19 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
       if dropped:
         logging.info('Dropped %d metrics rows past step %d.', dropped,
                      start_step)
-    writer = metric_writer.MetricWriter(workdir, enabled=is_main,
-                                        restart_step=start_step + 1)
+    writer = metric_writer.MetricWriter(
+        workdir, enabled=is_main, restart_step=start_step + 1,
+        hparams=metric_writer.hparams_of(config),
+        wandb=config.wandb.to_dict())
     last_metrics, stopped_at, lost = _loop(
         config, run, evaluators, state, start_step, checkpointer, writer,
         preemption, workdir, data_state)
     checkpointer.close()  # waits for the last save; raises if it failed
     checkpointer = None
+    outcome = 'done' if stopped_at is None else 'preempted'
   except BaseException as error:  # record it, keep the last good checkpoint
     if is_main and not isinstance(error, KeyboardInterrupt):
+      outcome = 'failed'
       workdir_lib.mark_failed(workdir, error)
     raise
   finally:
@@ -461,7 +466,9 @@ def _train_and_evaluate(config, workdir, allow_changes, preemption):
       if checkpointer is not None:  # a failing run still finishes its save
         checkpointer.close()
     finally:
-      if writer is not None:
+      if writer is not None and outcome:  # for TensorBoard's hparams, W&B
+        writer.end(outcome)
+      elif writer is not None:
         writer.close()
       if lock is not None:
         lock.release()

@@ -194,6 +194,22 @@ def _launch_runs(record, sweep_dir: str, backend_cls, settings) -> int:
   return layout.EXIT_PREEMPTED if stopped else 0
 
 
+def _check(backend_cls, settings, sweep_dir: str, runs) -> None:
+  """The back end's settings, and with each run's resources in them:
+  exit 2 naming the run and the value where one is refused."""
+  try:
+    backend_cls.check(settings, sweep_dir)
+  except ValueError as error:
+    _usage(str(error))
+  for run in runs:
+    if run.get('resources'):
+      try:
+        backend_cls.check_resources(settings, run['resources'])
+      except ValueError as error:
+        _usage(f'run {run["name"]}\'s resources {run["resources"]}: '
+               f'{error}')
+
+
 def launch() -> int:
   if not _SWEEP.value:
     _usage('--sweep=FILE[:ARG] is required to launch (or give a command: '
@@ -206,10 +222,8 @@ def launch() -> int:
   except (ValueError, FileNotFoundError) as error:
     _usage(f'bad sweep: {error}')
   settings = _settings(backend_cls)
-  try:
-    backend_cls.check(settings, sweep_dir)
-  except ValueError as error:
-    _usage(str(error))
+  _check(backend_cls, settings, sweep_dir,
+         [run.to_json() for run in sweep.runs])
   record = record_lib.new(sweep, code_dir, backend_cls.name, settings)
   if _DRY_RUN.value:
     return _continue(record, sweep_dir, backend_cls, settings)
@@ -233,6 +247,11 @@ def _continue(record, sweep_dir: str, backend_cls, settings) -> int:
              '\n'.join(differences) + '\nUse a new --sweep_dir, or '
              '`resume` to continue the existing one.')
     existing.update({k: record[k] for k in ('backend', 'settings')})
+    # The definition's resources now (e.g. more time for a relaunch).
+    resources = {run['name']: run.get('resources') or {}
+                 for run in record['runs']}
+    for run in existing['runs']:
+      run['resources'] = resources[run['name']]
     record = existing
   return _launch_runs(record, sweep_dir, backend_cls, settings)
 
@@ -257,10 +276,7 @@ def _resume(sweep_dir: str) -> int:
     settings = _settings(backend_cls)
   else:
     settings = _settings(backend_cls, record['settings'])
-  try:
-    backend_cls.check(settings, sweep_dir)
-  except ValueError as error:
-    _usage(str(error))
+  _check(backend_cls, settings, sweep_dir, record['runs'])
   return _launch_runs(record, sweep_dir, backend_cls, settings)
 
 

@@ -79,8 +79,13 @@ class ProcessRunner:
   """Runs a list of runs over slots, one run per slot at a time."""
 
   def __init__(self, slots: Sequence[Slot], log_dir: str, cwd: str,
-               say: Callable[[str], None] = print):
+               say: Callable[[str], None] = print,
+               fits: Callable[[Mapping[str, Any], Slot], bool] = (
+                   lambda run, slot: True)):
+    """`fits(run, slot)`: whether the run may go to that slot (the TPU VM
+    back end's per-run `tpu_names`)."""
     self._slots = list(slots)
+    self._fits = fits
     self._log_dir = log_dir
     self._cwd = cwd
     self._say = say
@@ -118,6 +123,12 @@ class ProcessRunner:
     free = list(self._slots)
     running: Dict[int, tuple] = {}
     results: Dict[str, int] = {}
+    for run in list(queue):  # e.g. its only TPU VM failed its setup
+      if not any(self._fits(run, slot) for slot in self._slots):
+        self._say(f'{run["name"]}: not started, no slot here fits its '
+                  f'resources ({run.get("resources")}).')
+        queue.remove(run)
+        results[run['name']] = layout.EXIT_FAILED
 
     def on_signal(signum, frame):
       del frame
@@ -132,11 +143,14 @@ class ProcessRunner:
     try:
       while (queue and not self._stopping) or running:
         while queue and free and not self._stopping:
-          ready = [run for run in queue
-                   if self._startable(run, queue, running)]
+          ready = [(run, slot) for run in queue
+                   if self._startable(run, queue, running)
+                   for slot in free if self._fits(run, slot)]
           if not ready:
-            break  # branches wait for their trunks' checkpoints
-          run, slot = ready[0], free.pop(0)
+            break  # branches wait for their trunks' checkpoints, runs for
+            # the slots they fit
+          run, slot = ready[0]
+          free.remove(slot)
           queue.remove(run)
           log_path = os.path.join(self._log_dir, f'{run["name"]}.log')
           log = open(log_path, 'ab')
@@ -221,6 +235,12 @@ class LocalBackend:
     device_slots(settings['parallel'], visible_gpus(),
                  settings.get('gpus_per_run'))
 
+  @staticmethod
+  def check_resources(settings: Mapping[str, Any],
+                      resources: Mapping[str, Any]) -> None:
+    """Per-run resources are the schedulers': every run takes a slot here."""
+    del settings, resources
+
   def __init__(self, settings: Mapping[str, Any]):
     self.settings = dict(settings)
     self._envs = device_slots(self.settings['parallel'], visible_gpus(),
@@ -229,6 +249,9 @@ class LocalBackend:
   def describe(self, record, runs, log_dir: str) -> str:
     lines = [f'# local: {len(runs)} runs, {len(self._envs)} at a time, in '
              f'{record["code_dir"]}; logs in {log_dir}']
+    if any(run.get('resources') for run in runs):
+      lines.append('# the sweep\'s per-run resources are for the SLURM and '
+                   'TPU VM back ends: not used here')
     for i, run in enumerate(runs):
       env = self._envs[i % len(self._envs)]
       prefix = ''.join(f'{k}={v} ' for k, v in env.items())

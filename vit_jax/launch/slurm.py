@@ -25,6 +25,11 @@ each other through JAX's SLURM detection, `vit_jax.cli`) and waits:
 - Logs: `LOG_DIR/slurm-<array job>_<task>.log`, appended across requeues;
   `LOG_DIR/<run name>.log` links to a run's latest one.
 
+Per-run resources (the sweep's `resources`: time, GPUs, ... for each
+run) replace the flags' for their runs: the runs of equal resources go
+in one array (`SlurmBackend.RESOURCES`; the other keys are other back
+ends').
+
 Cooldown branches (`sweep.branches`) go in arrays of their own, one per
 trunk, submitted after the trunks' with `--dependency=afterany:<its
 trunk's task>`: they start once their own trunk has ended (SLURM cannot
@@ -38,6 +43,7 @@ running at once. `status` cross-checks the workdirs with `squeue`;
 the queued ones.
 """
 
+import json
 import os
 import re
 import shlex
@@ -323,16 +329,40 @@ class SlurmBackend:
             f'signal.')
     setup_lines(settings)  # a missing or unreadable file: refused now
 
+  # The sweep's per-run resources this back end takes (sweep.RESOURCE_KEYS;
+  # the names of its settings, the flags without --slurm_).
+  RESOURCES = ('partition', 'time', 'nodes', 'gpus_per_node',
+               'cpus_per_task', 'mem')
+
+  @classmethod
+  def _with(cls, settings: Mapping[str, Any],
+            resources: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The settings with a run's resources in place of the flags'."""
+    return {**settings, **{key: value for key, value in
+                           (resources or {}).items() if key in cls.RESOURCES}}
+
+  @classmethod
+  def check_resources(cls, settings: Mapping[str, Any],
+                      resources: Mapping[str, Any]) -> None:
+    merged = cls._with(settings, resources)
+    for key in ('nodes', 'gpus_per_node', 'cpus_per_task'):
+      value = merged.get(key)
+      if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f'resources {key} must be a positive integer, got '
+                         f'{value!r}.')
+    cls.check(merged, '')
+
   def __init__(self, settings: Mapping[str, Any]):
     self.settings = dict(settings)
 
   def _scripts(self, record, runs, log_dir: str,
                submitted: Optional[Mapping[str, str]] = None
                ) -> List[tuple]:
-    """(offset, task ids, script) of each array: the runs without a
-    trunk first, then the cooldown branches, an array per trunk, each
-    depending (afterany) on its own trunk's task among `submitted` ({run
-    name: 'JOB_TASK'}; None: a placeholder, for --dry_run)."""
+    """(offset, task ids, script, resources) of each array: the runs
+    without a trunk first, then the cooldown branches, an array per trunk,
+    each depending (afterany) on its own trunk's task among `submitted`
+    ({run name: 'JOB_TASK'}; None: a placeholder, for --dry_run); and
+    within those, an array per set of per-run resources."""
     size = self.settings.get('max_array_size') or max_array_size()
     name = 'vit_jax-' + os.path.splitext(
         os.path.basename(record.get('sweep_file') or 'sweep'))[0]
@@ -353,20 +383,30 @@ class SlurmBackend:
         wait = (f'<task of {trunk}>' if submitted is None else
                 submitted.get(trunk))
         dependency = f'afterany:{wait}' if wait else None
-      for offset, tasks in chunks([run['index'] for run in group], size):
-        scripts.append((offset, tasks, batch_script(
-            record, group, self.settings, log_dir, offset, tasks, name,
-            dependency)))
+      by_resources: Dict[str, List[Mapping[str, Any]]] = {}
+      for run in group:
+        used = {k: v for k, v in (run.get('resources') or {}).items()
+                if k in self.RESOURCES}
+        by_resources.setdefault(json.dumps(used, sort_keys=True),
+                                []).append(run)
+      for key, same in by_resources.items():
+        settings = self._with(self.settings, json.loads(key))
+        for offset, tasks in chunks([run['index'] for run in same], size):
+          scripts.append((offset, tasks, batch_script(
+              record, same, settings, log_dir, offset, tasks, name,
+              dependency), json.loads(key)))
     return scripts
 
   def describe(self, record, runs, log_dir: str) -> str:
     parts = []
     record = {**record, 'code_dir': os.path.join(log_dir, 'code-<time>')}
-    for i, (offset, tasks, script) in enumerate(
+    for i, (offset, tasks, script, resources) in enumerate(
         self._scripts(record, runs, log_dir)):
+      given = ''.join(f', {key}={value}'
+                      for key, value in sorted(resources.items()))
       parts.append(f'# sbatch --parsable {log_dir}/sbatch-<time>-{i}.sh  '
-                   f'(runs {offset} + task ids {array_spec(tasks, None)})\n'
-                   + script)
+                   f'(runs {offset} + task ids {array_spec(tasks, None)}'
+                   f'{given and "; resources" + given[1:]})\n' + script)
     return '\n'.join(parts)
 
   def submit(self, record, runs, log_dir: str) -> Dict[str, Any]:
@@ -387,7 +427,7 @@ class SlurmBackend:
       yield from self._scripts(record, trunks, log_dir, submitted)
       yield from self._scripts(record, branches, log_dir, submitted)
 
-    for i, (offset, tasks, script) in enumerate(arrays()):
+    for i, (offset, tasks, script, resources) in enumerate(arrays()):
       path = os.path.join(log_dir, f'sbatch-{stamp}-{i}.sh')
       with open(path, 'w') as f:
         f.write(script)
@@ -400,7 +440,8 @@ class SlurmBackend:
                 f'; submitted before it: {jobs}' if jobs else ''))
       job_id = result.stdout.strip().split(';')[0]
       jobs.append({'job_id': job_id, 'script': path, 'offset': offset,
-                   'tasks': {str(t): by_index[offset + t] for t in tasks}})
+                   'tasks': {str(t): by_index[offset + t] for t in tasks},
+                   'resources': resources})
       submitted.update({by_index[offset + t]: f'{job_id}_{t}' for t in tasks})
       print(f'Submitted array job {job_id}: {len(tasks)} runs ({path}).')
     return {'jobs': jobs}

@@ -13,6 +13,7 @@ with a `get_sweep(arg=None)` that returns a dict:
               sweep.grid({'lr': [1e-3, 3e-3]})),
           'fixed': {'total_steps': 320},          # every run; not in names
           'metric': 'val/accuracy',               # the status headline
+          'resources': lambda run: {...},         # optional, see below
       }
 
 Run lists: `grid`, `zipped`, `product`, `branches` (cooldowns), `random`
@@ -33,6 +34,23 @@ its file and line. Each run becomes the command line
 
 and the parsing of that command line is checked to give exactly the
 validated config, so what runs is what was checked.
+
+Per-run resources: `'resources'` is a function of a run's overrides
+(the fixed ones included) returning the scheduler resources that run
+needs, keys as the back ends' flags without their prefix
+(`RESOURCE_KEYS`: `partition`, `time`, `nodes`, `gpus_per_node`,
+`cpus_per_task`, `mem` for SLURM, `tpu_names` for TPU VMs); they
+override the command line's for that run. A scaling ladder gives its
+large models more GPUs and time:
+
+    'resources': lambda run: {'gpus_per_node': 8, 'time': '24:00:00'}
+                 if run['model.variant'] in ('L/16', 'H/14') else {},
+
+The SLURM back end submits the runs of equal resources as one array
+each; the TPU VM back end starts a run only on the VMs it names. The
+local back end runs every run on its slots (a note says so). A
+resource key outside `RESOURCE_KEYS`, or a function that raises, is an
+error naming the run.
 
 Names: `key=value` pairs joined by ',', in the order of the run's dict,
 keys shortened to their last component where that is unambiguous within
@@ -56,7 +74,10 @@ from ml_collections import config_dict
 from vit_jax import config as config_lib
 from vit_jax import paths
 
-SWEEP_KEYS = ('config', 'runs', 'fixed', 'metric')
+SWEEP_KEYS = ('config', 'runs', 'fixed', 'metric', 'resources')
+# The per-run resources a sweep may give (each back end uses its own).
+RESOURCE_KEYS = ('partition', 'time', 'nodes', 'gpus_per_node',
+                 'cpus_per_task', 'mem', 'tpu_names')
 DEFAULT_METRIC = 'val/accuracy'
 
 
@@ -357,6 +378,8 @@ class Run:
   # A branch: {'run': trunk name, 'workdir': its workdir, 'step': S}; the
   # launchers start it once that checkpoint exists.
   after: Optional[Dict[str, Any]] = None
+  # The sweep's `resources` for this run (RESOURCE_KEYS), {} if none.
+  resources: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -581,6 +604,29 @@ def _resolve_branches(path: str, run_dicts: List[Mapping[str, Any]],
   return run_dicts, after
 
 
+def _resources(path: str, where: str, resources_of,
+               overrides: Mapping[str, Any]) -> Dict[str, Any]:
+  """The sweep's `resources` function on one run's overrides, checked."""
+  if resources_of is None:
+    return {}
+  got = _run_sweep_file(path, lambda: resources_of(dict(overrides)))
+  if got is None:
+    return {}
+  if not isinstance(got, Mapping):
+    raise ValueError(f'{where}: resources must be a dict of '
+                     f'{list(RESOURCE_KEYS)}, got {got!r}.')
+  for key, value in got.items():
+    if key not in RESOURCE_KEYS:
+      raise ValueError(f'{where}: unknown resource {key!r}; valid: '
+                       f'{list(RESOURCE_KEYS)}.')
+    if key == 'tpu_names' and (isinstance(value, str) or not all(
+        isinstance(v, str) for v in value)):
+      raise ValueError(f'{where}: resources tpu_names must be a list of TPU '
+                       f'VM names, got {value!r}.')
+  return {key: (list(value) if key == 'tpu_names' else value)
+          for key, value in got.items() if value is not None}
+
+
 def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
   """Loads, expands and validates `FILE[:ARG]`; nothing is written.
 
@@ -610,6 +656,11 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
     raise ValueError(f'{path}: get_sweep() must give \'config\' (the recipe, '
                      f'FILE[:ARG]) and \'runs\' (a list of override dicts).')
   recipe = definition['config']
+  resources_of = definition.get('resources')
+  if resources_of is not None and not callable(resources_of):
+    raise ValueError(f'{path}: \'resources\' must be a function of a run\'s '
+                     f'overrides returning a dict of {list(RESOURCE_KEYS)}, '
+                     f'got {resources_of!r}.')
   fixed = dict(definition.get('fixed') or {})
   metric = definition.get('metric') or DEFAULT_METRIC
   run_dicts = list(definition['runs'])
@@ -685,7 +736,9 @@ def load(spec: str, sweep_dir: str, code_dir: str) -> Sweep:
       overrides = {'config': run_recipe, **overrides}
     runs.append(Run(index=i, name=name, overrides=overrides,
                     workdir=workdir, args=args,
-                    total_steps=int(resolved.total_steps), after=after[i]))
+                    total_steps=int(resolved.total_steps), after=after[i],
+                    resources=_resources(path, where, resources_of,
+                                         everything)))
   return Sweep(file=path, arg=arg, source=source, config=recipe, fixed=fixed,
                metric=metric, runs=runs)
 

@@ -7,7 +7,9 @@ Every run is multi-host JAX on all workers of a VM: the launcher runs
 
 and `jax.distributed` finds the other workers itself (`vit_jax.cli`).
 Runs go in sequence on each VM of `--tpu_names`, the VMs in parallel
-(one slot per VM; a sweep on one VM runs one run after the other).
+(one slot per VM; a sweep on one VM runs one run after the other); a run
+whose resources name `tpu_names` (the sweep's `resources`) goes only to
+those VMs (a larger slice for a larger model).
 Before its first run, each VM gets the code: a tarball of the checkout's
 tracked files (as they are in the working tree), copied with
 `gcloud compute tpus tpu-vm scp --worker=all`, unpacked into
@@ -130,6 +132,23 @@ class TpuVmBackend:
           f'--sweep_dir={sweep_dir} is local, but TPU VM workers write the '
           f'workdirs: use cloud storage, e.g. --sweep_dir=gs://BUCKET/DIR.')
 
+  @staticmethod
+  def check_resources(settings: Mapping[str, Any],
+                      resources: Mapping[str, Any]) -> None:
+    """A run's `tpu_names` must be among --tpu_names (else it never runs)."""
+    names = resources.get('tpu_names')
+    if names is None:
+      return
+    unknown = [name for name in names if name not in settings['names']]
+    if not names or unknown:
+      raise ValueError(f'resources tpu_names={names} must name VMs of '
+                       f'--tpu_names={",".join(settings["names"])}.')
+
+  @staticmethod
+  def _fits(run: Mapping[str, Any], vm: str) -> bool:
+    names = (run.get('resources') or {}).get('tpu_names')
+    return not names or vm in names
+
   def __init__(self, settings: Mapping[str, Any]):
     self.settings = dict(settings)
 
@@ -143,7 +162,10 @@ class TpuVmBackend:
       for command in setup_commands(self.settings, name, TARBALL):
         lines.append(local.shell_join(command))
     for i, run in enumerate(runs):
-      name = names[i % len(names)]
+      fitting = [n for n in names if self._fits(run, n)]
+      name = fitting[i % len(fitting)]
+      if len(fitting) < len(names):
+        lines.append(f'# {run["name"]}: on {", ".join(fitting)} only')
       lines.append(local.shell_join(
           ssh(self.settings, name, run_command(self.settings, run))))
     return '\n'.join(lines)
@@ -191,8 +213,9 @@ class TpuVmBackend:
         command=lambda run, name=name: ssh(
             self.settings, name, run_command(self.settings, run)),
         stop=self._stop(name)) for name in ready]
-    return local.ProcessRunner(slots, log_dir, record['code_dir'],
-                               say).run(runs)
+    return local.ProcessRunner(
+        slots, log_dir, record['code_dir'], say,
+        fits=lambda run, slot: self._fits(run, slot.name)).run(runs)
 
   @staticmethod
   def scheduler_states(record, submissions) -> Dict[str, str]:
