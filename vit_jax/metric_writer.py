@@ -194,10 +194,11 @@ class WandbWriter:
   run (`resume='allow'`). Its local files go to `DIR/wandb/` (to a
   temporary folder for a gs:// workdir, online only). `mode='offline'`
   needs no network or account: `wandb sync DIR/wandb/offline-run-*`
-  uploads them later. W&B keeps the first value logged at a step, so
-  after a resume the steps run again since the last checkpoint keep
-  their first values there (metrics.jsonl and TensorBoard take the new
-  ones). W&B's console capture and system statistics are off: the
+  uploads them later (each offline restart is a folder of its own, with
+  the same run id). W&B takes a run's steps in increasing order, so
+  online, after a resume, the steps run again since the last checkpoint
+  keep their first values there (metrics.jsonl and TensorBoard take the
+  new ones). W&B's console capture and system statistics are off: the
   trainer's own output is unchanged.
   """
 
