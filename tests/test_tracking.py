@@ -73,10 +73,12 @@ def test_tensorboard_compares_the_runs_by_their_hyperparameters(tmp_path):
       stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 1800  # TensorBoard imports TF: slow if loaded
-    while True:
+    while True:  # until both runs are loaded (lr then differs)
       try:
         experiment = _post(port, 'experiment', {'experimentName': ''})
-        if experiment.get('metricInfos'):
+        lr = {info['name']: info
+              for info in experiment.get('hparamInfos', [])}.get('lr', {})
+        if lr.get('differs') and len(experiment.get('metricInfos', [])) == 2:
           break
       except OSError:
         pass
