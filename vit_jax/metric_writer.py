@@ -265,7 +265,7 @@ class MetricWriter:
     self._wandb = None
     if not enabled:
       return
-    run_name = run_name or workdir.rstrip('/').rsplit('/', 1)[-1]
+    run_name = run_name or os.path.basename(workdir.rstrip('/'))
     paths.makedirs(workdir)
     self._jsonl = paths.Appender(paths.join(workdir, layout.METRICS),
                                  flush_seconds)

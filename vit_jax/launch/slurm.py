@@ -383,18 +383,18 @@ class SlurmBackend:
         wait = (f'<task of {trunk}>' if submitted is None else
                 submitted.get(trunk))
         dependency = f'afterany:{wait}' if wait else None
-      by_resources: Dict[str, List[Mapping[str, Any]]] = {}
+      by_resources: Dict[str, tuple] = {}  # JSON text: (resources, runs)
       for run in group:
         used = {k: v for k, v in (run.get('resources') or {}).items()
                 if k in self.RESOURCES}
         by_resources.setdefault(json.dumps(used, sort_keys=True),
-                                []).append(run)
-      for key, same in by_resources.items():
-        settings = self._with(self.settings, json.loads(key))
+                                (used, []))[1].append(run)
+      for used, same in by_resources.values():
+        settings = self._with(self.settings, used)
         for offset, tasks in chunks([run['index'] for run in same], size):
           scripts.append((offset, tasks, batch_script(
               record, same, settings, log_dir, offset, tasks, name,
-              dependency), json.loads(key)))
+              dependency), used))
     return scripts
 
   def describe(self, record, runs, log_dir: str) -> str:
