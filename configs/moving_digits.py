@@ -21,7 +21,7 @@ ARG, the model:
   one frame per clip (a 'space_only' TimeSformer of one frame is exactly
   a ViT: no temporal attention, no time embedding).
 The same optimizer and schedule for all three: AdamW, warmup then cosine,
-no augmentation (flips would swap left and right); 600 steps for MViT,
+no augmentation (flips would swap left and right); 400 steps for MViT,
 2,500 for the TimeSformer and its single-frame twin (the TimeSformer
 finds the direction only after about 1,500 steps, where MViT's 3x7x7
 patches see the motion from the start: 2026-12-07, seeds 0 and 1). The
@@ -34,7 +34,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 ARGS = ('timesformer', 'mvit', 'frame')
-STEPS = {'timesformer': 2500, 'frame': 2500, 'mvit': 600}
+STEPS = {'timesformer': 2500, 'frame': 2500, 'mvit': 400}
 NUM_CLASSES = 20
 FRAMES = 8
 PP = f'value_range(-1, 1)|onehot({NUM_CLASSES})'

@@ -140,6 +140,8 @@ CATALOGUE = [
     ('scaling', (*SWEEP_OK, '--x=steps', '--out={tmp}/o'), 2, 'steps'),
     ('scaling', (*SWEEP_OK, '--bootstrap=many', '--out={tmp}/o'), 2,
      'many'),
+    ('scaling', (*SWEEP_OK, '--report=maybe', '--out={tmp}/o'), 2,
+     '--report=maybe'),
     ('scaling', ('--workdirs={sweep}/*', '--out={tmp}/o'), 2,
      '--metric is required'),
     ('scaling', (*SWEEP_OK,), 2, '--out is required'),

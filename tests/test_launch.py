@@ -3,6 +3,8 @@ and TPU VM back ends (the SLURM one: tests/test_slurm.py)."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +22,8 @@ from vit_jax.launch import record as record_lib
 from vit_jax.launch import slurm
 from vit_jax.launch import status as status_lib
 from vit_jax.launch import sweep as sweep_lib
+from vit_jax.launch import tpu_vm
+from vit_jax.launch import tpu_vm_watch
 
 from tiny import ROOT, multihost_reference_params, override, tiny_config
 
@@ -517,11 +521,18 @@ def test_slurm_setup_file_is_copied_into_every_batch_script(tmp_path,
         f'# --slurm_setup={ROOT}/launch/slurm_setup.sh:',
         'if [ -n "${VIT_JAX_VENV:-}" ]; then']),
     ('tpu_v4_32.flags', [
-        'gcloud compute tpus tpu-vm ssh v4-32-a \'--command=mkdir -p vit_jax '
-        '&& tar xzf vit_jax_code.tar.gz -C vit_jax && cd vit_jax && bash '
-        'launch/tpu_vm_setup.sh python3\' --zone=us-central2-b --worker=all',
+        # the sweep's own code folder on the workers: its name and a hash
+        # of gs://bucket/study
+        'gcloud compute tpus tpu-vm ssh v4-32-a \'--command=mkdir -p '
+        'vit_jax_sweeps/study-c24d3d4a && tar xzf vit_jax_code.tar.gz -C '
+        'vit_jax_sweeps/study-c24d3d4a && cd vit_jax_sweeps/study-c24d3d4a '
+        '&& bash launch/tpu_vm_setup.sh python3\' --zone=us-central2-b '
+        '--worker=all',
         'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz '
-        'v4-32-b:vit_jax_code.tar.gz --zone=us-central2-b --worker=all']),
+        'v4-32-b:vit_jax_code.tar.gz --zone=us-central2-b --worker=all',
+        '# each run starts detached on every worker (ATTEMPT: a new folder '
+        'per attempt), then is polled every 30 s until it ends; a dropped '
+        'connection does not stop it']),
 ])
 def test_the_example_cluster_profiles_drive_the_launcher(tmp_path, profile,
                                                          expected):
@@ -677,41 +688,140 @@ def test_cancel_stops_a_local_sweep_cleanly(tmp_path, data_dir):
 def _tpu_flags(sweep_dir, *more):
   return [f'--sweep_dir={sweep_dir}', '--backend=tpu_vm',
           '--tpu_names=vm-a', '--tpu_zone=us-central2-b',
-          '--tpu_project=proj', '--tpu_setup=', *more]
+          '--tpu_project=proj', '--tpu_setup=', '--tpu_poll_seconds=0.5',
+          *more]
 
 
 def test_tpu_vm_dry_run_prints_the_gcloud_commands(tmp_path):
+  """The dry run: the code's copy and set-up, then each run's detached
+  start (ssh returns at once; the run's folder per attempt holds its pid,
+  log and exit status), every gcloud call with --tpu_ssh_flags."""
   sweep_file = write_sweep(tmp_path / 's.py', [{'lr': 1e-3}, {'lr': 2e-3}],
                            {'total_steps': 100, 'model.pool_type': 'map'})
   sweep_dir = tmp_path / 'sweep'
   result = launch(f'--sweep={sweep_file}', *_tpu_flags(
       sweep_dir, '--tpu_names=vm-a,vm-b', '--tpu_allow_local_sweep_dir',
-      '--tpu_setup=pip install -r requirements.txt'), '--logs=/tmp/logs',
-                  '--dry_run', check=0)
-  zone = '--zone=us-central2-b --worker=all --project=proj'
-  run = ("'--command=cd vit_jax && exec python3 -m vit_jax.main "
-         f"--config=configs/digits.py --workdir={sweep_dir}/lr={{lr}} "
-         "--config.total_steps=100 --config.model.pool_type=map "
-         "--config.lr={lr}'")
-  setup = ("'--command=mkdir -p vit_jax && tar xzf vit_jax_code.tar.gz -C "
-           "vit_jax && cd vit_jax && pip install -r requirements.txt'")
-  assert result.stdout.splitlines() == [
+      '--tpu_setup=pip install -r requirements.txt', '--tpu_code_dir=vj',
+      '--tpu_ssh_flags=--tunnel-through-iap --ssh-flag="-o ServerAlive'
+      'Interval=5"'), '--logs=/tmp/logs', '--dry_run', check=0)
+  zone = ('--zone=us-central2-b --worker=all --project=proj '
+          "--tunnel-through-iap '--ssh-flag=-o ServerAliveInterval=5'")
+  trainer = (f'python3 -m vit_jax.main --config=configs/digits.py '
+             f'--workdir={sweep_dir}/lr={{lr}} --config.total_steps=100 '
+             f'--config.model.pool_type=map --config.lr={{lr}}')
+  setup = ("'--command=mkdir -p vj && tar xzf vit_jax_code.tar.gz -C "
+           "vj && cd vj && pip install -r requirements.txt'")
+  lines = result.stdout.splitlines()
+  assert lines[:8] == [
       '# tpu_vm: 2 runs on 2 VMs (vm-a, vm-b), in sequence on each; logs in '
       '/tmp/logs',
-      f'# on each VM, once: vit_jax_code.tar.gz = the tracked files of {ROOT}',
+      f'# on each VM, once: vit_jax_code.tar.gz = the tracked files of {ROOT}'
+      ', unpacked into ~/vj',
       'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz '
       f'vm-a:vit_jax_code.tar.gz {zone}',
       f'gcloud compute tpus tpu-vm ssh vm-a {setup} {zone}',
       'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz '
       f'vm-b:vit_jax_code.tar.gz {zone}',
       f'gcloud compute tpus tpu-vm ssh vm-b {setup} {zone}',
-      f'gcloud compute tpus tpu-vm ssh vm-a {run.format(lr=0.001)} {zone}',
-      f'gcloud compute tpus tpu-vm ssh vm-b {run.format(lr=0.002)} {zone}',
+      '# each run starts detached on every worker (ATTEMPT: a new folder per '
+      'attempt), then is polled every 0.5 s until it ends; a dropped '
+      'connection does not stop it',
+      '# lr=0.001 on vm-a: in ~/vj, detached, output in '
+      '~/vj-runs/lr=0.001/ATTEMPT/log: ' + trainer.format(lr=0.001),
   ]
+  assert lines[9] == ('# lr=0.002 on vm-b: in ~/vj, detached, output in '
+                      '~/vj-runs/lr=0.002/ATTEMPT/log: ' +
+                      trainer.format(lr=0.002))
+  for line, vm, lr in ((lines[8], 'vm-a', 0.001), (lines[10], 'vm-b', 0.002)):
+    start = (f'mkdir -p vj-runs/lr={lr} && if mkdir vj-runs/lr={lr}/ATTEMPT '
+             f'2>/dev/null; then cd vj-runs/lr={lr}/ATTEMPT && printf %s ')
+    assert line.startswith(f'gcloud compute tpus tpu-vm ssh {vm} {zone} '
+                           f"'--command={start}"), line
+    assert trainer.format(lr=lr) in line
+    assert 'setsid nohup bash run.sh > log 2>&1 < /dev/null &' in line
+  assert len(lines) == 11
   assert not sweep_dir.exists()
   result = launch(f'--sweep={sweep_file}', *_tpu_flags(sweep_dir),
                   '--dry_run')
   assert result.returncode == 2 and 'gs://BUCKET' in result.stderr
+
+
+def test_tpu_vm_each_sweep_has_its_own_code_folder(tmp_path):
+  """Without --tpu_code_dir, the code goes to vit_jax_sweeps/<sweep dir
+  name>-<hash of the sweep dir>: two sweeps (of different code, say) do
+  not overwrite each other's, and their runs' folders differ too. A gs://
+  sweep in a dry run needs no network (its endpoint refuses connections)."""
+  sweep_file = write_sweep(tmp_path / 's.py', [{'lr': 1e-3}],
+                           {'total_steps': 100})
+  env = dict(os.environ, STORAGE_EMULATOR_HOST='http://127.0.0.1:9')
+  folders = []
+  for sweep_dir in ('gs://bucket-x/a/study', 'gs://bucket-x/b/study'):
+    result = launch(f'--sweep={sweep_file}', *_tpu_flags(sweep_dir),
+                    f'--logs={tmp_path / "logs"}', '--dry_run', env=env,
+                    check=0)
+    assert result.stderr.strip() == '', result.stderr
+    line = next(l for l in result.stdout.splitlines()
+                if 'unpacked into' in l)
+    folder = line.rsplit(' ', 1)[1]
+    assert folder.startswith('~/vit_jax_sweeps/study-'), line
+    assert f'mkdir -p {folder[2:]} && tar xzf' in result.stdout
+    assert f'{folder}-runs/lr=0.001/ATTEMPT/log' in result.stdout
+    assert f'--workdir={sweep_dir}/lr=0.001' in result.stdout
+    folders.append(folder)
+  assert folders[0] != folders[1]
+  assert sorted(os.listdir(tmp_path)) == ['s.py']  # not even the logs
+
+
+def test_tpu_vm_dry_run_with_queued_resources(tmp_path):
+  """--tpu_queued_resources: the dry run shows each VM's queued-resources
+  create (spot), before its set-up; the ssh flags stay off it."""
+  sweep_file = write_sweep(tmp_path / 's.py', [{'lr': 1e-3}],
+                           {'total_steps': 100})
+  result = launch(f'--sweep={sweep_file}', *_tpu_flags(
+      'gs://bucket-x/q', '--tpu_names=vm-a,vm-b', '--tpu_queued_resources',
+      '--tpu_accelerator_type=v4-32', '--tpu_runtime_version=tpu-vm-base',
+      '--tpu_spot', '--tpu_ssh_flags=--internal-ip'),
+                  f'--logs={tmp_path / "logs"}', '--dry_run', check=0)
+  lines = result.stdout.splitlines()
+  for vm in ('vm-a', 'vm-b'):
+    create = (f'gcloud compute tpus queued-resources create {vm} '
+              f'--node-id={vm} --zone=us-central2-b --project=proj '
+              '--accelerator-type=v4-32 --runtime-version=tpu-vm-base --spot')
+    assert create in lines, result.stdout
+    assert lines[lines.index(create) + 1].startswith(
+        f'gcloud compute tpus tpu-vm scp vit_jax_code.tar.gz {vm}:')
+
+
+def test_tpu_vm_bad_settings_are_one_line(tmp_path):
+  """--tpu_ssh_flags that do not split into flags, a poll interval or
+  failure bound out of range, queued resources without their type, spot
+  without queued resources: refused naming the value; on the command
+  line in one line, exit 2, nothing written."""
+  sweep_file = write_sweep(tmp_path / 's.py', [{'lr': 1e-3}],
+                           {'total_steps': 100})
+  result = launch(f'--sweep={sweep_file}', *_tpu_flags('gs://bucket-x/s'),
+                  "--tpu_ssh_flags=--internal-ip 'x",
+                  f'--logs={tmp_path / "logs"}', check=2,
+                  env=dict(os.environ,
+                           STORAGE_EMULATOR_HOST='http://127.0.0.1:9'))
+  assert result.stderr == (
+      'vit_jax.launch: --tpu_ssh_flags="--internal-ip \'x" does not split '
+      'into flags (No closing quotation); valid: flags of gcloud compute '
+      "tpus tpu-vm ssh, e.g. '--tunnel-through-iap --internal-ip'.\n")
+  assert sorted(os.listdir(tmp_path)) == ['s.py']
+  good = {'names': ['vm-a'], 'zone': 'z', 'ssh_flags': '--internal-ip',
+          'poll_seconds': 1.0, 'poll_failures': 3}
+  tpu_vm.TpuVmBackend.check(good, 'gs://bucket-x/s')
+  for change, message in [
+      ({'ssh_flags': 'internal-ip'}, "('internal-ip' is none)"),
+      ({'poll_seconds': 0.0}, '--tpu_poll_seconds=0.0 must be positive'),
+      ({'poll_failures': 0}, '--tpu_poll_failures=0 must be at least 1'),
+      ({'queued_resources': True, 'accelerator_type': 'v4-8'},
+       'give --tpu_runtime_version (e.g. v4-32, tpu-ubuntu2204-base)'),
+      ({'spot': True}, '--tpu_spot is for VMs the launcher creates: add '
+       '--tpu_queued_resources')]:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      tpu_vm.TpuVmBackend.check({**good, **change}, 'gs://bucket-x/s')
 
 
 def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir, gcs):
@@ -734,10 +844,14 @@ def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir, gcs):
   log = (logs / 'lr=0.001.log').read_text()
   assert result.returncode == 0, result.stdout + result.stderr + log
   verbs = [json.loads(line)[3] for line in calls.read_text().splitlines()]
-  assert verbs == ['scp', 'ssh', 'ssh']  # code, unpack, the run
-  # Both workers got the code, and ran from it.
+  # code, unpack, the detached start, polls, the logs' tails
+  assert verbs[:3] == ['scp', 'ssh', 'ssh'] and set(verbs[3:]) == {'ssh'}
+  assert 'step 3/3' in log and 'worker statuses [0, 0]' in log
+  # Both workers got the code (in the sweep's own folder), and ran from it.
+  code = tpu_vm.code_dir({}, record_lib.read(sweep_dir))
+  assert code.startswith('vit_jax_sweeps/tpu-sweep-')
   for worker in ('worker-0', 'worker-1'):
-    assert (tmp_path / 'vms' / 'vm-a' / worker / 'vit_jax' / 'vit_jax' /
+    assert (tmp_path / 'vms' / 'vm-a' / worker / code / 'vit_jax' /
             'main.py').exists()
   assert statuses(sweep_dir)['lr=0.001']['state'] == 'done'
   assert record_lib.read(sweep_dir)['runs'][0]['workdir'] == (
@@ -751,6 +865,230 @@ def test_tpu_vm_two_workers_match_one_process(tmp_path, data_dir, gcs):
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected),
                   strict=True):
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+class _ScriptedWatch(tpu_vm_watch.Watch):
+  """A watch whose ssh calls answer from a script: (status, output)."""
+
+  def __init__(self, answers, **spec):
+    self.lines = []
+    super().__init__(dict({'run': 'r', 'vm': 'vm', 'attempt_dir': 'x/r/A',
+                           'ssh': [], 'start': 'START', 'poll': 'POLL',
+                           'stop': 'STOP', 'poll_seconds': 0,
+                           'max_failures': 3, 'start_seconds': 300}, **spec),
+                     say=self.lines.append)
+    self.answers, self.sent = list(answers), []
+
+  def ssh(self, remote):
+    self.sent.append(remote)
+    return self.answers.pop(0) if remote in ('START', 'POLL') else (0, '')
+
+
+def _polled(*states):
+  return 0, ''.join(f'{tpu_vm_watch.PREFIX} {s}\n' for s in states)
+
+
+@pytest.mark.parametrize('answers, code, sent', [
+    # failed polls in a row below the bound are retried
+    ([(255, 'ssh: connection lost'), (255, ''), _polled('running', 'running'),
+      (-9, ''), _polled('ended 0', 'ended 0')], 0, 5),
+    # as many as the bound: given up (the trainers may still run)
+    ([(0, ''), (255, ''), (255, ''), (0, 'garbled')], 1, 4),
+    # a worker the start did not reach: the start is sent again
+    ([(0, ''), _polled('running', 'absent'), (0, ''),
+      _polled('ended 0', 'ended 3')], 3, 4),
+    # a worker whose trainer vanished without a status
+    ([(0, ''), _polled('ended 0', 'lost')], 1, 2),
+    # the first non-zero status of a worker
+    ([(0, ''), _polled('ended 137', 'ended 1')], 137, 2),
+])
+def test_tpu_vm_watch_polls_through_failures(answers, code, sent):
+  """The watch's decisions on scripted answers (no gcloud)."""
+  watch = _ScriptedWatch(answers)
+  assert watch.run() == code
+  started = [r for r in watch.sent if r in ('START', 'POLL')]
+  assert len(started) == sent and not watch.answers
+  if code == 1 and 'garbled' in str(answers):
+    assert 'no answer from vm in 3 polls; giving up' in ' '.join(watch.lines)
+
+
+def test_tpu_vm_watch_stop_is_retried_until_it_gets_through():
+  """SIGTERM to the watch: the stop goes out (again after a failed ssh),
+  and the watch waits for the trainers' exit status."""
+  answers = {'START': iter([(0, '')]), 'STOP': iter([(255, ''), (0, '')]),
+             'POLL': iter([_polled('running'), _polled('running'),
+                           _polled('ended 3')])}
+  watch = tpu_vm_watch.Watch({'run': 'r', 'vm': 'vm', 'attempt_dir': 'x',
+                              'ssh': [], 'start': 'START', 'poll': 'POLL',
+                              'stop': 'STOP', 'poll_seconds': 0,
+                              'max_failures': 3, 'start_seconds': 300},
+                             say=lambda line: None)
+  sent = []
+
+  def ssh(remote):
+    sent.append(remote)
+    if remote == 'START':
+      watch.stopping = True  # SIGTERM came during the start
+    return next(answers[remote]) if remote in answers else (0, 'the logs')
+
+  watch.ssh = ssh
+  assert watch.run() == 3
+  assert sent[:5] == ['START', 'STOP', 'POLL', 'STOP', 'POLL']
+  assert sent.count('STOP') == 2 and sent.count('POLL') == 3
+
+
+def _alive(pid):
+  """Whether a process runs (a zombie does not)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except FileNotFoundError:
+    return False
+
+
+def _fake_tpu_env(tmp_path, **more):
+  return dict(os.environ, PATH=f'{FAKE_GCLOUD}:{os.environ["PATH"]}',
+              FAKE_TPU_ROOT=str(tmp_path / 'vms'),
+              FAKE_GCLOUD_LOG=str(tmp_path / 'gcloud.jsonl'),
+              XLA_FLAGS='--xla_backend_optimization_level=0', **more)
+
+
+def test_tpu_vm_runs_survive_killed_ssh_connections(tmp_path, data_dir):
+  """Runs start detached on the workers and are watched by polling: a
+  sweep of two runs on two VMs (one worker each) whose ssh connections
+  are killed (the stand-in hangs up their sessions and SIGKILLs itself:
+  the starts' and some polls') still finishes every run, each started
+  once; the launcher reports success."""
+  fixed = tiny_fixed(data_dir, total_steps=6, eval_every_steps=6,
+                     **{'checkpoint.every_steps': 6})
+  sweep_file = write_sweep(tmp_path / 'drop.py', [{'lr': 1e-3}, {'lr': 2e-3}],
+                           fixed)
+  sweep_dir = tmp_path / 'sweep'
+  logs = tmp_path / 'logs'
+  # ssh calls 1-2 unpack the code; 3 on are the starts and polls.
+  env = _fake_tpu_env(tmp_path, FAKE_TPU_WORKERS='1',
+                      FAKE_GCLOUD_KILL_SSH='3,4,5,6,9,10,15')
+  result = launch(f'--sweep={sweep_file}', *_tpu_flags(
+      sweep_dir, '--tpu_names=vm-a,vm-b', '--tpu_allow_local_sweep_dir',
+      f'--tpu_python={sys.executable}', '--tpu_ssh_flags=--internal-ip'),
+                  f'--logs={logs}', env=env)
+  text = {name: (logs / f'{name}.log').read_text()
+          for name in ('lr=0.001', 'lr=0.002')}
+  assert result.returncode == 0, result.stdout + result.stderr + str(text)
+  calls = [json.loads(line) for line in
+           (tmp_path / 'gcloud.jsonl').read_text().splitlines()]
+  assert len([c for c in calls if c[3] == 'ssh']) > 15  # the kills came
+  assert all('--internal-ip' in call for call in calls)
+  # The killed calls showed as failed ssh (status -9), retried.
+  assert sum(t.count('(ssh status -9)') for t in text.values()) >= 3
+  code = tpu_vm.code_dir({}, record_lib.read(str(sweep_dir)))
+  for name, log in text.items():
+    assert 'step 6/6' in log and 'worker statuses [0]' in log, log
+    workdir = sweep_dir / name
+    assert (workdir / 'done').exists()
+    assert checkpoint.has_step(str(workdir / 'checkpoints'), 6)
+    assert statuses(sweep_dir)[name]['state'] == 'done'
+    # One attempt folder (one start got through), its trainer gone.
+    attempts = list((tmp_path / 'vms').glob(f'vm-*/worker-0/{code}-runs/'
+                                            f'{name}/*'))
+    assert len(attempts) == 1, attempts
+    assert (attempts[0] / 'status').read_text().strip() == '0'
+    assert not _alive(int((attempts[0] / 'pid').read_text()))
+
+
+def test_tpu_vm_sigterm_to_the_launcher_stops_the_detached_run(tmp_path,
+                                                               data_dir):
+  """SIGTERM to the launcher: the run's watch sends the pkill to the
+  workers and waits; the detached trainer saves and exits 3, the launcher
+  exits 3 and the run is `preempted`, its trainer gone."""
+  sweep_file = write_sweep(tmp_path / 'one.py', [{'lr': 1e-3}],
+                           tiny_fixed(data_dir, total_steps=5000,
+                                      log_every_steps=10,
+                                      eval_every_steps=5000,
+                                      **{'checkpoint.every_steps': 5000}))
+  sweep_dir = tmp_path / 'sweep'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
+       *_tpu_flags(sweep_dir, '--tpu_allow_local_sweep_dir',
+                   f'--tpu_python={sys.executable}'),
+       f'--logs={tmp_path / "logs"}'], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True,
+      env=_fake_tpu_env(tmp_path, FAKE_TPU_WORKERS='1'))
+  workdir = sweep_dir / 'lr=0.001'
+  wait_for_training(workdir, process)
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=1800)
+  log = (tmp_path / 'logs' / 'lr=0.001.log').read_text()
+  assert process.returncode == 3, output + log
+  assert 'sent SIGTERM to the trainers' in log
+  got = statuses(sweep_dir)['lr=0.001']
+  assert got['state'] == 'preempted' and 0 < got['step'] < 5000, got
+  steps = checkpoint.TrainCheckpointer(str(workdir / 'checkpoints')
+                                       ).all_steps()
+  assert len(steps) == 1 and got['step'] <= steps[0] < 5000  # saved on TERM
+  attempt, = (tmp_path / 'vms').glob('vm-a/worker-0/*/*-runs/lr=0.001/*')
+  assert (attempt / 'status').read_text().strip() == '3'
+  assert not _alive(int((attempt / 'pid').read_text()))
+
+
+def _preempt(root, vm):
+  """What a spot VM's preemption does in the stand-in: its queued resource
+  SUSPENDED (ssh to it fails), then its processes killed."""
+  path = root / 'queued' / f'{vm}.json'
+  path.write_text(json.dumps({**json.loads(path.read_text()),
+                              'state': 'SUSPENDED'}))
+  for pid_file in (root / vm).glob('worker-*/**/pid'):
+    try:
+      os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
+def test_tpu_vm_a_preempted_spot_vm_is_created_again_and_the_run_resumes(
+    tmp_path, data_dir):
+  """--tpu_queued_resources: the launcher creates the spot VM's queued
+  resource, waits until ACTIVE, sets it up; preempted mid-run (SUSPENDED,
+  its trainer killed), the VM is deleted, created and set up again, and
+  the run restarts and resumes from its last checkpoint: done, exit 0."""
+  fixed = tiny_fixed(data_dir, total_steps=30, log_every_steps=10,
+                     eval_every_steps=30, **{'checkpoint.every_steps': 10})
+  sweep_file = write_sweep(tmp_path / 'spot.py', [{'lr': 1e-3}], fixed)
+  sweep_dir = tmp_path / 'sweep'
+  logs = tmp_path / 'logs'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.launch', f'--sweep={sweep_file}',
+       *_tpu_flags(sweep_dir, '--tpu_allow_local_sweep_dir',
+                   f'--tpu_python={sys.executable}', '--tpu_queued_resources',
+                   '--tpu_accelerator_type=v4-8', '--tpu_spot',
+                   '--tpu_runtime_version=tpu-ubuntu2204-base',
+                   '--tpu_poll_failures=1000'),
+       f'--logs={logs}'], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True,
+      env=_fake_tpu_env(tmp_path, FAKE_TPU_WORKERS='1'))
+  workdir = sweep_dir / 'lr=0.001'
+  deadline = time.time() + 1800
+  while not checkpoint.has_step(str(workdir / 'checkpoints'), 10):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.1)
+  _preempt(tmp_path / 'vms', 'vm-a')
+  output, _ = process.communicate(timeout=1800)
+  log = (logs / 'lr=0.001.log').read_text()
+  assert process.returncode == 0, output + log
+  assert "vm-a's queued resource is SUSPENDED" in log
+  assert 'Resuming from step' in log and 'worker statuses [0]' in log, log
+  assert statuses(sweep_dir)['lr=0.001']['state'] == 'done'
+  assert checkpoint.has_step(str(workdir / 'checkpoints'), 30)
+  calls = [json.loads(line)[2:4] for line in
+           (tmp_path / 'gcloud.jsonl').read_text().splitlines()]
+  queued = [verb for kind, verb in calls if kind == 'queued-resources']
+  assert queued.count('create') == 2 and queued.count('delete') == 1
+  creates = [json.loads(line) for line in
+             (tmp_path / 'gcloud.jsonl').read_text().splitlines()
+             if '--node-id=vm-a' in line]
+  assert all('--spot' in call for call in creates)
+  # Two attempts' folders: the first went with the old VM's disks.
+  attempts = list((tmp_path / 'vms').glob('vm-a/worker-0/*/*-runs/*/*'))
+  assert len(attempts) == 1 and attempts[0].name.endswith('-restart1')
 
 
 @pytest.mark.parametrize('spec', ['configs/sweeps/digits_pooling.py',

@@ -1,7 +1,7 @@
 """Figures a paper can use (vit_jax/scaling/plots.py): readable tick
 labels, titles from readable metric names, the y range set by the data
-(never by a band), and the paper style (one column, a PDF with its fonts
-embedded)."""
+(never by a band), the paper style (one column, a PDF with its fonts
+embedded), and markers sized by their run's parameter count."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from test_scaling import _cli
+from test_scaling_uncertainty import _lines
 from test_scaling_uncertainty import _sweep
 from vit_jax import scaling
 from vit_jax.scaling import fits
@@ -85,3 +86,62 @@ def test_cli_paper_style_and_metric_labels(tmp_path):
   assert result.returncode == 2
   assert "--metric_label='val/loss=x': give METRIC=NAME" in result.stderr
   assert not (tmp_path / 'bad').exists()
+
+
+def _marker_sizes_by_run(ax, fronts):
+  """{run: {markersize}} of the sized markers drawn (frontier points and
+  those off it), each point matched to its run by its coordinates."""
+  sizes = {}
+  for line in ax.get_lines():
+    kind, _, family = line.get_label().partition(':')
+    if kind not in ('_frontier_marker', '_off_frontier'):
+      continue
+    points = fronts[family].points
+    for x, y in zip(line.get_xdata(), line.get_ydata()):
+      (run,) = points[(points['x'] == x) & (points['y'] == y)]['run']
+      sizes.setdefault(run, set()).add(line.get_markersize())
+  return sizes
+
+
+@pytest.mark.parametrize('style', plots.STYLES)
+def test_markers_grow_with_the_model(tmp_path, style):
+  table = scaling.load_runs(os.path.join(_sweep(tmp_path), '*'))
+  params = table.groupby('run')['params'].first()
+  # Two families, one scale: vit and mixer each have a 1e5 run.
+  assert params.value_counts()[1e5] == 2 and params.nunique() == 8
+  fronts = scaling.frontier(table, 'compute/flops', 'val/accuracy')
+  figure, rows = plots.draw({'val/accuracy': fronts}, 'compute/flops',
+                            style=style)
+  ax = figure.axes[0]
+  sizes = _marker_sizes_by_run(ax, fronts)
+  assert set(sizes) == set(params.index)  # every run's points are sized
+  assert all(len(s) == 1 for s in sizes.values()), sizes  # one size a run
+  size = {run: s.pop() for run, s in sizes.items()}
+  by_params = sorted(params.index, key=lambda run: params[run])
+  for small, large in zip(by_params, by_params[1:]):
+    if params[small] < params[large]:
+      assert size[small] < size[large], (small, large, size)
+    else:
+      assert size[small] == pytest.approx(size[large])
+  smallest, largest = size[by_params[0]], size[by_params[-1]]
+  low, high = plots.MARKER_AREAS[style]
+  assert (smallest ** 2, largest ** 2) == pytest.approx((low, high))
+  # Every frontier point has its sized marker on top of the joined line.
+  for family, front in fronts.items():
+    marked = {(x, y) for line in _lines(ax, 'frontier_marker')[family]
+              for x, y in zip(line.get_xdata(), line.get_ydata())}
+    assert marked == set(zip(front.frontier['x'], front.frontier['y']))
+  # The CSV says the same: params and marker area (pt^2) per point.
+  marked_rows = rows[rows['series'].isin(['run', 'frontier'])]
+  areas = marked_rows.groupby('run')['marker_area'].agg(['min', 'max'])
+  assert (areas['min'] == areas['max']).all()
+  np.testing.assert_allclose(
+      [areas.loc[run, 'min'] for run in by_params],
+      [size[run] ** 2 for run in by_params])
+  # A size legend, its markers as drawn.
+  legend = (figure.legends[0] if style == 'paper' else ax.get_legend())
+  entries = {text.get_text(): handle for text, handle in zip(
+      legend.get_texts(), legend.legend_handles)}
+  assert {'30K params', '2M params'} <= set(entries), list(entries)
+  assert entries['30K params'].get_markersize() == pytest.approx(smallest)
+  assert entries['2M params'].get_markersize() == pytest.approx(largest)

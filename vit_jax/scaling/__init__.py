@@ -17,8 +17,10 @@ Modules: `runs` (workdirs -> a pandas table, through vit_jax.paths so
 gs:// works), `fits` (the laws, bootstrap, extrapolation check,
 Chinchilla), `compute_optimal` (Chinchilla's approaches 1 and 2),
 `frontiers` (per-group lower envelopes and their fits),
-`plots` (PNG, SVG and CSV), `__main__` (the command line). Reads workdirs
-only; never imports jax or TensorFlow.
+`plots` (PNG, SVG and CSV; markers sized by parameters), `report`
+(report.html: figures, laws and runs on one offline page), `__main__`
+(the command line). Reads workdirs only; never imports jax or
+TensorFlow.
 """
 
 from vit_jax.scaling.compute_optimal import ComputeOptimal

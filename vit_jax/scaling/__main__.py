@@ -6,6 +6,7 @@
         [--bootstrap=200] [--holdout_fraction=0.2 | --holdout_threshold=X]
         [--label=NAME ...] [--group_by=KEY[,KEY]] [--seed_keys=seed]
         [--metric_label=METRIC=NAME ...] [--style=screen|paper]
+        [--noreport]
 
 Reads every workdir the patterns match (`--workdirs` is repeatable and
 never split on commas: run names contain them; `--label` names each
@@ -20,8 +21,19 @@ data itself) and an extrapolation check (fitted on the frontier below a
 threshold, scored on the points above); a law on fewer points than its
 parameters + 2 is flagged underdetermined. Writes to DIR:
 error_vs_<x>.{png,svg,csv} (a panel per metric), the same against
-parameters and images seen (--also_x), and fits.json (every law, its
-intervals or why there are none, frontier and check).
+parameters and images seen (--also_x), fits.json (every law, its
+intervals or why there are none, frontier and check) and report.html
+(unless --noreport). In the figures a marker's area grows with its run's
+parameter count (linear in log10 params, from the smallest model to the
+largest; a legend gives sizes, e.g. '30K params', '2M params').
+
+report.html is one page a browser opens offline (no script, nothing
+fetched): every figure written (its PNG embedded, links to its SVG, PDF
+and CSV beside the page), the laws (per x, metric and group: form,
+parameters with their intervals or why there are none, underdetermined
+or not, the extrapolation check) and a row per run (name, group, size,
+state, its hyperparameters, the last value of each metric, a link to its
+TensorBoard folder, tb/; a gs:// one printed). Every text is escaped.
 
 --form=auto (the default) fits Zhai et al.'s saturating law
 a (x + d)^-b + c and falls back to c + a x^-b, then a x^-b, for a family
@@ -53,6 +65,7 @@ from vit_jax.scaling import compute_optimal
 from vit_jax.scaling import fits as fits_lib
 from vit_jax.scaling import frontiers as frontier_lib
 from vit_jax.scaling import plots
+from vit_jax.scaling import report as report_lib
 from vit_jax.scaling import runs as runs_lib
 
 
@@ -115,6 +128,9 @@ _METRIC_LABEL = flags.DEFINE_multi_string(
 _STYLE = flags.DEFINE_enum(
     'style', 'screen', list(plots.STYLES), "Figures: 'screen' (PNG, SVG) or "
     "'paper' (one column wide, serif, also a PDF with its fonts embedded).")
+_REPORT = flags.DEFINE_bool(
+    'report', True, 'Also write DIR/report.html: the figures, laws and runs '
+    'on one page a browser opens offline (--noreport: not).')
 
 # Letters for x in printed formulas.
 _SYMBOLS = {'compute': 'C', 'params': 'N', 'params_body': 'N',
@@ -479,10 +495,13 @@ def run() -> None:
           isoflop[0], out, loss_label=runs_lib.error_label(metrics[0]),
           style=_STYLE.value,
           approach1=next(r for r in optimal if r.approach == 'envelope'))
+  summary['style'] = _STYLE.value
   fits_path = paths.join(out, 'fits.json')
   paths.write_atomic(fits_path, json.dumps(_json_safe(summary), indent=2,
                                            sort_keys=True))
   written.append(fits_path)
+  if _REPORT.value:
+    written.append(report_lib.write(out, _json_safe(summary), written, table))
   print(f'Wrote {", ".join(written)}')
 
 

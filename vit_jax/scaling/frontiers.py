@@ -78,6 +78,20 @@ def _labels(table: pd.DataFrame, group_by: Sequence[str]) -> pd.Series:
                    index=table.index, dtype=object)
 
 
+def group_labels(table: pd.DataFrame,
+                 group_by: Optional[Sequence[str]] = None) -> pd.Series:
+  """Each row's group label, as the frontiers name their groups (module
+  docstring; default `default_group_by`). `table` is a `load_runs` table,
+  or any frame with its family / sweep / variant / hyperparameter columns
+  (and `attrs['hparams']`), e.g. one row per run.
+
+  Raises:
+    ValueError: a key that is not a column (naming the valid ones).
+  """
+  group_by = tuple(group_by) if group_by else default_group_by(table)
+  return _labels(table, group_by)
+
+
 def _average_seeds(frame: pd.DataFrame, config_keys: List[str],
                    seed_keys: List[str]) -> pd.DataFrame:
   """Points of runs alike but for their seeds averaged per step."""
@@ -108,12 +122,13 @@ def _average_seeds(frame: pd.DataFrame, config_keys: List[str],
           'step': int(step), 'x': float(at['x'].mean()),
           'y': float(at['y'].mean()),
           'y_std': float(at['y'].std(ddof=1)) if len(at) > 1 else np.nan,
-          'n_seeds': int(len(at)), 'seeds': '; '.join(seeds)})
+          'n_seeds': int(len(at)), 'seeds': '; '.join(seeds),
+          'params': float(at['params'].mean())})
   return pd.DataFrame(out, columns=POINT_COLUMNS)
 
 
 POINT_COLUMNS = ('family', 'model', 'run', 'workdir', 'state', 'is_branch',
-                 'step', 'x', 'y', 'y_std', 'n_seeds', 'seeds')
+                 'step', 'x', 'y', 'y_std', 'n_seeds', 'seeds', 'params')
 
 
 def points(table: pd.DataFrame, x: str, metric: str,
@@ -137,11 +152,12 @@ def points(table: pd.DataFrame, x: str, metric: str,
     model (the model family), run (a configuration's label when seeds were
     averaged), workdir (its first run's), state, is_branch, step, x, y
     (the error; the seeds' mean), y_std (NaN for one seed), n_seeds, seeds
-    ('seed=0; seed=1'), for rows where the metric was logged and both
-    values are positive. skipped: run, workdir, step, reason for rows where
-    the metric was logged but x is unknown (NaN, e.g. params without
-    summary.json) or either value is not positive (log axes need positive
-    values).
+    ('seed=0; seed=1'), params (the run's parameter count, NaN without
+    summary.json; the figures size markers by it), for rows where the
+    metric was logged and both values are positive. skipped: run,
+    workdir, step, reason for rows where the metric was logged but x is
+    unknown (NaN, e.g. params without summary.json) or either value is
+    not positive (log axes need positive values).
 
   Raises:
     ValueError: no run logged `metric` (naming the metrics there are), an
@@ -167,6 +183,7 @@ def points(table: pd.DataFrame, x: str, metric: str,
       'x': rows[column].astype('float64'),
       'y': runs_lib.to_error(metric, rows[metric]),
       'branch_step': rows['branch_step'],
+      'params': rows['params'].astype('float64'),
       **{k: rows[k] for k in hparams},
   })
   unknown = frame['x'].isna() | frame['y'].isna()

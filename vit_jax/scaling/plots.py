@@ -16,14 +16,25 @@ than its parameters + 2 (`fits.underdetermined`) is drawn thin, labelled
 and SVG, with a CSV of exactly what is drawn, through `vit_jax.paths` (the
 output directory may be gs://).
 
+Each point's marker is sized by its run's parameter count (`MarkerSizes`):
+its area grows linearly with log10(params), from the figure's smallest
+model to its largest (12 to 120 pt^2 on screen, 5 to 42 pt^2 in the paper
+style), so a point's model reads from the figure; a small size legend
+('30K params', '100K params', ...) gives the scale. A run without a known
+parameter count (no summary.json) gets the middle size.
+
 CSV columns: panel (the metric), family, series ('run', 'frontier', 'fit',
 'extrapolation'), run, step, state, x, y, y_low, y_high (the band, on fit
 and extrapolation rows when a bootstrap gave one), on_frontier (on run
-rows), underdetermined (on fit and extrapolation rows).
+rows), underdetermined (on fit and extrapolation rows), params and
+marker_area (the run's parameter count and its marker's area in pt^2, on
+run and frontier rows).
 """
 
+import dataclasses
 import io
 import logging
+import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
@@ -40,7 +51,8 @@ from vit_jax.scaling import frontiers as frontier_lib
 from vit_jax.scaling import runs as runs_lib
 
 CSV_COLUMNS = ('panel', 'family', 'series', 'run', 'step', 'state', 'x', 'y',
-               'y_low', 'y_high', 'on_frontier', 'underdetermined')
+               'y_low', 'y_high', 'on_frontier', 'underdetermined', 'params',
+               'marker_area')
 _STATE_MARKERS = {'unfinished': 's', 'failed': 'x'}  # others: 'o'
 # Embedding fonts in a PDF runs fontTools' subsetter, which logs every
 # table it touches at INFO (absl shows INFO): keep it to warnings.
@@ -95,7 +107,8 @@ def plot_rows(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
         for record in frame.sort_values(['workdir', 'step']).itertuples():
           row = {'panel': panel, 'family': family, 'series': kind,
                  'run': record.run, 'step': record.step,
-                 'state': record.state, 'x': record.x, 'y': record.y}
+                 'state': record.state, 'x': record.x, 'y': record.y,
+                 'params': getattr(record, 'params', np.nan)}
           if kind == 'run':
             row['on_frontier'] = (record.workdir, record.step) in on
           rows.append(row)
@@ -106,6 +119,8 @@ def plot_rows(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
 
 
 STYLES = ('screen', 'paper')
+# The PNGs' resolution per style (dots per inch).
+DPI = {'screen': 120, 'paper': 300}
 # Paper: one column of a two-column paper (3.25 in), serif text at the
 # size of a caption, TrueType fonts embedded in the PDF (Type 42).
 _PAPER_WIDTH = 3.25
@@ -122,6 +137,90 @@ def plain_number(value: float) -> str:
   mantissa = value / 10 ** exponent
   head = '' if abs(mantissa - 1) < 1e-6 else f'{mantissa:.2g}\u00d7'
   return f'{head}10$^{{{exponent}}}$'
+
+
+def params_text(value: float) -> str:
+  """A parameter count as a reader writes it: 850, 30K, 2.5M, 1.2B."""
+  if not np.isfinite(value) or value <= 0:
+    return '?'
+  for unit, scale in (('T', 1e12), ('B', 1e9), ('M', 1e6), ('K', 1e3),
+                      ('', 1.0)):
+    if value >= scale * 0.9995 or not unit:
+      text = f'{value / scale:.3g}'
+      if 'e' not in text:
+        return text + unit
+  return f'{value:.3g}'
+
+
+# Marker areas (pt^2) of a figure's smallest and largest model, per style.
+MARKER_AREAS = {'screen': (12.0, 120.0), 'paper': (5.0, 42.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkerSizes:
+  """Marker areas by parameter count: linear in log10(params) from
+  `area_low` at `low` params to `area_high` at `high` (the figure's
+  smallest and largest model); the middle area for an unknown count, and
+  for every run when all have one size (low == high) or none is known
+  (low, high NaN)."""
+  low: float
+  high: float
+  area_low: float
+  area_high: float
+
+  @property
+  def middle(self) -> float:
+    return (self.area_low + self.area_high) / 2
+
+  def area(self, params) -> np.ndarray:
+    """The marker area (pt^2) of each parameter count."""
+    params = np.asarray(params, dtype=np.float64)
+    out = np.full(params.shape, self.middle)
+    if not (np.isfinite(self.low) and self.high > self.low):
+      return out
+    known = np.isfinite(params) & (params > 0)
+    share = np.clip((np.log10(params[known]) - math.log10(self.low)) /
+                    (math.log10(self.high) - math.log10(self.low)), 0, 1)
+    out[known] = self.area_low + share * (self.area_high - self.area_low)
+    return out
+
+  def markersize(self, params: float) -> float:
+    """A Line2D markersize (the marker's width in pt) for a count."""
+    return float(np.sqrt(self.area(params)))
+
+  def legend_values(self, most: int = 3) -> List[float]:
+    """Parameter counts for the size legend: the smallest and largest
+    model and up to `most` - 2 round counts (1 and 3 x 10^k) between
+    them, evenly spread in log, far enough from both ends to look
+    different; [] when none is known."""
+    if not np.isfinite(self.low):
+      return []
+    if self.high <= self.low * 1.01:
+      return [self.low]
+    round_counts = [m * 10.0 ** e for e in range(
+        int(math.floor(math.log10(self.low))),
+        int(math.ceil(math.log10(self.high))) + 1) for m in (1, 3)]
+    inner = [v for v in round_counts
+             if self.low * 1.8 < v < self.high / 1.8]
+    picked = []
+    for target in np.geomspace(self.low, self.high, most)[1:-1]:
+      if inner:
+        nearest = min(inner, key=lambda v: abs(math.log(v / target)))
+        inner.remove(nearest)
+        picked.append(nearest)
+    return [self.low, *sorted(picked), self.high]
+
+
+def marker_sizes(params, style: str = 'screen') -> MarkerSizes:
+  """The `MarkerSizes` of a figure whose runs have these parameter counts
+  (NaN for unknown ones)."""
+  params = np.asarray(params, dtype=np.float64)
+  params = params[np.isfinite(params) & (params > 0)]
+  area_low, area_high = MARKER_AREAS[style]
+  if params.size == 0:
+    return MarkerSizes(math.nan, math.nan, area_low, area_high)
+  return MarkerSizes(float(params.min()), float(params.max()), area_low,
+                     area_high)
 
 
 def _label_log_axis(axis, low: float, high: float) -> None:
@@ -155,10 +254,12 @@ def _data_limits(values: np.ndarray) -> Tuple[float, float]:
 def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
                 metric: str, extrapolate: float,
                 metric_label: Optional[str] = None,
-                legend: bool = True) -> List:
+                legend: bool = True,
+                sizes: Optional[MarkerSizes] = None) -> List:
   # Artists are labelled '_<series>:<family>' (a leading '_' keeps them out
   # of the legend, which is built from handles below) for tests and
   # notebooks to find them.
+  sizes = sizes or marker_sizes(rows['params'])
   for family, group in rows.groupby('family', sort=True):
     color = colors[family]
     runs = group[group['series'] == 'run']
@@ -169,14 +270,24 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
       off = run_rows[~run_rows['on_frontier'].eq(True)]
       if not off.empty:
         ax.plot(off['x'], off['y'], linestyle='none', color=color,
-                marker=_STATE_MARKERS.get(state, 'o'), markersize=4,
+                marker=_STATE_MARKERS.get(state, 'o'),
+                markersize=sizes.markersize(off['params'].iloc[0]),
                 markerfacecolor='none', markeredgecolor=color,
                 markeredgewidth=0.8, alpha=0.8, label=f'_off_frontier:{family}')
     front = group[group['series'] == 'frontier'].sort_values('x')
+    # The frontier joined, its points marked at the smallest size (each
+    # covered by its sized marker below) ...
     ax.plot(front['x'], front['y'], ':', color=color, linewidth=1.0,
-            marker='o', markersize=6, markerfacecolor=color,
-            markeredgecolor='black', markeredgewidth=0.7, zorder=3,
+            marker='o', markersize=math.sqrt(sizes.area_low),
+            markerfacecolor=color, markeredgewidth=0, zorder=3,
             label=f'_frontier:{family}')
+    # ... and each run's frontier points sized by its parameter count.
+    for _, run_front in front.groupby('run', sort=True):
+      ax.plot(run_front['x'], run_front['y'], linestyle='none', marker='o',
+              markersize=sizes.markersize(run_front['params'].iloc[0]),
+              color=color, markerfacecolor=color, markeredgecolor='black',
+              markeredgewidth=0.7, zorder=3.5,
+              label=f'_frontier_marker:{family}')
     for series, style in (('fit', '-'), ('extrapolation', '--')):
       curve = group[group['series'] == series].sort_values('x')
       if curve.empty:
@@ -237,6 +348,12 @@ def _draw_panel(ax, rows: pd.DataFrame, colors: Dict[str, str], x_label: str,
   if 'failed' in states:
     handles.append(lines.Line2D([], [], color='gray', marker='x',
                                 linestyle='none', label='failed run'))
+  for value in sizes.legend_values():
+    handles.append(lines.Line2D(
+        [], [], linestyle='none', marker='o', color='gray',
+        markerfacecolor='lightgray', markeredgecolor='black',
+        markeredgewidth=0.7, markersize=sizes.markersize(value),
+        label=f'{params_text(value)} params'))
   if legend:
     ax.legend(handles=handles, fontsize='small', loc='best')
   return handles
@@ -248,8 +365,7 @@ def _write_figure(figure, stem: str, style: str = 'screen') -> List[str]:
   for extension in extensions:
     buffer = io.BytesIO()
     with matplotlib.rc_context(_rc(style)):
-      figure.savefig(buffer, format=extension,
-                     dpi=120 if style == 'screen' else 300)
+      figure.savefig(buffer, format=extension, dpi=DPI[style])
     path = f'{stem}.{extension}'
     paths.write_atomic(path, buffer.getvalue())
     written.append(path)
@@ -291,6 +407,12 @@ def draw(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
   if rows.empty:
     raise ValueError(f'Nothing to plot against {x}: no point has both values '
                      f'positive.')
+  _rc(style)  # an unknown style is refused before anything is drawn
+  marked = rows['series'].isin(['run', 'frontier'])
+  # One scale for all panels: a model's markers are alike in each.
+  sizes = marker_sizes(rows.loc[marked, 'params'], style)
+  rows['marker_area'] = np.where(
+      marked, sizes.area(rows['params'].to_numpy(dtype=np.float64)), np.nan)
   colors = colors or family_colors(rows['family'].unique())
   metrics = [m for m in panels if (rows['panel'] == m).any()]
   columns = min(3, len(metrics))
@@ -315,7 +437,7 @@ def draw(panels: Mapping[str, Mapping[str, frontier_lib.Frontier]],
       for handle in _draw_panel(
           ax, rows[rows['panel'] == metric], colors,
           runs_lib.X_LABELS.get(column, column), metric, extrapolate,
-          metric_labels.get(metric), legend=not paper):
+          metric_labels.get(metric), legend=not paper, sizes=sizes):
         legend.setdefault(handle.get_label(), handle)
     for ax in list(axes.flat)[len(metrics):]:
       ax.set_visible(False)
