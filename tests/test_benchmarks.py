@@ -1,6 +1,7 @@
 """benchmarks/train_throughput.py keeps running: a tiny smoke run of two
 families, in a fresh process so that its imports are its own (no
-TensorFlow); so does benchmarks/launcher_status.py. Nothing is timed
+TensorFlow); so do benchmarks/launcher_status.py, segmentation_step.py,
+depthwise_conv.py and loop_overhead.py. Nothing is timed
 against a threshold; see benchmarks/README.md for the figures."""
 
 import importlib.util
@@ -164,3 +165,32 @@ def test_depthwise_conv_benchmark_times_both_implementations(capsys):
     assert record['max_abs_diff_vs_conv'] < 1e-5
   with pytest.raises(SystemExit, match=r"unknown --cases \['x'\]"):
     depthwise_conv.main(['--cases=x'])
+
+
+def test_loop_overhead_benchmark_times_the_loop_and_the_bare_step(tmp_path):
+  """benchmarks/loop_overhead.py --tiny: the real loop (train_and_evaluate
+  on prepared batches) and the bare step, each once, the input pipeline
+  apart, and the summary, in a fresh interpreter."""
+  result = subprocess.run(
+      [sys.executable, os.path.join('benchmarks', 'loop_overhead.py'),
+       '--tiny', f'--data_dir={tmp_path / "tfds"}'], cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      timeout=1800, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in result.stdout.splitlines()
+             if line.startswith('{')]
+  assert [r['kind'] for r in records] == ['loop', 'bare', 'pipeline',
+                                          'summary']
+  loop, bare, pipeline, summary = records
+  for record in (loop, bare):
+    assert record['steps'] == 4  # steps 5-8: between the log steps 4 and 8
+    assert record['seconds'] > 0 and record['steps_per_s'] > 0
+    assert record['cpu_ms_per_step'] >= 0
+  assert pipeline['batches_per_s'] > 0
+  for key in ('loop_steps_per_s', 'bare_steps_per_s', 'ms_per_step_loop',
+              'ms_per_step_bare'):
+    assert summary[key] > 0, key
+  assert len(summary['overhead_all']) == 1
+  assert summary['overhead'] == summary['overhead_all'][0]
+  assert 'cpu_overhead' in summary
+  assert summary['config']['steps'] == 12

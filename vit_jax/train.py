@@ -297,6 +297,19 @@ def _check_finite(step: int, metrics: Mapping[str, Any]) -> float:
   return values['train/loss']
 
 
+def _check_pending(pending: Sequence[Tuple[int, Mapping[str, Any]]]
+                   ) -> Tuple[float, Dict[str, Any]]:
+  """Checks the metrics of the steps in `pending` ((step, metrics on the
+  device), in step order), fetched with one `jax.device_get`; raises at the
+  first non-finite one (`_check_finite`). Returns (the loss, the metrics
+  on the host) of the last."""
+  fetched = jax.device_get([metrics for _, metrics in pending])
+  loss = float('nan')
+  for (step, _), values in zip(pending, fetched):
+    loss = _check_finite(step, values)
+  return loss, fetched[-1]
+
+
 def _every(step: int, period: Optional[int], total_steps: int) -> bool:
   return step == total_steps or bool(period and step % period == 0)
 
@@ -642,7 +655,12 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
   device_seconds = float(data_state.get('device_seconds', 0.0))
   is_main = jax.process_index() == 0
   keep_steps = set(config.checkpoint.keep_steps)  # branch points
-  pending = None  # (step, metrics) whose loss is not checked yet
+  # (step, metrics) of the steps not checked yet: read back only at a
+  # step that logs, saves or evaluates (and at the end), so a step that
+  # does none of these reads nothing from the device
+  # (tests/test_loop_overhead.py).
+  pending: List[Tuple[int, Dict[str, Any]]] = []
+  in_flight = None  # the previous step's loss, to wait for
   stopped_at = None
 
   for step in range(start_step + 1, total_steps + 1):
@@ -659,11 +677,13 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
     state, metrics = step_fn(state, batch, seed_key)
     _fault_point('step', step)
     window_steps += 1
-    # The previous step's loss is checked while this one runs, so the
-    # device always has a step queued; a NaN is reported with its step.
-    if pending is not None:
-      _check_finite(*pending)
-    pending = (step, metrics)
+    # Wait (reading nothing back) until the previous step is done while
+    # this one runs: the device always has a step queued, and no more than
+    # two steps (and their batches) are ever in flight.
+    if in_flight is not None:
+      jax.block_until_ready(in_flight)
+    in_flight = metrics['train/loss']
+    pending.append((step, metrics))
     checkpointer.check_save()  # a failed async save stops the run now
     stop = preemption.any_process()
     log_now = _every(step, config.log_every_steps, total_steps) or stop
@@ -672,8 +692,11 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
     due = [] if stop else [e for e in evaluators
                            if _every(step, e.every_steps, total_steps)]
     if log_now or save_now or due:
-      loss = _check_finite(step, metrics)  # nothing non-finite is saved
-      pending = None
+      # Nothing non-finite is logged, evaluated or saved; a NaN is
+      # reported with its own step, found at the first step after it that
+      # logs, saves or evaluates (or at the end).
+      loss, metrics = _check_pending(pending)
+      pending = []
     if log_now or save_now:
       elapsed = time.monotonic() - window_start
       device_seconds += devices * elapsed
@@ -719,8 +742,8 @@ def _loop(config, run: build.Run, evaluators, state: State, start_step: int,
       logging.warning('Stopped at step %d on request (SIGTERM).', step)
       stopped_at = step
       break
-  if pending is not None:
-    _check_finite(*pending)
+  if pending:
+    _check_pending(pending)
   if is_main and step_fn is not None:
     final = stopped_at or total_steps
     compute.write_summary(workdir, {
