@@ -98,18 +98,23 @@ _ALLOW_LOCAL = flags.DEFINE_bool(
     'tpu_allow_local_sweep_dir', False, 'tpu_vm: accept a local --sweep_dir '
     '(only when the workers share this machine\'s disk, as in tests).')
 
+# Polling defaults: the flags', and a sweep's recorded before they existed.
+DEFAULTS = {'poll_seconds': 30.0, 'poll_failures': 20}
+
 _SSH_FLAGS = flags.DEFINE_string(
     'tpu_ssh_flags', '', 'tpu_vm: more flags for every `gcloud compute tpus '
     'tpu-vm ssh` and `scp`, split as the shell does, e.g. '
     '\'--tunnel-through-iap\' or \'--internal-ip\'.')
 _POLL_SECONDS = flags.DEFINE_float(
-    'tpu_poll_seconds', 30.0, 'tpu_vm: runs start detached on the workers '
-    '(a dropped SSH connection does not end them); the launcher asks '
+    'tpu_poll_seconds', DEFAULTS['poll_seconds'], 'tpu_vm: runs start '
+    'detached on the workers (a dropped SSH connection does not end them); '
+    'the launcher asks '
     'every this many seconds whether they still run.')
 _POLL_FAILURES = flags.DEFINE_integer(
-    'tpu_poll_failures', 20, 'tpu_vm: this many failed polls of a run in a '
-    'row (ssh errors, no answer) end its watch as failed (the trainers may '
-    'still run: `cancel` stops them); fewer are retried.')
+    'tpu_poll_failures', DEFAULTS['poll_failures'], 'tpu_vm: this many '
+    'failed polls of a run in a row (ssh errors, no answer) end its watch '
+    'as failed (the trainers may still run: `cancel` stops them); fewer '
+    'are retried.')
 
 _QUEUED = flags.DEFINE_bool(
     'tpu_queued_resources', False, 'tpu_vm: each VM of --tpu_names is the '
@@ -130,9 +135,6 @@ _SPOT = flags.DEFINE_bool(
 
 TARBALL = 'vit_jax_code.tar.gz'
 MAX_RESTARTS = 20  # preemptions of one run's VM before its watch gives up
-
-
-DEFAULTS = {'poll_seconds': 30.0, 'poll_failures': 20}
 
 
 def _get(settings: Mapping[str, Any], key: str) -> Any:
